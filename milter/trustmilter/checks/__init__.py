@@ -1,0 +1,1 @@
+"""The checks: one module each, one interface (see base.py); REGISTRY lists them."""

@@ -1,0 +1,108 @@
+"""The facts a check works from: connection, envelope and message.
+
+These are plain values collected by the milter adapter (or by
+``trustmilter check`` from the command line). They hold no logic beyond
+tolerant parsing: a message with broken headers still yields a Message,
+and the `headers` check reports what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from email.message import Message as EmailMessage
+from functools import cached_property
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The SMTP client as the MTA saw it."""
+
+    ip: IPAddress
+    # The name the MTA verified for the client, if any (Postfix's client_name).
+    hostname: str | None = None
+    helo: str | None = None
+    authenticated_as: str | None = None  # SASL login ({auth_authen})
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """MAIL FROM and RCPT TO; `mail_from` is '' for the null sender (bounces)."""
+
+    mail_from: str = ""
+    rcpt_to: tuple[str, ...] = ()
+
+
+class Message:
+    """A message as raw bytes, with headers split out tolerantly.
+
+    `raw` is kept byte-exact because DKIM and ARC hash it. Header values
+    are decoded as UTF-8 with surrogate escapes so no input can raise.
+    """
+
+    __slots__ = ("__dict__", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    @cached_property
+    def header_block(self) -> bytes:
+        """The bytes before the first empty line (the whole message if none)."""
+        match = _HEADER_END.search(self.raw)
+        return self.raw[: match.start()] if match else self.raw
+
+    @cached_property
+    def body(self) -> bytes:
+        """The bytes after the first empty line."""
+        match = _HEADER_END.search(self.raw)
+        return self.raw[match.end() :] if match else b""
+
+    @cached_property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """(name, unfolded value) pairs in order; lines that are not fields are skipped."""
+        fields: list[tuple[bytes, bytes]] = []
+        for line in self.header_block.splitlines():
+            if line[:1] in (b" ", b"\t"):
+                if fields:
+                    name, value = fields[-1]
+                    fields[-1] = (name, value + b" " + line.strip())
+                continue
+            match = _FIELD_NAME.match(line)
+            if match:
+                fields.append((match.group(1), line[match.end() :].strip()))
+        return tuple(
+            (n.decode("ascii"), v.decode("utf-8", "surrogateescape")) for n, v in fields
+        )
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header `name` (case-insensitive), in order."""
+        wanted = name.lower()
+        return [value for key, value in self.headers if key.lower() == wanted]
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name`, or None."""
+        values = self.header_values(name)
+        return values[0] if values else None
+
+    @cached_property
+    def parsed(self) -> EmailMessage:
+        """The MIME tree, parsed leniently (compat32 never raises on bad input)."""
+        parser = email.parser.BytesParser(policy=email.policy.compat32)
+        return parser.parsebytes(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything known about one transaction, as the checks receive it."""
+
+    connection: Connection
+    envelope: Envelope = field(default_factory=Envelope)
+    message: Message | None = None

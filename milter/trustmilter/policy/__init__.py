@@ -1,0 +1,1 @@
+"""policy.yaml: the model, its validating loader, and the pure evaluator."""

@@ -1,0 +1,117 @@
+"""Typed results of the checks.
+
+A check never tells the policy engine what to do; it reports what it saw as a
+`CheckResult`: an RFC 8601 style outcome plus named findings. The policy
+engine turns those into a verdict, and `authresults` turns the
+authentication ones into an Authentication-Results header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """Result values; the authentication ones are RFC 8601 §2.7 names."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SOFTFAIL = "softfail"
+    NEUTRAL = "neutral"
+    NONE = "none"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+    POLICY = "policy"
+    SKIPPED = "skipped"  # the check did not apply (e.g. no signature, trusted client)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One named observation, e.g. ``iprev.ptr_generic``.
+
+    `score` is a weight the check's own configuration attached (a DNSBL's
+    weight); the policy's score table adds to it.
+    """
+
+    name: str
+    detail: str = ""
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one check (or one identity of it) concluded.
+
+    `check` is the dotted result name the policy refers to: ``iprev``,
+    ``spf.mailfrom``, ``spf.helo``, ``dkim`` (one result per signature),
+    ``dmarc``... `method` is the RFC 8601 method for the A-R header, or
+    None when the result does not belong there. `props` are RFC 8601
+    ptype.property pairs (``smtp.mailfrom``, ``header.d``...), in order.
+    """
+
+    check: str
+    outcome: Outcome
+    reason: str = ""
+    findings: tuple[Finding, ...] = ()
+    method: str | None = None
+    props: tuple[tuple[str, str], ...] = ()
+    # Extra machine-readable data for dependent checks (e.g. DMARC reads
+    # the SPF-authenticated domain), never free text.
+    data: Mapping[str, str] = field(default_factory=dict)
+
+    def prop(self, key: str) -> str | None:
+        """The value of one ptype.property, or None."""
+        for name, value in self.props:
+            if name == key:
+                return value
+        return None
+
+    def signals(self) -> Iterator[str]:
+        """The names the policy can match: ``<check>.<outcome>`` and each finding."""
+        yield f"{self.check}.{self.outcome.value}"
+        for finding in self.findings:
+            yield finding.name
+
+
+class Results(Mapping[str, tuple[CheckResult, ...]]):
+    """Immutable map from result name to the results that carry it."""
+
+    __slots__ = ("_by_check", "_ordered")
+
+    def __init__(self, results: Iterable[CheckResult] = ()) -> None:
+        self._ordered: tuple[CheckResult, ...] = tuple(results)
+        by_check: dict[str, list[CheckResult]] = {}
+        for result in self._ordered:
+            by_check.setdefault(result.check, []).append(result)
+        self._by_check = {name: tuple(items) for name, items in by_check.items()}
+
+    def __getitem__(self, check: str) -> tuple[CheckResult, ...]:
+        return self._by_check[check]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_check)
+
+    def __len__(self) -> int:
+        return len(self._by_check)
+
+    def __repr__(self) -> str:
+        return f"Results({list(self._ordered)!r})"
+
+    def first(self, check: str) -> CheckResult | None:
+        """The first result named `check`, or None if the check did not run."""
+        items = self._by_check.get(check)
+        return items[0] if items else None
+
+    def all(self) -> tuple[CheckResult, ...]:
+        """Every result, in the order the checks produced them."""
+        return self._ordered
+
+    def plus(self, more: Iterable[CheckResult]) -> Results:
+        """A new Results with `more` appended."""
+        return Results((*self._ordered, *more))
+
+    def signals(self) -> frozenset[str]:
+        """Every signal name any result carries."""
+        return frozenset(s for r in self._ordered for s in r.signals())
