@@ -1,1 +1,52 @@
-"""The checks: one module each, one interface (see base.py); REGISTRY lists them."""
+"""The checks: one module each, one interface (see base.py).
+
+`SECTIONS` is the explicit registry: policy section name -> module. Each
+module exposes its `Config` and `CHECKS` (the check classes it provides,
+one per SMTP stage it works at). No import magic: adding a check means
+adding it here and to the policy model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from trustmilter.checks import arc, dkim, dmarc, dnsbl, headers, helo, iprev, names, spf, uribl
+
+if TYPE_CHECKING:
+    from trustmilter.checks.base import Check
+    from trustmilter.policy.model import ChecksConfig
+
+SECTIONS: dict[str, ModuleType] = {
+    "iprev": iprev,
+    "helo": helo,
+    "dnsbl": dnsbl,
+    "spf": spf,
+    "names": names,
+    "headers": headers,
+    "dkim": dkim,
+    "arc": arc,
+    "dmarc": dmarc,
+    "uribl": uribl,
+}
+
+
+class StartupError(Exception):
+    """An enabled check cannot run (a missing dependency, an unusable setting)."""
+
+
+def build_checks(config: ChecksConfig) -> Iterator[Check]:
+    """Instances of every enabled check; raises StartupError for one that cannot run."""
+    for section, module in SECTIONS.items():
+        section_config = getattr(config, section)
+        if not section_config.enabled:
+            continue
+        preflight = getattr(module, "preflight", None)
+        if preflight is not None:
+            try:
+                preflight(section_config)
+            except Exception as error:
+                raise StartupError(f"checks.{section}: cannot run: {error}") from error
+        for check_class in module.CHECKS:
+            yield check_class(section_config)

@@ -1,0 +1,5 @@
+import sys
+
+from trustmilter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""App: the shared services built once from a policy and passed in, never global.
+
+The milter adapter and ``trustmilter check`` both evaluate messages through
+an App, so the command line runs exactly the pipeline the daemon runs.
+"""
+
+from __future__ import annotations
+
+import socket
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from trustmilter.checks import build_checks
+from trustmilter.domains import DomainTools
+from trustmilter.lookup import Resolver
+from trustmilter.lookup.resolver import build_resolver
+from trustmilter.lookup.shims import install_spf_hook
+from trustmilter.pipeline import Pipeline
+from trustmilter.policy.model import Policy
+
+# Enough threads for every check of a few concurrent messages to wait on DNS at once.
+DEFAULT_WORKERS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    policy: Policy
+    dns: Resolver
+    domains: DomainTools
+    pipeline: Pipeline
+    executor: Executor
+    authserv_id: str
+
+    @classmethod
+    def build(
+        cls,
+        policy: Policy,
+        *,
+        resolver: Resolver | None = None,
+        executor: Executor | None = None,
+    ) -> App:
+        """Build every service the policy asks for; raises StartupError if one cannot run."""
+        install_spf_hook()  # pyspf's DNS seam is a process global: set it once, here.
+        return cls(
+            policy=policy,
+            dns=resolver if resolver is not None else build_resolver(policy.dns),
+            domains=DomainTools(),
+            pipeline=Pipeline.build(build_checks(policy.checks)),
+            executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
+            authserv_id=policy.authserv_id or socket.getfqdn(),
+        )

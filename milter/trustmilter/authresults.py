@@ -1,0 +1,142 @@
+"""Authentication-Results (RFC 8601): build ours, find forgeries, trust gateways.
+
+We write one header carrying every authentication result the checks
+produced (iprev, spf, dkim per signature, dmarc, arc). An incoming header
+that claims our authserv-id was not written by us and must go (RFC 8601
+§5). Headers from an upstream gateway are believed only when its
+authserv-id is in the policy's `trusted_authserv_ids`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import authres
+import authres.arc
+import authres.core
+import authres.dkim_b
+import authres.dmarc
+
+from trustmilter.results import CheckResult, Outcome, Results
+
+HEADER_NAME = "Authentication-Results"
+
+# Methods in the order RFC 8601 readers expect them: connection first.
+_METHOD_ORDER = ("iprev", "spf", "dkim", "dmarc", "arc")
+_FEATURES = authres.FeatureContext(authres.dkim_b, authres.dmarc, authres.arc)
+_COMMENT_UNSAFE = re.compile(r"[^\x20-\x7e]|[()\\]")
+_AUTHSERV_ID = re.compile(r"\s*(?:\([^)]*\)\s*)*([^\s;()]+)")
+
+
+def _comment(text: str) -> str | None:
+    """Text safe inside an RFC 5322 comment (no parentheses, backslashes, controls)."""
+    cleaned = _COMMENT_UNSAFE.sub("", text).strip()
+    return cleaned[:200] or None
+
+
+def _clause(result: CheckResult) -> authres.core.AuthenticationResult:
+    assert result.method is not None
+    properties = [
+        authres.core.AuthenticationResultProperty(*key.split(".", 1), value=value)
+        for key, value in result.props
+        if value
+    ]
+    return authres.core.AuthenticationResult(
+        method=result.method,
+        result=result.outcome.value,
+        result_comment=_comment(result.reason),
+        properties=properties,
+    )
+
+
+def build_header_value(authserv_id: str, results: Results) -> str:
+    """Our Authentication-Results value: every reportable result, or ``none``."""
+    reportable = [
+        r for r in results.all() if r.method and r.outcome is not Outcome.SKIPPED
+    ]
+    reportable.sort(key=lambda r: _METHOD_ORDER.index(r.method) if r.method in _METHOD_ORDER else 99)
+    header = _FEATURES.header(authserv_id=authserv_id, results=[_clause(r) for r in reportable])
+    value: str = header.header_value()
+    return value
+
+
+def parse_header_value(value: str) -> authres.core.AuthenticationResultsHeader:
+    """Parse an A-R value with every method trustmilter writes; raises authres.AuthResError."""
+    return _FEATURES.parse_value(value)
+
+
+def authserv_id_of(value: str) -> str | None:
+    """The authserv-id a header claims, even when the rest does not parse."""
+    try:
+        parsed: str | None = parse_header_value(value).authserv_id
+        return parsed
+    except (authres.AuthResError, ValueError, IndexError):
+        match = _AUTHSERV_ID.match(value)
+        return match.group(1).lower() if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class ForgedHeader:
+    """An incoming A-R header claiming our authserv-id; `index` counts from 1
+    among the A-R headers, as libmilter's chgheader expects."""
+
+    index: int
+    value: str
+
+
+def find_forged(headers: Sequence[tuple[str, str]], our_id: str) -> list[ForgedHeader]:
+    """Incoming A-R headers carrying our authserv-id (RFC 8601 §5: remove them)."""
+    forged: list[ForgedHeader] = []
+    index = 0
+    for name, value in headers:
+        if name.lower() != HEADER_NAME.lower():
+            continue
+        index += 1
+        claimed = authserv_id_of(value)
+        if claimed is not None and claimed == our_id.lower():
+            forged.append(ForgedHeader(index, value))
+    return forged
+
+
+def upstream_results(
+    headers: Iterable[tuple[str, str]], trusted_ids: Iterable[str]
+) -> list[CheckResult]:
+    """Results recorded by trusted upstream gateways, as ``upstream.<method>`` results.
+
+    Only the topmost A-R of each trusted authserv-id counts: older ones
+    may be a sender's own (RFC 8601 §7.1). Headers that do not parse are
+    ignored rather than trusted.
+    """
+    trusted = {t.lower() for t in trusted_ids}
+    if not trusted:
+        return []
+    seen: set[str] = set()
+    found: list[CheckResult] = []
+    for name, value in headers:
+        if name.lower() != HEADER_NAME.lower():
+            continue
+        try:
+            parsed = parse_header_value(value)
+        except (authres.AuthResError, ValueError, IndexError):
+            continue
+        if parsed.authserv_id not in trusted or parsed.authserv_id in seen:
+            continue
+        seen.add(parsed.authserv_id)
+        for clause in parsed.results:
+            try:
+                outcome = Outcome(clause.result)
+            except ValueError:
+                continue
+            found.append(
+                CheckResult(
+                    check=f"upstream.{clause.method}",
+                    outcome=outcome,
+                    reason=f"recorded by {parsed.authserv_id}",
+                    props=tuple(
+                        (f"{p.type}.{p.name}", str(p.value)) for p in clause.properties
+                    ),
+                )
+            )
+    return found

@@ -1,0 +1,71 @@
+"""One message from facts to decision: checks, policy, Authentication-Results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from trustmilter.app import App
+from trustmilter.authresults import (
+    HEADER_NAME,
+    ForgedHeader,
+    build_header_value,
+    find_forged,
+    upstream_results,
+)
+from trustmilter.checks.base import Stage
+from trustmilter.model import Facts
+from trustmilter.policy.evaluate import evaluate
+from trustmilter.results import Results
+from trustmilter.verdict import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Everything decided about one message, ready for the MTA or a report."""
+
+    results: Results
+    verdict: Verdict
+    authentication_results: str
+    headers_added: tuple[tuple[str, str], ...]
+    headers_removed: tuple[ForgedHeader, ...]
+
+
+def run_checks(
+    app: App,
+    facts: Facts,
+    stages: Iterable[Stage] = tuple(Stage),
+    prior: Results | None = None,
+    timeout: float | None = None,
+) -> Results:
+    """The results of the checks for `stages`, plus trusted upstream A-R at DATA."""
+    stages = tuple(stages)
+    results = app.pipeline.run(
+        facts, app.dns, app.domains, app.executor, stages=stages, prior=prior, timeout=timeout
+    )
+    if Stage.DATA in stages and facts.message is not None:
+        results = results.plus(
+            upstream_results(facts.message.headers, app.policy.trusted_authserv_ids)
+        )
+    return results
+
+
+def decide(app: App, facts: Facts, results: Results) -> Evaluation:
+    """Apply the policy to `results` and prepare the header edits."""
+    verdict = evaluate(app.policy, results)
+    ar_value = build_header_value(app.authserv_id, results)
+    forged = (
+        tuple(find_forged(facts.message.headers, app.authserv_id)) if facts.message else ()
+    )
+    return Evaluation(
+        results=results,
+        verdict=verdict,
+        authentication_results=ar_value,
+        headers_added=((HEADER_NAME, ar_value), *verdict.headers),
+        headers_removed=forged,
+    )
+
+
+def evaluate_message(app: App, facts: Facts, timeout: float | None = None) -> Evaluation:
+    """Every stage at once, as ``trustmilter check`` runs it."""
+    return decide(app, facts, run_checks(app, facts, timeout=timeout))

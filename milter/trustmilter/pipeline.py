@@ -1,0 +1,154 @@
+"""Runs the checks of one or more SMTP stages, concurrently, in dependency order.
+
+The order is computed once when the pipeline is built: a check that
+requires an unknown check, or a cycle, stops start-up (as
+authentication_milter's sort_callbacks does), never a message. At run
+time every check whose requirements are done is submitted to the thread
+pool at once, so a message waits on DNS for its slowest chain (PTR then
+forward, SPF includes, DMARC after SPF and DKIM), not for the sum.
+
+A check that raises, or is still running at the deadline, becomes a
+`temperror` result for that check alone; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass
+
+from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.domains import DomainTools
+from trustmilter.lookup import Resolver
+from trustmilter.model import Facts
+from trustmilter.results import CheckResult, Outcome, Results
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(Exception):
+    """The checks cannot be ordered: a missing requirement or a cycle."""
+
+
+def result_name(check: Check) -> str:
+    """The result name a check reports under (``names.envelope`` reports as ``names``)."""
+    return str(getattr(check, "result", check.name))
+
+
+def _ordered(checks: Sequence[Check]) -> tuple[Check, ...]:
+    """Checks in an order where each comes after everything it requires."""
+    by_name = {c.name: c for c in checks}
+    if len(by_name) != len(checks):
+        raise PipelineError("two checks share a name")
+    done: list[Check] = []
+    state: dict[str, str] = {}
+
+    def visit(check: Check, path: tuple[str, ...]) -> None:
+        if state.get(check.name) == "done":
+            return
+        if state.get(check.name) == "visiting":
+            raise PipelineError("dependency cycle: " + " -> ".join((*path, check.name)))
+        state[check.name] = "visiting"
+        for needed in check.requires:
+            if needed not in by_name:
+                raise PipelineError(f"check {check.name} requires unknown check {needed}")
+            visit(by_name[needed], (*path, check.name))
+        state[check.name] = "done"
+        done.append(check)
+
+    for check in checks:
+        visit(check, ())
+    return tuple(done)
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """An ordered, immutable set of checks; safe to share between threads."""
+
+    checks: tuple[Check, ...]
+
+    @classmethod
+    def build(cls, checks: Iterable[Check]) -> Pipeline:
+        """Order `checks`; raises PipelineError when that is impossible."""
+        return cls(_ordered(list(checks)))
+
+    def for_stages(self, stages: Iterable[Stage]) -> tuple[Check, ...]:
+        wanted = set(stages)
+        return tuple(c for c in self.checks if c.stage in wanted)
+
+    def run(
+        self,
+        facts: Facts,
+        dns: Resolver,
+        domains: DomainTools,
+        executor: Executor,
+        *,
+        stages: Iterable[Stage] = tuple(Stage),
+        prior: Results | None = None,
+        timeout: float | None = None,
+    ) -> Results:
+        """Run the checks of `stages` on `facts`; returns `prior` plus their results.
+
+        `timeout` bounds the whole run: checks not finished by then are
+        reported as temperror and left to finish in the background.
+        """
+        results = prior if prior is not None else Results()
+        pending = list(self.for_stages(stages))
+        pending_names = {c.name for c in pending}
+        finished: set[str] = set()
+        running: dict[Future[list[CheckResult]], Check] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        while pending or running:
+            for check in [c for c in pending if self._ready(c, pending_names, finished)]:
+                pending.remove(check)
+                ctx = CheckContext(facts=facts, dns=dns, domains=domains, results=results)
+                running[executor.submit(_run_one, check, ctx)] = check
+            if not running:  # unreachable with a valid order; never spin
+                break
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = wait(running, timeout=left, return_when=FIRST_COMPLETED)
+            if not done:
+                late = [*running.values(), *pending]
+                log.warning("checks timed out: %s", ", ".join(c.name for c in late))
+                results = results.plus(
+                    _error_result(c, "temperror: check did not finish in time") for c in late
+                )
+                break
+            for future in done:
+                check = running.pop(future)
+                results = results.plus(future.result())
+                finished.add(check.name)
+                pending_names.discard(check.name)
+        return results
+
+    @staticmethod
+    def _ready(check: Check, pending: set[str], finished: set[str]) -> bool:
+        # A requirement outside this run (another stage, or disabled) counts as done.
+        return all(r in finished or r not in pending for r in check.requires)
+
+
+# RFC 8601 methods of the checks that report one, so a check that failed
+# still shows up as "<method>=temperror" in Authentication-Results.
+_METHODS = {"iprev": "iprev", "spf": "spf", "dkim": "dkim", "dmarc": "dmarc", "arc": "arc"}
+
+
+def _error_result(check: Check, reason: str) -> CheckResult:
+    name = result_name(check)
+    return CheckResult(
+        check=name,
+        outcome=Outcome.TEMPERROR,
+        reason=reason,
+        method=_METHODS.get(name.split(".", 1)[0]),
+    )
+
+
+def _run_one(check: Check, ctx: CheckContext) -> list[CheckResult]:
+    """Run one check; an exception is that check's temperror, logged with its traceback."""
+    try:
+        return list(check.run(ctx))
+    except Exception as error:  # the pipeline is the boundary: nothing escapes a check
+        log.exception("check %s failed", check.name)
+        return [_error_result(check, f"internal error: {type(error).__name__}")]

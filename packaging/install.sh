@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install trustmilter and what it needs on Debian 12, as root, non-interactively.
+#   bash packaging/install.sh          the milter, in ./.venv
+#   bash packaging/install.sh --test   the milter plus its test dependencies
+# Idempotent: a second run only updates. Never asks a question (CI has no stdin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+export DEBIAN_FRONTEND=noninteractive
+packages=(python3 python3-venv python3-dev gcc libmilter-dev)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$with_tests" = 1 ]; then
+    .venv/bin/python -m pip install -q -e '.[test]'
+else
+    .venv/bin/python -m pip install -q -e .
+fi
+echo "trustmilter installed: $(.venv/bin/trustmilter --version)"

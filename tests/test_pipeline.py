@@ -1,0 +1,124 @@
+"""The pipeline: dependency order, concurrency, and failure isolation.
+
+These use small stand-in checks (the pipeline is infrastructure; the real
+checks are tested through the DNS test server in their own files).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
+
+import pytest
+
+from trustmilter.checks.base import CheckContext, Stage
+from trustmilter.domains import DomainTools
+from trustmilter.lookup import DnsAnswer, DnsStatus
+from trustmilter.model import Connection, Facts
+from trustmilter.pipeline import Pipeline, PipelineError
+from trustmilter.results import CheckResult, Outcome
+
+
+class NoDns:
+    def query(self, name: str, rdtype: str) -> DnsAnswer:
+        return DnsAnswer(name, rdtype, DnsStatus.NXDOMAIN)
+
+
+def make_check(name, requires=(), stage=Stage.DATA, sleep=0.0, fail=False, seen=None):
+    class Fake:
+        stage_: ClassVar = stage
+
+        def __init__(self) -> None:
+            self.name = name
+            self.requires = tuple(requires)
+            self.stage = stage
+
+        def run(self, ctx: CheckContext) -> list[CheckResult]:
+            if seen is not None:
+                seen[name] = sorted(ctx.results)
+            time.sleep(sleep)
+            if fail:
+                raise RuntimeError("boom")
+            return [CheckResult(name, Outcome.PASS)]
+
+    return Fake()
+
+
+FACTS = Facts(Connection(ip=ipaddress.ip_address("192.0.2.1")))
+
+
+def run(pipeline: Pipeline, **kwargs):
+    with ThreadPoolExecutor(16) as pool:
+        return pipeline.run(FACTS, NoDns(), DomainTools(), pool, **kwargs)
+
+
+def test_requirements_run_first_and_their_results_are_visible():
+    seen: dict[str, list[str]] = {}
+    checks = [
+        make_check("dmarc", requires=("spf", "dkim"), seen=seen),
+        make_check("spf", sleep=0.05, seen=seen),
+        make_check("dkim", sleep=0.02, seen=seen),
+    ]
+    results = run(Pipeline.build(checks))
+    assert seen["dmarc"] == ["dkim", "spf"]
+    assert [r.check for r in results.all()][-1] == "dmarc"
+
+
+def test_independent_checks_run_concurrently():
+    """Wall time is bounded by the slowest chain, not the sum of all checks."""
+    checks = [make_check(f"c{i}", sleep=0.3) for i in range(6)]
+    started = time.monotonic()
+    results = run(Pipeline.build(checks))
+    assert len(results.all()) == 6
+    assert time.monotonic() - started < 1.2  # the sum would be 1.8 s
+
+
+def test_an_exception_is_a_temperror_for_that_check_alone():
+    results = run(Pipeline.build([make_check("spf", fail=True), make_check("iprev")]))
+    assert results.first("spf").outcome is Outcome.TEMPERROR
+    assert results.first("spf").method == "spf"
+    assert results.first("iprev").outcome is Outcome.PASS
+
+
+def test_a_check_past_the_deadline_is_a_temperror():
+    checks = [make_check("dkim", sleep=2.0), make_check("iprev"), make_check("dmarc", requires=("dkim",))]
+    results = run(Pipeline.build(checks), timeout=0.3)
+    assert results.first("dkim").outcome is Outcome.TEMPERROR
+    assert results.first("dmarc").outcome is Outcome.TEMPERROR
+    assert results.first("iprev").outcome is Outcome.PASS
+
+
+def test_only_the_asked_stages_run():
+    checks = [make_check("dnsbl", stage=Stage.CONNECT), make_check("dkim", stage=Stage.DATA)]
+    results = run(Pipeline.build(checks), stages=[Stage.CONNECT])
+    assert list(results) == ["dnsbl"]
+
+
+@pytest.mark.parametrize(
+    "checks, message",
+    [
+        ([make_check("a", requires=("b",)), make_check("b", requires=("a",))], "cycle"),
+        ([make_check("dmarc", requires=("spf",))], "unknown check spf"),
+    ],
+)
+def test_impossible_orders_stop_start_up(checks, message):
+    with pytest.raises(PipelineError, match=message):
+        Pipeline.build(checks)
+
+
+def test_shared_pipeline_is_safe_across_threads():
+    pipeline = Pipeline.build([make_check("a"), make_check("b", requires=("a",))])
+    outputs: list[int] = []
+
+    def worker() -> None:
+        outputs.append(len(run(pipeline).all()))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outputs == [2] * 8
