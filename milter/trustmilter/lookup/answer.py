@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Protocol
 
 import dns.rdata
+import dns.rdtypes.mxbase
 import dns.reversename
 
 
@@ -55,14 +56,18 @@ class DnsAnswer:
 
     def targets(self) -> list[str]:
         """PTR/CNAME/NS targets, lower-case, no trailing dot."""
-        return [r.target.to_text(omit_final_dot=True).lower() for r in self.rdatas if hasattr(r, "target")]
+        return [
+            r.target.to_text(omit_final_dot=True).lower()
+            for r in self.rdatas
+            if hasattr(r, "target")
+        ]
 
     def mx_hosts(self) -> list[tuple[int, str]]:
         """MX records as (preference, host) sorted by preference."""
         found = [
             (int(r.preference), r.exchange.to_text(omit_final_dot=True).lower())
             for r in self.rdatas
-            if hasattr(r, "exchange")
+            if isinstance(r, dns.rdtypes.mxbase.MXBase)
         ]
         return sorted(found)
 
