@@ -50,6 +50,7 @@ class RuleHit:
     score: float
     shadow: bool
     signals: tuple[str, ...]  # the signals that made it match
+    reason: str = ""  # the rule's own explanation, for logs and reports
 
 
 @dataclass(frozen=True, slots=True)

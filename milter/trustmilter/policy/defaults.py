@@ -1,0 +1,131 @@
+"""The built-in score table and rules: SEED-RULES §1-4 turned into policy.
+
+These are the defaults of `Policy.scores` and `Policy.rules`, and the
+shipped policy.yaml spells out exactly the same values with a comment on
+each (a test keeps the two equal). The reasoning for each number lives in
+policy.yaml, where the admin reads it.
+
+The scale: thresholds are 3 (low trust) and 8 (quarantine). One clear
+weakness is worth 3, so on its own it marks the message; supporting or
+ambiguous signals are worth 1 or 2; three weaknesses together quarantine.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from trustmilter.policy.rules import ReplyConfig, Rule
+from trustmilter.verdict import Action
+
+DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
+    {
+        # The sending IP (SEED-RULES §1)
+        "iprev.ptr_missing": 3.0,
+        "iprev.ptr_generic": 3.0,
+        "iprev.forward_mismatch": 3.0,
+        "iprev.ptr_not_sender_domain": 1.0,
+        # HELO/EHLO (SEED-RULES §2, RFC 5321 §2.3.5, §4.1.4)
+        "helo.missing": 3.0,
+        "helo.ip_literal": 3.0,
+        "helo.ip_literal_mismatch": 2.0,
+        "helo.localhost": 3.0,
+        "helo.single_label": 1.0,
+        "helo.unknown_tld": 1.0,
+        "helo.nxdomain": 3.0,
+        "helo.not_client_ip": 1.0,
+        "helo.not_sender_domain": 1.0,
+        # Sender authentication (SEED-RULES §3)
+        "spf.mailfrom.fail": 3.0,
+        "spf.mailfrom.softfail": 2.0,
+        "spf.mailfrom.neutral": 1.0,
+        "spf.mailfrom.none": 1.0,
+        "spf.mailfrom.permerror": 2.0,
+        "spf.helo.fail": 1.0,
+        "dkim.fail": 3.0,
+        "dkim.permerror": 2.0,
+        "dkim.none": 1.0,
+        "dmarc.fail": 3.0,
+        "dmarc.none": 1.0,
+        "dmarc.permerror": 1.0,
+        "arc.fail": 1.0,
+        # Blocklists (SEED-RULES §1, §7); each listing adds its list's weight on top
+        "dnsbl.listed": 2.0,
+        "uribl.listed": 2.0,
+        # Names that do not exist or cannot receive mail (SEED-RULES §3)
+        "names.sender_nonexistent": 3.0,
+        "names.sender_no_address": 3.0,
+        "names.from_nonexistent": 3.0,
+        "names.from_no_address": 3.0,
+        "names.rcpt_nonexistent": 3.0,
+        # Header sanity (SEED-RULES §4, RFC 5322)
+        "headers.from_missing": 3.0,
+        "headers.from_multiple": 3.0,
+        "headers.from_unparseable": 3.0,
+        "headers.date_missing": 3.0,
+        "headers.date_invalid": 2.0,
+        "headers.subject_malformed": 3.0,
+        "headers.to_malformed": 3.0,
+        "headers.reply_to_malformed": 3.0,
+        "headers.message_id_missing": 1.0,
+        "headers.nul_bytes": 3.0,
+        "headers.line_too_long": 1.0,
+        "headers.8bit_unencoded": 1.0,
+    }
+)
+
+# Gateways we trust may already have decided; so may a trusted ARC sealer.
+_VOUCHED_DMARC = ("arc.trusted_pass", "upstream.dmarc.pass")
+_DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    Rule(
+        name="sender-domain-nonexistent",
+        when=("names.sender_nonexistent",),
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.1.8", "Sender address rejected: domain does not exist"),
+        reason="SEED-RULES §3: nonexistent sender domains are not trusted; RFC 3463 5.1.8",
+    ),
+    Rule(
+        name="dmarc-reject",
+        when=("dmarc.fail", "dmarc.policy.reject"),
+        unless=_VOUCHED_DMARC,
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.7.1", "Rejected by the DMARC policy of the From domain"),
+        reason="RFC 7489 §6.3 p=reject, honoured as the domain owner asks",
+    ),
+    Rule(
+        name="dmarc-quarantine",
+        when=("dmarc.fail", "dmarc.policy.quarantine"),
+        unless=_VOUCHED_DMARC,
+        action=Action.QUARANTINE,
+        reason="RFC 7489 §6.3 p=quarantine, honoured as the domain owner asks",
+    ),
+    Rule(
+        name="spf-fail-unaligned",
+        when=("spf.mailfrom.fail",),
+        unless=("dmarc.dkim_aligned", *_VOUCHED_DMARC, "upstream.spf.pass"),
+        action=Action.QUARANTINE,
+        reason="SEED-RULES §3: failed SPF not rescued by an aligned DKIM signature",
+    ),
+    Rule(
+        name="from-domain-nonexistent",
+        when=("names.from_nonexistent",),
+        action=Action.QUARANTINE,
+        reason="SEED-RULES §3: nonexistent domain names in sender headers",
+    ),
+    Rule(
+        name="dmarc-temperror",
+        when=("dmarc.temperror",),
+        action=Action.TEMPFAIL,
+        reply=ReplyConfig(451, "4.4.3", _DNS_RETRY),
+        reason="RFC 7489 §6.6.3 leaves DNS errors to us; 451 4.4.3 as RFC 7208 §8.6",
+    ),
+    Rule(
+        name="spf-temperror",
+        when=("spf.mailfrom.temperror",),
+        unless=("dmarc.pass",),
+        action=Action.TEMPFAIL,
+        reply=ReplyConfig(451, "4.4.3", _DNS_RETRY),
+        reason="RFC 7208 §8.6: SPF temperror, reply 451 4.4.3; moot once DMARC passed",
+    ),
+)

@@ -1,0 +1,169 @@
+"""Apply a Policy to the checks' Results: the verdict for one message.
+
+PURE: no DNS, no clock, no state, no logging; the same policy and results
+always give the same verdict, so it is tested with hand-made Results.
+
+How the verdict is reached:
+  1. Score. Each distinct signal present adds its points from
+     `policy.scores` once. A finding that carries its own weight (a DNSBL
+     or URIBL listing) adds that weight every time it appears.
+  2. Rules, in order. Every matching rule is reported as a RuleHit. An
+     enforce rule adds its score and, if it has an action, forces at least
+     that action. A shadow rule changes nothing; it is reported, and named
+     in the shadow header as what it "would have" done.
+  3. The score earns an action by the thresholds; the final action is the
+     most severe of that and the forced ones (`Action.severity`).
+  4. The reply (reject and tempfail only) is the first forcing rule's own
+     reply for the final action, else the policy default for that action.
+It raises nothing for any Results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from trustmilter.policy.model import Policy
+from trustmilter.policy.rules import Rule
+from trustmilter.results import Results
+from trustmilter.signals import matches
+from trustmilter.verdict import Action, Reply, RuleHit, Verdict
+
+# How a shadow hit reads in the shadow header: "would have <this>".
+_WOULD_HAVE = {
+    Action.ACCEPT: "accepted",
+    Action.LOW_TRUST: "marked low trust",
+    Action.QUARANTINE: "quarantined",
+    Action.DISCARD: "discarded",
+    Action.TEMPFAIL: "tempfailed",
+    Action.REJECT: "rejected",
+}
+# Actions whose message is delivered, so headers added to it are seen.
+_DELIVERED = (Action.ACCEPT, Action.LOW_TRUST, Action.QUARANTINE)
+
+
+def match(rule: Rule, signals: frozenset[str]) -> tuple[str, ...] | None:
+    """The signals that make `rule` match, or None if it does not."""
+    found: set[str] = set()
+    for pattern in rule.when:
+        hit = {s for s in signals if matches(pattern, s)}
+        if not hit:
+            return None
+        found |= hit
+    if rule.any:
+        hit = {s for s in signals if any(matches(p, s) for p in rule.any)}
+        if not hit:
+            return None
+        found |= hit
+    if any(matches(p, s) for p in rule.unless for s in signals):
+        return None
+    return tuple(sorted(found))
+
+
+def _points(policy: Policy, results: Results) -> tuple[list[float], set[str]]:
+    """Score contributions of the signals, and the signals that contributed."""
+    points: list[float] = []
+    reasons: set[str] = set()
+    for signal in sorted(results.signals()):
+        value = policy.scores.get(signal, 0.0)
+        if value:
+            points.append(value)
+            reasons.add(signal)
+    for result in results.all():
+        for finding in result.findings:
+            # The list's own weight counts per listing (Finding.score).
+            if finding.score and math.isfinite(finding.score):
+                points.append(finding.score)
+                reasons.add(finding.name)
+    return points, reasons
+
+
+def _would_have(hits: Iterable[tuple[RuleHit, Rule]]) -> str:
+    parts = []
+    for hit, rule in hits:
+        effect = _WOULD_HAVE[rule.action] if rule.action else f"added {rule.score:g} points"
+        parts.append(f"would have {effect} (rule {hit.rule})")
+    return "; ".join(parts)
+
+
+def evaluate(policy: Policy, results: Results) -> Verdict:
+    """The verdict `policy` gives a message with these `results`."""
+    signals = results.signals()
+    points, reasons = _points(policy, results)
+    hits: list[RuleHit] = []
+    shadow: list[tuple[RuleHit, Rule]] = []
+    forcing: list[Rule] = []
+    for rule in policy.rules:
+        matched = match(rule, signals)
+        if matched is None:
+            continue
+        hit = RuleHit(rule.name, rule.action, rule.score, rule.shadow, matched, rule.reason)
+        hits.append(hit)
+        if rule.shadow:
+            shadow.append((hit, rule))
+            continue
+        if rule.score:
+            points.append(rule.score)
+        if rule.action is not None:
+            forcing.append(rule)
+        reasons.update(matched)
+    # Rounded so that 0.1 + 0.2 reaches a threshold of 0.3.
+    score = round(math.fsum(points), 6)
+    action = max(
+        [policy.thresholds.action_for(score), *(r.action for r in forcing if r.action)],
+        key=lambda a: a.severity,
+    )
+    deciding = [r for r in forcing if r.action is action]
+    return Verdict(
+        action=action,
+        reply=_reply(policy, action, deciding),
+        score=score,
+        reasons=tuple(sorted(reasons)),
+        hits=tuple(hits),
+        headers=_headers(policy, action, score, reasons, deciding, shadow),
+        quarantine_reason=_quarantine_reason(policy, action, score, deciding),
+    )
+
+
+def _reply(policy: Policy, action: Action, deciding: list[Rule]) -> Reply | None:
+    for rule in deciding:
+        if rule.reply is not None:
+            return rule.reply.reply()
+    default = policy.actions.reply_for(action)
+    return default.reply() if default is not None else None
+
+
+def _quarantine_reason(policy: Policy, action: Action, score: float, deciding: list[Rule]) -> str:
+    if action is not Action.QUARANTINE:
+        return ""
+    base = policy.actions.quarantine_reason
+    if deciding:
+        return f"{base} (rule {', '.join(r.name for r in deciding)})"
+    return f"{base} (score {score:g} >= {policy.thresholds.quarantine:g})"
+
+
+def _headers(
+    policy: Policy,
+    action: Action,
+    score: float,
+    reasons: set[str],
+    deciding: list[Rule],
+    shadow: list[tuple[RuleHit, Rule]],
+) -> tuple[tuple[str, str], ...]:
+    config = policy.headers
+    added: list[tuple[str, str]] = []
+    marked = action is Action.LOW_TRUST or (
+        action is Action.QUARANTINE and config.add_on_quarantine
+    )
+    if config.add_low_trust_header and marked:
+        parts = ["low", f"score={score:.1f}"]
+        if reasons:
+            parts.append("reasons=" + ",".join(sorted(reasons)))
+        if action is Action.QUARANTINE:
+            parts.append("action=quarantine")
+        if deciding:
+            parts.append("rules=" + ",".join(r.name for r in deciding))
+        added.append((config.trust_header, "; ".join(parts)))
+    if config.add_shadow_header and shadow and action in _DELIVERED:
+        added.append((config.shadow_header, _would_have(shadow)))
+    return tuple(added)

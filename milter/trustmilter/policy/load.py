@@ -1,0 +1,359 @@
+"""Read policy.yaml into a `Policy`, or say in one line exactly what is wrong.
+
+The YAML is composed into a node tree with the safe loader (never
+constructed as arbitrary objects), then converted into the policy's
+dataclasses by their type hints: nested dataclasses, ``tuple[X, ...]``,
+``list[X]``, ``dict[str, X]``, ``X | None``, Enum (by value), Literal,
+bool, int (not bool), float (int accepted) and str. A YAML value of the
+wrong type is an error, not a coercion: ``"3"`` is not a number and
+``yes`` is not a string. Keys left out take the dataclass defaults; a
+mapping-typed field (``scores``) is merged over its default, a list
+(``rules``) replaces it; an empty section means all defaults.
+
+DIAGNOSTICS: every problem raises `PolicyError`, whose str() is one line:
+``FILE:LINE: KEY.PATH: expected WHAT, got GOT``, or ``...: unknown key;
+expected one of: ...``. YAML syntax errors, duplicate keys, bad UTF-8,
+out-of-range numbers and unknown signal names are all reported that way.
+Errors raised by a dataclass's `__post_init__` are placed at its line
+(`InvalidField` names the field below it). Reading the file may raise
+OSError, which is left to the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from trustmilter.policy.errors import InvalidField
+from trustmilter.policy.model import Policy
+
+Path = tuple[str | int, ...]
+
+# Values converted per document, aliases included: stops "billion laughs".
+MAX_VALUES = 100_000
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TAG = "tag:yaml.org,2002:"
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used, with the place that is wrong."""
+
+    def __init__(self, source: str, line: int, path: Path, message: str) -> None:
+        self.source = source
+        self.line = line
+        self.path = path
+        self.message = " ".join(message.split())  # one line, whatever the text
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = format_path(self.path)
+        prefix = f"{self.source}:{self.line}: "
+        return prefix + (f"{where}: {self.message}" if where else self.message)
+
+
+def format_path(path: Path) -> str:
+    """``checks.dnsbl.lists[0].weight`` from its parts."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".")
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """The policy in the file at `path`; raises PolicyError or OSError."""
+    source = os.fspath(path)
+    with open(path, "rb") as stream:
+        data = stream.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise PolicyError(source, line, (), "expected UTF-8 text, got invalid bytes") from None
+    return parse_policy(text, source)
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """The policy `text` describes; `source` names it in error messages."""
+    try:
+        root = yaml.compose(text, Loader=_LOADER)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or error.context or "cannot parse"
+        line = mark.line + 1 if mark is not None else 1
+        raise PolicyError(source, line, (), f"YAML syntax error: {problem}") from None
+    except yaml.YAMLError as error:  # ReaderError: a character YAML does not allow
+        position = getattr(error, "position", 0)
+        line = text[:position].count("\n") + 1
+        raise PolicyError(source, line, (), "YAML error: a non-printable character") from None
+    policy: Policy = _Builder(source).convert(root, Policy, (), {})
+    return policy
+
+
+def _got(node: Node | None) -> str:
+    """What the admin wrote, for "got ..." in messages."""
+    if node is None:
+        return "nothing"
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    value = str(node.value)
+    if len(value) > 60:
+        value = value[:57] + "..."
+    if node.tag == _TAG + "null":
+        return "null" if value else "an empty value"
+    if node.tag == _TAG + "str":
+        return repr(value)
+    return value
+
+
+def show(value: object) -> str:
+    """A Python value as an admin would recognise it in policy.yaml."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return number(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, list | tuple):
+        return "a list" if value else "an empty list"
+    return "a mapping"
+
+
+def number(value: float) -> str:
+    """3 for 3.0, 0.05 for 0.05; never 1e+07 for a round number."""
+    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _bounded(kind: str, meta: Mapping[str, Any]) -> str:
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and high is not None:
+        return f"{kind} between {number(low)} and {number(high)}"
+    if low is not None:
+        return f"{kind} >= {number(low)}"
+    if high is not None:
+        return f"{kind} <= {number(high)}"
+    return kind
+
+
+def _is_optional(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in (
+        typing.get_args(hint)
+    )
+
+
+class _Builder:
+    """Converts one document's node tree; holds the per-document budget."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.values = 0
+        self.constructor = SafeConstructor()
+
+    def fail(self, node: Node | None, path: Path, message: str) -> PolicyError:
+        line = node.start_mark.line + 1 if node is not None else 1
+        return PolicyError(self.source, line, path, message)
+
+    def expected(self, node: Node | None, path: Path, what: str) -> PolicyError:
+        return self.fail(node, path, f"expected {what}, got {_got(node)}")
+
+    def describe(self, hint: Any, meta: Mapping[str, Any]) -> str:
+        """What a value of type `hint` looks like, in words."""
+        origin = typing.get_origin(hint)
+        if _is_optional(hint):
+            inner = [a for a in typing.get_args(hint) if a is not type(None)]
+            return self.describe(inner[0], meta) + ", or null"
+        if origin is typing.Literal:
+            return "one of: " + ", ".join(str(a) for a in typing.get_args(hint))
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            return "one of: " + ", ".join(str(m.value) for m in hint)
+        if origin in (tuple, list):
+            return "a list"
+        if origin is dict or dataclasses.is_dataclass(hint):
+            return "a mapping"
+        if hint is bool:
+            return "true or false"
+        if hint is int:
+            return _bounded("an integer", meta)
+        if hint is float:
+            return _bounded("a number", meta)
+        if hint is str:
+            return "a string"
+        raise TypeError(f"policy loader: unsupported type {hint!r}")
+
+    def convert(self, node: Node | None, hint: Any, path: Path, meta: Mapping[str, Any]) -> Any:
+        """The value of type `hint` that `node` describes; raises PolicyError."""
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise self.fail(node, path, f"more than {MAX_VALUES} values (alias expansion?)")
+        is_null = node is None or (isinstance(node, ScalarNode) and node.tag == _TAG + "null")
+        origin = typing.get_origin(hint)
+        if _is_optional(hint):
+            if is_null:
+                return None
+            inner = [a for a in typing.get_args(hint) if a is not type(None)]
+            if len(inner) != 1:
+                raise TypeError(f"policy loader: unsupported union {hint!r}")
+            return self.convert(node, inner[0], path, meta)
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            return self.build(None if is_null else node, hint, path, at=node)
+        if origin in (tuple, list):
+            return self.sequence(None if is_null else node, hint, path, meta)
+        if origin is dict:
+            return self.mapping(None if is_null else node, hint, path, meta)
+        return self.scalar(node, hint, path, meta)
+
+    def sequence(self, node: Node | None, hint: Any, path: Path, meta: Mapping[str, Any]) -> Any:
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            raise TypeError(f"policy loader: only tuple[X, ...] is supported, not {hint!r}")
+        if node is None:
+            items: list[Any] = []
+        elif not isinstance(node, SequenceNode):
+            raise self.expected(node, path, "a list")
+        else:
+            items = [
+                self.convert(child, args[0], (*path, index), meta)
+                for index, child in enumerate(node.value)
+            ]
+        return tuple(items) if typing.get_origin(hint) is tuple else items
+
+    def keys(self, node: MappingNode, path: Path) -> list[tuple[str, Node, Node]]:
+        """(key, key node, value node) of a mapping; keys are unique strings."""
+        seen: dict[str, Node] = {}
+        pairs: list[tuple[str, Node, Node]] = []
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag != _TAG + "str":
+                raise self.expected(key_node, path, "a string key")
+            key = str(key_node.value)
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise self.fail(key_node, (*path, key), f"duplicate key (first at line {first})")
+            seen[key] = key_node
+            pairs.append((key, key_node, value_node))
+        return pairs
+
+    def mapping(self, node: Node | None, hint: Any, path: Path, meta: Mapping[str, Any]) -> Any:
+        key_type, value_type = typing.get_args(hint)
+        if key_type is not str:
+            raise TypeError(f"policy loader: only dict[str, X] is supported, not {hint!r}")
+        if node is None:
+            return {}
+        if not isinstance(node, MappingNode):
+            raise self.expected(node, path, "a mapping")
+        return {
+            key: self.convert(value, value_type, (*path, key), meta)
+            for key, _, value in self.keys(node, path)
+        }
+
+    def scalar(self, node: Node | None, hint: Any, path: Path, meta: Mapping[str, Any]) -> Any:
+        what = self.describe(hint, meta)
+        if not isinstance(node, ScalarNode):
+            raise self.expected(node, path, what)
+        tag = node.tag.removeprefix(_TAG)
+        origin = typing.get_origin(hint)
+        if origin is typing.Literal or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+            allowed = typing.get_args(hint) if origin is typing.Literal else tuple(hint)
+            for choice in allowed:
+                if tag == "str" and node.value == str(getattr(choice, "value", choice)):
+                    return choice
+            raise self.expected(node, path, what)
+        wanted = {bool: ("bool",), int: ("int",), float: ("int", "float"), str: ("str",)}
+        if hint not in wanted:
+            raise TypeError(f"policy loader: unsupported type {hint!r}")
+        if tag not in wanted[hint]:
+            raise self.expected(node, path, what)
+        if hint is str:
+            return str(node.value)
+        try:
+            value = self.constructor.construct_object(node)
+        except (ConstructorError, ValueError):
+            raise self.expected(node, path, what) from None
+        if hint is float:
+            value = float(value)
+            if not math.isfinite(value):
+                raise self.expected(node, path, what)
+        if hint is not bool:
+            low, high = meta.get("min"), meta.get("max")
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise self.expected(node, path, what)
+        return value
+
+    def build(self, node: Node | None, cls: type[Any], path: Path, at: Node | None = None) -> Any:
+        """An instance of dataclass `cls` from a mapping node (None: all defaults).
+
+        `at` is the node to blame when `node` is None (an empty section).
+        """
+        at = node if node is not None else at
+        if node is not None and not isinstance(node, MappingNode):
+            raise self.expected(node, path, "a mapping")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        kwargs: dict[str, Any] = {}
+        pairs = self.keys(node, path) if isinstance(node, MappingNode) else []
+        for key, key_node, value_node in pairs:
+            if key not in fields:
+                expected = ", ".join(sorted(fields))
+                raise self.fail(key_node, (*path, key), f"unknown key; expected one of: {expected}")
+            spec = fields[key]
+            value = self.convert(value_node, hints[key], (*path, key), spec.metadata)
+            default = _default(spec)
+            if isinstance(value, dict) and isinstance(default, Mapping):
+                value = {**default, **value}  # a mapping merges over its default
+            kwargs[key] = value
+        for name, spec in fields.items():
+            if name not in kwargs and _default(spec) is dataclasses.MISSING:
+                raise self.fail(at, (*path, name), "required key missing")
+        try:
+            return cls(**kwargs)
+        except InvalidField as error:
+            where = self.locate(node, error.path) or at
+            raise self.fail(
+                where, (*path, *error.path), f"expected {error.expected}, got {show(error.got)}"
+            ) from None
+        except ValueError as error:
+            raise self.fail(at, path, str(error)) from None
+
+    @staticmethod
+    def locate(node: Node | None, path: Path) -> Node | None:
+        """The node that `path` names below `node` (or its deepest ancestor there)."""
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(node, MappingNode) and isinstance(part, str):
+                found = [(k, v) for k, v in node.value if getattr(k, "value", None) == part]
+                if not found:
+                    break
+                # The key's line for the entry itself; its value to go deeper.
+                node = found[0][0] if last else found[0][1]
+            elif isinstance(node, SequenceNode) and isinstance(part, int):
+                if not 0 <= part < len(node.value):
+                    break
+                node = node.value[part]
+            else:
+                break
+        return node
+
+
+def _default(spec: dataclasses.Field[Any]) -> Any:
+    """The default of a dataclass field, or MISSING if it is required."""
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return dataclasses.MISSING

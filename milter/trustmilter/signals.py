@@ -1,0 +1,141 @@
+"""The catalogue of signal names the checks emit and the policy may name.
+
+A signal is either ``<result>.<outcome>`` (one per CheckResult, e.g.
+``spf.mailfrom.fail``) or a finding name (e.g. ``iprev.ptr_missing``).
+This module is the one list of them: checks emit only names listed here,
+the policy loader rejects any other name (so ``dmarc.fial`` is an error,
+not a rule that never fires), and documentation is generated from it.
+
+Results recorded by a trusted upstream gateway arrive as
+``upstream.<method>.<outcome>`` for any RFC 8601 method, so those are
+accepted by shape rather than listed one by one.
+
+A policy may end a name with ``*`` to match every signal with that prefix
+(``dnsbl.*``). Nothing here does I/O; everything is immutable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from trustmilter.results import Outcome
+
+# Result names (CheckResult.check) of the checks; each yields one signal per outcome.
+RESULT_NAMES: tuple[str, ...] = (
+    "iprev",
+    "helo",
+    "spf.mailfrom",
+    "spf.helo",
+    "dkim",
+    "dmarc",
+    "arc",
+    "dnsbl",
+    "uribl",
+    "names",
+    "headers",
+)
+
+# Finding name -> what it means. The text is for documentation and `policy show`.
+FINDINGS: dict[str, str] = {
+    # iprev (RFC 8601 §3; SEED-RULES §1)
+    "iprev.ptr_missing": "the client IP has no PTR record",
+    "iprev.ptr_generic": "the PTR name looks like a consumer or dynamic line",
+    "iprev.ptr_not_sender_domain": "the PTR name is not in the envelope sender's domain",
+    "iprev.forward_mismatch": "no PTR name resolves back to the client IP",
+    # HELO/EHLO (RFC 5321 §2.3.5, §4.1.4; SEED-RULES §2)
+    "helo.missing": "the client sent no HELO/EHLO name",
+    "helo.ip_literal": "the HELO name is an IP address literal",
+    "helo.ip_literal_mismatch": "the HELO address literal is not the client IP",
+    "helo.localhost": "the HELO name is localhost or a loopback address",
+    "helo.single_label": "the HELO name has no dot",
+    "helo.unknown_tld": "the HELO name does not end in a known public suffix",
+    "helo.nxdomain": "the HELO name does not exist in the DNS",
+    "helo.not_client_ip": "the HELO name does not resolve to the client IP",
+    "helo.not_sender_domain": "the HELO name is not in the envelope sender's domain",
+    # DKIM (RFC 6376, RFC 8301)
+    "dkim.key_missing": "the signing key is not published",
+    "dkim.key_revoked": "the signing key is revoked (empty p=)",
+    "dkim.body_hash_mismatch": "the body changed after signing",
+    "dkim.signature_mismatch": "the signed headers changed after signing",
+    "dkim.key_too_small": "the RSA key is shorter than the configured minimum",
+    "dkim.malformed": "the DKIM-Signature header cannot be parsed",
+    # DMARC (RFC 7489)
+    "dmarc.policy.none": "the From domain's applicable DMARC policy is none",
+    "dmarc.policy.quarantine": "the From domain's applicable DMARC policy is quarantine",
+    "dmarc.policy.reject": "the From domain's applicable DMARC policy is reject",
+    "dmarc.spf_aligned": "SPF passed for a domain aligned with From",
+    "dmarc.dkim_aligned": "a DKIM signature aligned with From passed",
+    "dmarc.org_domain_record": "the DMARC record came from the organizational domain",
+    "dmarc.pct_sampled_out": "pct= sampling let this failure off with a lighter policy",
+    # ARC (RFC 8617)
+    "arc.trusted_pass": "a valid ARC chain from a trusted sealer vouches for the original",
+    # DNS blocklists (RFC 5782)
+    "dnsbl.listed": "the client IP is listed (carries the list's weight)",
+    "dnsbl.error_code": "a blocklist answered with an error code (ignored)",
+    "uribl.listed": "a linked domain is listed (carries the list's weight)",
+    "uribl.lookup_limit": "more linked domains than the lookup limit; the rest were skipped",
+    # Name existence (SEED-RULES §3)
+    "names.sender_nonexistent": "the envelope sender's domain does not exist",
+    "names.sender_no_address": "the envelope sender's domain has no A/AAAA/MX, or a null MX",
+    "names.from_nonexistent": "the From header's domain does not exist",
+    "names.from_no_address": "the From header's domain has no A/AAAA/MX, or a null MX",
+    "names.rcpt_nonexistent": "a recipient domain does not exist",
+    # Header sanity (RFC 5322; SEED-RULES §4)
+    "headers.from_missing": "no From header",
+    "headers.from_multiple": "more than one From header",
+    "headers.from_unparseable": "the From header is not a valid address list",
+    "headers.date_missing": "no Date header",
+    "headers.date_invalid": "the Date header is not an RFC 5322 date",
+    "headers.subject_malformed": "the Subject header is malformed",
+    "headers.to_malformed": "the To header is malformed",
+    "headers.reply_to_malformed": "the Reply-To header is malformed",
+    "headers.message_id_missing": "no Message-ID header",
+    "headers.nul_bytes": "the message contains NUL bytes",
+    "headers.line_too_long": "a line is longer than 998 characters",
+    "headers.8bit_unencoded": "a header contains raw 8-bit bytes",
+}
+
+# Signals every policy may name: each result's outcomes plus the findings.
+KNOWN_SIGNALS: frozenset[str] = frozenset(
+    {f"{name}.{outcome.value}" for name in RESULT_NAMES for outcome in Outcome} | set(FINDINGS)
+)
+
+UPSTREAM_PREFIX = "upstream."
+# upstream.<RFC 8601 method keyword>.<outcome>
+_UPSTREAM = re.compile(
+    r"upstream\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.(?:"
+    + "|".join(re.escape(o.value) for o in Outcome)
+    + r")\Z"
+)
+WILDCARD = "*"
+
+
+def is_known_signal(name: str) -> bool:
+    """True if `name` is a signal some check or trusted gateway can produce."""
+    return name in KNOWN_SIGNALS or _UPSTREAM.match(name) is not None
+
+
+def is_known_pattern(pattern: str) -> bool:
+    """True if `pattern` (a signal, or a prefix ending in ``*``) can ever match."""
+    if not pattern.endswith(WILDCARD):
+        return is_known_signal(pattern)
+    prefix = pattern[: -len(WILDCARD)]
+    if not prefix or WILDCARD in prefix:
+        return False
+    if prefix.startswith(UPSTREAM_PREFIX) or UPSTREAM_PREFIX.startswith(prefix):
+        return True
+    return any(signal.startswith(prefix) for signal in KNOWN_SIGNALS)
+
+
+def matches(pattern: str, signal: str) -> bool:
+    """True if `signal` is `pattern`, or starts with it when it ends in ``*``."""
+    if pattern.endswith(WILDCARD):
+        return signal.startswith(pattern[: -len(WILDCARD)])
+    return signal == pattern
+
+
+def suggestion(name: str) -> str | None:
+    """The known signal closest to a misspelt `name`, for error messages."""
+    close = difflib.get_close_matches(name, sorted(KNOWN_SIGNALS), n=1, cutoff=0.75)
+    return close[0] if close else None
