@@ -1,10 +1,343 @@
-"""DMARC (RFC 7489): the From domain's policy and SPF/DKIM alignment."""
+"""DMARC (RFC 7489): the From domain's policy and SPF/DKIM alignment.
+
+The check reads the results of ``spf.mailfrom`` and ``dkim`` (never their
+internals) and the DMARC record of the RFC5322.From domain, and reports one
+result ``dmarc`` (method dmarc, props header.from and policy.dmarc):
+
+- pass: an SPF or DKIM pass whose domain is aligned with the From domain
+  (RFC 7489 §3.1; relaxed = same organisational domain, strict = equal);
+- fail: a record exists and nothing aligned passed; the finding
+  ``dmarc.policy.<none|quarantine|reject>`` names the disposition to apply
+  (``sp`` for a subdomain covered by the organisational domain's record,
+  else ``p``; one step milder when pct sampling leaves the message out,
+  ``dmarc.pct_sampled_out``, §6.6.4);
+- none: no (single, valid-version) record at the From domain or its
+  organisational domain (§6.6.3);
+- temperror: the record lookup failed transiently, or nothing aligned passed
+  while an SPF/DKIM result that could have aligned was temperror (§6.6.2);
+- permerror: a record without a valid p= (and no rua= to fall back on,
+  §6.6.3 step 6), or no single RFC5322.From field (§6.6.1).
+``dmarc.spf_aligned`` / ``dmarc.dkim_aligned`` say which method produced the
+pass; ``dmarc.org_domain_record`` that the record came from the
+organisational domain. `policy.dmarc` is the applied disposition: ``none``
+on pass, the policy (after sp and pct) on fail.
+
+The SPF identity DMARC uses is the MAIL FROM one (§4.1). For the null
+sender RFC 7208 §2.4 already makes that identity postmaster@<HELO>, which
+``spf.mailfrom`` evaluates, so ``spf.helo`` is not consulted.
+
+pct sampling (§6.6.4) is deterministic here: a SHA-256 hash of the From
+domain and Message-ID picks the same bucket for the same message every time,
+so results can be reproduced and the check has no random state.
+
+Record parsing, alignment and sampling are pure functions (no DNS) at the
+top of the module; only `DmarcCheck.run` queries, through `ctx.dns`.
+"""
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from typing import ClassVar
+
+from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.domains import domain_of, normalise
+from trustmilter.lookup import DnsAnswer, DnsStatus
+from trustmilter.model import Message
+from trustmilter.results import CheckResult, Finding, Outcome
+
+# RFC 7489 §6.6.1: a From field with several addresses is checked once per
+# domain; bound the number of lookups that can cost.
+MAX_AUTHOR_DOMAINS = 5
+
+# §6.4: dmarc-record = dmarc-version dmarc-sep [dmarc-request] ...;
+# "v" is case-insensitive, the value "DMARC1" is not (%x44 %x4d ...).
+_VERSION = re.compile(r"^[ \t]*[vV][ \t]*=[ \t]*DMARC1[ \t]*(;|$)")
+
+
+class Policy(StrEnum):
+    """Requested Mail Receiver policy (RFC 7489 §6.3 p=/sp=)."""
+
+    NONE = "none"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+
+    @property
+    def milder(self) -> Policy:
+        """The next lower policy, for messages pct sampling leaves out (§6.6.4)."""
+        return {Policy.REJECT: Policy.QUARANTINE}.get(self, Policy.NONE)
+
+    @property
+    def strictness(self) -> int:
+        return (Policy.NONE, Policy.QUARANTINE, Policy.REJECT).index(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A parsed DMARC record (RFC 7489 §6.3). `p` is None if missing or invalid."""
+
+    p: Policy | None
+    sp: Policy | None = None
+    sp_invalid: bool = False
+    adkim: str = "r"
+    aspf: str = "r"
+    pct: int = 100
+    has_rua: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     enabled: bool = True
+
+
+def is_dmarc_record(txt: str) -> bool:
+    """True when a TXT string starts with v=DMARC1 (§6.6.3 step 4 discards the others)."""
+    return bool(_VERSION.match(txt))
+
+
+def _policy(value: str) -> Policy | None:
+    try:
+        return Policy(value.strip().lower())
+    except ValueError:
+        return None
+
+
+def parse_record(txt: str) -> Record:
+    """Parse a record that `is_dmarc_record`; bad optional tags fall back to defaults (§6.3)."""
+    tags: dict[str, str] = {}
+    for part in txt.split(";")[1:]:
+        name, sep, value = part.partition("=")
+        name = name.strip().lower()
+        if sep and name and name not in tags:
+            tags[name] = value.strip()
+    sp = _policy(tags["sp"]) if "sp" in tags else None
+    adkim = tags.get("adkim", "r").lower()
+    aspf = tags.get("aspf", "r").lower()
+    pct_text = tags.get("pct", "100")
+    pct = int(pct_text) if pct_text.isdigit() and int(pct_text) <= 100 else 100
+    rua = [uri.strip() for uri in tags.get("rua", "").split(",") if uri.strip()]
+    return Record(
+        p=_policy(tags["p"]) if "p" in tags else None,
+        sp=sp,
+        sp_invalid="sp" in tags and sp is None,
+        adkim=adkim if adkim in ("r", "s") else "r",
+        aspf=aspf if aspf in ("r", "s") else "r",
+        pct=pct,
+        # §6.6.3 step 6 only needs "at least one syntactically valid URI".
+        has_rua=any(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$", uri) for uri in rua),
+    )
+
+
+def aligned(
+    identifier: str, author: str, mode: str, org_domain: Callable[[str], str | None]
+) -> bool:
+    """RFC 7489 §3.1: strict = identical names, relaxed = same organisational domain."""
+    identifier, author = normalise(identifier), normalise(author)
+    if not identifier or not author:
+        return False
+    if identifier == author:
+        return True
+    if mode == "s":
+        return False
+    org = org_domain(author)
+    return org is not None and org == org_domain(identifier)
+
+
+def sampled_in(pct: int, author: str, message_id: str) -> bool:
+    """Whether the message falls inside the pct% the policy applies to (§6.6.4)."""
+    if pct >= 100:
+        return True
+    digest = hashlib.sha256(f"{normalise(author)}\n{message_id.strip()}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < pct
+
+
+def author_domains(message: Message) -> list[str] | str:
+    """The RFC5322.From domains (§6.6.1), or the reason there is no usable one."""
+    fields = message.header_values("From")
+    if len(fields) != 1:
+        return "no From field" if not fields else f"{len(fields)} From fields"
+    domains: list[str] = []
+    for _name, address in email.utils.getaddresses(fields):
+        domain = domain_of(address)
+        if domain and domain not in domains:
+            domains.append(domain)
+    return domains or "From field has no address with a domain"
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """Where policy discovery (§6.6.3) ended."""
+
+    record: Record | None = None
+    domain: str = ""  # where the record was found
+    from_org: bool = False
+    temperror: str = ""
+
+
+def dmarc_txts(answer: DnsAnswer) -> list[str]:
+    """The v=DMARC1 records in one TXT answer."""
+    texts = [t.decode("utf-8", "replace") for t in answer.txt_strings()]
+    return [t for t in texts if is_dmarc_record(t)]
+
+
+class DmarcCheck:
+    """The From domain's DMARC verdict from SPF and DKIM results."""
+
+    name: ClassVar[str] = "dmarc"
+    stage: ClassVar[Stage] = Stage.DATA
+    requires: ClassVar[tuple[str, ...]] = ("spf.mailfrom", "dkim")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        """One result for the message (several From domains: the strictest, §6.6.1)."""
+        message = ctx.message
+        if not self.config.enabled:
+            return [CheckResult(self.name, Outcome.SKIPPED, "disabled", method="dmarc")]
+        if message is None:
+            return [CheckResult(self.name, Outcome.SKIPPED, "no message", method="dmarc")]
+        domains = author_domains(message)
+        if isinstance(domains, str):
+            # §6.6.1: without exactly one From field there is no Author Domain;
+            # such mail is invalid (RFC 5322 §3.6) and DMARC cannot apply.
+            return [CheckResult(self.name, Outcome.PERMERROR, domains, method="dmarc")]
+        message_id = message.header("Message-ID") or ""
+        results = [self._evaluate(ctx, d, message_id) for d in domains[:MAX_AUTHOR_DOMAINS]]
+        return [max(results, key=_severity)]
+
+    def _discover(self, ctx: CheckContext, author: str) -> Discovery:
+        """Policy discovery, RFC 7489 §6.6.3: the From domain, then its org domain."""
+        candidates = [author]
+        org = ctx.domains.org_domain(author)
+        if org and org != author:
+            candidates.append(org)
+        for level, domain in enumerate(candidates):
+            answer = ctx.dns.query(f"_dmarc.{domain}", "TXT")
+            if answer.status is DnsStatus.TEMPERROR:
+                return Discovery(domain=domain, temperror=answer.error or "temporary DNS error")
+            records = dmarc_txts(answer)
+            if len(records) > 1:
+                # Step 5: several records end discovery; DMARC does not apply.
+                return Discovery(domain=domain)
+            if records:
+                return Discovery(parse_record(records[0]), domain, from_org=level > 0)
+        return Discovery()
+
+    def _evaluate(self, ctx: CheckContext, author: str, message_id: str) -> CheckResult:
+        """The DMARC result for one Author Domain."""
+        props: tuple[tuple[str, str], ...] = (("header.from", author),)
+        found = self._discover(ctx, author)
+        if found.temperror:
+            return CheckResult(self.name, Outcome.TEMPERROR,
+                               f"DMARC record lookup for {found.domain}: {found.temperror}",
+                               method="dmarc", props=props, data={"domain": author})
+        record = found.record
+        if record is None:
+            reason = "several DMARC records" if found.domain else "no DMARC record"
+            return CheckResult(self.name, Outcome.NONE, reason, method="dmarc", props=props,
+                               data={"domain": author})
+        if record.p is None or record.sp_invalid:
+            if not record.has_rua:
+                # §6.6.3 step 6.2: no valid p=/sp= and no rua=: no DMARC
+                # processing; §11.2 names this a permerror.
+                return CheckResult(self.name, Outcome.PERMERROR,
+                                   f"DMARC record at {found.domain} has no valid p=",
+                                   method="dmarc", props=props, data={"domain": author})
+            # Step 6.1: act as if p=none was published.
+            record = Record(Policy.NONE, None, False, record.adkim, record.aspf, record.pct, True)
+        return self._judge(ctx, author, message_id, record, found, props)
+
+    def _judge(
+        self,
+        ctx: CheckContext,
+        author: str,
+        message_id: str,
+        record: Record,
+        found: Discovery,
+        props: tuple[tuple[str, str], ...],
+    ) -> CheckResult:
+        """Alignment (§3.1), the §6.6.2 temperror rule, and the disposition."""
+        assert record.p is not None
+        org_domain = ctx.domains.org_domain
+        findings: list[Finding] = []
+        if found.from_org:
+            findings.append(Finding("dmarc.org_domain_record", found.domain))
+        spf_results = ctx.results.get("spf.mailfrom", ())
+        dkim_results = ctx.results.get("dkim", ())
+        spf_match = partial(aligned, author=author, mode=record.aspf, org_domain=org_domain)
+        dkim_match = partial(aligned, author=author, mode=record.adkim, org_domain=org_domain)
+        spf_ok = _aligned_domains(spf_results, "domain", Outcome.PASS, spf_match)
+        dkim_ok = _aligned_domains(dkim_results, "d", Outcome.PASS, dkim_match)
+        if spf_ok:
+            findings.append(Finding("dmarc.spf_aligned", spf_ok[0]))
+        if dkim_ok:
+            findings.append(Finding("dmarc.dkim_aligned", dkim_ok[0]))
+        # A subdomain covered by the org domain's record gets sp=, else p= (§6.3).
+        published = record.sp if found.from_org and record.sp is not None else record.p
+        data = {
+            "domain": author,
+            "record_domain": found.domain,
+            "p": record.p.value,
+            "sp": (record.sp or record.p).value,
+            "published": published.value,
+            "adkim": record.adkim,
+            "aspf": record.aspf,
+            "pct": str(record.pct),
+        }
+        if spf_ok or dkim_ok:
+            how = " and ".join(m for m, ok in (("SPF", spf_ok), ("DKIM", dkim_ok)) if ok)
+            return CheckResult(self.name, Outcome.PASS, f"aligned {how} pass",
+                               tuple(findings), "dmarc", (*props, ("policy.dmarc", "none")),
+                               {**data, "disposition": "none"})
+        # §6.6.2: if neither passes and one that could have aligned failed
+        # temporarily, the policy cannot be applied.
+        spf_temp = _aligned_domains(spf_results, "domain", Outcome.TEMPERROR, spf_match)
+        dkim_temp = _aligned_domains(dkim_results, "d", Outcome.TEMPERROR, dkim_match)
+        if spf_temp or dkim_temp:
+            return CheckResult(self.name, Outcome.TEMPERROR,
+                               "an aligned identifier could not be checked (temporary error)",
+                               tuple(findings), "dmarc", props, data)
+        disposition = published
+        if published is not Policy.NONE and not sampled_in(record.pct, author, message_id):
+            disposition = published.milder
+            findings.append(Finding("dmarc.pct_sampled_out", f"pct={record.pct}"))
+        findings.append(Finding(f"dmarc.policy.{disposition.value}", found.domain))
+        return CheckResult(self.name, Outcome.FAIL, f"no aligned pass; policy {disposition.value}",
+                           tuple(findings), "dmarc",
+                           (*props, ("policy.dmarc", disposition.value)),
+                           {**data, "disposition": disposition.value})
+
+
+def _aligned_domains(
+    results: Iterable[CheckResult],
+    key: str,
+    outcome: Outcome,
+    is_aligned: Callable[[str], bool],
+) -> list[str]:
+    """Domains of results with `outcome` whose data[key] is aligned."""
+    return [
+        r.data[key] for r in results
+        if r.outcome is outcome and r.data.get(key) and is_aligned(r.data[key])
+    ]
+
+
+# Which of several per-domain results speaks for the message (§6.6.1: the
+# strictest policy among the failing checks).
+_RANK = {
+    Outcome.PASS: 0, Outcome.NONE: 1, Outcome.PERMERROR: 2, Outcome.TEMPERROR: 3, Outcome.FAIL: 4,
+}
+
+
+def _severity(result: CheckResult) -> tuple[int, int]:
+    """Sort key: outcome rank, then strictness of the applied disposition."""
+    disposition = _policy(result.data.get("disposition", "none")) or Policy.NONE
+    return _RANK.get(result.outcome, 1), disposition.strictness
+
+
+CHECKS: tuple[type[Check], ...] = (DmarcCheck,)
