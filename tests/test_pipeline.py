@@ -122,3 +122,9 @@ def test_shared_pipeline_is_safe_across_threads():
     for t in threads:
         t.join()
     assert outputs == [2] * 8
+
+
+def test_a_disabled_requirement_is_not_an_error():
+    """DMARC still runs when the policy disables DKIM; a typo in `requires` still stops start-up."""
+    pipeline = Pipeline.build([make_check("dmarc", requires=("dkim",))], known=["dkim", "dmarc"])
+    assert list(run(pipeline)) == ["dmarc"]

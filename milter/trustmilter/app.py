@@ -10,7 +10,7 @@ import socket
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from trustmilter.checks import build_checks
+from trustmilter.checks import all_check_names, build_checks
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
@@ -45,7 +45,7 @@ class App:
             policy=policy,
             dns=resolver if resolver is not None else build_resolver(policy.dns),
             domains=DomainTools(),
-            pipeline=Pipeline.build(build_checks(policy.checks)),
+            pipeline=Pipeline.build(build_checks(policy.checks), all_check_names()),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
             authserv_id=policy.authserv_id or socket.getfqdn(),
         )

@@ -54,9 +54,9 @@ def _clause(result: CheckResult) -> authres.core.AuthenticationResult:
 def build_header_value(authserv_id: str, results: Results) -> str:
     """Our Authentication-Results value: every reportable result, or ``none``."""
     reportable = [
-        r for r in results.all() if r.method and r.outcome is not Outcome.SKIPPED
+        r for r in results.all() if r.method in _METHOD_ORDER and r.outcome is not Outcome.SKIPPED
     ]
-    reportable.sort(key=lambda r: _METHOD_ORDER.index(r.method) if r.method in _METHOD_ORDER else 99)
+    reportable.sort(key=lambda r: _METHOD_ORDER.index(r.method or ""))
     header = _FEATURES.header(authserv_id=authserv_id, results=[_clause(r) for r in reportable])
     value: str = header.header_value()
     return value

@@ -20,8 +20,8 @@ from typing import Any
 
 from trustmilter import __version__
 from trustmilter.app import App
+from trustmilter.authresults import HEADER_NAME
 from trustmilter.checks import StartupError
-from trustmilter.domains import domain_of
 from trustmilter.evaluation import Evaluation, evaluate_message
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.fixture import Fixture, FixtureError, FixtureResolver, RecordingResolver
@@ -127,7 +127,7 @@ def _as_json(evaluation: Evaluation) -> dict[str, Any]:
         "smtp_reply": str(verdict.reply) if verdict.reply else None,
         "authentication_results": evaluation.authentication_results,
         "headers_added": [list(h) for h in evaluation.headers_added],
-        "headers_removed": [["Authentication-Results", h.value] for h in evaluation.headers_removed],
+        "headers_removed": [[HEADER_NAME, h.value] for h in evaluation.headers_removed],
         "reasons": list(verdict.reasons),
         "score": verdict.score,
     }

@@ -37,8 +37,12 @@ def result_name(check: Check) -> str:
     return str(getattr(check, "result", check.name))
 
 
-def _ordered(checks: Sequence[Check]) -> tuple[Check, ...]:
-    """Checks in an order where each comes after everything it requires."""
+def _ordered(checks: Sequence[Check], known: frozenset[str]) -> tuple[Check, ...]:
+    """Checks in an order where each comes after everything it requires.
+
+    A requirement that is a `known` check but not in `checks` (disabled by
+    the policy) is simply absent: DMARC without DKIM still runs.
+    """
     by_name = {c.name: c for c in checks}
     if len(by_name) != len(checks):
         raise PipelineError("two checks share a name")
@@ -52,9 +56,10 @@ def _ordered(checks: Sequence[Check]) -> tuple[Check, ...]:
             raise PipelineError("dependency cycle: " + " -> ".join((*path, check.name)))
         state[check.name] = "visiting"
         for needed in check.requires:
-            if needed not in by_name:
+            if needed in by_name:
+                visit(by_name[needed], (*path, check.name))
+            elif needed not in known:
                 raise PipelineError(f"check {check.name} requires unknown check {needed}")
-            visit(by_name[needed], (*path, check.name))
         state[check.name] = "done"
         done.append(check)
 
@@ -70,9 +75,12 @@ class Pipeline:
     checks: tuple[Check, ...]
 
     @classmethod
-    def build(cls, checks: Iterable[Check]) -> Pipeline:
-        """Order `checks`; raises PipelineError when that is impossible."""
-        return cls(_ordered(list(checks)))
+    def build(cls, checks: Iterable[Check], known: Iterable[str] = ()) -> Pipeline:
+        """Order `checks`; `known` names checks that exist but may be disabled.
+
+        Raises PipelineError when no order is possible.
+        """
+        return cls(_ordered(list(checks), frozenset(known)))
 
     def for_stages(self, stages: Iterable[Stage]) -> tuple[Check, ...]:
         wanted = set(stages)

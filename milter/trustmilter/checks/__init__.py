@@ -32,6 +32,11 @@ SECTIONS: dict[str, ModuleType] = {
 }
 
 
+def all_check_names() -> frozenset[str]:
+    """The name of every check there is, enabled or not."""
+    return frozenset(c.name for module in SECTIONS.values() for c in module.CHECKS)
+
+
 class StartupError(Exception):
     """An enabled check cannot run (a missing dependency, an unusable setting)."""
 
