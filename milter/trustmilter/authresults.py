@@ -27,6 +27,7 @@ HEADER_NAME = "Authentication-Results"
 _METHOD_ORDER = ("iprev", "spf", "dkim", "dmarc", "arc")
 _FEATURES = authres.FeatureContext(authres.dkim_b, authres.dmarc, authres.arc)
 _COMMENT_UNSAFE = re.compile(r"[^\x20-\x7e]|[()\\]")
+_VALUE_UNSAFE = re.compile(r"[^\x21-\x7e]")
 _AUTHSERV_ID = re.compile(r"\s*(?:\([^)]*\)\s*)*([^\s;()]+)")
 
 
@@ -36,10 +37,16 @@ def _comment(text: str) -> str | None:
     return cleaned[:200] or None
 
 
+def _value(text: str) -> str:
+    """A property value that stays one printable-ASCII token (garbage in mail must not
+    break the header for readers downstream)."""
+    return _VALUE_UNSAFE.sub("?", text)[:256]
+
+
 def _clause(result: CheckResult) -> authres.core.AuthenticationResult:
     assert result.method is not None
     properties = [
-        authres.core.AuthenticationResultProperty(*key.split(".", 1), value=value)
+        authres.core.AuthenticationResultProperty(*key.split(".", 1), value=_value(value))
         for key, value in result.props
         if value
     ]

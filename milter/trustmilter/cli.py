@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="evaluate one message offline, as the milter would")
     check.add_argument("message", help="the message (.eml), or - for standard input")
-    check.add_argument("--ip", required=True, help="the SMTP client's IP address")
+    check.add_argument("--ip", required=True, type=_ip, help="the SMTP client's IP address")
     check.add_argument("--helo", help="the HELO/EHLO name the client gave")
     check.add_argument(
         "--mail-from",
@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     policy_show.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
     return parser
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
 
 
 def _load(path: Path | None) -> Policy:
@@ -100,9 +107,8 @@ def _facts(args: argparse.Namespace, raw: bytes) -> Facts:
     if mail_from is None:
         return_path = message.header("Return-Path")
         mail_from = return_path.strip().strip("<>") if return_path else ""
-    ip = ipaddress.ip_address(args.ip)
     return Facts(
-        connection=Connection(ip=ip, helo=args.helo),
+        connection=Connection(ip=args.ip, helo=args.helo),
         envelope=Envelope(mail_from=mail_from.strip("<>"), rcpt_to=tuple(args.rcpt)),
         message=message,
     )
@@ -161,11 +167,7 @@ def _report(evaluation: Evaluation, facts: Facts) -> str:
 
 def _check(args: argparse.Namespace) -> int:
     policy = _load(args.policy)
-    raw = _read_message(args.message)
-    try:
-        facts = _facts(args, raw)
-    except ValueError as error:
-        raise CommandError(f"--ip: {error}") from error
+    facts = _facts(args, _read_message(args.message))
     resolver = _resolver(args, policy)
     try:
         app = App.build(policy, resolver=resolver)

@@ -102,8 +102,11 @@ class Pipeline:
         `timeout` bounds the whole run: checks not finished by then are
         reported as temperror and left to finish in the background.
         """
-        results = prior if prior is not None else Results()
-        pending = list(self.for_stages(stages))
+        prior = prior if prior is not None else Results()
+        results = prior
+        order = self.for_stages(stages)
+        pending = list(order)
+        by_check: dict[str, list[CheckResult]] = {}
         pending_names = {c.name for c in pending}
         finished: set[str] = set()
         running: dict[Future[list[CheckResult]], Check] = {}
@@ -121,16 +124,18 @@ class Pipeline:
             if not done:
                 late = [*running.values(), *pending]
                 log.warning("checks timed out: %s", ", ".join(c.name for c in late))
-                results = results.plus(
-                    _error_result(c, "temperror: check did not finish in time") for c in late
-                )
+                for check in late:
+                    by_check[check.name] = [_error_result(check, "did not finish in time")]
                 break
             for future in done:
                 check = running.pop(future)
-                results = results.plus(future.result())
+                by_check[check.name] = future.result()
+                results = results.plus(by_check[check.name])
                 finished.add(check.name)
                 pending_names.discard(check.name)
-        return results
+        # Report in pipeline order, not completion order: the same message
+        # always gets the same header and log line.
+        return prior.plus(r for c in order for r in by_check.get(c.name, ()))
 
     @staticmethod
     def _ready(check: Check, pending: set[str], finished: set[str]) -> bool:

@@ -74,6 +74,7 @@ FINDINGS: dict[str, str] = {
     "dnsbl.listed": "the client IP is listed (carries the list's weight)",
     "dnsbl.error_code": "a blocklist answered with an error code (ignored)",
     "uribl.listed": "a linked domain is listed (carries the list's weight)",
+    "uribl.error_code": "a URI blocklist answered with an error code (ignored)",
     "uribl.lookup_limit": "more linked domains than the lookup limit; the rest were skipped",
     # Name existence (SEED-RULES §3)
     "names.sender_nonexistent": "the envelope sender's domain does not exist",

@@ -1,0 +1,219 @@
+"""HELO/EHLO sanity (SEED-RULES §2; RFC 5321 §2.3.5, §4.1.4), through the DNS test server."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import make_ctx
+from trustmilter.checks import helo
+from trustmilter.checks.helo import HeloCheck
+from trustmilter.results import Outcome
+
+ZONE = """
+example.com.              300 IN MX   10 mail.example.com.
+mail.example.com.         300 IN A    192.0.2.4
+; SEED-RULES §2 "HELO mail.otherdomain.com": resolves, but another domain
+mail.example.org.         300 IN A    192.0.2.4
+other.example.com.        300 IN A    192.0.2.99
+noaddr.example.com.       300 IN TXT  "no address here"
+; a customer domain whose mail provider sends from its own hosts
+customer.example.org.     300 IN MX   10 mx1.mailhost.example.net.
+out.mailhost.example.net. 300 IN A    192.0.2.4
+v6.example.com.           300 IN AAAA 2001:db8::4
+$NXDOMAIN not.existing.example.com.
+$TIMEOUT  slow.example.com.
+$TIMEOUT  slowmx.example.net. MX
+"""
+
+
+def run(resolver, name, ip="192.0.2.4", mail_from="a@example.com", config=None):
+    """Run the check and return its single result."""
+    ctx = make_ctx(resolver, ip=ip, helo=name, mail_from=mail_from)
+    [result] = HeloCheck(config or helo.Config()).run(ctx)
+    assert result.check == "helo" and result.method is None
+    return result
+
+
+def names(result):
+    return [f.name for f in result.findings]
+
+
+def test_good_helo_passes(dns_server, resolver):
+    """SEED-RULES §2: resolvable, the client's IP, the sender's domain and MX."""
+    dns_server.load(ZONE)
+    result = run(resolver, "mail.example.com")
+    assert result.outcome is Outcome.PASS
+    assert result.findings == ()
+    # Same organisational domain as the sender: no MX lookup needed.
+    assert ("example.com", "MX") not in dns_server.queries
+
+
+@pytest.mark.parametrize("name", [None, "", "   "])
+def test_missing_helo(dns_server, resolver, name):
+    """RFC 5321 §4.1.1.1: a client must say HELO/EHLO; none is a finding."""
+    dns_server.load(ZONE)
+    result = run(resolver, name)
+    assert result.outcome is Outcome.FAIL
+    assert names(result) == ["helo.missing"]
+
+
+def test_seed_other_domain(dns_server, resolver):
+    """SEED-RULES §2 "HELO mail.otherdomain.com": not the sender's domain nor its MX."""
+    dns_server.load(ZONE)
+    result = run(resolver, "mail.example.org")
+    assert result.outcome is Outcome.FAIL
+    assert names(result) == ["helo.not_sender_domain"]
+    assert ("example.com", "MX") in dns_server.queries
+
+
+def test_mail_provider_host_matches_sender_mx(dns_server, resolver):
+    """SEED-RULES §2 "should match an MX record": same organisation as an MX host."""
+    dns_server.load(ZONE)
+    result = run(resolver, "out.mailhost.example.net", mail_from="a@customer.example.org")
+    assert result.outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize("name", ["localhost", "localhost.localdomain", "box.localhost",
+                                  "LOCALHOST."])
+def test_seed_localhost(dns_server, resolver, name):
+    """SEED-RULES §2 "HELO localhost"; RFC 6761 §6.3 names are never looked up."""
+    dns_server.load(ZONE)
+    result = run(resolver, name)
+    assert result.outcome is Outcome.FAIL
+    assert names(result) == ["helo.localhost"]
+    assert dns_server.queries == []
+
+
+def test_seed_bare_ip_literal_mismatch(dns_server, resolver):
+    """SEED-RULES §2 "HELO 1.2.3.4": an address, and not the client's."""
+    dns_server.load(ZONE)
+    result = run(resolver, "192.0.2.5")
+    assert names(result) == ["helo.ip_literal", "helo.ip_literal_mismatch"]
+    assert dns_server.queries == []
+
+
+def test_bracketed_literal_of_the_client(dns_server, resolver):
+    """RFC 5321 §4.1.3: [192.0.2.4] is a valid literal; still low trust by SEED-RULES §2."""
+    dns_server.load(ZONE)
+    result = run(resolver, "[192.0.2.4]")
+    assert result.outcome is Outcome.FAIL
+    assert names(result) == ["helo.ip_literal"]
+
+
+def test_ipv6_literal(dns_server, resolver):
+    """RFC 5321 §4.1.3: [IPv6:...] literals are recognised and compared."""
+    dns_server.load(ZONE)
+    same = run(resolver, "[IPv6:2001:db8::4]", ip="2001:db8::4")
+    other = run(resolver, "[IPv6:2001:db8::5]", ip="2001:db8::4")
+    assert names(same) == ["helo.ip_literal"]
+    assert names(other) == ["helo.ip_literal", "helo.ip_literal_mismatch"]
+
+
+def test_loopback_literal_is_localhost(dns_server, resolver):
+    """SEED-RULES §2 "HELO localhost" in address form: [127.0.0.1]."""
+    dns_server.load(ZONE)
+    result = run(resolver, "[127.0.0.1]")
+    assert names(result) == ["helo.ip_literal", "helo.localhost", "helo.ip_literal_mismatch"]
+
+
+def test_single_label(dns_server, resolver):
+    """RFC 5321 §2.3.5: the HELO name must be fully qualified."""
+    dns_server.load(ZONE)
+    result = run(resolver, "mailhost")
+    assert names(result) == ["helo.single_label"]
+    assert dns_server.queries == []
+
+
+def test_seed_invalid_tld(dns_server, resolver):
+    """SEED-RULES §2 "HELO invalid.tld": no such top-level domain, nothing asked."""
+    dns_server.load(ZONE)
+    result = run(resolver, "invalid.tld")
+    assert result.outcome is Outcome.FAIL
+    assert names(result) == ["helo.unknown_tld"]
+    assert dns_server.queries == []
+
+
+def test_seed_not_existing_domain(dns_server, resolver):
+    """SEED-RULES §2 "HELO not.existing.domain.com": NXDOMAIN."""
+    dns_server.load(ZONE)
+    result = run(resolver, "not.existing.example.com")
+    assert result.outcome is Outcome.FAIL
+    assert names(result) == ["helo.nxdomain"]
+
+
+def test_invalid_name_is_nxdomain_without_lookup(dns_server, resolver):
+    """RFC 5321 §2.3.5: a name with spaces or empty labels cannot resolve."""
+    dns_server.load(ZONE)
+    for name in ("exa mple.com", "a..example.com", "bad!name.example.com"):
+        assert names(run(resolver, name)) == ["helo.nxdomain"]
+    assert dns_server.queries == []
+
+
+def test_not_client_ip(dns_server, resolver):
+    """RFC 5321 §4.1.4: the name resolves, but not to the client (a finding, not a reject)."""
+    dns_server.load(ZONE)
+    result = run(resolver, "other.example.com")
+    assert names(result) == ["helo.not_client_ip"]
+    assert "192.0.2.99" in result.findings[0].detail
+
+
+def test_name_without_addresses(dns_server, resolver):
+    """SEED-RULES §2 "must be resolvable": an existing name without A/AAAA."""
+    dns_server.load(ZONE)
+    result = run(resolver, "noaddr.example.com")
+    assert names(result) == ["helo.not_client_ip"]
+    assert "no A/AAAA" in result.findings[0].detail
+
+
+def test_ipv6_client(dns_server, resolver):
+    """RFC 5321 §2.3.5: an IPv6 client's HELO name resolves by AAAA."""
+    dns_server.load(ZONE)
+    assert run(resolver, "v6.example.com", ip="2001:db8::4").outcome is Outcome.PASS
+
+
+def test_timeout_is_temperror(dns_server, resolver):
+    """A lookup that timed out, with nothing else found, leaves the result undecided."""
+    dns_server.load(ZONE)
+    result = run(resolver, "slow.example.com")
+    assert result.outcome is Outcome.TEMPERROR
+    assert result.findings == ()
+
+
+def test_mx_timeout_is_temperror(dns_server, resolver):
+    """The sender's MX lookup timed out: not_sender_domain stays undecided."""
+    dns_server.load(ZONE)
+    result = run(resolver, "mail.example.com", mail_from="a@slowmx.example.net")
+    assert result.outcome is Outcome.TEMPERROR
+
+
+def test_findings_win_over_temperror(dns_server, resolver):
+    """A decisive finding makes the result fail even if another lookup timed out."""
+    dns_server.load(ZONE)
+    result = run(resolver, "other.example.com", mail_from="a@slowmx.example.net")
+    assert result.outcome is Outcome.FAIL
+    assert names(result) == ["helo.not_client_ip"]
+
+
+def test_null_sender_skips_sender_domain(dns_server, resolver):
+    """Bounces (RFC 5321 §4.5.5) have no sender domain to compare with."""
+    dns_server.load(ZONE)
+    result = run(resolver, "mail.example.org", mail_from="")
+    assert result.outcome is Outcome.PASS
+    assert not any(rdtype == "MX" for _, rdtype in dns_server.queries)
+
+
+def test_huge_garbage_helo_is_clipped(dns_server, resolver):
+    """Client input reaches logs clipped and printable, and causes no lookup."""
+    dns_server.load(ZONE)
+    result = run(resolver, "x\x01" * 100_000)
+    assert result.outcome is Outcome.FAIL
+    assert len(result.reason) < 300 and "\x01" not in result.reason
+    assert dns_server.queries == []
+
+
+def test_disabled(dns_server, resolver):
+    """A disabled check reports skipped."""
+    dns_server.load(ZONE)
+    assert run(resolver, "localhost", config=helo.Config(enabled=False)).outcome is (
+        Outcome.SKIPPED
+    )

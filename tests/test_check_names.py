@@ -1,0 +1,221 @@
+"""Name existence (SEED-RULES §3; RFC 5321 §5.1, RFC 7505), through the DNS test server."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import make_ctx
+from trustmilter.checks import names
+from trustmilter.checks.base import Stage
+from trustmilter.checks.names import EnvelopeNamesCheck, HeaderNamesCheck, RecipientNamesCheck
+from trustmilter.results import Outcome
+
+ZONE = """
+example.com.            300 IN MX   10 mail.example.com.
+mail.example.com.       300 IN A    192.0.2.4
+aonly.example.net.      300 IN A    192.0.2.1
+v6only.example.net.     300 IN AAAA 2001:db8::1
+mxonly.example.org.     300 IN MX   10 mail.example.com.
+; RFC 7505 §3: a null MX says the domain takes no mail
+nullmx.example.org.     300 IN MX   0 .
+nullmx.example.org.     300 IN A    192.0.2.2
+noaddr.example.org.     300 IN TXT  "v=spf1 -all"
+partial.example.net.    300 IN A    192.0.2.3
+$TIMEOUT  partial.example.net. MX
+$TIMEOUT  slow.example.net.
+$NXDOMAIN not.existing.example.com.
+"""
+
+
+def envelope(resolver, mail_from, rcpt_to=(), config=None):
+    """Run the envelope check and return its single result."""
+    ctx = make_ctx(resolver, mail_from=mail_from, rcpt_to=rcpt_to)
+    [result] = EnvelopeNamesCheck(config or names.Config()).run(ctx)
+    assert result.check == "names"
+    return result
+
+
+def recipients(resolver, rcpt_to, config=None):
+    """Run the recipient check and return its single result."""
+    ctx = make_ctx(resolver, mail_from="a@example.com", rcpt_to=rcpt_to)
+    [result] = RecipientNamesCheck(config or names.Config(check_recipients=True)).run(ctx)
+    assert result.check == "names"
+    return result
+
+
+def header(resolver, raw, config=None):
+    """Run the From header check and return its single result."""
+    ctx = make_ctx(resolver, mail_from="a@example.com", message=raw)
+    [result] = HeaderNamesCheck(config or names.Config()).run(ctx)
+    assert result.check == "names"
+    return result
+
+
+def found(result):
+    return [f.name for f in result.findings]
+
+
+def test_registry_names_and_stages():
+    """The sender is judged at MAIL (to reject there, 550 5.1.8), recipients at RCPT."""
+    assert (EnvelopeNamesCheck.name, EnvelopeNamesCheck.stage) == ("names.envelope", Stage.MAIL)
+    assert (RecipientNamesCheck.name, RecipientNamesCheck.stage) == ("names.rcpt", Stage.RCPT)
+    assert (HeaderNamesCheck.name, HeaderNamesCheck.stage) == ("names.header", Stage.DATA)
+    assert (EnvelopeNamesCheck, RecipientNamesCheck, HeaderNamesCheck) == names.CHECKS
+    # The pipeline names error results after `result`, not the registry name.
+    assert {c.result for c in names.CHECKS} == {"names"}
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["a@example.com", "a@aonly.example.net", "a@v6only.example.net", "a@mxonly.example.org",
+     "<a@EXAMPLE.COM.>", "a@partial.example.net"],
+)
+def test_sender_domain_exists(dns_server, resolver, sender):
+    """RFC 5321 §5.1: an MX, or an A/AAAA as implicit MX, makes a mail domain."""
+    dns_server.load(ZONE)
+    result = envelope(resolver, sender)
+    assert result.outcome is Outcome.PASS
+    assert result.findings == ()
+
+
+def test_sender_nonexistent(dns_server, resolver):
+    """SEED-RULES §3: a nonexistent sender domain (NXDOMAIN), decided at MAIL."""
+    dns_server.load(ZONE)
+    result = envelope(resolver, "a@not.existing.example.com")
+    assert result.outcome is Outcome.FAIL
+    assert found(result) == ["names.sender_nonexistent"]
+    assert "not.existing.example.com" in result.findings[0].detail
+
+
+@pytest.mark.parametrize("sender", ["a@localhost", "a@exa mple.com", "a@x..example.com"])
+def test_sender_domain_that_cannot_exist(dns_server, resolver, sender):
+    """RFC 5321 §2.3.5: a single label or invalid name is no mail domain; nothing asked."""
+    dns_server.load(ZONE)
+    assert found(envelope(resolver, sender)) == ["names.sender_nonexistent"]
+    assert dns_server.queries == []
+
+
+def test_sender_no_address(dns_server, resolver):
+    """SEED-RULES §3 "unresolvable": the name exists but has no A, AAAA or MX."""
+    dns_server.load(ZONE)
+    result = envelope(resolver, "a@noaddr.example.org")
+    assert result.outcome is Outcome.FAIL
+    assert found(result) == ["names.sender_no_address"]
+
+
+def test_sender_null_mx(dns_server, resolver):
+    """RFC 7505 §3/§4.2: a null MX marks a domain that sends no mail, A record or not."""
+    dns_server.load(ZONE)
+    result = envelope(resolver, "a@nullmx.example.org")
+    assert found(result) == ["names.sender_no_address"]
+    assert "null MX" in result.findings[0].detail
+
+
+def test_sender_timeout_is_temperror(dns_server, resolver):
+    """Every lookup timed out: existence is undecided, so temperror (never a 5xx)."""
+    dns_server.load(ZONE)
+    result = envelope(resolver, "a@slow.example.net")
+    assert result.outcome is Outcome.TEMPERROR
+    assert result.findings == ()
+
+
+def test_lookups_are_a_aaaa_mx(dns_server, resolver):
+    """A, AAAA and MX are each asked once for the domain."""
+    dns_server.load(ZONE)
+    envelope(resolver, "a@example.com")
+    assert sorted(dns_server.queries) == [
+        ("example.com", "A"), ("example.com", "AAAA"), ("example.com", "MX")
+    ]
+
+
+@pytest.mark.parametrize("sender", ["", "<>"])
+def test_null_sender_skipped(dns_server, resolver, sender):
+    """RFC 5321 §4.5.5: the null sender has no domain to check."""
+    dns_server.load(ZONE)
+    assert envelope(resolver, sender).outcome is Outcome.SKIPPED
+    assert dns_server.queries == []
+
+
+def test_sender_without_domain_or_literal_skipped(dns_server, resolver):
+    """No domain, or an address literal (RFC 5321 §4.1.3): nothing to look up."""
+    dns_server.load(ZONE)
+    assert envelope(resolver, "postmaster").outcome is Outcome.SKIPPED
+    assert envelope(resolver, "a@[192.0.2.1]").outcome is Outcome.SKIPPED
+    assert dns_server.queries == []
+
+
+def test_sender_check_ignores_recipients(dns_server, resolver):
+    """The MAIL-stage check looks at the sender only."""
+    dns_server.load(ZONE)
+    result = envelope(resolver, "a@example.com", ("x@not.existing.example.com",),
+                      names.Config(check_recipients=True))
+    assert result.outcome is Outcome.PASS
+    assert all(name == "example.com" for name, _ in dns_server.queries)
+
+
+def test_recipients_only_when_configured(dns_server, resolver):
+    """SEED-RULES §3 recipients: checked only with check_recipients."""
+    dns_server.load(ZONE)
+    rcpts = ("x@not.existing.example.com", "postmaster", "y@noaddr.example.org",
+             "z@example.com")
+    assert recipients(resolver, rcpts, names.Config()).outcome is Outcome.SKIPPED
+    assert dns_server.queries == []
+    on = recipients(resolver, rcpts)
+    assert on.outcome is Outcome.FAIL
+    # A recipient domain without addresses is for the MTA to bounce: no finding.
+    assert found(on) == ["names.rcpt_nonexistent"]
+    assert on.findings[0].detail.startswith("not.existing.example.com")
+
+
+def test_recipients_pass_skip_and_timeout(dns_server, resolver):
+    """Existing recipient domains pass; none known is skipped; a timeout is temperror."""
+    dns_server.load(ZONE)
+    assert recipients(resolver, ("a@example.com", "b@EXAMPLE.com")).outcome is Outcome.PASS
+    assert recipients(resolver, ("postmaster",)).outcome is Outcome.SKIPPED
+    assert recipients(resolver, ("a@slow.example.net",)).outcome is Outcome.TEMPERROR
+
+
+def message(from_value):
+    return (f"From: {from_value}\r\nTo: s@example.com\r\nSubject: x\r\n\r\nbody\r\n").encode()
+
+
+def test_from_domain_exists(dns_server, resolver):
+    """SEED-RULES §3: the From header's domain exists."""
+    dns_server.load(ZONE)
+    assert header(resolver, message("Alice <alice@example.com>")).outcome is Outcome.PASS
+
+
+def test_from_nonexistent(dns_server, resolver):
+    """SEED-RULES §3: a nonexistent domain in the From header."""
+    dns_server.load(ZONE)
+    result = header(resolver, message("Boss <boss@not.existing.example.com>"))
+    assert result.outcome is Outcome.FAIL
+    assert found(result) == ["names.from_nonexistent"]
+
+
+def test_from_no_address_among_several(dns_server, resolver):
+    """Each From mailbox is judged; a null-MX domain is reported."""
+    dns_server.load(ZONE)
+    result = header(resolver, message("a@example.com, b@nullmx.example.org"))
+    assert found(result) == ["names.from_no_address"]
+
+
+def test_from_timeout(dns_server, resolver):
+    """A From domain whose lookups time out is temperror."""
+    dns_server.load(ZONE)
+    assert header(resolver, message("a@slow.example.net")).outcome is Outcome.TEMPERROR
+
+
+def test_from_missing_or_unparseable_skipped(dns_server, resolver):
+    """No From mailbox: the headers check reports that; nothing is asked here."""
+    dns_server.load(ZONE)
+    assert header(resolver, b"Subject: x\r\n\r\nbody").outcome is Outcome.SKIPPED
+    assert header(resolver, message("nobody")).outcome is Outcome.SKIPPED
+    assert dns_server.queries == []
+
+
+def test_no_message_skipped(dns_server, resolver):
+    """Before end of message the header check has nothing to read."""
+    dns_server.load(ZONE)
+    [result] = HeaderNamesCheck(names.Config()).run(make_ctx(resolver, mail_from="a@example.com"))
+    assert result.outcome is Outcome.SKIPPED
