@@ -69,3 +69,13 @@ def test_upstream_results_only_from_trusted_ids_and_only_the_topmost():
         ("upstream.spf", Outcome.PASS), ("upstream.dmarc", Outcome.PASS),
     ]
     assert upstream_results(headers, []) == []
+
+
+def test_garbage_in_a_property_value_cannot_break_the_header():
+    """8-bit garbage from a message (a From domain) must not make our header unparseable."""
+    results = Results([CheckResult("dmarc", Outcome.NONE, "no (record)", method="dmarc",
+                                   props=(("header.from", "exam\udcffple .com;x=y"),))])
+    value = build_header_value("mx.example.org", results)
+    [clause] = parse_header_value(value).results
+    assert clause.result == "none"
+    assert value.isascii()

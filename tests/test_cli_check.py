@@ -252,3 +252,26 @@ def test_bad_input_always_gets_a_verdict(name, tmp_path, capsys, dns_server, pol
     assert out["action"] in {"accept", "quarantine", "tempfail", "reject", "discard"}
     parse_header_value(out["authentication_results"])
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_independent_lookups_wait_for_the_slowest_chain_not_the_sum(tmp_path, capsys, dns_server, policy_file):
+    """Every check's DNS times out (lifetime 1 s): PTR, HELO, SPF, sender MX, DMARC.
+
+    Run one after another that is over 5 s; concurrently the longest chain
+    (SPF, then DMARC) is about 2 s. Each timed-out check is temperror, alone.
+    """
+    import time
+
+    dns_server.load("""
+$TIMEOUT 10.2.0.192.in-addr.arpa.
+$TIMEOUT mail.example.com.
+$TIMEOUT example.com.
+$TIMEOUT _dmarc.example.com.
+""")
+    started = time.monotonic()
+    out = run_check(capsys, policy_file, write(tmp_path, message()), *GOOD_ARGS)
+    elapsed = time.monotonic() - started
+    results = {(r.method, r.result) for r in parse_header_value(out["authentication_results"]).results}
+    assert {("iprev", "temperror"), ("spf", "temperror"), ("dmarc", "temperror")} <= results
+    assert out["action"] == "tempfail"
+    assert elapsed < 3.5, f"lookups ran one after another ({elapsed:.1f} s)"

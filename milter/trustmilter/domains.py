@@ -9,9 +9,16 @@ maintained `publicsuffixlist` package; nothing here keeps its own copy.
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# An LDH label (RFC 1123 §2.1), underscores tolerated as real-world DNS has them.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+MAX_NAME_LENGTH = 253  # RFC 1035 §2.3.4, in text form without the final dot
 
 
 def normalise(name: str) -> str:
@@ -77,3 +84,30 @@ def domain_of(address: str) -> str:
     if "@" not in address:
         return ""
     return normalise(address.rsplit("@", 1)[1])
+
+
+def is_host_name(name: str) -> bool:
+    """True for a multi-label host name a forward lookup makes sense for."""
+    labels = name.split(".")
+    return (
+        0 < len(name) <= MAX_NAME_LENGTH
+        and len(labels) > 1
+        and all(_LABEL.match(label) for label in labels)
+    )
+
+
+def ascii_name(name: str) -> str | None:
+    """`name` in A-label form (IDNA for U-labels), or None if it cannot be encoded."""
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+
+
+def client_address(ip: IPAddress) -> IPAddress:
+    """The address lists know: IPv4 for an IPv4-mapped IPv6 client."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

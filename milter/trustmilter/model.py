@@ -68,18 +68,20 @@ class Message:
     @cached_property
     def headers(self) -> tuple[tuple[str, str], ...]:
         """(name, unfolded value) pairs in order; lines that are not fields are skipped."""
-        fields: list[tuple[bytes, bytes]] = []
+        # Each field is a name and its value's lines, joined once at the end:
+        # linear even for a header folded over hundreds of thousands of lines.
+        fields: list[tuple[bytes, list[bytes]]] = []
         for line in self.header_block.splitlines():
             if line[:1] in (b" ", b"\t"):
                 if fields:
-                    name, value = fields[-1]
-                    fields[-1] = (name, value + b" " + line.strip())
+                    fields[-1][1].append(line.strip())
                 continue
             match = _FIELD_NAME.match(line)
             if match:
-                fields.append((match.group(1), line[match.end() :].strip()))
+                fields.append((match.group(1), [line[match.end() :].strip()]))
         return tuple(
-            (n.decode("ascii"), v.decode("utf-8", "surrogateescape")) for n, v in fields
+            (name.decode("ascii"), b" ".join(parts).decode("utf-8", "surrogateescape"))
+            for name, parts in fields
         )
 
     def header_values(self, name: str) -> list[str]:

@@ -148,6 +148,13 @@ def _author(message: Message) -> str:
     return domains.pop() if len(domains) == 1 else ""
 
 
+
+def preflight(config: Config) -> None:
+    """Stop start-up if dkimpy cannot verify ed25519 ARC seals: PyNaCl is missing."""
+    import importlib
+
+    importlib.import_module("nacl.signing")
+
 class ArcCheck:
     """Validate the ARC chain; surface a trusted sealer's recorded pass."""
 

@@ -77,6 +77,13 @@ class Verdict:
     finding: str | None = None
 
 
+
+def preflight(config: Config) -> None:
+    """Stop start-up if dkimpy cannot verify ed25519-sha256 (RFC 8463): PyNaCl is missing."""
+    import importlib
+
+    importlib.import_module("nacl.signing")
+
 class DkimpyLog:
     """A logger for dkimpy that demotes its error lines to debug.
 

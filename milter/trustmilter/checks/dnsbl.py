@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.checks.blocklist import BlocklistConfig, ListQuery, ask_lists, summarise
+from trustmilter.domains import client_address
 from trustmilter.lookup.answer import reverse_name
 from trustmilter.results import CheckResult, Outcome
 
@@ -44,13 +45,6 @@ _UNLISTABLE = tuple(
 class Config:
     enabled: bool = True
     lists: tuple[BlocklistConfig, ...] = ()
-
-
-def client_address(ip: IPAddress) -> IPAddress:
-    """The address lists know: IPv4 for an IPv4-mapped IPv6 client."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def is_listable(ip: IPAddress) -> bool:

@@ -38,9 +38,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from trustmilter.checks.base import Check, CheckContext, Stage
-from trustmilter.checks.dnsbl import client_address
-from trustmilter.checks.iprev import is_host_name
-from trustmilter.domains import domain_of, is_ip_literal, normalise, parse_ip_literal
+from trustmilter.domains import (
+    ascii_name,
+    client_address,
+    domain_of,
+    is_host_name,
+    is_ip_literal,
+    normalise,
+    parse_ip_literal,
+)
 from trustmilter.lookup.answer import DnsStatus
 from trustmilter.lookup.parallel import query_many
 from trustmilter.results import CheckResult, Finding, Outcome
@@ -65,16 +71,6 @@ def shown(text: str) -> str:
     """`text` clipped to MAX_SHOWN printable ASCII characters."""
     clipped = _UNPRINTABLE.sub("?", text[:MAX_SHOWN])
     return clipped + "..." if len(text) > MAX_SHOWN else clipped
-
-
-def ascii_name(name: str) -> str | None:
-    """`name` in A-label form (IDNA for U-labels), or None if it cannot be encoded."""
-    if name.isascii():
-        return name
-    try:
-        return name.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
 
 
 def is_localhost(name: str) -> bool:

@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from trustmilter.checks.base import Check, CheckContext, Stage
-from trustmilter.checks.dnsbl import client_address
-from trustmilter.domains import domain_of, is_ip_literal, normalise
+from trustmilter.domains import client_address, domain_of, is_host_name, is_ip_literal, normalise
 from trustmilter.lookup.answer import DnsStatus, reverse_name
 from trustmilter.lookup.parallel import query_many
 from trustmilter.results import CheckResult, Finding, Outcome
@@ -52,9 +51,7 @@ DEFAULT_GENERIC_WORDS: tuple[str, ...] = (
 
 # RFC 1123 §2.1 host names; underscores are tolerated because real PTR
 # zones carry them and they harm nothing here.
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 _TOKEN_SPLIT = re.compile(r"[-._\d]+")
-MAX_NAME_LENGTH = 253  # RFC 1035 §2.3.4, in text form without the final dot
 _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdef")
 
@@ -65,16 +62,6 @@ class Config:
     generic_words: tuple[str, ...] = DEFAULT_GENERIC_WORDS
     # RFC 7208 §4.6.4 caps PTR names examined at 10; iprev follows suit.
     max_ptr_names: int = field(default=10, metadata={"min": 1, "max": 50})
-
-
-def is_host_name(name: str) -> bool:
-    """True for a multi-label host name a forward lookup makes sense for."""
-    labels = name.split(".")
-    return (
-        0 < len(name) <= MAX_NAME_LENGTH
-        and len(labels) > 1
-        and all(_LABEL.match(label) for label in labels)
-    )
 
 
 def ip_forms(ip: IPAddress) -> tuple[str, ...]:

@@ -38,9 +38,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.checks.headers import clip, parse_address_list
-from trustmilter.checks.helo import ascii_name
-from trustmilter.checks.iprev import is_host_name
-from trustmilter.domains import domain_of, normalise
+from trustmilter.domains import ascii_name, domain_of, is_host_name, normalise
 from trustmilter.lookup.answer import DnsStatus
 from trustmilter.lookup.parallel import query_many
 from trustmilter.results import CheckResult, Finding, Outcome

@@ -43,8 +43,7 @@ from trustmilter.checks.blocklist import (
     query_name,
     summarise,
 )
-from trustmilter.checks.helo import ascii_name
-from trustmilter.checks.iprev import is_host_name
+from trustmilter.domains import ascii_name, is_host_name
 from trustmilter.results import CheckResult, Finding, Outcome
 
 if TYPE_CHECKING:

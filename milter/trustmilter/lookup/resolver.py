@@ -29,7 +29,6 @@ ValueError for an unknown or meta record type (a programming error).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from pathlib import Path
@@ -44,11 +43,11 @@ import dns.rdtypes.ANY.SOA
 import dns.resolver
 
 from trustmilter.lookup.answer import DnsAnswer, DnsStatus, Resolver
+from trustmilter.lookup.config import parse_nameserver
 
 if TYPE_CHECKING:
     from trustmilter.lookup.config import DnsConfig
 
-DNS_PORT = 53
 # EDNS0 buffer size from DNS Flag Day 2020: big enough for most answers,
 # small enough not to fragment; larger answers come back truncated and
 # dnspython retries them over TCP (RFC 7766 §5).
@@ -85,35 +84,6 @@ def type_text(rdtype: str) -> str:
     if dns.rdatatype.is_metatype(value):
         raise ValueError(f"{rdtype!r} is a meta type, not a record type")
     return dns.rdatatype.to_text(value)
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """Split "host", "host:port", "[v6]:port" or bare v6 into (address, port)."""
-    spec = text.strip()
-    port_text = ""
-    if spec.startswith("["):
-        host, closed, rest = spec[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise ValueError(f"nameserver {text!r}: expected [IPv6] or [IPv6]:port")
-        port_text = rest[1:] if rest else ""
-        if rest and not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port")
-    elif spec.count(":") == 1:
-        host, port_text = spec.split(":")
-        if not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port")
-    else:
-        host = spec  # an IPv4 address or a bare IPv6 address
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"nameserver {text!r}: not an IP address") from None
-    port = DNS_PORT
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"nameserver {text!r}: port must be 1-65535")
-        port = int(port_text)
-    return str(address), port
 
 
 def _dnspython_resolver(config: DnsConfig) -> dns.resolver.Resolver:
