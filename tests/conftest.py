@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dnsserver import DnsTestServer
+from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.lookup.config import DnsConfig
 from trustmilter.lookup.resolver import NetworkResolver
 

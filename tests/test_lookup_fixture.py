@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dnsserver import DnsTestServer
+from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.lookup import DnsConfig, DnsStatus, NetworkResolver, build_resolver
 from trustmilter.lookup.answer import DnsAnswer
 from trustmilter.lookup.fixture import (

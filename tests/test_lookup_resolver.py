@@ -10,7 +10,7 @@ import dns.message
 import dns.query
 import pytest
 
-from dnsserver import DnsTestServer
+from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.lookup import DnsConfig, DnsStatus, NetworkResolver
 from trustmilter.lookup.resolver import parse_nameserver
 

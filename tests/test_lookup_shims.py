@@ -13,7 +13,7 @@ import spf
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from dnsserver import DnsTestServer
+from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.lookup import DnsStatus, NetworkResolver
 from trustmilter.lookup.answer import DnsAnswer
 from trustmilter.lookup.fixture import Fixture, FixtureResolver

@@ -1,4 +1,4 @@
-"""A real authoritative DNS server on 127.0.0.1 for tests, serving a fixture.
+"""A real authoritative DNS server on 127.0.0.1 (or ::1), serving a fixture (tests, benchmarks).
 
 `DnsTestServer` listens on one random port for both UDP and TCP. dnslib's
 threaded socketservers do the sockets and the TCP length framing; the
