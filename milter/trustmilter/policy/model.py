@@ -29,6 +29,7 @@ from trustmilter.checks import iprev as iprev_check
 from trustmilter.checks import names as names_check
 from trustmilter.checks import spf as spf_check
 from trustmilter.checks import uribl as uribl_check
+from trustmilter.daemon.config import LoggingConfig, MetricsConfig, MilterConfig
 from trustmilter.lookup.config import DnsConfig
 from trustmilter.policy.defaults import DEFAULT_RULES, DEFAULT_SCORES
 from trustmilter.policy.errors import InvalidField
@@ -169,6 +170,9 @@ class Policy:
     thresholds: Thresholds = field(default_factory=Thresholds)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
     headers: HeadersConfig = field(default_factory=HeadersConfig)
+    milter: MilterConfig = field(default_factory=MilterConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
         for key, ids in (

@@ -1,0 +1,1 @@
+"""The milter daemon: ``trustmilter run``, inline in Postfix or Sendmail."""

@@ -1,0 +1,107 @@
+"""The daemon's sections of policy.yaml: `milter`, `logging`, `metrics`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.policy.errors import InvalidField
+from trustmilter.policy.rules import ReplyConfig
+
+
+@dataclass(frozen=True, slots=True)
+class OnErrorConfig:
+    """What the MTA is told when trustmilter itself fails on a message."""
+
+    # tempfail: the sender retries later (nothing is lost); accept: deliver
+    # unchecked (for clients you trust more than you fear a missed check).
+    action: Literal["tempfail", "accept"] = "tempfail"
+    # RFC 3463 4.3.0: other or undefined mail system status.
+    reply: ReplyConfig = field(
+        default_factory=lambda: ReplyConfig(
+            451, "4.3.0", "Temporary local problem, please try again later"
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if self.reply.code // 100 != 4:
+            raise InvalidField(("reply", "code"), "a 4xx code (a temporary failure)", self.reply.code)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReplies:
+    """`on_error` per kind of client, as authentication_milter separates them."""
+
+    external: OnErrorConfig = field(default_factory=OnErrorConfig)
+    authenticated: OnErrorConfig = field(default_factory=OnErrorConfig)
+    trusted: OnErrorConfig = field(default_factory=OnErrorConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class MilterConfig:
+    # Where to listen, as Postfix writes it: unix:/path, inet:PORT@HOST, inet6:PORT@HOST.
+    socket: str = "inet:8894@127.0.0.1"
+    # Clients in these networks (your own hosts) skip the trust checks.
+    trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # SASL-authenticated submission ({auth_authen}) skips the trust checks.
+    skip_authenticated: bool = True
+    on_error: ErrorReplies = field(default_factory=ErrorReplies)
+    # Seconds one message may wait on trustmilter in all, DNS included; checks
+    # still undecided then count as temperror.
+    message_timeout: float = field(default=20.0, metadata={"min": 0.5, "max": 600})
+    # Larger messages are rejected 552 5.3.4 (RFC 3463: message too big); 0: no limit.
+    max_message_size: int = field(default=50 * 1024 * 1024, metadata={"min": 0})
+    # Bytes of one message kept in memory while it arrives; the rest spools to a
+    # temporary file (mode 0600).
+    spool_memory_limit: int = field(default=1024 * 1024, metadata={"min": 0})
+    # Concurrent SMTP sessions' checks run on this many threads.
+    check_threads: int = field(default=64, metadata={"min": 1, "max": 1024})
+
+    def __post_init__(self) -> None:
+        try:
+            parse_socket(self.socket)
+        except ValueError as error:
+            raise InvalidField(("socket",), str(error), self.socket) from None
+        for index, network in enumerate(self.trusted_networks):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise InvalidField(
+                    ("trusted_networks", index), "a network like 192.0.2.0/24", network
+                ) from None
+
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_networks)
+
+
+_FACILITY = re.compile(r"(mail|daemon|user|local[0-7])\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    # auto: syslog when /dev/log exists and stderr is not a terminal, else stderr.
+    destination: Literal["auto", "syslog", "stderr"] = "auto"
+    # The syslog facility: mail puts our lines beside Postfix's own.
+    facility: str = "mail"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    syslog_socket: str = "/dev/log"
+
+    def __post_init__(self) -> None:
+        if _FACILITY.match(self.facility) is None:
+            raise InvalidField(("facility",), "mail, daemon, user or local0-7", self.facility)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    # "HOST:PORT" for the Prometheus endpoint (/metrics); empty: off.
+    listen: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            return
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidField(("listen",), "HOST:PORT, e.g. 127.0.0.1:9425", self.listen)
