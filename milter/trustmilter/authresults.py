@@ -24,7 +24,7 @@ from trustmilter.results import CheckResult, Outcome, Results
 HEADER_NAME = "Authentication-Results"
 
 # Methods in the order RFC 8601 readers expect them: connection first.
-_METHOD_ORDER = ("iprev", "spf", "dkim", "dmarc", "arc")
+_METHOD_ORDER = ("auth", "iprev", "spf", "dkim", "dmarc", "arc")
 _FEATURES = authres.FeatureContext(authres.dkim_b, authres.dmarc, authres.arc)
 _COMMENT_UNSAFE = re.compile(r"[^\x20-\x7e]|[()\\]")
 _VALUE_UNSAFE = re.compile(r"[^\x21-\x7e]")

@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--dns-fixture", type=Path, metavar="FILE",
                         help="answer DNS from FILE instead of the network")
 
+    for name, hidden in (("run", False), ("_serve", True)):
+        daemon = commands.add_parser(
+            name, help=argparse.SUPPRESS if hidden else "run the milter (foreground)"
+        )
+        daemon.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
+        daemon.add_argument(
+            "--socket", help="unix:/path, inet:PORT@HOST or inet6:PORT@HOST (default: the policy's)"
+        )
+        daemon.add_argument(
+            "--foreground-log", action="store_true", help="log to stderr instead of syslog"
+        )
+
     policy = commands.add_parser("policy", help="validate or print a policy")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     policy_check = policy_commands.add_parser("check", help="validate a policy file")
@@ -195,10 +207,27 @@ def _policy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run(args: argparse.Namespace) -> int:
+    from trustmilter.daemon.supervisor import run
+
+    if args.policy is not None:
+        _load(args.policy)  # a bad policy stops here, in one line, before any process starts
+    return run(args.policy, args.socket, args.foreground_log)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from trustmilter.daemon.serve import ServeError, serve
+
+    try:
+        return serve(args.policy, args.socket, args.foreground_log)
+    except ServeError as error:
+        raise CommandError(str(error)) from error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="trustmilter: %(levelname)s %(message)s")
-    handlers = {"check": _check, "policy": _policy}
+    handlers = {"check": _check, "policy": _policy, "run": _run, "_serve": _serve}
     try:
         return handlers[args.command](args)
     except CommandError as error:

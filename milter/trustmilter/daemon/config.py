@@ -28,7 +28,9 @@ class OnErrorConfig:
 
     def __post_init__(self) -> None:
         if self.reply.code // 100 != 4:
-            raise InvalidField(("reply", "code"), "a 4xx code (a temporary failure)", self.reply.code)
+            raise InvalidField(
+                ("reply", "code"), "a 4xx code (a temporary failure)", self.reply.code
+            )
 
 
 @dataclass(frozen=True, slots=True)

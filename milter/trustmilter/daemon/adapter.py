@@ -1,0 +1,165 @@
+"""The pymilter adapter: the only module that imports `Milter`.
+
+It turns libmilter callbacks into `SmtpSession` calls and the session's
+answers into milter replies and header edits. It decides nothing itself.
+
+Protocol economy: connect, HELO, header, end-of-headers and body are
+`@noreply` (the MTA does not wait for us), DATA and unknown commands are
+not asked for at all, header values arrive as raw bytes with their
+leading space (P_HDR_LEADSPC) because DKIM and ARC hash them exactly.
+
+Never lose mail: every callback is guarded; an exception is logged once
+with its traceback and answered with the policy's `on_error` reply
+(default 451 4.3.0). A failure in a no-reply callback is remembered and
+answered at end of message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import Milter
+
+from trustmilter.daemon.metrics import Metrics
+from trustmilter.daemon.session import Final, SmtpSession, Step
+
+log = logging.getLogger(__name__)
+
+# The actions we use: add/insert A-R and verdict headers, delete forged
+# A-R (chgheader), and quarantine (Postfix HOLD).
+ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(stage: str, replies: bool = True) -> Callable[[F], F]:
+    """Catch everything a callback raises: log it once, answer on_error."""
+
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(self: TrustMilter, *args: Any) -> Any:
+            try:
+                return func(self, *args)
+            except Exception:
+                log.exception("%s callback failed for client %s", stage, self.session.ip)
+                self.metrics.callback_error(stage)
+                if not replies:
+                    self.session.record_failure(stage)
+                    return Milter.CONTINUE
+                try:
+                    step = self.session.error_step(self.getsymval("{auth_authen}"))
+                except Exception:  # even the fallback failed: the safe answer
+                    log.exception("on_error lookup failed")
+                    self.setreply("451", "4.3.0", "Temporary local problem")
+                    return Milter.TEMPFAIL
+                return self.answer(step)
+
+        return wrapper  # type: ignore[return-value]
+
+    return wrap
+
+
+@Milter.header_leading_space
+class TrustMilter(Milter.Base):  # type: ignore[misc]
+    """One instance per SMTP connection (pymilter calls the factory per connection)."""
+
+    def __init__(self, session: SmtpSession, metrics: Metrics) -> None:
+        super().__init__()
+        self.session = session
+        self.metrics = metrics
+
+    @Milter.noreply
+    @_guarded("connect", replies=False)
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        # (ip, port) for inet, (ip, port, flow, scope) for inet6; a path or
+        # nothing for local submission, which the session treats as trusted.
+        address = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else hostaddr
+        address = address if isinstance(address, str) else None
+        self.session.connect(hostname, address)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @_guarded("helo", replies=False)
+    def hello(self, hostname: str) -> int:
+        self.session.helo(hostname)
+        return Milter.CONTINUE
+
+    @_guarded("mail")
+    def envfrom(self, sender: str, *params: str) -> int:
+        args = Milter.param2dict(list(params))
+        return self.answer(
+            self.session.mail_from(sender, args, self.getsymval("{auth_authen}") or None)
+        )
+
+    @_guarded("rcpt")
+    def envrcpt(self, recipient: str, *params: str) -> int:
+        return self.answer(self.session.rcpt(recipient))
+
+    @Milter.noreply
+    @Milter.decode("bytes")
+    @_guarded("header", replies=False)
+    def header(self, name: str, value: bytes) -> int:
+        self.session.header(name, value)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @_guarded("eoh", replies=False)
+    def eoh(self) -> int:
+        self.session.end_of_headers()
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @_guarded("body", replies=False)
+    def body(self, chunk: bytes) -> int:
+        self.session.body(chunk)
+        return Milter.CONTINUE
+
+    @_guarded("eom")
+    def eom(self) -> int:
+        final = self.session.end_of_message(self.getsymval("i") or "")
+        self.apply(final)
+        return self.answer(final.step)
+
+    def abort(self) -> int:
+        self.session.abort()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        self.session.abort()
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def data(self) -> int:
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def unknown(self, cmd: str) -> int:
+        return Milter.CONTINUE
+
+    # --- replies ------------------------------------------------------------
+
+    def apply(self, final: Final) -> None:
+        """Header edits, in an order that keeps indexes valid; then quarantine."""
+        # chgheader counts occurrences of the name: delete from the last one.
+        for forged in sorted(final.remove_headers, key=lambda f: f.index, reverse=True):
+            self.chgheader("Authentication-Results", forged.index, "")
+        # insheader at 0, 1, ...: ours end up first, in order (RFC 8601 §5: at the top).
+        for position, (name, value) in enumerate(final.insert_headers):
+            self.addheader(name, value, position)
+        if final.quarantine_reason:
+            self.quarantine(final.quarantine_reason)
+
+    def answer(self, step: Step) -> int:
+        if step.reply is not None and step.action in ("reject", "tempfail"):
+            reply = step.reply
+            self.setreply(str(reply.code), reply.dsn, reply.text)
+        return {
+            "continue": Milter.CONTINUE,
+            "accept": Milter.ACCEPT,
+            "reject": Milter.REJECT,
+            "tempfail": Milter.TEMPFAIL,
+            "discard": Milter.DISCARD,
+        }[step.action]

@@ -1,0 +1,76 @@
+"""The App in force, swappable on SIGHUP without dropping a transaction.
+
+A transaction takes the App current at its MAIL FROM and keeps it to the
+end, so one message is never judged half by the old policy and half by
+the new. A reload that fails keeps the old App and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Executor
+from pathlib import Path
+
+from trustmilter.app import App
+from trustmilter.checks import StartupError
+from trustmilter.daemon.metrics import Metrics
+from trustmilter.lookup import Resolver
+from trustmilter.pipeline import PipelineError
+from trustmilter.policy.load import PolicyError, load_policy
+from trustmilter.policy.model import Policy
+
+log = logging.getLogger(__name__)
+
+
+class AppHolder:
+    """Holds the current App; `reload()` replaces it only with a valid one."""
+
+    def __init__(
+        self,
+        app: App,
+        policy_path: Path | None,
+        executor: Executor,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._app = app
+        self._path = policy_path
+        self._executor = executor
+        self._metrics = metrics
+        self._lock = threading.Lock()
+
+    def current(self) -> App:
+        with self._lock:
+            return self._app
+
+    def reload(self) -> bool:
+        """Re-read the policy file; on any error keep the old policy and log why."""
+        if self._path is None:
+            log.info("reload: no policy file (built-in defaults); nothing to re-read")
+            return True
+        try:
+            policy = load_policy(self._path)
+            app = build_app(policy, self._executor)
+        except (PolicyError, StartupError, PipelineError) as error:
+            log.error("policy reload refused, keeping the old policy: %s", error)
+            self._count(ok=False)
+            return False
+        except OSError as error:
+            log.error("policy reload refused, keeping the old policy: %s: %s",
+                      self._path, error.strerror)
+            self._count(ok=False)
+            return False
+        with self._lock:
+            self._app = app
+        log.info("policy reloaded from %s", self._path)
+        self._count(ok=True)
+        return True
+
+    def _count(self, ok: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.policy_reload(ok)
+
+
+def build_app(policy: Policy, executor: Executor, resolver: Resolver | None = None) -> App:
+    """An App for the daemon: the shared check executor survives reloads."""
+    return App.build(policy, resolver=resolver, executor=executor)

@@ -1,0 +1,393 @@
+"""One SMTP connection as trustmilter sees it, stage by stage — no libmilter here.
+
+The adapter (adapter.py) turns libmilter callbacks into calls on an
+`SmtpSession` and its answers (`Step`, `Final`) back into milter replies.
+Connection facts live on the session; everything about one message lives
+on a `Transaction`, made at MAIL FROM and dropped at end of message or
+abort, so several messages on one connection never mix.
+
+Decisions: the connect, HELO and MAIL stages are checked at MAIL FROM
+(only then is it known whether the client authenticated). A verdict that
+no later result can change — a reject or tempfail forced by a rule whose
+exemptions (`unless`) cannot appear any more — is given at RCPT TO, like
+Postfix's smtpd_delay_reject, so the log names the recipient. Everything
+else is decided at end of message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from trustmilter.app import App
+from trustmilter.authresults import HEADER_NAME, ForgedHeader, build_header_value, find_forged
+from trustmilter.checks.base import Stage
+from trustmilter.daemon.apps import AppHolder
+from trustmilter.daemon.config import OnErrorConfig
+from trustmilter.daemon.metrics import Metrics
+from trustmilter.daemon.verdictlog import format_verdict_line
+from trustmilter.evaluation import Evaluation, decide, run_checks
+from trustmilter.model import Connection, Envelope, Facts, IPAddress, Message
+from trustmilter.pipeline import result_name
+from trustmilter.results import CheckResult, Outcome, Results
+from trustmilter.verdict import Action, Reply, Verdict
+
+verdict_log = logging.getLogger("trustmilter.verdict")
+
+EARLY_STAGES = (Stage.CONNECT, Stage.HELO, Stage.MAIL)
+LATE_STAGES = (Stage.RCPT, Stage.DATA)
+# RFC 3463 5.3.4: message too big for system.
+TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
+
+
+class ClientKind(StrEnum):
+    EXTERNAL = "external"
+    AUTHENTICATED = "authenticated"
+    TRUSTED = "trusted"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The answer to one SMTP step."""
+
+    action: Literal["continue", "accept", "reject", "tempfail", "discard"]
+    reply: Reply | None = None
+
+
+CONTINUE = Step("continue")
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """End of message: the header edits to make, then the step to answer with."""
+
+    step: Step
+    insert_headers: tuple[tuple[str, str], ...] = ()  # at the top, in this order
+    remove_headers: tuple[ForgedHeader, ...] = ()
+    quarantine_reason: str | None = None
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One message, MAIL FROM to end of message."""
+
+    app: App
+    kind: ClientKind
+    started: float
+    mail_from: str
+    authenticated_as: str | None = None
+    rcpts: list[str] = field(default_factory=list)
+    spool: tempfile.SpooledTemporaryFile[bytes] | None = None
+    size: int = 0
+    oversize: bool = False
+    results: Results = field(default_factory=Results)
+    early: Verdict | None = None
+    early_logged: bool = False
+    failed_stage: str | None = None  # a no-reply callback failed; answer on_error at EOM
+
+
+class SmtpSession:
+    """State and decisions for one SMTP connection; used from one thread at a time."""
+
+    def __init__(
+        self, apps: AppHolder, metrics: Metrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._apps = apps
+        self._metrics = metrics
+        self._clock = clock
+        self.ip: IPAddress | None = None
+        self.hostname: str | None = None
+        self.helo_name: str | None = None
+        self.tx: Transaction | None = None
+
+    # --- connection -------------------------------------------------------
+
+    def connect(self, hostname: str, address: str | None) -> None:
+        """Record the client; an address that is not an IP is local submission."""
+        try:
+            self.ip = ipaddress.ip_address(address) if address else None
+        except ValueError:
+            self.ip = None
+        # Postfix passes "[ip]" or "unknown" when the name did not verify.
+        verified = hostname and not hostname.startswith("[") and hostname != "unknown"
+        self.hostname = hostname if verified else None
+
+    def helo(self, name: str) -> None:
+        self.helo_name = name.strip() or None
+
+    def client_kind(self, app: App, authenticated_as: str | None) -> ClientKind:
+        """Trusted networks and local submission, then SASL users, then everyone else."""
+        config = app.policy.milter
+        if self.ip is None or any(
+            self.ip.version == net.version and self.ip in net for net in config.networks()
+        ):
+            return ClientKind.TRUSTED
+        if authenticated_as and config.skip_authenticated:
+            return ClientKind.AUTHENTICATED
+        return ClientKind.EXTERNAL
+
+    def error_step(self, authenticated_as: str | None = None) -> Step:
+        """The step to answer with when trustmilter itself failed."""
+        config = self.on_error(authenticated_as)
+        if config.action == "accept":
+            return Step("accept")
+        return Step("tempfail", config.reply.reply())
+
+    def on_error(self, authenticated_as: str | None = None) -> OnErrorConfig:
+        """The configured answer when trustmilter itself fails, for this client."""
+        app = self.tx.app if self.tx else self._apps.current()
+        kind = self.tx.kind if self.tx else self.client_kind(app, authenticated_as)
+        return getattr(app.policy.milter.on_error, kind.value)  # type: ignore[no-any-return]
+
+    # --- transaction ------------------------------------------------------
+
+    def mail_from(
+        self, address: str, params: dict[str, str | None], authenticated_as: str | None
+    ) -> Step:
+        """Start a message; check the connection, HELO and sender now."""
+        self.abort()
+        app = self._apps.current()
+        tx = Transaction(
+            app=app,
+            kind=self.client_kind(app, authenticated_as),
+            started=self._clock(),
+            mail_from=address.strip().strip("<>"),
+            authenticated_as=authenticated_as,
+        )
+        self.tx = tx
+        self._metrics.in_flight(+1)
+        limit = app.policy.milter.max_message_size
+        declared = params.get("SIZE")
+        if limit and declared and declared.isdigit() and int(declared) > limit:
+            tx.oversize = True  # RFC 1870 §6: refuse at MAIL FROM what cannot fit
+            return self._refuse_early(Step("reject", TOO_BIG), "mail")
+        if tx.kind is not ClientKind.EXTERNAL:
+            return CONTINUE
+        tx.results = run_checks(app, self._facts(None), EARLY_STAGES, timeout=self._budget())
+        verdict = decide(app, self._facts(None), tx.results).verdict
+        if _final(app, verdict, EARLY_STAGES):
+            tx.early = verdict
+        return CONTINUE
+
+    def rcpt(self, address: str) -> Step:
+        tx = self._require_tx()
+        tx.rcpts.append(address.strip().strip("<>"))
+        if tx.early is not None:
+            step = Step("reject" if tx.early.action is Action.REJECT else "tempfail",
+                        tx.early.reply)
+            if not tx.early_logged:
+                tx.early_logged = True
+                self._log(tx, "", tx.early, tx.results, "rcpt")
+                self._count(tx.early, tx.results)
+            return step
+        return CONTINUE
+
+    def header(self, name: str, value: bytes) -> None:
+        """Spool one header field as it will be hashed (leading space kept)."""
+        self._write(name.encode("ascii", "replace") + b":" + value + b"\r\n")
+
+    def end_of_headers(self) -> None:
+        self._write(b"\r\n")
+
+    def body(self, chunk: bytes) -> None:
+        self._write(chunk)
+
+    def end_of_message(self, queue_id: str) -> Final:
+        """Decide the message and say which header edits and reply go with it."""
+        tx = self._require_tx()
+        try:
+            if tx.failed_stage is not None:
+                # The failure was logged when it happened; now answer on_error.
+                return Final(self.error_step())
+            raw = self._read_spool(tx)
+            if tx.oversize:
+                return self._finish_refused(tx, queue_id, Step("reject", TOO_BIG))
+            message = Message(raw)
+            forged = tuple(find_forged(message.headers, tx.app.authserv_id))
+            if tx.kind is not ClientKind.EXTERNAL:
+                return self._finish_bypassed(tx, queue_id, forged)
+            facts = self._facts(message)
+            results = run_checks(
+                tx.app, facts, LATE_STAGES, prior=tx.results, timeout=self._budget()
+            )
+            evaluation = decide(tx.app, facts, results)
+            return self._finish(tx, queue_id, evaluation)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the current message (RSET, a new MAIL FROM, the client went away)."""
+        if self.tx is None:
+            return
+        if self.tx.spool is not None:
+            self.tx.spool.close()
+        self.tx = None
+        self._metrics.in_flight(-1)
+
+    def record_failure(self, stage: str) -> None:
+        """A no-reply callback failed: remember it, so end of message answers on_error."""
+        if self.tx is not None:
+            self.tx.failed_stage = stage
+
+    # --- helpers ----------------------------------------------------------
+
+    def _require_tx(self) -> Transaction:
+        if self.tx is None:
+            raise RuntimeError("milter protocol: no MAIL FROM before this step")
+        return self.tx
+
+    def _budget(self) -> float:
+        tx = self._require_tx()
+        return max(0.0, tx.app.policy.milter.message_timeout - (self._clock() - tx.started))
+
+    def _facts(self, message: Message | None) -> Facts:
+        tx = self._require_tx()
+        assert self.ip is not None  # external clients always have an address
+        return Facts(
+            connection=Connection(ip=self.ip, hostname=self.hostname, helo=self.helo_name),
+            envelope=Envelope(mail_from=tx.mail_from, rcpt_to=tuple(tx.rcpts)),
+            message=message,
+        )
+
+    def _write(self, data: bytes) -> None:
+        tx = self._require_tx()
+        tx.size += len(data)
+        limit = tx.app.policy.milter.max_message_size
+        if tx.oversize or (limit and tx.size > limit):
+            tx.oversize = True  # stop keeping it; end of message rejects 552 5.3.4
+            return
+        if tx.spool is None:
+            # Mode 0600, in $TMPDIR; rolled over to disk past the memory limit.
+            tx.spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by abort())
+                max_size=tx.app.policy.milter.spool_memory_limit, prefix="trustmilter-"
+            )
+        tx.spool.write(data)
+
+    @staticmethod
+    def _read_spool(tx: Transaction) -> bytes:
+        if tx.spool is None or tx.oversize:
+            return b""
+        tx.spool.seek(0)
+        return tx.spool.read()
+
+    def _refuse_early(self, step: Step, stage: str) -> Step:
+        tx = self._require_tx()
+        verdict = Verdict(Action.REJECT, step.reply, 0.0, ("message.too_big",))
+        self._log(tx, "", verdict, tx.results, stage)
+        self._count(verdict, tx.results)
+        return step
+
+    def _finish_refused(self, tx: Transaction, queue_id: str, step: Step) -> Final:
+        verdict = Verdict(Action.REJECT, step.reply, 0.0, ("message.too_big",))
+        self._log(tx, queue_id, verdict, tx.results, "eom")
+        self._count(verdict, tx.results)
+        return Final(step)
+
+    def _finish_bypassed(
+        self, tx: Transaction, queue_id: str, forged: tuple[ForgedHeader, ...]
+    ) -> Final:
+        """Our own users and hosts: no trust checks, but forgeries still go (RFC 8601 §5)."""
+        results = Results(_bypass_results(tx))
+        verdict = Verdict(Action.ACCEPT, None, 0.0, (f"client.{tx.kind.value}",))
+        self._log(tx, queue_id, verdict, results, "eom")
+        self._count(verdict, results)
+        inserted: tuple[tuple[str, str], ...] = ()
+        if tx.kind is ClientKind.AUTHENTICATED:
+            inserted = ((HEADER_NAME, build_header_value(tx.app.authserv_id, results)),)
+        return Final(CONTINUE, insert_headers=inserted, remove_headers=forged)
+
+    def _finish(self, tx: Transaction, queue_id: str, evaluation: Evaluation) -> Final:
+        verdict = evaluation.verdict
+        self._log(tx, queue_id, verdict, evaluation.results, "eom")
+        self._count(verdict, evaluation.results)
+        action = verdict.action
+        if action in (Action.REJECT, Action.TEMPFAIL):
+            return Final(Step(action.value, verdict.reply))  # type: ignore[arg-type]
+        if action is Action.DISCARD:
+            return Final(Step("discard"))
+        return Final(
+            CONTINUE,
+            insert_headers=evaluation.headers_added,
+            remove_headers=evaluation.headers_removed,
+            quarantine_reason=verdict.quarantine_reason if action is Action.QUARANTINE else None,
+        )
+
+    def _count(self, verdict: Verdict, results: Results) -> None:
+        self._metrics.message(verdict.action.value)
+        for result in results.all():
+            self._metrics.check_result(result.check, result.outcome.value)
+        for hit in verdict.hits:
+            self._metrics.rule_hit(hit.rule, hit.shadow)
+
+    def _log(
+        self, tx: Transaction, queue_id: str, verdict: Verdict, results: Results, stage: str
+    ) -> None:
+        verdict_log.info(
+            format_verdict_line(queue_id, self._verdict_pairs(tx, verdict, results, stage))
+        )
+
+    def _verdict_pairs(
+        self, tx: Transaction, verdict: Verdict, results: Results, stage: str
+    ) -> Iterable[tuple[str, str]]:
+        yield "action", verdict.action.value
+        yield "reply", str(verdict.reply) if verdict.reply else ""
+        yield "client", str(self.ip) if self.ip else "local"
+        yield "client_name", self.hostname or ""
+        yield "helo", self.helo_name or ""
+        yield "from", f"<{tx.mail_from}>"
+        yield "rcpt", ",".join(f"<{r}>" for r in tx.rcpts)
+        yield "client_kind", tx.kind.value
+        outcomes: dict[str, list[str]] = {}
+        for result in results.all():
+            outcomes.setdefault(result.check, []).append(result.outcome.value)
+        yield from ((check, ",".join(values)) for check, values in outcomes.items())
+        yield "findings", ",".join(f.name for r in results.all() for f in r.findings)
+        yield "score", f"{verdict.score:g}"
+        yield "rules", ",".join(
+            f"{hit.rule}(shadow)" if hit.shadow else hit.rule for hit in verdict.hits
+        )
+        yield "stage", stage
+        yield "ms", str(round((self._clock() - tx.started) * 1000))
+
+
+def _bypass_results(tx: Transaction) -> list[CheckResult]:
+    """RFC 8601 §2.7.4: record the SMTP AUTH identity of our own users."""
+    if tx.kind is ClientKind.AUTHENTICATED:
+        return [CheckResult("auth", Outcome.PASS, method="auth",
+                            props=(("smtp.auth", tx.authenticated_as or ""),))]
+    return []
+
+
+def _final(app: App, verdict: Verdict, done: Iterable[Stage]) -> bool:
+    """True if a forced reject/tempfail cannot be undone by a later stage.
+
+    Signals only accumulate, so a matched rule stays matched unless one of
+    its `unless` signals could still appear: we look at which checks have
+    not run yet (and at upstream A-R, read at end of message).
+    """
+    done = set(done)
+    later = {result_name(c).split(".")[0] + "." for c in app.pipeline.checks if c.stage not in done}
+    later.add("upstream.")
+    rules = {rule.name: rule for rule in app.policy.rules}
+    for hit in verdict.hits:
+        if hit.shadow or hit.action not in (Action.REJECT, Action.TEMPFAIL):
+            continue
+        rule = rules.get(hit.rule)
+        if rule is None:
+            continue
+        if not any(_could_match_later(pattern, later) for pattern in rule.unless):
+            return True
+    return False
+
+
+def _could_match_later(pattern: str, prefixes: set[str]) -> bool:
+    stem = pattern.rstrip("*")
+    if pattern.endswith("*"):
+        return any(stem.startswith(p) or p.startswith(stem) for p in prefixes)
+    return any(pattern.startswith(p) for p in prefixes)

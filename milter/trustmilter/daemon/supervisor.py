@@ -1,0 +1,66 @@
+"""`trustmilter run`: a small supervisor in front of the milter process.
+
+It stays in the foreground (systemd Type=simple), starts the milter
+process (serve.py) and relays signals to it: SIGHUP becomes a ``reload``
+line on the milter's standard input (libmilter would treat a SIGHUP as
+"stop"), SIGTERM and SIGINT are passed on as SIGTERM and we wait for a
+clean exit. If the milter process dies on its own, we exit with its
+status so systemd's Restart= can act.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+# How long a stopping milter may take to finish its sessions.
+STOP_GRACE_SECONDS = 30
+
+
+def run(policy: Path | None, socket_spec: str | None, foreground_log: bool) -> int:
+    """Start the milter process and supervise it; returns its exit status."""
+    command = [sys.executable, "-m", "trustmilter", "_serve"]
+    if policy is not None:
+        command += ["--policy", str(policy)]
+    if socket_spec:
+        command += ["--socket", socket_spec]
+    if foreground_log:
+        command.append("--foreground-log")
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, text=True)
+    stopping = threading.Event()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        assert child.stdin is not None
+        try:
+            child.stdin.write("reload\n")
+            child.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    stop_deadline: float | None = None
+    while True:
+        try:
+            status = child.wait(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            if stopping.is_set():
+                now = time.monotonic()
+                stop_deadline = stop_deadline or now + STOP_GRACE_SECONDS
+                if now > stop_deadline:
+                    child.kill()  # sessions still open are tempfailed by the MTA
+    if stopping.is_set() and status in (0, -signal.SIGTERM):
+        return 0
+    return status if status >= 0 else 128 - status

@@ -1,0 +1,210 @@
+"""The pymilter adapter, driven in-process by pymilter's TestCtx (no MTA).
+
+A handful of tests for what only the adapter does: the protocol it
+negotiates, header edits and replies at end of message, several messages
+on one connection, and on_error when a callback fails. The real MTA
+conversation is tested through Postfix in test_postfix_*.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import Milter
+import pytest
+from Milter.testctx import TestCtx as MilterTestCtx
+
+from keys import key_zone, message, rsa_key, sign
+from trustmilter.authresults import parse_header_value
+from trustmilter.daemon.adapter import TrustMilter
+from trustmilter.daemon.apps import AppHolder, build_app
+from trustmilter.daemon.metrics import NullMetrics
+from trustmilter.daemon.session import SmtpSession
+from trustmilter.model import Message
+from trustmilter.policy.load import parse_policy
+
+ZONE = """
+example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
+example.com.               300 IN MX  10 mail.example.com.
+example.com.               300 IN A   192.0.2.10
+mail.example.com.          300 IN A   192.0.2.10
+10.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.
+_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject"
+$NXDOMAIN nowhere.example.net.
+"""
+
+
+class RecordingCtx(MilterTestCtx):
+    """TestCtx that also records quarantine and the position of inserted headers.
+
+    TestCtx closes the connection on any answer but CONTINUE, NOREPLY
+    included, so this MTA does not offer no-reply for connect and HELO.
+    """
+
+    def _negotiate(self):
+        rc = super()._negotiate()
+        no_reply = Milter.P_NR_CONN | Milter.P_NR_HELO
+        self._protocol &= ~no_reply
+        self._priv._protocol &= ~no_reply
+        return rc
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quarantined: str | None = None
+        self.inserted: list[tuple[int, str, str]] = []
+        self.removed: list[tuple[str, int]] = []
+
+    def quarantine(self, reason):
+        self.quarantined = reason
+
+    def addheader(self, field, value, idx):
+        self.inserted.append((idx, field, value))
+
+    def chgheader(self, field, idx, value):
+        self.removed.append((field, idx))
+
+
+@pytest.fixture
+def holder(dns_server):
+    policy = parse_policy(
+        f"authserv_id: mx.example.org\n"
+        f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n",
+        "test-policy.yaml",
+    )
+    with ThreadPoolExecutor(8) as pool:
+        yield AppHolder(build_app(policy, pool), None, pool)
+
+
+def connect(holder, ip="192.0.2.10", helo="mail.example.com") -> RecordingCtx:
+    ctx = RecordingCtx()
+    metrics = NullMetrics()
+    Milter.factory = lambda: TrustMilter(SmtpSession(holder, metrics), metrics)
+    ctx._connect(host="mail.example.com", helo=helo, ip=ip)
+    return ctx
+
+
+def deliver(ctx: RecordingCtx, raw: bytes, sender="<alice@example.com>", rcpt="<support@example.org>"):
+    """MAIL, RCPT, headers, body, EOM as libmilter calls them; the first refusal ends it."""
+    for step in (lambda: ctx._envfrom(sender), lambda: ctx._envrcpt(rcpt)):
+        rc = step()
+        if rc not in (Milter.CONTINUE, Milter.NOREPLY):
+            return rc
+    parsed = Message(raw)
+    for name, value in parsed.headers:
+        ctx._header(name, " " + value)
+    ctx._eoh()
+    ctx._priv.body(parsed.body)
+    return ctx._eom()
+
+
+def test_negotiates_only_what_it_uses(holder):
+    ctx = MilterTestCtx()
+    metrics = NullMetrics()
+    Milter.factory = lambda: TrustMilter(SmtpSession(holder, metrics), metrics)
+    ctx._negotiate()
+    protocol = ctx._protocol
+    for step in (Milter.P_NR_CONN, Milter.P_NR_HELO, Milter.P_NR_HDR, Milter.P_NR_EOH,
+                 Milter.P_NR_BODY, Milter.P_NODATA, Milter.P_NOUNKNOWN, Milter.P_HDR_LEADSPC):
+        assert protocol & step, hex(step)
+    assert not protocol & Milter.P_NOMAIL and not protocol & Milter.P_NORCPT
+
+
+def test_accepted_mail_gets_authentication_results_on_top(holder, dns_server):
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    ctx = connect(holder)
+    rc = deliver(ctx, sign(message(), rsa_key(1024), "example.com"))
+    assert rc == Milter.CONTINUE
+    idx, name, value = ctx.inserted[0]
+    assert (idx, name) == (0, "Authentication-Results")
+    results = {(r.method, r.result) for r in parse_header_value(value).results}
+    assert {("iprev", "pass"), ("spf", "pass"), ("dkim", "pass"), ("dmarc", "pass")} <= results
+
+
+def test_nonexistent_sender_is_refused_at_rcpt_with_the_policy_reply(holder, dns_server):
+    dns_server.load(ZONE)
+    ctx = connect(holder)
+    rc = deliver(ctx, message(), sender="<x@nowhere.example.net>")
+    assert rc == Milter.REJECT
+    assert ctx._reply[:2] == ("550", "5.1.8")
+
+
+def test_two_messages_on_one_connection_are_judged_apart(holder, dns_server):
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    ctx = connect(holder, ip="203.0.113.5", helo="spoofer.example.net")
+    assert deliver(ctx, message()) == Milter.REJECT  # p=reject, not from 192.0.2.10
+    assert ctx._reply[:2] == ("550", "5.7.1")
+    ctx.inserted.clear()
+    ctx._reply = None
+    assert deliver(ctx, sign(message(), rsa_key(1024), "example.com")) == Milter.CONTINUE
+    assert ctx._reply is None  # aligned DKIM pass: DMARC passes
+    assert ctx.inserted[0][1] == "Authentication-Results"
+
+
+def test_forged_authentication_results_are_deleted(holder, dns_server):
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    raw = (b"Authentication-Results: other.example.net; spf=pass smtp.mailfrom=a@example.com\r\n"
+           b"Authentication-Results: mx.example.org; dmarc=pass header.from=example.com\r\n"
+           + sign(message(), rsa_key(1024), "example.com"))
+    ctx = connect(holder)
+    assert deliver(ctx, raw) == Milter.CONTINUE
+    assert ctx.removed == [("Authentication-Results", 2)]
+
+
+def test_an_exception_in_a_callback_is_answered_with_on_error(holder, dns_server, monkeypatch, caplog):
+    """Never lose mail: a bug answers 451 4.3.0 (sender retries) and logs one line."""
+    dns_server.load(ZONE)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(SmtpSession, "mail_from", broken)
+    ctx = connect(holder)
+    with caplog.at_level(logging.ERROR, logger="trustmilter"):
+        rc = ctx._envfrom("<alice@example.com>")
+    assert rc == Milter.TEMPFAIL
+    assert ctx._reply[:2] == ("451", "4.3.0")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "mail callback failed" in errors[0].getMessage()
+
+
+def test_an_exception_in_a_no_reply_callback_is_answered_at_end_of_message(holder, dns_server, monkeypatch, caplog):
+    dns_server.load(ZONE)
+
+    def broken(*args, **kwargs):
+        raise ValueError("header bug")
+
+    monkeypatch.setattr(SmtpSession, "header", broken)
+    ctx = connect(holder)
+    with caplog.at_level(logging.ERROR, logger="trustmilter"):
+        rc = deliver(ctx, message())
+    assert rc == Milter.TEMPFAIL
+    assert ctx._reply[:2] == ("451", "4.3.0")
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) >= 1
+
+
+def test_trusted_networks_skip_the_checks(holder, dns_server):
+    dns_server.load("")  # any DNS query would find nothing: none must be needed
+    ctx = connect(holder, ip="127.0.0.1", helo="localhost")
+    assert deliver(ctx, message()) == Milter.CONTINUE
+    assert ctx.inserted == [] and dns_server.queries == []
+
+
+def test_one_verdict_line_per_message_with_every_field(holder, dns_server, caplog):
+    from trustmilter.daemon.verdictlog import LEADING_KEYS, TRAILING_KEYS, parse_verdict_line
+
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    ctx = connect(holder)
+    ctx._setsymval("i", "4BxYz0Qm1z9t1")
+    with caplog.at_level(logging.INFO, logger="trustmilter.verdict"):
+        deliver(ctx, sign(message(), rsa_key(1024), "example.com"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "trustmilter.verdict"]
+    assert len(lines) == 1
+    queue_id, fields = parse_verdict_line(lines[0])
+    assert queue_id == "4BxYz0Qm1z9t1"
+    for key in (*LEADING_KEYS, *TRAILING_KEYS, "iprev", "spf.mailfrom", "dkim", "dmarc"):
+        assert key in fields, key
+    assert fields["action"] == "accept" and fields["from"] == "<alice@example.com>"
+    assert fields["rcpt"] == "<support@example.org>" and fields["dmarc"] == "pass"
+    assert fields["client"] == "192.0.2.10" and fields["stage"] == "eom"
