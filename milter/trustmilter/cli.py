@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
         "show", help="print the effective policy, every default filled in"
     )
     policy_show.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
+
+    bench = commands.add_parser(
+        "bench", help="measure the daemon under load beside a null milter (milter protocol)"
+    )
+    from trustmilter.bench.options import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
     return parser
 
 
@@ -224,10 +231,18 @@ def _serve(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
 
 
+def _bench(args: argparse.Namespace) -> int:
+    # Imported here: the benchmark needs the `bench` extra (miltertest), the rest does not.
+    from trustmilter.bench.run import main as bench_main
+
+    return bench_main(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="trustmilter: %(levelname)s %(message)s")
-    handlers = {"check": _check, "policy": _policy, "run": _run, "_serve": _serve}
+    handlers = {"check": _check, "policy": _policy, "run": _run, "_serve": _serve,
+                "bench": _bench}
     try:
         return handlers[args.command](args)
     except CommandError as error:

@@ -147,8 +147,10 @@ class TrustMilter(Milter.Base):  # type: ignore[misc]
         for forged in sorted(final.remove_headers, key=lambda f: f.index, reverse=True):
             self.chgheader("Authentication-Results", forged.index, "")
         # insheader at 0, 1, ...: ours end up first, in order (RFC 8601 §5: at the top).
+        # With P_HDR_LEADSPC negotiated the MTA writes values byte for byte,
+        # so the space after the colon is ours to send.
         for position, (name, value) in enumerate(final.insert_headers):
-            self.addheader(name, value, position)
+            self.addheader(name, " " + value, position)
         if final.quarantine_reason:
             self.quarantine(final.quarantine_reason)
 

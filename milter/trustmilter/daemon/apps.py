@@ -15,7 +15,7 @@ from pathlib import Path
 from trustmilter.app import App
 from trustmilter.checks import StartupError
 from trustmilter.daemon.metrics import Metrics
-from trustmilter.lookup import Resolver
+from trustmilter.lookup.resolver import build_resolver
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
@@ -50,7 +50,7 @@ class AppHolder:
             return True
         try:
             policy = load_policy(self._path)
-            app = build_app(policy, self._executor)
+            app = build_app(policy, self._executor, self._metrics)
         except (PolicyError, StartupError, PipelineError) as error:
             log.error("policy reload refused, keeping the old policy: %s", error)
             self._count(ok=False)
@@ -71,6 +71,9 @@ class AppHolder:
             self._metrics.policy_reload(ok)
 
 
-def build_app(policy: Policy, executor: Executor, resolver: Resolver | None = None) -> App:
-    """An App for the daemon: the shared check executor survives reloads."""
+def build_app(policy: Policy, executor: Executor, metrics: Metrics | None = None) -> App:
+    """An App for the daemon: the shared check executor survives reloads, and
+    every network DNS lookup is reported to `metrics`."""
+    observer = metrics.dns_query if metrics is not None else None
+    resolver = build_resolver(policy.dns, observer=observer)
     return App.build(policy, resolver=resolver, executor=executor)

@@ -79,7 +79,7 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
     executor = ThreadPoolExecutor(policy.milter.check_threads, "trustmilter-check")
     metrics = _start_metrics(policy)
     try:
-        app = build_app(policy, executor)
+        app = build_app(policy, executor, metrics)
     except (StartupError, PipelineError) as error:
         raise ServeError(str(error)) from error
     holder = AppHolder(app, policy_path, executor, metrics)

@@ -31,7 +31,7 @@ from trustmilter.checks.base import Stage
 from trustmilter.daemon.apps import AppHolder
 from trustmilter.daemon.config import OnErrorConfig
 from trustmilter.daemon.metrics import Metrics
-from trustmilter.daemon.verdictlog import format_verdict_line
+from trustmilter.daemon.verdictlog import LEADING_KEYS, format_verdict_line
 from trustmilter.evaluation import Evaluation, decide, run_checks
 from trustmilter.model import Connection, Envelope, Facts, IPAddress, Message
 from trustmilter.pipeline import result_name
@@ -346,7 +346,11 @@ class SmtpSession:
         outcomes: dict[str, list[str]] = {}
         for result in results.all():
             outcomes.setdefault(result.check, []).append(result.outcome.value)
-        yield from ((check, ",".join(values)) for check, values in outcomes.items())
+        # A result named like a connection field (the `helo` check) gets a suffix.
+        yield from (
+            (f"{check}_check" if check in LEADING_KEYS else check, ",".join(values))
+            for check, values in outcomes.items()
+        )
         yield "findings", ",".join(f.name for r in results.all() for f in r.findings)
         yield "score", f"{verdict.score:g}"
         yield "rules", ",".join(

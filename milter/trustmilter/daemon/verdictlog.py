@@ -19,6 +19,8 @@ NO_QUEUE_ID = "NOQUEUE"
 
 # Every line carries these keys, in this order; check results follow
 # (``iprev=pass spf.mailfrom=fail dkim=pass,fail ...``) before `findings`.
+# A result named like one of these keys is written with "_check" after it
+# (``helo=mail.example.com ... helo_check=pass``).
 LEADING_KEYS = ("action", "reply", "client", "client_name", "helo", "from", "rcpt")
 TRAILING_KEYS = ("findings", "score", "rules", "stage", "ms")
 
