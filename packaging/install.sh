@@ -20,6 +20,30 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
 fi
 
+# --test: a real Postfix for tests/test_postfix_*.py, which run private
+# instances only. The package must not configure or start the system's own
+# Postfix: "No configuration" for debconf, and a policy-rc.d that denies
+# every service start while apt runs (removed again if we made it).
+if [ "$with_tests" = 1 ] && ! dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q "ok installed"; then
+    made_policy_rc=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        made_policy_rc=1
+    fi
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends postfix </dev/null
+    [ "$made_policy_rc" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# --test: Debian's miltertest (OpenDKIM's Lua-scripted MTA simulator) drives
+# trustmilter as Sendmail would, for tests/test_miltertest.py. It starts no service.
+if [ "$with_tests" = 1 ] && ! dpkg-query -W -f='${Status}' miltertest 2>/dev/null | grep -q "ok installed"; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends miltertest </dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.lookup import DnsConfig, DnsStatus, NetworkResolver, build_resolver
 from trustmilter.lookup.answer import DnsAnswer
 from trustmilter.lookup.fixture import (
@@ -17,6 +16,7 @@ from trustmilter.lookup.fixture import (
     RecordingResolver,
     dump,
 )
+from trustmilter.testing.dnsserver import DnsTestServer
 
 ZONE = """\
 ; a small zone

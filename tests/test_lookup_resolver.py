@@ -10,9 +10,9 @@ import dns.message
 import dns.query
 import pytest
 
-from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.lookup import DnsConfig, DnsStatus, NetworkResolver
 from trustmilter.lookup.resolver import parse_nameserver
+from trustmilter.testing.dnsserver import DnsTestServer
 
 ZONE = """\
 example.com.        300 IN TXT   "v=spf1 ip4:192.0.2.1 -all"

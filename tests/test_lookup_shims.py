@@ -13,11 +13,11 @@ import spf
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.lookup import DnsStatus, NetworkResolver
 from trustmilter.lookup.answer import DnsAnswer
 from trustmilter.lookup.fixture import Fixture, FixtureResolver
 from trustmilter.lookup.shims import DkimDns, install_spf_hook, spf_dns_lookup, spf_resolver
+from trustmilter.testing.dnsserver import DnsTestServer
 
 SPF_ZONE = """\
 example.com.       IN TXT "v=spf1 a:mail.example.com mx " "include:inc.example.net -all"

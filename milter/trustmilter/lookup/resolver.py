@@ -17,6 +17,10 @@ a name over 255 octets: RFC 1035 §2.3.4, or a name that fails IDNA) are
 answered NXDOMAIN without asking anyone: no server could hold them, and
 sending them would only leak garbage from mail headers to the network.
 
+An optional observer (the daemon's metrics) hears of every lookup that
+went to the network, with its record type, latency and outcome; cache hits
+and names refused locally are not reported, since they cost no network time.
+
 It does not validate DNSSEC, apply per-transaction budgets, or search
 domains (every name is absolute).
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +43,8 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.nameserver
+import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 import dns.resolver
@@ -47,6 +54,13 @@ from trustmilter.lookup.config import parse_nameserver
 
 if TYPE_CHECKING:
     from trustmilter.lookup.config import DnsConfig
+
+# Told of each network lookup: (record type, seconds, status). The status is the
+# DnsStatus value ("answer", "nxdomain", "nodata", "temperror"), except that a
+# temperror from a timeout is reported as "timeout", so timeouts can be counted
+# apart from servers that answered SERVFAIL or REFUSED.
+DnsObserver = Callable[[str, float, str], None]
+TIMEOUT_STATUS = "timeout"
 
 # EDNS0 buffer size from DNS Flag Day 2020: big enough for most answers,
 # small enough not to fragment; larger answers come back truncated and
@@ -132,10 +146,11 @@ def _why(error: dns.resolver.NoNameservers) -> str:
 class NetworkResolver:
     """The production resolver: dnspython, typed answers, shared TTL cache."""
 
-    __slots__ = ("_resolver",)
+    __slots__ = ("_observer", "_resolver")
 
-    def __init__(self, config: DnsConfig) -> None:
+    def __init__(self, config: DnsConfig, observer: DnsObserver | None = None) -> None:
         self._resolver = _dnspython_resolver(config)
+        self._observer = observer
 
     def query(self, name: str, rdtype: str) -> DnsAnswer:
         """Look up `rdtype` records of `name`; never raises for DNS conditions."""
@@ -144,6 +159,28 @@ class NetworkResolver:
         if qname is None:
             # RFC 1035 §2.3.4: such a name cannot exist anywhere.
             return DnsAnswer(plain_name(name), kind, DnsStatus.NXDOMAIN, error="invalid name")
+        if self._observer is None or self._cached(qname, kind):
+            return self._lookup(qname, kind)
+        started = time.monotonic()
+        result = self._lookup(qname, kind)
+        status = TIMEOUT_STATUS if result.error == TIMEOUT_STATUS else result.status.value
+        self._observer(kind, time.monotonic() - started, status)
+        return result
+
+    def _cached(self, qname: dns.name.Name, kind: str) -> bool:
+        """Whether dnspython will answer from its cache (the keys it looks up first)."""
+        cache = self._resolver.cache
+        if cache is None:
+            return False
+        rdtype = dns.rdatatype.from_text(kind)
+        if cache.get((qname, rdtype, dns.rdataclass.IN)) is not None:
+            return True
+        # dnspython also keeps a whole-name NXDOMAIN under the ANY type.
+        nx = cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+        return nx is not None and nx.response.rcode() == dns.rcode.NXDOMAIN
+
+    def _lookup(self, qname: dns.name.Name, kind: str) -> DnsAnswer:
+        """Ask dnspython (its cache, then the network) and type the outcome."""
         key = name_key(qname)
         try:
             answer = self._resolver.resolve(qname, kind, search=False)
@@ -177,12 +214,17 @@ def build_resolver(
     *,
     fixture_path: Path | None = None,
     record_to: Path | None = None,
+    observer: DnsObserver | None = None,
 ) -> Resolver:
-    """The resolver the CLI asked for: replay a fixture, record, or plain network."""
+    """The resolver the CLI asked for: replay a fixture, record, or plain network.
+
+    `observer` (the daemon's metrics) hears of each network lookup; a
+    replayed fixture makes none.
+    """
     # Imported here because the fixture module uses this module's name helpers.
     from trustmilter.lookup.fixture import Fixture, FixtureResolver, RecordingResolver
 
     if fixture_path is not None:
         return FixtureResolver(Fixture.load(fixture_path))
-    network = NetworkResolver(config)
+    network = NetworkResolver(config, observer)
     return RecordingResolver(network, record_to) if record_to is not None else network
