@@ -208,3 +208,45 @@ def test_one_verdict_line_per_message_with_every_field(holder, dns_server, caplo
     assert fields["action"] == "accept" and fields["from"] == "<alice@example.com>"
     assert fields["rcpt"] == "<support@example.org>" and fields["dmarc"] == "pass"
     assert fields["client"] == "192.0.2.10" and fields["stage"] == "eom"
+
+
+def holder_with(dns_server, pool, extra: str) -> AppHolder:
+    policy = parse_policy(
+        f"authserv_id: mx.example.org\n"
+        f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 2, lifetime: 5}}\n" + extra,
+        "test-policy.yaml",
+    )
+    return AppHolder(build_app(policy, pool), None, pool)
+
+
+def test_a_message_over_the_size_limit_is_refused_552(dns_server):
+    """Bodies past the limit are not kept; end of message answers 552 5.3.4 (RFC 3463)."""
+    dns_server.load(ZONE)
+    with ThreadPoolExecutor(4) as pool:
+        holder = holder_with(dns_server, pool, "milter: {max_message_size: 2000}\n")
+        ctx = connect(holder)
+        rc = deliver(ctx, message(body=b"x" * 5000 + b"\r\n"))
+        assert rc == Milter.REJECT and ctx._reply[:2] == ("552", "5.3.4")
+        ctx = connect(holder)  # a declared SIZE= over the limit is refused at once
+        assert ctx._envfrom("<alice@example.com>", "SIZE=9000") == Milter.REJECT
+        assert ctx._reply[:2] == ("552", "5.3.4")
+
+
+def test_the_message_budget_bounds_the_wait_on_dns(dns_server):
+    """DNS that never answers (lifetime 5 s) cannot hold a message past message_timeout."""
+    import time
+
+    dns_server.load("$TIMEOUT 10.2.0.192.in-addr.arpa.\n$TIMEOUT example.com.\n"
+                    "$TIMEOUT mail.example.com.\n$TIMEOUT _dmarc.example.com.\n")
+    pool = ThreadPoolExecutor(8)
+    try:
+        holder = holder_with(dns_server, pool, "milter: {message_timeout: 1.0}\n")
+        ctx = connect(holder)
+        started = time.monotonic()
+        rc = deliver(ctx, message())
+        elapsed = time.monotonic() - started
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # lookups still waiting are abandoned
+    assert rc == Milter.TEMPFAIL  # SPF/DMARC undecided: 451 4.4.3, never a 5xx
+    assert ctx._reply[:2] == ("451", "4.4.3")
+    assert elapsed < 3.0, f"waited {elapsed:.1f} s"
