@@ -80,7 +80,7 @@ def test_dump_fills_in_every_field() -> None:
     data = yaml.safe_load(policy_to_yaml(Policy()))
     assert set(data) == {
         "authserv_id", "trusted_authserv_ids", "dns", "checks", "scores", "rules",
-        "thresholds", "actions", "headers", "milter", "logging", "metrics",
+        "thresholds", "actions", "headers", "milter", "logging", "metrics", "state",
     }
     assert data["thresholds"]["reject"] is None
     assert data["rules"][0]["mode"] == "enforce"

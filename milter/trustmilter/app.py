@@ -7,8 +7,10 @@ an App, so the command line runs exactly the pipeline the daemon runs.
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trustmilter.checks import all_check_names, build_checks
 from trustmilter.domains import DomainTools
@@ -17,6 +19,7 @@ from trustmilter.lookup.resolver import build_resolver
 from trustmilter.lookup.shims import install_spf_hook
 from trustmilter.pipeline import Pipeline
 from trustmilter.policy.model import Policy
+from trustmilter.state.base import StateStore
 
 # Enough threads for every check of a few concurrent messages to wait on DNS at once.
 DEFAULT_WORKERS = 64
@@ -30,6 +33,9 @@ class App:
     pipeline: Pipeline
     executor: Executor
     authserv_id: str
+    # Rate counters and reputation; None for offline evaluation (`trustmilter check`).
+    state: StateStore | None = None
+    clock: Callable[[], float] = field(default=time.time)
 
     @classmethod
     def build(
@@ -38,6 +44,8 @@ class App:
         *,
         resolver: Resolver | None = None,
         executor: Executor | None = None,
+        state: StateStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> App:
         """Build every service the policy asks for; raises StartupError if one cannot run."""
         install_spf_hook()  # pyspf's DNS seam is a process global: set it once, here.
@@ -48,4 +56,6 @@ class App:
             pipeline=Pipeline.build(build_checks(policy.checks), all_check_names()),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
             authserv_id=policy.authserv_id or socket.getfqdn(),
+            state=state,
+            clock=clock,
         )

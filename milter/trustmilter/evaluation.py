@@ -41,7 +41,8 @@ def run_checks(
     """The results of the checks for `stages`, plus trusted upstream A-R at DATA."""
     stages = tuple(stages)
     results = app.pipeline.run(
-        facts, app.dns, app.domains, app.executor, stages=stages, prior=prior, timeout=timeout
+        facts, app.dns, app.domains, app.executor, stages=stages, prior=prior,
+        timeout=timeout, state=app.state, clock=app.clock,
     )
     if Stage.DATA in stages and facts.message is not None:
         results = results.plus(

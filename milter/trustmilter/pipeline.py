@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.model import Facts
 from trustmilter.results import CheckResult, Outcome, Results
+
+if TYPE_CHECKING:
+    from trustmilter.state.base import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,8 @@ class Pipeline:
         stages: Iterable[Stage] = tuple(Stage),
         prior: Results | None = None,
         timeout: float | None = None,
+        state: StateStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Results:
         """Run the checks of `stages` on `facts`; returns `prior` plus their results.
 
@@ -115,7 +121,7 @@ class Pipeline:
         while pending or running:
             for check in [c for c in pending if self._ready(c, pending_names, finished)]:
                 pending.remove(check)
-                ctx = CheckContext(facts=facts, dns=dns, domains=domains, results=results)
+                ctx = CheckContext(facts, dns, domains, results, state, clock)
                 running[executor.submit(_run_one, check, ctx)] = check
             if not running:  # unreachable with a valid order; never spin
                 break

@@ -2,7 +2,8 @@
 
 A check is a class with a `name`, the SMTP `stage` whose facts it needs,
 the names of checks whose results it reads (`requires`), and
-``run(ctx) -> list[CheckResult]``. It is built once at start-up from its
+``run(ctx) -> list[CheckResult]``. Its I/O is `ctx.dns`, and for the
+rate and reputation checks `ctx.state`. It is built once at start-up from its
 own section of the policy (a frozen `Config` dataclass in the same module)
 and then called from many threads, so it keeps no per-message state.
 Its only I/O is `ctx.dns`. It does not raise for bad input: malformed mail
@@ -12,14 +13,19 @@ into a `temperror` result for that check alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.model import Connection, Envelope, Facts, Message
 from trustmilter.results import CheckResult, Results
+
+if TYPE_CHECKING:
+    from trustmilter.state.base import StateStore
 
 
 class Stage(IntEnum):
@@ -40,6 +46,10 @@ class CheckContext:
     dns: Resolver
     domains: DomainTools
     results: Results  # results of the checks named in `requires` (and any earlier)
+    # Shared counters and reputation (rate tiers, learned senders); None offline.
+    state: StateStore | None = None
+    # Wall-clock seconds (epoch); injectable so rate-window tests control time.
+    clock: Callable[[], float] = field(default=time.time)
 
     @property
     def connection(self) -> Connection:

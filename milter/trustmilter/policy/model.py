@@ -35,6 +35,7 @@ from trustmilter.policy.defaults import DEFAULT_RULES, DEFAULT_SCORES
 from trustmilter.policy.errors import InvalidField
 from trustmilter.policy.rules import ReplyConfig, Rule, check_reply_class
 from trustmilter.signals import WILDCARD, is_known_signal, suggestion
+from trustmilter.state.config import StateConfig
 from trustmilter.verdict import Action
 
 # RFC 5322 §3.6.8: field-name = 1*ftext, printable ASCII except ':'.
@@ -173,6 +174,7 @@ class Policy:
     milter: MilterConfig = field(default_factory=MilterConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
         for key, ids in (

@@ -1,0 +1,1 @@
+"""Shared state: rate counters and learned sender reputation, on SQLite or Redis."""
