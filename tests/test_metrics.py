@@ -21,16 +21,10 @@ from trustmilter.daemon.config import MetricsConfig
 from trustmilter.daemon.metrics import Metrics, NullMetrics
 from trustmilter.daemon.prometheus import PrometheusMetrics, split_listen, start_metrics
 from trustmilter.lookup import DnsConfig, DnsStatus, NetworkResolver
+from trustmilter.testing.daemon import free_port
 from trustmilter.testing.dnsserver import DnsTestServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -18,23 +18,18 @@ after all of them the Prometheus endpoint must have counted the messages.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from trustmilter.daemon.verdictlog import parse_verdict_line
 from trustmilter.policy.model import Policy
+from trustmilter.testing.daemon import DaemonProcess, free_port, write_policy
 from trustmilter.testing.dnsserver import DnsTestServer
 
 MILTERTEST = shutil.which("miltertest")
@@ -44,8 +39,6 @@ pytestmark = pytest.mark.skipif(
 
 SCRIPTS = Path(__file__).parent / "miltertest"
 AUTHSERV_ID = "mx.example.org"
-START_TIMEOUT = 30.0  # s until "listening on" (Python start-up, suffix list)
-STOP_TIMEOUT = 15.0
 SCRIPT_TIMEOUT = 60.0
 
 ZONE = """
@@ -67,86 +60,40 @@ $NXDOMAIN nowhere.example.net.
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Daemon:
-    socket: str
-    metrics_url: str
-    log: Path
-
-    def verdicts(self) -> dict[str, dict[str, str]]:
-        """Verdict lines in the log so far, by queue ID (NOQUEUE: the last one)."""
-        found: dict[str, dict[str, str]] = {}
-        for line in self.log.read_text(errors="replace").splitlines():
-            text = line.removeprefix("trustmilter: ")
-            if " action=" in text:
-                queue_id, fields = parse_verdict_line(text)
-                found[queue_id] = fields
-        return found
+def verdicts_by_queue_id(daemon: DaemonProcess) -> dict[str, dict[str, str]]:
+    """Verdict lines in the log so far, by queue ID (NOQUEUE: the last one)."""
+    return dict(daemon.verdicts())
 
 
 @pytest.fixture(scope="module")
-def daemon(_dns_test_server: DnsTestServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def metrics_port() -> int:
+    """Where the daemon serves Prometheus metrics (metrics.listen)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    _dns_test_server: DnsTestServer, tmp_path_factory: pytest.TempPathFactory, metrics_port: int
+) -> Iterator[DaemonProcess]:
     """`trustmilter run` on 127.0.0.1, stopped (whole process group) at the end."""
     _dns_test_server.reset()
     _dns_test_server.load(ZONE)
     work = tmp_path_factory.mktemp("miltertest")
-    spec = f"inet:{free_port()}@127.0.0.1"
-    metrics_port = free_port()
-    policy = work / "policy.yaml"
-    policy.write_text(
-        f"authserv_id: {AUTHSERV_ID}\n"
-        "dns:\n"
-        f"  nameservers: ['{_dns_test_server.nameserver}']\n"
-        "  timeout: 0.5\n"
-        "  lifetime: 1.0\n"
-        "milter:\n"
-        f"  socket: {spec}\n"
-        "metrics:\n"
-        f"  listen: 127.0.0.1:{metrics_port}\n"
-    )
-    log = work / "trustmilter.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "trustmilter", "run", "--policy", str(policy), "--foreground-log"],
-            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, stopped as a whole
-        )
+    policy = write_policy(work / "policy.yaml", AUTHSERV_ID, _dns_test_server.nameserver,
+                          metrics={"listen": f"127.0.0.1:{metrics_port}"})
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while "listening on" not in log.read_text(errors="replace"):
-            if process.poll() is not None:
-                pytest.fail(f"trustmilter run exited {process.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"trustmilter run not listening after {START_TIMEOUT}s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield Daemon(spec, f"http://127.0.0.1:{metrics_port}/metrics", log)
+        running = DaemonProcess.start(policy, work / "trustmilter.log")
+        yield running
+        running.stop()
     finally:
-        _stop(process)
         _dns_test_server.reset()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the group; SIGKILL what is still there after STOP_TIMEOUT."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(STOP_TIMEOUT)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # stray children, if any
-    process.wait(STOP_TIMEOUT)
-
-
-def run_script(daemon: Daemon, name: str, **defines: str) -> str:
+def run_script(daemon: DaemonProcess, name: str, **defines: str) -> str:
     """Run tests/miltertest/NAME with -D defines; fail with its output on a non-zero exit."""
     assert MILTERTEST is not None
     args = [MILTERTEST, "-s", str(SCRIPTS / name),  # an absolute name stays as it is
-            "-D", f"lib={SCRIPTS / 'lib.lua'}", "-D", f"socket={daemon.socket}",
+            "-D", f"lib={SCRIPTS / 'lib.lua'}", "-D", f"socket={daemon.spec}",
             "-D", f"authserv_id={AUTHSERV_ID}"]
     for key, value in defines.items():
         args += ["-D", f"{key}={value}"]
@@ -158,25 +105,25 @@ def run_script(daemon: Daemon, name: str, **defines: str) -> str:
     if done.returncode != 0:
         pytest.fail(
             f"miltertest {name} exited {done.returncode}\n--- miltertest ---\n"
-            f"{done.stdout}{done.stderr}\n--- trustmilter log ---\n{daemon.log.read_text()}"
+            f"{done.stdout}{done.stderr}\n--- trustmilter log ---\n{daemon.log_text()}"
         )
     return done.stdout
 
 
-def test_accepted_mail_gets_our_authentication_results(daemon: Daemon) -> None:
+def test_accepted_mail_gets_our_authentication_results(daemon: DaemonProcess) -> None:
     run_script(daemon, "accept.lua")
-    line = daemon.verdicts()["MTACCEPT1"]
+    line = verdicts_by_queue_id(daemon)["MTACCEPT1"]
     assert line["action"] == "accept"
     assert line["client"] == "192.0.2.10" and line["from"] == "<alice@example.com>"
     assert line["dmarc"] == "pass" and line["spf.mailfrom"] == "pass"
 
 
-def test_dmarc_reject_then_rcpt_reject_then_a_fresh_transaction(daemon: Daemon) -> None:
+def test_dmarc_reject_then_rcpt_reject_then_a_fresh_transaction(daemon: DaemonProcess) -> None:
     rule = next(r for r in Policy().rules if r.name == "dmarc-reject")
     assert rule.reply is not None
     run_script(daemon, "reject.lua", reject_code=str(rule.reply.code),
                reject_dsn=rule.reply.dsn, reject_text=rule.reply.text)
-    verdicts = daemon.verdicts()
+    verdicts = verdicts_by_queue_id(daemon)
     assert verdicts["MTREJECT1"]["action"] == "reject"
     assert verdicts["MTREJECT1"]["rules"] == "dmarc-reject"
     assert verdicts["MTREJECT1"]["stage"] == "eom"
@@ -188,9 +135,9 @@ def test_dmarc_reject_then_rcpt_reject_then_a_fresh_transaction(daemon: Daemon) 
     assert verdicts["MTREJECT3"]["from"] == "<bob@sender.test>"
 
 
-def test_quarantine_and_the_clients_that_skip_the_checks(daemon: Daemon) -> None:
+def test_quarantine_and_the_clients_that_skip_the_checks(daemon: DaemonProcess) -> None:
     run_script(daemon, "quarantine.lua")
-    verdicts = daemon.verdicts()
+    verdicts = verdicts_by_queue_id(daemon)
     assert verdicts["MTQUAR1"]["action"] == "quarantine"
     assert verdicts["MTQUAR1"]["dmarc"] == "fail"
     # The same message, but the client skips the trust checks.
@@ -200,7 +147,7 @@ def test_quarantine_and_the_clients_that_skip_the_checks(daemon: Daemon) -> None
     assert verdicts["MTQUAR3"]["client_kind"] == "trusted"
 
 
-def test_a_failing_script_fails_the_test(daemon: Daemon, tmp_path: Path) -> None:
+def test_a_failing_script_fails_the_test(daemon: DaemonProcess, tmp_path: Path) -> None:
     """The harness itself: a failed expectation exits non-zero and says which stage."""
     script = tmp_path / "fails.lua"
     script.write_text(
@@ -218,12 +165,15 @@ def test_a_failing_script_fails_the_test(daemon: Daemon, tmp_path: Path) -> None
     )
 
 
-def test_metrics_endpoint_counted_the_conversations(daemon: Daemon) -> None:
+def test_metrics_endpoint_counted_the_conversations(
+    daemon: DaemonProcess, metrics_port: int
+) -> None:
     """The daemon's Prometheus endpoint (metrics.listen) saw real milter traffic."""
     run_script(daemon, "accept.lua")
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
     deadline = time.monotonic() + 5
     while True:  # the connection's close may be counted just after miltertest exits
-        with urllib.request.urlopen(daemon.metrics_url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         if "trustmilter_transactions_in_flight 0.0" in text or time.monotonic() > deadline:
             break
@@ -231,3 +181,14 @@ def test_metrics_endpoint_counted_the_conversations(daemon: Daemon) -> None:
     assert 'trustmilter_messages_total{action="accept"}' in text
     assert 'trustmilter_check_results_total{method="dmarc",result="pass"}' in text
     assert "trustmilter_transactions_in_flight 0.0" in text  # every +1 had its -1
+    # The daemon's resolver reports its network lookups (SPF and DMARC TXT, iprev PTR).
+    dns = {
+        (sample.name, sample.labels.get("rdtype")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in ("trustmilter_dns_query_seconds_count", "trustmilter_dns_query_seconds_sum")
+    }
+    timed = [rdtype for rdtype in ("TXT", "PTR")
+             if dns.get(("trustmilter_dns_query_seconds_count", rdtype), 0) > 0
+             and dns.get(("trustmilter_dns_query_seconds_sum", rdtype), 0) > 0]
+    assert timed, f"no DNS lookup latency in /metrics: {dns}"

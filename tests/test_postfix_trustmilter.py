@@ -11,16 +11,9 @@ verdict line in trustmilter's log matched to Postfix's queue ID.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,14 +21,10 @@ import pytest
 from keys import key_zone, message, rsa_key, sign
 from smtp_helpers import send, send_one, smtp_session
 from trustmilter.authresults import parse_header_value
-from trustmilter.daemon.verdictlog import (
-    LEADING_KEYS,
-    NO_QUEUE_ID,
-    TRAILING_KEYS,
-    parse_verdict_line,
-)
+from trustmilter.daemon.verdictlog import LEADING_KEYS, NO_QUEUE_ID, TRAILING_KEYS
+from trustmilter.testing.daemon import DaemonProcess, write_policy
 from trustmilter.testing.dnsserver import DnsTestServer
-from trustmilter.testing.postfix import PostfixInstance, free_port, wait_for_port
+from trustmilter.testing.postfix import PostfixInstance
 
 AUTHSERV_ID = "mx.example.org"
 DMARC_REJECT = '_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject"'
@@ -54,85 +43,6 @@ spoofer.example.net.       300 IN A   203.0.113.5
 """ + key_zone(rsa_key(1024), "sel", "example.com")
 GOOD_CLIENT = {"client_ip": "192.0.2.10", "helo": "mail.example.com"}
 SPOOFER = {"client_ip": "203.0.113.5", "helo": "spoofer.example.net"}
-STOP_TIMEOUT = 30.0
-
-
-@dataclass
-class Daemon:
-    """A running ``trustmilter run`` and the file its stderr goes to."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def postfix_spec(self) -> str:
-        """The socket as Postfix's smtpd_milters writes it."""
-        return f"inet:127.0.0.1:{self.port}"
-
-    def log_lines(self) -> list[str]:
-        return self.log_path.read_text(errors="replace").splitlines()
-
-    def verdict_lines(self) -> list[tuple[str, dict[str, str]]]:
-        """Every verdict line so far, parsed."""
-        return [parse_verdict_line(line) for line in self.log_lines() if " action=" in line]
-
-    def wait_verdict(self, queue_id: str, timeout: float = 10.0) -> dict[str, str]:
-        """The fields of the verdict line for `queue_id`; fails the test on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for found_id, fields in self.verdict_lines():
-                if found_id == queue_id:
-                    return fields
-            time.sleep(0.05)
-        pytest.fail(f"no verdict line for {queue_id}; log:\n" + "\n".join(self.log_lines()[-20:]))
-
-    def stop(self) -> int:
-        """SIGTERM, as systemd stops it; the exit status (killed if it hangs)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-            return -signal.SIGKILL
-        finally:
-            # Its milter child too, should the supervisor have left it behind.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def write_policy(path: Path, dns: DnsTestServer) -> Path:
-    """Our authserv-id, only the test DNS server, no cache (zones change per test)."""
-    path.write_text(
-        f"authserv_id: {AUTHSERV_ID}\n"
-        "dns:\n"
-        f"  nameservers: ['{dns.nameserver}']\n"
-        "  timeout: 0.5\n"
-        "  lifetime: 1.0\n"
-        "  cache_size: 0\n"
-    )
-    return path
-
-
-def start_daemon(policy: Path, log_path: Path) -> Daemon:
-    """``trustmilter run`` on a free loopback port, up and listening."""
-    port = free_port()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "trustmilter", "run", "--policy", str(policy),
-             "--socket", f"inet:{port}@127.0.0.1", "--foreground-log"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    daemon = Daemon(process, port, log_path)
-    if not wait_for_port("127.0.0.1", port, 30) or process.poll() is not None:
-        daemon.stop()
-        pytest.fail("trustmilter run did not listen:\n" + log_path.read_text(errors="replace"))
-    return daemon
 
 
 class DaemonSlot:
@@ -144,14 +54,15 @@ class DaemonSlot:
         self.postfix = postfix
         self.policy = policy
         self.logs = logs
-        self.current: Daemon | None = None
+        self.current: DaemonProcess | None = None
         self.started = 0
 
-    def running(self) -> Daemon:
+    def running(self) -> DaemonProcess:
         """A running daemon with Postfix's smtpd_milters pointing at it."""
         if self.current is None or self.current.process.poll() is not None:
             self.started += 1
-            self.current = start_daemon(self.policy, self.logs / f"trustmilter-{self.started}.log")
+            log_path = self.logs / f"trustmilter-{self.started}.log"
+            self.current = DaemonProcess.start(self.policy, log_path)
             self.postfix.set_milters(self.current.postfix_spec, default_action="tempfail")
         return self.current
 
@@ -161,21 +72,24 @@ def daemon_slot(
     postfix: PostfixInstance, _dns_test_server: DnsTestServer, tmp_path_factory
 ) -> Iterator[DaemonSlot]:
     workdir = tmp_path_factory.mktemp("trustmilter")
-    slot = DaemonSlot(postfix, write_policy(workdir / "policy.yaml", _dns_test_server), workdir)
+    # No DNS cache: the zones change per test.
+    policy = write_policy(workdir / "policy.yaml", AUTHSERV_ID, _dns_test_server.nameserver,
+                          dns={"cache_size": 0})
+    slot = DaemonSlot(postfix, policy, workdir)
     yield slot
     if slot.current is not None and slot.current.process.poll() is None:
         status = slot.current.stop()
-        assert status == 0, "SIGTERM: clean exit\n" + "\n".join(slot.current.log_lines()[-20:])
+        assert status == 0, "SIGTERM: clean exit\n" + slot.current.log_tail()
 
 
 @pytest.fixture
-def daemon(daemon_slot: DaemonSlot) -> Daemon:
+def daemon(daemon_slot: DaemonSlot) -> DaemonProcess:
     """trustmilter, running, as Postfix's milter."""
     return daemon_slot.running()
 
 
 @pytest.fixture
-def mta(postfix: PostfixInstance, daemon: Daemon, dns_server: DnsTestServer) -> PostfixInstance:
+def mta(postfix: PostfixInstance, daemon: DaemonProcess, dns_server: DnsTestServer) -> PostfixInstance:
     """Postfix with trustmilter, empty queue and Maildir, and the test zone served."""
     postfix.reset()
     dns_server.load(ZONE)
@@ -208,7 +122,7 @@ def assert_reply(outcome_reply: object, code: int, dsn: str, text: str | None = 
 
 
 def test_nonexistent_sender_domain_is_rejected_at_rcpt(
-    mta: PostfixInstance, daemon: Daemon, dns_server: DnsTestServer
+    mta: PostfixInstance, daemon: DaemonProcess, dns_server: DnsTestServer
 ) -> None:
     """SEED-RULES §3: the verdict cannot change, so it comes at RCPT TO (550 5.1.8)."""
     dns_server.load(ZONE + "$NXDOMAIN nowhere.example.net.\n")
@@ -218,7 +132,8 @@ def test_nonexistent_sender_domain_is_rejected_at_rcpt(
     assert out.stage == "rcpt", out
     assert_reply(out.rcpts[0], 550, "5.1.8", "domain does not exist")
     mta.wait_for_log(r"milter-reject: RCPT from unknown\[192\.0\.2\.10\]: 550 5\.1\.8 ")
-    fields = _wait_verdict_for(daemon, "x@nowhere.example.net")
+    queue_id, fields = daemon.wait_verdict(mail_from="x@nowhere.example.net")
+    assert queue_id == NO_QUEUE_ID, "Postfix assigns a queue ID only after a valid RCPT"
     assert fields["action"] == "reject" and fields["stage"] == "rcpt"
 
 
@@ -251,7 +166,7 @@ def test_dns_timeout_on_dmarc_is_a_tempfail(
 
 
 def test_p_quarantine_failure_lands_in_the_hold_queue(
-    mta: PostfixInstance, daemon: Daemon, dns_server: DnsTestServer
+    mta: PostfixInstance, daemon: DaemonProcess, dns_server: DnsTestServer
 ) -> None:
     """RFC 7489 §6.3 p=quarantine: Postfix's hold queue, not the mailbox."""
     dns_server.load(ZONE.replace("p=reject", "p=quarantine"))
@@ -265,7 +180,7 @@ def test_p_quarantine_failure_lands_in_the_hold_queue(
     assert held["sender"] == "bounce@spoofer.example.net"
     mta.wait_for_log(rf"{queue_id}: milter-hold: ")
     assert mta.delivered() == []
-    assert daemon.wait_verdict(queue_id)["action"] == "quarantine"
+    assert daemon.wait_verdict(queue_id).fields["action"] == "quarantine"
 
 
 # ---- (d, e) the Authentication-Results header ------------------------------
@@ -313,7 +228,7 @@ def test_forged_authentication_results_removed_foreign_kept(mta: PostfixInstance
 
 
 def test_transactions_on_one_connection_get_their_own_verdicts(
-    mta: PostfixInstance, daemon: Daemon, dns_server: DnsTestServer
+    mta: PostfixInstance, daemon: DaemonProcess, dns_server: DnsTestServer
 ) -> None:
     dns_server.load(ZONE + "$NXDOMAIN nowhere.example.net.\n")
     ids = [unique_id() for _ in range(3)]
@@ -335,14 +250,14 @@ def test_transactions_on_one_connection_get_their_own_verdicts(
     assert rejected.stage == "data"
     delivered = mta.wait_delivered(2)
     assert [m.header("Subject") for m in delivered] == [["first"], ["fourth"]]
-    assert daemon.wait_verdict(postfix_queue_id(mta, ids[0]))["action"] == "accept"
-    assert daemon.wait_verdict(postfix_queue_id(mta, ids[2]))["action"] == "reject"
+    assert daemon.wait_verdict(postfix_queue_id(mta, ids[0])).fields["action"] == "accept"
+    assert daemon.wait_verdict(postfix_queue_id(mta, ids[2])).fields["action"] == "reject"
 
 
 # ---- (h) the verdict line ---------------------------------------------------
 
 
-def test_verdict_line_matches_postfix_queue_id(mta: PostfixInstance, daemon: Daemon) -> None:
+def test_verdict_line_matches_postfix_queue_id(mta: PostfixInstance, daemon: DaemonProcess) -> None:
     message_id = unique_id()
     out = send_one(mta.smtp_port, good_message(message_id=message_id),
                    rcpts=("support@example.org", "sales@example.org"), **GOOD_CLIENT)
@@ -350,10 +265,10 @@ def test_verdict_line_matches_postfix_queue_id(mta: PostfixInstance, daemon: Dae
     mta.wait_delivered(2)
     queue_id = postfix_queue_id(mta, message_id)
     assert out.data.text.endswith(f"queued as {queue_id}")
-    fields = daemon.wait_verdict(queue_id)
+    fields = daemon.wait_verdict(queue_id).fields
     for key in (*LEADING_KEYS, *TRAILING_KEYS):
         assert key in fields, f"{key} missing from {fields}"
-    (line,) = [raw for raw in daemon.log_lines() if f"{queue_id}: action=" in raw]
+    (line,) = [raw for raw in daemon.log_text().splitlines() if f"{queue_id}: action=" in raw]
     keys = re.findall(r" ([A-Za-z0-9_.-]+)=", line.split(": ", 2)[2])
     assert len(keys) == len(set(keys)), f"a key appears twice, so one value is lost: {line}"
     assert fields["action"] == "accept"
@@ -371,11 +286,11 @@ def test_verdict_line_matches_postfix_queue_id(mta: PostfixInstance, daemon: Dae
 # new one, at the price of one more slow stop).
 
 
-def test_daemon_down_follows_milter_default_action(mta: PostfixInstance, daemon: Daemon) -> None:
+def test_daemon_down_follows_milter_default_action(mta: PostfixInstance, daemon: DaemonProcess) -> None:
     """SIGTERM stops trustmilter cleanly; Postfix then applies milter_default_action."""
     assert send_one(mta.smtp_port, good_message(), **GOOD_CLIENT).final.code == 250
-    assert daemon.stop() == 0, "\n".join(daemon.log_lines()[-20:])
-    assert any(line.endswith(": stopped") for line in daemon.log_lines()), "a graceful stop"
+    assert daemon.stop() == 0, daemon.log_tail()
+    assert any(line.endswith(": stopped") for line in daemon.log_text().splitlines()), "a graceful stop"
 
     down = send_one(mta.smtp_port, good_message(), **GOOD_CLIENT)
     assert 400 <= down.final.code < 500, down
@@ -391,17 +306,4 @@ def test_daemon_down_follows_milter_default_action(mta: PostfixInstance, daemon:
         assert unchecked[0].header("Authentication-Results") == [], "nobody checked it"
     finally:
         mta.set_milters(daemon.postfix_spec, default_action="tempfail")
-
-
-def _wait_verdict_for(daemon: Daemon, mail_from: str, timeout: float = 10.0) -> dict[str, str]:
-    """The latest verdict line for envelope sender `mail_from` (e.g. a NOQUEUE one)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [(qid, f) for qid, f in daemon.verdict_lines() if f.get("from") == f"<{mail_from}>"]
-        if found:
-            queue_id, fields = found[-1]
-            assert queue_id == NO_QUEUE_ID, "Postfix assigns a queue ID only after a valid RCPT"
-            return fields
-        time.sleep(0.05)
-    pytest.fail(f"no verdict line for {mail_from}")
 
