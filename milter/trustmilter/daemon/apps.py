@@ -19,6 +19,7 @@ from trustmilter.lookup.resolver import build_resolver
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
+from trustmilter.state.base import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,13 @@ class AppHolder:
         policy_path: Path | None,
         executor: Executor,
         metrics: Metrics | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self._app = app
         self._path = policy_path
         self._executor = executor
         self._metrics = metrics
+        self._state = state
         self._lock = threading.Lock()
 
     def current(self) -> App:
@@ -50,7 +53,7 @@ class AppHolder:
             return True
         try:
             policy = load_policy(self._path)
-            app = build_app(policy, self._executor, self._metrics)
+            app = build_app(policy, self._executor, self._metrics, self._state)
         except (PolicyError, StartupError, PipelineError) as error:
             log.error("policy reload refused, keeping the old policy: %s", error)
             self._count(ok=False)
@@ -61,8 +64,13 @@ class AppHolder:
             self._count(ok=False)
             return False
         with self._lock:
-            self._app = app
-        log.info("policy reloaded from %s", self._path)
+            old, self._app = self._app, app
+        pending = _needs_restart(old.policy, policy)
+        if pending:
+            log.warning("policy reloaded from %s; %s take effect at the next restart",
+                        self._path, ", ".join(pending))
+        else:
+            log.info("policy reloaded from %s", self._path)
         self._count(ok=True)
         return True
 
@@ -71,9 +79,26 @@ class AppHolder:
             self._metrics.policy_reload(ok)
 
 
-def build_app(policy: Policy, executor: Executor, metrics: Metrics | None = None) -> App:
-    """An App for the daemon: the shared check executor survives reloads, and
-    every network DNS lookup is reported to `metrics`."""
+def _needs_restart(old: Policy, new: Policy) -> list[str]:
+    """Settings fixed at start-up: the socket, the thread pool, the state store, metrics."""
+    fixed = {
+        "milter.socket": (old.milter.socket, new.milter.socket),
+        "milter.check_threads": (old.milter.check_threads, new.milter.check_threads),
+        "state": (old.state, new.state),
+        "metrics": (old.metrics, new.metrics),
+        "logging": (old.logging, new.logging),
+    }
+    return [key for key, (before, after) in fixed.items() if before != after]
+
+
+def build_app(
+    policy: Policy,
+    executor: Executor,
+    metrics: Metrics | None = None,
+    state: StateStore | None = None,
+) -> App:
+    """An App for the daemon: the check executor and the state store survive
+    reloads, and every network DNS lookup is reported to `metrics`."""
     observer = metrics.dns_query if metrics is not None else None
     resolver = build_resolver(policy.dns, observer=observer)
-    return App.build(policy, resolver=resolver, executor=executor)
+    return App.build(policy, resolver=resolver, executor=executor, state=state)

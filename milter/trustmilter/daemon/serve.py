@@ -29,6 +29,7 @@ from trustmilter.daemon.socketspec import parse_socket
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
+from trustmilter.state.base import StateError, StateStore
 
 log = logging.getLogger("trustmilter")
 
@@ -48,6 +49,18 @@ def _start_metrics(policy: Policy) -> Metrics:
     from trustmilter.daemon.prometheus import start_metrics  # optional dependency
 
     return start_metrics(policy.metrics)
+
+
+def _open_state(policy: Policy) -> StateStore:
+    """The policy's state store, wrapped so an outage follows `state.on_error`."""
+    from trustmilter.state.open import ResilientStore, open_store
+
+    try:
+        store = open_store(policy.state)
+    except StateError as error:
+        raise ServeError(f"state: {error}") from error
+    resilient: StateStore = ResilientStore(store, policy.state.on_error, log)
+    return resilient
 
 
 def _listen_for_reloads(holder: AppHolder) -> None:
@@ -78,11 +91,12 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
         raise ServeError(f"--socket {spec}: {error}") from error
     executor = ThreadPoolExecutor(policy.milter.check_threads, "trustmilter-check")
     metrics = _start_metrics(policy)
+    state = _open_state(policy)
     try:
-        app = build_app(policy, executor, metrics)
+        app = build_app(policy, executor, metrics, state)
     except (StartupError, PipelineError) as error:
         raise ServeError(str(error)) from error
-    holder = AppHolder(app, policy_path, executor, metrics)
+    holder = AppHolder(app, policy_path, executor, metrics, state)
     Milter.factory = lambda: TrustMilter(SmtpSession(holder, metrics), metrics)
     threading.Thread(target=_listen_for_reloads, args=(holder,), daemon=True).start()
 

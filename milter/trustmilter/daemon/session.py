@@ -41,7 +41,8 @@ from trustmilter.verdict import Action, Reply, Verdict
 verdict_log = logging.getLogger("trustmilter.verdict")
 
 EARLY_STAGES = (Stage.CONNECT, Stage.HELO, Stage.MAIL)
-LATE_STAGES = (Stage.RCPT, Stage.DATA)
+RCPT_STAGES = (Stage.RCPT,)
+LATE_STAGES = (Stage.DATA,)
 # RFC 3463 5.3.4: message too big for system.
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
 
@@ -87,6 +88,8 @@ class Transaction:
     size: int = 0
     oversize: bool = False
     results: Results = field(default_factory=Results)
+    # Results of the RCPT-stage checks for the recipients that were accepted.
+    rcpt_results: list[CheckResult] = field(default_factory=list)
     early: Verdict | None = None
     early_logged: bool = False
     failed_stage: str | None = None  # a no-reply callback failed; answer on_error at EOM
@@ -176,16 +179,34 @@ class SmtpSession:
         return CONTINUE
 
     def rcpt(self, address: str) -> Step:
+        """Refuse a recipient when the answer is already certain, else check it.
+
+        RCPT-stage checks (rate tiers, recipient domains) run for this
+        recipient alone; a recipient they refuse leaves no trace in the
+        message's results, so the others are judged without it.
+        """
         tx = self._require_tx()
-        tx.rcpts.append(address.strip().strip("<>"))
+        recipient = address.strip().strip("<>")
         if tx.early is not None:
-            step = Step("reject" if tx.early.action is Action.REJECT else "tempfail",
-                        tx.early.reply)
+            tx.rcpts.append(recipient)
             if not tx.early_logged:
                 tx.early_logged = True
                 self._log(tx, "", tx.early, tx.results, "rcpt")
                 self._count(tx.early, tx.results)
-            return step
+            return _refusal(tx.early)
+        if tx.kind is not ClientKind.EXTERNAL:
+            tx.rcpts.append(recipient)
+            return CONTINUE
+        prior = tx.results.plus(tx.rcpt_results)
+        facts = Facts(self._connection(), Envelope(tx.mail_from, (recipient,)), None)
+        results = run_checks(tx.app, facts, RCPT_STAGES, prior=prior, timeout=self._budget())
+        verdict = decide(tx.app, facts, results).verdict
+        if _final(tx.app, verdict, (*EARLY_STAGES, *RCPT_STAGES)):
+            self._log(tx, "", verdict, results, "rcpt", rcpts=(recipient,))
+            self._count(verdict, results)
+            return _refusal(verdict)
+        tx.rcpts.append(recipient)
+        tx.rcpt_results.extend(results.all()[len(prior.all()):])
         return CONTINUE
 
     def header(self, name: str, value: bytes) -> None:
@@ -214,7 +235,8 @@ class SmtpSession:
                 return self._finish_bypassed(tx, queue_id, forged)
             facts = self._facts(message)
             results = run_checks(
-                tx.app, facts, LATE_STAGES, prior=tx.results, timeout=self._budget()
+                tx.app, facts, LATE_STAGES, prior=tx.results.plus(tx.rcpt_results),
+                timeout=self._budget(),
             )
             evaluation = decide(tx.app, facts, results)
             return self._finish(tx, queue_id, evaluation)
@@ -246,11 +268,14 @@ class SmtpSession:
         tx = self._require_tx()
         return max(0.0, tx.app.policy.milter.message_timeout - (self._clock() - tx.started))
 
+    def _connection(self) -> Connection:
+        assert self.ip is not None  # external clients always have an address
+        return Connection(ip=self.ip, hostname=self.hostname, helo=self.helo_name)
+
     def _facts(self, message: Message | None) -> Facts:
         tx = self._require_tx()
-        assert self.ip is not None  # external clients always have an address
         return Facts(
-            connection=Connection(ip=self.ip, hostname=self.hostname, helo=self.helo_name),
+            connection=self._connection(),
             envelope=Envelope(mail_from=tx.mail_from, rcpt_to=tuple(tx.rcpts)),
             message=message,
         )
@@ -326,14 +351,24 @@ class SmtpSession:
             self._metrics.rule_hit(hit.rule, hit.shadow)
 
     def _log(
-        self, tx: Transaction, queue_id: str, verdict: Verdict, results: Results, stage: str
+        self,
+        tx: Transaction,
+        queue_id: str,
+        verdict: Verdict,
+        results: Results,
+        stage: str,
+        rcpts: Iterable[str] | None = None,
     ) -> None:
-        verdict_log.info(
-            format_verdict_line(queue_id, self._verdict_pairs(tx, verdict, results, stage))
-        )
+        pairs = self._verdict_pairs(tx, verdict, results, stage, rcpts or tx.rcpts)
+        verdict_log.info(format_verdict_line(queue_id, pairs))
 
     def _verdict_pairs(
-        self, tx: Transaction, verdict: Verdict, results: Results, stage: str
+        self,
+        tx: Transaction,
+        verdict: Verdict,
+        results: Results,
+        stage: str,
+        rcpts: Iterable[str],
     ) -> Iterable[tuple[str, str]]:
         yield "action", verdict.action.value
         yield "reply", str(verdict.reply) if verdict.reply else ""
@@ -341,7 +376,7 @@ class SmtpSession:
         yield "client_name", self.hostname or ""
         yield "helo", self.helo_name or ""
         yield "from", f"<{tx.mail_from}>"
-        yield "rcpt", ",".join(f"<{r}>" for r in tx.rcpts)
+        yield "rcpt", ",".join(f"<{r}>" for r in rcpts)
         yield "client_kind", tx.kind.value
         outcomes: dict[str, list[str]] = {}
         for result in results.all():
@@ -358,6 +393,10 @@ class SmtpSession:
         )
         yield "stage", stage
         yield "ms", str(round((self._clock() - tx.started) * 1000))
+
+
+def _refusal(verdict: Verdict) -> Step:
+    return Step("reject" if verdict.action is Action.REJECT else "tempfail", verdict.reply)
 
 
 def _bypass_results(tx: Transaction) -> list[CheckResult]:
