@@ -44,6 +44,22 @@ if [ "$with_tests" = 1 ] && ! dpkg-query -W -f='${Status}' miltertest 2>/dev/nul
     apt-get install -y -qq --no-install-recommends miltertest </dev/null
 fi
 
+# --test: a real redis-server for tests/test_state_*.py, which start private
+# servers on free loopback ports (trustmilter.testing.redisserver). The
+# system's own redis must not start: a policy-rc.d denies every service
+# start while apt runs (removed again if we made it), as for Postfix above.
+if [ "$with_tests" = 1 ] && ! dpkg-query -W -f='${Status}' redis-server 2>/dev/null | grep -q "ok installed"; then
+    made_policy_rc=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        made_policy_rc=1
+    fi
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends redis-server </dev/null
+    [ "$made_policy_rc" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

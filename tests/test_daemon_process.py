@@ -34,6 +34,7 @@ def policy_text(dns_server, authserv_id: str) -> str:
     return (
         f"authserv_id: {authserv_id}\n"
         f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n"
+        "state: {backend: memory}\n"
     )
 
 

@@ -38,8 +38,10 @@ def write_policy(
     path: Path, authserv_id: str, nameserver: str, **sections: dict[str, object]
 ) -> Path:
     """A policy with `authserv_id`, `nameserver` as the only DNS server and
-    short DNS timeouts, plus `sections` (a `dns` one adds to those settings)."""
+    short DNS timeouts, state in memory (nothing shared between test runs),
+    plus `sections` (a `dns` one adds to those settings)."""
     dns = {"nameservers": [nameserver], "timeout": 0.5, "lifetime": 1.0, **sections.pop("dns", {})}
+    sections.setdefault("state", {"backend": "memory"})
     lines = [f"authserv_id: {json.dumps(authserv_id)}", f"dns: {json.dumps(dns)}"]
     lines += [f"{name}: {json.dumps(value)}" for name, value in sections.items()]
     path.write_text("\n".join(lines) + "\n")  # JSON is YAML's flow style

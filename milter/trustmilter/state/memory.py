@@ -1,0 +1,139 @@
+"""The in-process state store: tests, trials, and the fallback while the real one is down.
+
+`MemoryStore` keeps sliding-window events and reputations in dicts behind
+one lock, so the threads pymilter runs (one per SMTP connection) share
+exact counts. It is the reference semantics the SQLite and Redis stores
+follow, and the two helpers they share live here too:
+
+- a key's events older than its window are dropped on every hit, and a
+  key whose last window has passed is swept away, so the dicts stay
+  bounded by the keys active within one window;
+- `hit` and `count` count every event after ``now - window``. An event
+  stamped a little after `now` (the clock of another process or MTA a
+  little ahead) counts as inside the window: counting only up to `now`
+  could give two concurrent hits the same number, and exactness matters
+  more here than a millisecond of clock skew.
+
+What it does not do: share anything with another process, or survive a
+restart. It never raises `StateError`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from trustmilter.state.base import Reputation
+
+# Sweep keys whose window has passed after this many hits: often enough to
+# bound memory, rarely enough that a hit stays O(its own key).
+SWEEP_EVERY = 1024
+
+
+def normalize_sender(sender: str) -> str:
+    """The form a sender address is stored under: lower-case, no surrounding space.
+
+    The local part is case-sensitive in theory (RFC 5321 §2.4) but not in
+    practice; a release must teach about "Alice@Example.COM" and
+    "alice@example.com" alike.
+    """
+    return sender.strip().lower()
+
+
+def merge_reasons(old: Iterable[str], new: Iterable[str]) -> tuple[str, ...]:
+    """`old` then `new`, each reason once, in the order first seen."""
+    return tuple(dict.fromkeys(reason for reason in (*old, *new) if reason))
+
+
+def unlearned(now: float) -> Reputation:
+    """What `add_release` returns for the null sender: nothing is stored for ''."""
+    return Reputation(sender="", releases=0, last_release=now, reasons=())
+
+
+def rank(reputations: Iterable[Reputation]) -> list[Reputation]:
+    """Most releases first; ties by address, so listings are stable."""
+    return sorted(reputations, key=lambda rep: (-rep.releases, rep.sender))
+
+
+@dataclass(slots=True)
+class _Window:
+    """One key's event times, sorted, and when the key may be dropped."""
+
+    times: list[float]
+    expires: float
+
+
+class MemoryStore:
+    """A StateStore in this process's memory; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = {}
+        self._reputations: dict[str, Reputation] = {}
+        self._hits_since_sweep = 0
+
+    def hit(self, key: str, now: float, window: float) -> int:
+        """Record one event for `key` at `now`; the events in its window, this one included."""
+        cutoff = now - window
+        with self._lock:
+            entry = self._windows.get(key)
+            if entry is None:
+                entry = self._windows[key] = _Window([], now + window)
+            bisect.insort(entry.times, now)
+            del entry.times[: bisect.bisect_right(entry.times, cutoff)]
+            entry.expires = max(entry.expires, now + window)
+            count = len(entry.times)
+            self._hits_since_sweep += 1
+            if self._hits_since_sweep >= SWEEP_EVERY:
+                self._sweep(now)
+            return count
+
+    def count(self, key: str, now: float, window: float) -> int:
+        """The events for `key` after ``now - window``, recording nothing."""
+        with self._lock:
+            entry = self._windows.get(key)
+            if entry is None:
+                return 0
+            return len(entry.times) - bisect.bisect_right(entry.times, now - window)
+
+    def _sweep(self, now: float) -> None:
+        """Drop keys whose last window has passed (the caller holds the lock)."""
+        self._hits_since_sweep = 0
+        for key in [key for key, entry in self._windows.items() if entry.expires <= now]:
+            del self._windows[key]
+
+    def add_release(self, sender: str, reasons: tuple[str, ...], now: float) -> Reputation:
+        """Count one release of mail from `sender`; its reputation afterwards."""
+        address = normalize_sender(sender)
+        if not address:
+            return unlearned(now)
+        with self._lock:
+            old = self._reputations.get(address)
+            new = Reputation(
+                sender=address,
+                releases=(old.releases if old else 0) + 1,
+                last_release=now,
+                reasons=merge_reasons(old.reasons if old else (), reasons),
+            )
+            self._reputations[address] = new
+            return new
+
+    def reputation(self, sender: str) -> Reputation | None:
+        """What is known about `sender`, or None."""
+        with self._lock:
+            return self._reputations.get(normalize_sender(sender))
+
+    def reputations(self) -> list[Reputation]:
+        """Every sender with a reputation, most releases first."""
+        with self._lock:
+            return rank(self._reputations.values())
+
+    def forget(self, sender: str) -> bool:
+        """Drop what was learned about `sender`; True if there was anything."""
+        with self._lock:
+            return self._reputations.pop(normalize_sender(sender), None) is not None
+
+    def close(self) -> None:
+        """Nothing to release; the data goes with the object."""

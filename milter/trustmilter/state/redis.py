@@ -1,0 +1,218 @@
+"""The shared state store for a fleet of MTAs: one Redis server, one view.
+
+`RedisStore(url, key_prefix, timeout)` talks to Redis through the `redis`
+package (its connection pool is thread-safe; every socket operation is
+bounded by `timeout`; no retries, so a dead server costs one timeout, not
+several). Keys, all under `key_prefix`:
+
+- ``<prefix>rate:<key>``: a sorted set of events, scored by their time.
+  A hit is one Lua script (EVALSHA, loaded again if the server forgot it),
+  which Redis runs atomically: ZREMRANGEBYSCORE drops events older than the
+  window, ZADD adds this one under a unique member, ZCARD counts, PEXPIRE
+  lets the whole key vanish one window after its last hit. No other client
+  runs between those steps, so N concurrent hits from any number of hosts
+  get 1..N exactly once. Semantics as in `memory.py`.
+- ``<prefix>rep:<sender>``: a hash (releases, last_release, reasons as a
+  JSON list), updated by one Lua script too, and ``<prefix>reps``: the set
+  of senders that have one, so `reputations()` never scans the keyspace.
+
+What it does not do: expire reputations (a release teaches until
+`forget`), or connect at construction: an unreachable server shows on
+the first operation, where the caller's `state.on_error` decides.
+
+DIAGNOSTICS: every failure raises `StateError` with one line naming the
+server, never the password: ``redis 127.0.0.1:6379: connection refused``,
+``redis 127.0.0.1:6379: timed out after 0.5 s``; a malformed URL raises it
+at construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import uuid
+from collections.abc import Iterator
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from trustmilter.state.base import Reputation, StateError
+from trustmilter.state.memory import merge_reasons, normalize_sender, rank, unlearned
+
+# KEYS[1] the key's sorted set; ARGV: now, cutoff (= now - window), a unique
+# member, the window in milliseconds. Events after the cutoff count (ZCARD
+# after the trim), this one included.
+HIT_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+local count = redis.call('ZCARD', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return count
+"""
+
+# KEYS[1] the sender's hash, KEYS[2] the index set; ARGV: sender, now, then
+# the new reasons. Returns {releases, reasons as a JSON list}. cjson encodes
+# an empty table as {}, so an empty list is written as the literal [].
+RELEASE_SCRIPT = """
+local releases = redis.call('HINCRBY', KEYS[1], 'releases', 1)
+local stored = redis.call('HGET', KEYS[1], 'reasons')
+local reasons, seen = {}, {}
+if stored then
+  for _, reason in ipairs(cjson.decode(stored)) do
+    if not seen[reason] then seen[reason] = true; table.insert(reasons, reason) end
+  end
+end
+for i = 3, #ARGV do
+  local reason = ARGV[i]
+  if reason ~= '' and not seen[reason] then seen[reason] = true; table.insert(reasons, reason) end
+end
+local encoded = '[]'
+if #reasons > 0 then encoded = cjson.encode(reasons) end
+redis.call('HSET', KEYS[1], 'last_release', ARGV[2], 'reasons', encoded)
+redis.call('SADD', KEYS[2], ARGV[1])
+return {releases, encoded}
+"""
+
+
+class RedisStore:
+    """A StateStore on a Redis server; safe for many threads, processes and hosts."""
+
+    def __init__(self, url: str, key_prefix: str, timeout: float) -> None:
+        self.prefix = key_prefix
+        self.timeout = timeout
+        try:
+            self._client: redis.Redis = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                # Retry(0): the policy's on_error decides what an outage means;
+                # retrying here would only multiply the time a session waits.
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
+            )
+        except ValueError as exc:
+            raise StateError(f"redis URL {_redact(url)}: {exc}") from exc
+        params = self._client.connection_pool.connection_kwargs
+        self.location = (
+            f"unix:{params['path']}" if "path" in params else f"{params['host']}:{params['port']}"
+        )
+        self._hit = self._client.register_script(HIT_SCRIPT)
+        self._release = self._client.register_script(RELEASE_SCRIPT)
+
+    # ---- counting ---------------------------------------------------------
+
+    def hit(self, key: str, now: float, window: float) -> int:
+        """Record one event for `key` at `now`; the events in its window, this one included."""
+        window_ms = max(1, math.ceil(window * 1000))
+        member = f"{now!r}:{uuid.uuid4().hex}"  # unique: two hits at one instant both count
+        args: list[str | int] = [repr(now), repr(now - window), member, window_ms]
+        with self._errors():
+            count = self._hit(keys=[self._rate_key(key)], args=args)
+        return int(count)
+
+    def count(self, key: str, now: float, window: float) -> int:
+        """The events for `key` after ``now - window``, recording nothing."""
+        with self._errors():
+            count = self._client.zcount(self._rate_key(key), f"({now - window!r}", "+inf")
+        return int(count)
+
+    # ---- reputation -------------------------------------------------------
+
+    def add_release(self, sender: str, reasons: tuple[str, ...], now: float) -> Reputation:
+        """Count one release of mail from `sender`; its reputation afterwards."""
+        address = normalize_sender(sender)
+        if not address:
+            return unlearned(now)
+        with self._errors():
+            releases, encoded = self._release(
+                keys=[self._rep_key(address), self._index_key()],
+                args=[address, repr(now), *reasons],
+            )
+        return Reputation(address, int(releases), now, merge_reasons(json.loads(encoded), ()))
+
+    def reputation(self, sender: str) -> Reputation | None:
+        """What is known about `sender`, or None."""
+        address = normalize_sender(sender)
+        with self._errors():
+            fields = self._client.hgetall(self._rep_key(address))
+        return _reputation(address, {str(name): str(value) for name, value in fields.items()})
+
+    def reputations(self) -> list[Reputation]:
+        """Every sender with a reputation, most releases first."""
+        with self._errors():
+            senders = sorted(str(sender) for sender in self._client.smembers(self._index_key()))
+            pipe = self._client.pipeline(transaction=False)
+            for sender in senders:
+                pipe.hgetall(self._rep_key(sender))
+            hashes: list[dict[str, str]] = pipe.execute()
+        found = [_reputation(*pair) for pair in zip(senders, hashes, strict=True)]
+        return rank(rep for rep in found if rep is not None)
+
+    def forget(self, sender: str) -> bool:
+        """Drop what was learned about `sender`; True if there was anything."""
+        address = normalize_sender(sender)
+        with self._errors():
+            pipe = self._client.pipeline(transaction=True)  # MULTI: hash and index together
+            pipe.delete(self._rep_key(address))
+            pipe.srem(self._index_key(), address)
+            deleted, _ = pipe.execute()
+        return int(deleted) > 0
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        with contextlib.suppress(redis.RedisError, OSError):
+            self._client.close()
+
+    # ---- keys and errors ----------------------------------------------------
+
+    def _rate_key(self, key: str) -> str:
+        return f"{self.prefix}rate:{key}"
+
+    def _rep_key(self, address: str) -> str:
+        return f"{self.prefix}rep:{address}"
+
+    def _index_key(self) -> str:
+        return f"{self.prefix}reps"
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn redis and OS errors into a one-line StateError naming the server."""
+        try:
+            yield
+        except redis.TimeoutError as exc:
+            raise StateError(f"redis {self.location}: timed out after {self.timeout:g} s") from exc
+        except (redis.RedisError, OSError) as exc:
+            raise StateError(f"redis {self.location}: {_describe(exc)}") from exc
+
+
+def _reputation(address: str, fields: dict[str, str]) -> Reputation | None:
+    """A Reputation from its hash; None for a hash that is not there (or half written)."""
+    if not fields or "releases" not in fields:
+        return None
+    return Reputation(
+        sender=address,
+        releases=int(fields["releases"]),
+        last_release=float(fields.get("last_release", 0.0)),
+        reasons=tuple(json.loads(fields.get("reasons", "[]"))),
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """The OS's words for a socket error ("connection refused"), else the first line."""
+    for cause in (exc, exc.__cause__, exc.__context__):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[0].lower() + cause.strerror[1:]
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _redact(url: str) -> str:
+    """`url` without its password, fit for a log line."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ''}***@{host}"

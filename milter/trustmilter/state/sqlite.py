@@ -1,0 +1,297 @@
+"""The embedded state store: one SQLite file shared by the trustmilter processes of a host.
+
+`SqliteStore(path, timeout)` opens (and if need be creates) the database:
+its directory 0700 if missing, the file 0600 (SQLite gives its -wal and
+-shm files the same mode), WAL journal so readers never wait for the
+writer. Each `hit` is one ``BEGIN IMMEDIATE`` transaction — drop this
+key's events older than the window, insert the event, count the key's
+events in the window — so concurrent hits from threads and processes are
+serialised by SQLite's write lock and each sees exactly the events
+committed before it. Every `SWEEP_EVERY` hits a connection also deletes a
+batch of expired events of any key, so keys nobody hits again do not
+stay forever. Semantics as in `memory.py`.
+
+Connections: sqlite3 connections must not be used by two threads at
+once, and pymilter starts a thread per SMTP connection, so connections
+are lent from a small pool (one per concurrently busy thread, at most
+`POOL_IDLE` kept idle) rather than tied to threads that come and go.
+
+What it does not do: share state between hosts (that is Redis), or fsync
+every hit (``synchronous=NORMAL``: with WAL a power loss may forget the
+last moments of counts, never corrupt the file).
+
+DIAGNOSTICS: every failure — the file cannot be created or opened, the
+write lock is held longer than `timeout` (SQLite's busy timeout), a disk
+or I/O error — raises `StateError` with one line:
+``sqlite /var/lib/trustmilter/state.sqlite3: database is locked``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from trustmilter.state.base import Reputation, StateError
+from trustmilter.state.memory import merge_reasons, normalize_sender, rank, unlearned
+
+T = TypeVar("T")
+
+SWEEP_EVERY = 256  # hits per connection between sweeps of other keys' expired events
+SWEEP_BATCH = 1000  # rows one sweep deletes at most, so a hit never stalls on a big backlog
+POOL_IDLE = 8  # idle connections kept for reuse
+
+SCHEMA_TABLES = ("events", "reputation")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    key TEXT NOT NULL,
+    at REAL NOT NULL,       -- epoch seconds of the event
+    expires REAL NOT NULL   -- at + window: when no window can count it any more
+);
+CREATE INDEX IF NOT EXISTS events_key_at ON events (key, at);
+CREATE INDEX IF NOT EXISTS events_expires ON events (expires);
+CREATE TABLE IF NOT EXISTS reputation (
+    sender TEXT PRIMARY KEY,  -- lower-case address
+    releases INTEGER NOT NULL,
+    last_release REAL NOT NULL,
+    reasons TEXT NOT NULL     -- JSON list, deduplicated, in the order first seen
+);
+"""
+
+
+class SqliteStore:
+    """A StateStore in one SQLite file; safe for many threads and processes."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+        self._hits = 0
+        with self._errors():
+            _create_private_file(self.path)
+            with self._connection() as db:
+                _prepare(db)
+
+    # ---- counting ---------------------------------------------------------
+
+    def hit(self, key: str, now: float, window: float) -> int:
+        """Record one event for `key` at `now`; the events in its window, this one included."""
+        cutoff = now - window
+        with self._lock:
+            self._hits += 1
+            sweep = self._hits % SWEEP_EVERY == 0
+
+        def run(db: sqlite3.Connection) -> int:
+            with _immediate(db):
+                db.execute("DELETE FROM events WHERE key = ? AND at <= ?", (key, cutoff))
+                db.execute("INSERT INTO events VALUES (?, ?, ?)", (key, now, now + window))
+                (count,) = db.execute(
+                    "SELECT COUNT(*) FROM events WHERE key = ? AND at > ?", (key, cutoff)
+                ).fetchone()
+                if sweep:
+                    db.execute(
+                        "DELETE FROM events WHERE rowid IN"
+                        " (SELECT rowid FROM events WHERE expires <= ? LIMIT ?)",
+                        (now, SWEEP_BATCH),
+                    )
+            return int(count)
+
+        return self._run(run)
+
+    def count(self, key: str, now: float, window: float) -> int:
+        """The events for `key` after ``now - window``, recording nothing."""
+
+        def run(db: sqlite3.Connection) -> int:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM events WHERE key = ? AND at > ?", (key, now - window)
+            ).fetchone()
+            return int(count)
+
+        return self._run(run)
+
+    # ---- reputation -------------------------------------------------------
+
+    def add_release(self, sender: str, reasons: tuple[str, ...], now: float) -> Reputation:
+        """Count one release of mail from `sender`; its reputation afterwards."""
+        address = normalize_sender(sender)
+        if not address:
+            return unlearned(now)
+
+        def run(db: sqlite3.Connection) -> Reputation:
+            with _immediate(db):
+                old = _reputation(db, address)
+                new = Reputation(
+                    sender=address,
+                    releases=(old.releases if old else 0) + 1,
+                    last_release=now,
+                    reasons=merge_reasons(old.reasons if old else (), reasons),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO reputation VALUES (?, ?, ?, ?)",
+                    (address, new.releases, now, json.dumps(list(new.reasons))),
+                )
+            return new
+
+        return self._run(run)
+
+    def reputation(self, sender: str) -> Reputation | None:
+        """What is known about `sender`, or None."""
+        address = normalize_sender(sender)
+        return self._run(lambda db: _reputation(db, address))
+
+    def reputations(self) -> list[Reputation]:
+        """Every sender with a reputation, most releases first."""
+
+        def run(db: sqlite3.Connection) -> list[Reputation]:
+            rows = db.execute("SELECT sender, releases, last_release, reasons FROM reputation")
+            return rank(_row_reputation(row) for row in rows)
+
+        return self._run(run)
+
+    def forget(self, sender: str) -> bool:
+        """Drop what was learned about `sender`; True if there was anything."""
+        address = normalize_sender(sender)
+
+        def run(db: sqlite3.Connection) -> bool:
+            with _immediate(db):
+                deleted = db.execute("DELETE FROM reputation WHERE sender = ?", (address,))
+            return deleted.rowcount > 0
+
+        return self._run(run)
+
+    def close(self) -> None:
+        """Close the idle connections; busy ones close when they come back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()
+
+    # ---- connections and errors --------------------------------------------
+
+    def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """`operation` on a pooled connection, every failure as StateError."""
+        with self._errors(), self._connection() as db:
+            return operation(db)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """Lend a connection; a connection that failed is closed, not reused."""
+        with self._lock:
+            if self._closed:
+                raise StateError(f"sqlite {self.path}: the store is closed")
+            db = self._idle.pop() if self._idle else None
+        if db is None:
+            db = self._connect()
+        try:
+            yield db
+        except BaseException:
+            db.close()
+            raise
+        with self._lock:
+            if not self._closed and len(self._idle) < POOL_IDLE:
+                self._idle.append(db)
+                return
+        db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A new connection: autocommit (we BEGIN ourselves), busy timeout = `timeout`."""
+        # check_same_thread=False: the pool hands a connection to one thread at
+        # a time, but not always the same thread.
+        db = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn sqlite3 and OS errors into a one-line StateError naming the file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            text = _first_line(exc)
+            if "locked" in text or "busy" in text:
+                text += f" (busy longer than {self.timeout:g} s)"
+            raise StateError(f"sqlite {self.path}: {text}") from exc
+        except OSError as exc:
+            raise StateError(f"sqlite {self.path}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction that takes the write lock at BEGIN, not at the first write.
+
+    Taking it up front is what makes a hit exact: with a deferred BEGIN two
+    connections could both read the count before either writes.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """WAL and the schema, each only if missing: another process may hold the
+    write lock right now, and a store that only reads the file needs neither."""
+    # WAL is a property of the file, set once; a file system that cannot do
+    # it keeps the rollback journal, which is slower but just as correct.
+    if db.execute("PRAGMA journal_mode").fetchone() != ("wal",):
+        db.execute("PRAGMA journal_mode=WAL")
+    (tables,) = db.execute(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+        SCHEMA_TABLES,
+    ).fetchone()
+    if tables == len(SCHEMA_TABLES):
+        return
+    with _immediate(db):
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the directory (0700) and the empty database file (0600) if missing."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
+    with contextlib.suppress(FileExistsError):
+        # O_EXCL: if another process creates it first, its file is the one.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+
+def _reputation(db: sqlite3.Connection, address: str) -> Reputation | None:
+    row = db.execute(
+        "SELECT sender, releases, last_release, reasons FROM reputation WHERE sender = ?",
+        (address,),
+    ).fetchone()
+    return _row_reputation(row) if row else None
+
+
+def _row_reputation(row: tuple[str, int, float, str]) -> Reputation:
+    sender, releases, last_release, reasons = row
+    return Reputation(sender, int(releases), float(last_release), tuple(json.loads(reasons)))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

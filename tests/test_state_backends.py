@@ -1,0 +1,324 @@
+"""The state backends (memory, SQLite, a real Redis) pass the same tests.
+
+`state_config` / `state_store` (conftest.py) run each test once per backend.
+Times are explicit `now` values, so windows roll over without sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from trustmilter.state.base import Reputation, StateStore
+from trustmilter.state.config import StateConfig
+from trustmilter.state.memory import SWEEP_EVERY, MemoryStore
+from trustmilter.state.open import open_store
+from trustmilter.state.sqlite import SqliteStore
+
+HOUR = 3600.0
+T0 = 1_700_000_000.0  # 2023-11-14, an arbitrary fixed "now"
+THREADS = 40
+
+
+def at_once(count: int, task: Callable[[int], int]) -> list[int]:
+    """Run `task(i)` for i in range(count) on `count` threads released together."""
+    barrier = threading.Barrier(count, timeout=10)
+    results: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            value = task(i)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a hit hung"
+    assert not errors, errors
+    return results
+
+
+# ---- counting ----------------------------------------------------------------
+
+
+def test_counts_within_the_window(state_store: StateStore) -> None:
+    assert [state_store.hit("s", T0 + i, HOUR) for i in range(5)] == [1, 2, 3, 4, 5]
+    assert state_store.count("s", T0 + 4, HOUR) == 5
+    # Events at T0 and T0+1 are an hour old (or more) at T0+HOUR+1: outside.
+    assert state_store.count("s", T0 + HOUR + 1, HOUR) == 3
+
+
+def test_the_hour_rolls_over(state_store: StateStore) -> None:
+    for i in range(45):
+        state_store.hit("loop", T0 + i, HOUR)
+    assert state_store.count("loop", T0 + 44, HOUR) == 45
+    # The window is (now - window, now]: the event at exactly T0 has left it.
+    assert state_store.hit("loop", T0 + HOUR, HOUR) == 45
+    assert state_store.hit("loop", T0 + HOUR + 44.5, HOUR) == 2  # T0+HOUR and this one
+    assert state_store.count("loop", T0 + 3 * HOUR, HOUR) == 0
+    assert state_store.hit("loop", T0 + 3 * HOUR, HOUR) == 1
+
+
+def test_a_shorter_window_counts_fewer(state_store: StateStore) -> None:
+    for i in range(10):
+        state_store.hit("k", T0 + i * 60, 10 * HOUR)
+    assert state_store.count("k", T0 + 540, 10 * HOUR) == 10
+    assert state_store.count("k", T0 + 540, 300) == 5  # events at 300..540 s are newer than 240 s
+
+
+def test_count_records_nothing(state_store: StateStore) -> None:
+    assert state_store.count("k", T0, HOUR) == 0
+    assert state_store.count("k", T0, HOUR) == 0
+    assert state_store.hit("k", T0, HOUR) == 1
+
+
+def test_keys_are_counted_apart(state_store: StateStore) -> None:
+    keys = ["alice@example.com", "alice@example.com|support@example.org", "bob@example.net", "a"]
+    for n, key in enumerate(keys, start=1):
+        for _ in range(n):
+            state_store.hit(key, T0, HOUR)
+    assert [state_store.count(key, T0, HOUR) for key in keys] == [1, 2, 3, 4]
+    assert state_store.count("alice@example.co", T0, HOUR) == 0
+
+
+def test_hits_at_the_same_instant_all_count(state_store: StateStore) -> None:
+    assert [state_store.hit("k", T0, HOUR) for _ in range(3)] == [1, 2, 3]
+
+
+def test_forty_concurrent_hits_get_1_to_40_once_each(state_store: StateStore) -> None:
+    results = at_once(THREADS, lambda i: state_store.hit("burst", T0, HOUR))
+    assert sorted(results) == list(range(1, THREADS + 1))
+    assert state_store.count("burst", T0, HOUR) == THREADS
+
+
+@pytest.mark.parametrize("state_config", ["sqlite", "redis"], indirect=True)
+def test_several_clients_count_exactly(state_config: StateConfig) -> None:
+    """Four stores (SQLite pools, Redis clients) on one backend, ten threads each."""
+    stores = [open_store(state_config) for _ in range(4)]
+    try:
+        results = at_once(THREADS, lambda i: stores[i % 4].hit("shared", T0, HOUR))
+    finally:
+        for store in stores:
+            store.close()
+    assert sorted(results) == list(range(1, THREADS + 1))
+
+
+# Each child opens the store (all at once, on a file none created yet),
+# says it is ready, waits for the go file, then hits from ten threads at once.
+CHILD = """
+import json, sys, threading, time
+from pathlib import Path
+from trustmilter.state.sqlite import SqliteStore
+db, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+store = SqliteStore(db, 10.0)
+ready.touch()
+deadline = time.monotonic() + 20
+while not go.exists():
+    if time.monotonic() > deadline:
+        sys.exit("no go file")
+    time.sleep(0.001)
+results = []
+def hit():
+    results.append(store.hit("shared", 1700000000.0, 3600.0))
+threads = [threading.Thread(target=hit) for _ in range(10)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(timeout=20)
+print(json.dumps(results))
+"""
+
+
+def test_sqlite_counts_exactly_across_four_processes(tmp_path: Path) -> None:
+    db, go = tmp_path / "state" / "state.sqlite3", tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(4)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(db), str(flag), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for flag in ready
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while not all(flag.exists() for flag in ready):
+            assert all(child.poll() is None for child in children), "a child died opening the db"
+            assert time.monotonic() < deadline, "the children did not get ready"
+            time.sleep(0.01)
+        go.touch()
+        outputs = [child.communicate(timeout=30) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
+    assert [child.returncode for child in children] == [0, 0, 0, 0], outputs
+    results = [n for out, _ in outputs for n in json.loads(out)]
+    assert sorted(results) == list(range(1, 41))
+
+
+# ---- reputation ------------------------------------------------------------------
+
+
+def test_a_release_is_learned(state_store: StateStore) -> None:
+    assert state_store.reputation("alice@example.com") is None
+    first = state_store.add_release("alice@example.com", ("bulk.list_id", "bulk.precedence"), T0)
+    assert first == Reputation("alice@example.com", 1, T0, ("bulk.list_id", "bulk.precedence"))
+    second = state_store.add_release(
+        "alice@example.com", ("bulk.precedence", "noreply.sender", "bulk.list_id"), T0 + 60
+    )
+    expected = Reputation(
+        "alice@example.com", 2, T0 + 60, ("bulk.list_id", "bulk.precedence", "noreply.sender")
+    )
+    assert second == expected
+    assert state_store.reputation("alice@example.com") == expected
+
+
+def test_reputations_are_listed_most_releases_first(state_store: StateStore) -> None:
+    for sender, releases in [("a@example.com", 1), ("b@example.net", 3), ("c@example.org", 2)]:
+        for i in range(releases):
+            state_store.add_release(sender, ("r",), T0 + i)
+    listed = state_store.reputations()
+    assert [(rep.sender, rep.releases) for rep in listed] == [
+        ("b@example.net", 3),
+        ("c@example.org", 2),
+        ("a@example.com", 1),
+    ]
+    assert listed[0] == Reputation("b@example.net", 3, T0 + 2, ("r",))
+
+
+def test_forget_undoes_what_was_learned(state_store: StateStore) -> None:
+    state_store.add_release("alice@example.com", ("r",), T0)
+    state_store.add_release("bob@example.com", ("r",), T0)
+    assert state_store.forget("alice@example.com") is True
+    assert state_store.reputation("alice@example.com") is None
+    assert state_store.forget("alice@example.com") is False
+    assert [rep.sender for rep in state_store.reputations()] == ["bob@example.com"]
+    # Learning starts again from nothing.
+    assert state_store.add_release("alice@example.com", (), T0 + 1).releases == 1
+
+
+def test_addresses_are_case_insensitive(state_store: StateStore) -> None:
+    state_store.add_release("Alice@Example.COM", ("r1",), T0)
+    rep = state_store.add_release("alice@example.com", ("r2",), T0 + 1)
+    assert rep == Reputation("alice@example.com", 2, T0 + 1, ("r1", "r2"))
+    assert state_store.reputation("ALICE@EXAMPLE.com") == rep
+    assert [r.sender for r in state_store.reputations()] == ["alice@example.com"]
+    assert state_store.forget("ALICE@example.COM") is True
+    assert state_store.reputations() == []
+
+
+def test_the_null_sender_is_never_stored(state_store: StateStore) -> None:
+    assert state_store.add_release("", ("bounce.dsn",), T0).releases == 0
+    assert state_store.reputation("") is None
+    assert state_store.reputations() == []
+
+
+@pytest.mark.parametrize("state_config", ["sqlite", "redis"], indirect=True)
+def test_what_is_stored_survives_reopening(state_config: StateConfig) -> None:
+    store = open_store(state_config)
+    store.hit("k", T0, HOUR)
+    store.add_release("alice@example.com", ("r",), T0)
+    store.close()
+    store = open_store(state_config)
+    try:
+        assert store.hit("k", T0 + 1, HOUR) == 2
+        assert store.reputation("alice@example.com") == Reputation(
+            "alice@example.com", 1, T0, ("r",)
+        )
+    finally:
+        store.close()
+
+
+# ---- backend specifics -------------------------------------------------------------
+
+
+def test_sqlite_creates_a_private_directory_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "state.sqlite3"
+    SqliteStore(path, 1.0).close()
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_sqlite_drops_expired_events(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = SqliteStore(path, 1.0)
+    try:
+        for i in range(100):
+            store.hit(f"old{i}", T0, 60)  # keys nobody hits again
+        for i in range(300):
+            store.hit("hot", T0 + 120 + i, 60)
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        rows = dict(db.execute("SELECT key = 'hot', COUNT(*) FROM events GROUP BY key = 'hot'"))
+    assert rows.get(1) == 60  # the hot key keeps one window of events
+    assert rows.get(0) is None  # the sweep removed the old keys
+
+
+def test_memory_drops_keys_whose_window_passed() -> None:
+    store = MemoryStore()
+    for i in range(SWEEP_EVERY):
+        store.hit(f"old{i}", T0, 60)
+    for i in range(SWEEP_EVERY):
+        store.hit("hot", T0 + 120 + i * 0.01, 60)
+    assert set(store._windows) == {"hot"}  # white-box: the dict is what must stay bounded
+
+
+@pytest.mark.parametrize("state_config", ["redis"], indirect=True)
+def test_redis_keys_carry_the_prefix_and_expire(
+    state_config: StateConfig, state_store: StateStore
+) -> None:
+    import redis
+
+    state_store.hit("k", T0, 90)
+    state_store.add_release("alice@example.com", ("r",), T0)
+    client = redis.Redis.from_url(state_config.redis_url, decode_responses=True)
+    try:
+        keys = set(client.scan_iter(match=f"{state_config.key_prefix}*"))
+        prefix = state_config.key_prefix
+        assert keys == {f"{prefix}rate:k", f"{prefix}rep:alice@example.com", f"{prefix}reps"}
+        assert 0 < client.pttl(f"{prefix}rate:k") <= 90_000
+        assert client.pttl(f"{prefix}rep:alice@example.com") == -1  # learned until forgotten
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("state_config", ["redis"], indirect=True)
+def test_redis_reloads_a_script_it_forgot(
+    state_config: StateConfig, state_store: StateStore
+) -> None:
+    """EVALSHA falls back to loading the script (a restarted or flushed server)."""
+    import redis
+
+    assert state_store.hit("k", T0, HOUR) == 1
+    client = redis.Redis.from_url(state_config.redis_url)
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    assert state_store.hit("k", T0, HOUR) == 2
