@@ -132,7 +132,8 @@ def test_unknown_key_lists_the_known_ones() -> None:
         """
     ) == (
         "policy.yaml:6: checks.spff: unknown key; expected one of: "
-        "arc, dkim, dmarc, dnsbl, headers, helo, iprev, names, spf, uribl"
+        "arc, automation, dkim, dmarc, dnsbl, headers, helo, iprev, loops, names, rate, "
+        "reputation, spf, uribl"
     )
 
 
@@ -489,3 +490,15 @@ def test_control_characters_are_a_one_line_error() -> None:
     assert error("dns:\n  timeout: 1\nauthserv_id: 'a\x01'\n") == (
         "policy.yaml:3: YAML error: a non-printable character"
     )
+
+
+def test_every_finding_belongs_to_a_result_by_its_prefix() -> None:
+    """The daemon decides early only if it knows which signals a later check may add."""
+    from trustmilter.signals import FINDINGS, RESULT_NAMES, signal_prefixes
+
+    for finding in FINDINGS:
+        assert any(
+            finding.startswith(prefix)
+            for result in RESULT_NAMES
+            for prefix in signal_prefixes(result)[1:]
+        ), finding

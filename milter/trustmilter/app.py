@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trustmilter.checks import all_check_names, build_checks
 from trustmilter.domains import DomainTools
@@ -49,13 +49,17 @@ class App:
     ) -> App:
         """Build every service the policy asks for; raises StartupError if one cannot run."""
         install_spf_hook()  # pyspf's DNS seam is a process global: set it once, here.
+        authserv_id = policy.authserv_id or socket.getfqdn()
+        # Our loop marker carries our authserv-id unless the policy names another.
+        loops = policy.checks.loops.with_marker_id(authserv_id)
+        policy = replace(policy, checks=replace(policy.checks, loops=loops))
         return cls(
             policy=policy,
             dns=resolver if resolver is not None else build_resolver(policy.dns),
             domains=DomainTools(),
             pipeline=Pipeline.build(build_checks(policy.checks), all_check_names()),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
-            authserv_id=policy.authserv_id or socket.getfqdn(),
+            authserv_id=authserv_id,
             state=state,
             clock=clock,
         )

@@ -34,6 +34,13 @@ RESULT_NAMES: tuple[str, ...] = (
     "uribl",
     "names",
     "headers",
+    # Loops, automation, rate tiers, learned reputation (SEED-RULES §5, §7). The
+    # result names differ from their finding prefixes (loop., auto.), so a rule
+    # naming "loop.*" or "auto.*" matches findings only, never "loops.pass".
+    "loops",
+    "automation",
+    "rate",
+    "reputation",
 )
 
 # Finding name -> what it means. The text is for documentation and `policy show`.
@@ -95,12 +102,45 @@ FINDINGS: dict[str, str] = {
     "headers.nul_bytes": "the message contains NUL bytes",
     "headers.line_too_long": "a line is longer than 998 characters",
     "headers.8bit_unencoded": "a header contains raw 8-bit bytes",
+    # Mail loops (SEED-RULES §5; RFC 5321 §6.3)
+    "loop.support_sender": "MAIL FROM or From is one of our own support addresses",
+    "loop.support_to_support": "a support address receives mail from another support address",
+    "loop.too_many_received": "more Received headers than checks.loops.max_received",
+    "loop.marker_seen": "our own loop marker header is already present: the mail came back",
+    # Automated mail (SEED-RULES §5, §7; RFC 3834, RFC 3464, RFC 2369, RFC 2919)
+    "auto.noreply_sender": "the sender's local part is no-reply style (noreply, mailer-daemon...)",
+    "auto.bulk": "bulk or list mail (Precedence bulk/junk/list, List-Id, List-Unsubscribe)",
+    "auto.machine_generated": "machine-generated (Auto-Submitted other than no, X-Autoreply...)",
+    "auto.bounce": "a bounce: the null sender, or a multipart/report delivery-status report",
+    # Rate tiers per rolling window (SEED-RULES §5: 20 pass, 20 held, then rejected)
+    "rate.tier.quarantine": "more messages in the window than rate.quarantine_after",
+    "rate.tier.reject": "more messages in the window than rate.reject_after",
+    "rate.state_unavailable": "the state backend failed, so the messages could not be counted",
+    # Learned reputation (SEED-RULES §7: releasing teaches the filter)
+    "reputation.learned": "mail from this sender was released from quarantine often enough",
 }
 
 # Signals every policy may name: each result's outcomes plus the findings.
 KNOWN_SIGNALS: frozenset[str] = frozenset(
     {f"{name}.{outcome.value}" for name in RESULT_NAMES for outcome in Outcome} | set(FINDINGS)
 )
+
+# Findings named other than after their result (``loops`` reports ``loop.*``).
+_FINDING_PREFIXES: dict[str, tuple[str, ...]] = {
+    "loops": ("loop.",),
+    "automation": ("auto.",),
+}
+
+
+def signal_prefixes(result: str) -> tuple[str, ...]:
+    """Prefixes of every signal a result of this name may carry: outcomes and findings.
+
+    The daemon uses this to know which signals can still appear once some
+    checks have run (a verdict is final only if nothing later can undo it).
+    """
+    findings = _FINDING_PREFIXES.get(result, (f"{result.split('.')[0]}.",))
+    return (f"{result}.", *findings)
+
 
 UPSTREAM_PREFIX = "upstream."
 # upstream.<RFC 8601 method keyword>.<outcome>

@@ -12,7 +12,22 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from trustmilter.checks import arc, dkim, dmarc, dnsbl, headers, helo, iprev, names, spf, uribl
+from trustmilter.checks import (
+    arc,
+    automation,
+    dkim,
+    dmarc,
+    dnsbl,
+    headers,
+    helo,
+    iprev,
+    loops,
+    names,
+    rate,
+    reputation,
+    spf,
+    uribl,
+)
 
 if TYPE_CHECKING:
     from trustmilter.checks.base import Check
@@ -29,6 +44,11 @@ SECTIONS: dict[str, ModuleType] = {
     "arc": arc,
     "dmarc": dmarc,
     "uribl": uribl,
+    # Loops, automation, rate tiers and learned reputation (SEED-RULES §5, §7).
+    "loops": loops,
+    "automation": automation,
+    "rate": rate,
+    "reputation": reputation,
 }
 
 

@@ -36,6 +36,7 @@ from trustmilter.evaluation import Evaluation, decide, run_checks
 from trustmilter.model import Connection, Envelope, Facts, IPAddress, Message
 from trustmilter.pipeline import result_name
 from trustmilter.results import CheckResult, Outcome, Results
+from trustmilter.signals import UPSTREAM_PREFIX, signal_prefixes
 from trustmilter.verdict import Action, Reply, Verdict
 
 verdict_log = logging.getLogger("trustmilter.verdict")
@@ -412,11 +413,17 @@ def _final(app: App, verdict: Verdict, done: Iterable[Stage]) -> bool:
 
     Signals only accumulate, so a matched rule stays matched unless one of
     its `unless` signals could still appear: we look at which checks have
-    not run yet (and at upstream A-R, read at end of message).
+    not run yet (and at upstream A-R, read at end of message). Scores are
+    never final (a later signal may score negative), only forced actions.
     """
     done = set(done)
-    later = {result_name(c).split(".")[0] + "." for c in app.pipeline.checks if c.stage not in done}
-    later.add("upstream.")
+    later = {
+        prefix
+        for check in app.pipeline.checks
+        if check.stage not in done
+        for prefix in signal_prefixes(result_name(check))
+    }
+    later.add(UPSTREAM_PREFIX)
     rules = {rule.name: rule for rule in app.policy.rules}
     for hit in verdict.hits:
         if hit.shadow or hit.action not in (Action.REJECT, Action.TEMPFAIL):

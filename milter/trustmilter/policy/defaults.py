@@ -70,12 +70,21 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
         "headers.nul_bytes": 3.0,
         "headers.line_too_long": 1.0,
         "headers.8bit_unencoded": 1.0,
+        # Learned reputation (SEED-RULES §7): cancels the points that would
+        # re-quarantine a sender whose held mail was released often enough.
+        "reputation.learned": -10.0,
     }
 )
 
 # Gateways we trust may already have decided; so may a trusted ARC sealer.
 _VOUCHED_DMARC = ("arc.trusted_pass", "upstream.dmarc.pass")
 _DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
+# SEED-RULES §7: releasing held mail teaches the filter; such a sender is
+# exempt from the quarantine rules below, never from a reject rule.
+_LEARNED = "reputation.learned"
+_LOOP = "Mail loop refused: a support address never sends to us"
+# RFC 3463 X.4.6: routing loop detected.
+_ROUTING_LOOP = "Routing loop detected"
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
@@ -96,14 +105,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         name="dmarc-quarantine",
         when=("dmarc.fail", "dmarc.policy.quarantine"),
-        unless=_VOUCHED_DMARC,
+        unless=(*_VOUCHED_DMARC, _LEARNED),
         action=Action.QUARANTINE,
         reason="RFC 7489 §6.3 p=quarantine, honoured as the domain owner asks",
     ),
     Rule(
         name="spf-fail-unaligned",
         when=("spf.mailfrom.fail",),
-        unless=("dmarc.dkim_aligned", *_VOUCHED_DMARC, "upstream.spf.pass"),
+        unless=("dmarc.dkim_aligned", *_VOUCHED_DMARC, "upstream.spf.pass", _LEARNED),
         action=Action.QUARANTINE,
         reason="SEED-RULES §3: failed SPF not rescued by an aligned DKIM signature",
     ),
@@ -127,5 +136,84 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         action=Action.TEMPFAIL,
         reply=ReplyConfig(451, "4.4.3", _DNS_RETRY),
         reason="RFC 7208 §8.6: SPF temperror, reply 451 4.4.3; moot once DMARC passed",
+    ),
+    # --- Mail loops (SEED-RULES §5) ---
+    Rule(
+        name="loop-support-sender",
+        when=("loop.support_sender",),
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.7.1", _LOOP),
+        reason="SEED-RULES §5: a support address is never a user address",
+    ),
+    Rule(
+        name="loop-support-to-support",
+        when=("loop.support_to_support",),
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.7.1", "Mail loop refused: support address to support address"),
+        reason="SEED-RULES §5: two support addresses would answer each other for ever",
+    ),
+    Rule(
+        name="loop-too-many-hops",
+        when=("loop.too_many_received",),
+        action=Action.REJECT,
+        reply=ReplyConfig(554, "5.4.6", _ROUTING_LOOP + ": too many hops"),
+        reason="RFC 5321 §6.3 hop count; RFC 3463 5.4.6 routing loop detected",
+    ),
+    Rule(
+        name="loop-marker-seen",
+        when=("loop.marker_seen",),
+        action=Action.REJECT,
+        reply=ReplyConfig(554, "5.4.6", _ROUTING_LOOP + ": this message was here before"),
+        reason="our own loop marker came back; RFC 3463 5.4.6 routing loop detected",
+    ),
+    # --- Rate tiers (SEED-RULES §5: 20 pass, the next 20 held, beyond 40 refused) ---
+    Rule(
+        name="rate-reject",
+        when=("rate.tier.reject",),
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.7.1", "Too many messages from this sender in the last hour"),
+        reason="SEED-RULES §5: beyond 40 in the hour, rejected outright",
+    ),
+    Rule(
+        name="rate-quarantine",
+        when=("rate.tier.quarantine",),
+        action=Action.QUARANTINE,
+        reason="SEED-RULES §5: messages 21 to 40 in the hour are suspended",
+    ),
+    Rule(
+        name="rate-state-unavailable",
+        when=("rate.state_unavailable",),
+        action=Action.TEMPFAIL,
+        reply=ReplyConfig(451, "4.3.0", "Temporary local problem, please try again later"),
+        reason="the rate store is down (state.on_error: tempfail); RFC 3463 4.3.0",
+    ),
+    # --- Automated mail (SEED-RULES §5, §7: no ticket, suspended) ---
+    Rule(
+        name="auto-noreply",
+        when=("auto.noreply_sender",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="SEED-RULES §5: no-reply senders create no ticket",
+    ),
+    Rule(
+        name="auto-bulk",
+        when=("auto.bulk",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="SEED-RULES §5: bulk mail creates no ticket by default",
+    ),
+    Rule(
+        name="auto-machine-generated",
+        when=("auto.machine_generated",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
+    ),
+    Rule(
+        name="auto-bounce",
+        when=("auto.bounce",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="SEED-RULES §6: bounces from outside belong in the suspended queue",
     ),
 )

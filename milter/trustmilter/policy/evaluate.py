@@ -120,7 +120,10 @@ def evaluate(policy: Policy, results: Results) -> Verdict:
         score=score,
         reasons=tuple(sorted(reasons)),
         hits=tuple(hits),
-        headers=_headers(policy, action, score, reasons, deciding, shadow),
+        headers=(
+            *_headers(policy, action, score, reasons, deciding, shadow),
+            *_auto_suppress(policy, action, signals),
+        ),
         quarantine_reason=_quarantine_reason(policy, action, score, deciding),
     )
 
@@ -140,6 +143,27 @@ def _quarantine_reason(policy: Policy, action: Action, score: float, deciding: l
     if deciding:
         return f"{base} (rule {', '.join(r.name for r in deciding)})"
     return f"{base} (score {score:g} >= {policy.thresholds.quarantine:g})"
+
+
+def _auto_suppress(
+    policy: Policy, action: Action, signals: frozenset[str]
+) -> tuple[tuple[str, str], ...]:
+    """RFC 3834 fields (and our loop marker) for delivered automated or looping mail.
+
+    Held mail gets them too: SEED-RULES §5 keeps notifications suppressed
+    when such a message is released from the suspended queue.
+    """
+    config = policy.headers
+    if action not in _DELIVERED or not any(
+        matches(pattern, signal) for pattern in config.auto_suppress_when for signal in signals
+    ):
+        return ()
+    added = list(config.auto_suppress_fields())
+    loops = policy.checks.loops
+    if loops.enabled and loops.add_marker and loops.marker_id:
+        # Marked, so that this mail coming back through us is a loop (loop.marker_seen).
+        added.append((loops.loop_header, loops.marker_id))
+    return tuple(added)
 
 
 def _headers(

@@ -20,13 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trustmilter.checks import arc as arc_check
+from trustmilter.checks import automation as automation_check
 from trustmilter.checks import dkim as dkim_check
 from trustmilter.checks import dmarc as dmarc_check
 from trustmilter.checks import dnsbl as dnsbl_check
 from trustmilter.checks import headers as headers_check
 from trustmilter.checks import helo as helo_check
 from trustmilter.checks import iprev as iprev_check
+from trustmilter.checks import loops as loops_check
 from trustmilter.checks import names as names_check
+from trustmilter.checks import rate as rate_check
+from trustmilter.checks import reputation as reputation_check
 from trustmilter.checks import spf as spf_check
 from trustmilter.checks import uribl as uribl_check
 from trustmilter.daemon.config import LoggingConfig, MetricsConfig, MilterConfig
@@ -34,7 +38,7 @@ from trustmilter.lookup.config import DnsConfig
 from trustmilter.policy.defaults import DEFAULT_RULES, DEFAULT_SCORES
 from trustmilter.policy.errors import InvalidField
 from trustmilter.policy.rules import ReplyConfig, Rule, check_reply_class
-from trustmilter.signals import WILDCARD, is_known_signal, suggestion
+from trustmilter.signals import WILDCARD, is_known_pattern, is_known_signal, suggestion
 from trustmilter.state.config import StateConfig
 from trustmilter.verdict import Action
 
@@ -60,6 +64,10 @@ class ChecksConfig:
     arc: arc_check.Config = field(default_factory=arc_check.Config)
     dmarc: dmarc_check.Config = field(default_factory=dmarc_check.Config)
     uribl: uribl_check.Config = field(default_factory=uribl_check.Config)
+    loops: loops_check.Config = field(default_factory=loops_check.Config)
+    automation: automation_check.Config = field(default_factory=automation_check.Config)
+    rate: rate_check.Config = field(default_factory=rate_check.Config)
+    reputation: reputation_check.Config = field(default_factory=reputation_check.Config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +148,18 @@ class HeadersConfig:
     # Also mark quarantined mail, so whoever releases it sees why it was held.
     add_on_quarantine: bool = True
     add_shadow_header: bool = True
+    # Delivered mail (accepted, low trust, or held and later released) that
+    # carries any of these signals gets `auto_suppress_headers`, so help
+    # desks and autoresponders downstream do not answer it automatically
+    # (RFC 3834 §5; SEED-RULES §5: no notifications for bulk mail, also
+    # after release). Empty: never.
+    auto_suppress_when: tuple[str, ...] = ("auto.*", "loop.*", "rate.tier.*")
+    # "Name: value" fields. RFC 3834 §5: Auto-Submitted marks automated
+    # mail; Exchange and Outlook honour X-Auto-Response-Suppress.
+    auto_suppress_headers: tuple[str, ...] = (
+        "Auto-Submitted: auto-generated",
+        "X-Auto-Response-Suppress: All",
+    )
 
     def __post_init__(self) -> None:
         for key in ("trust_header", "shadow_header"):
@@ -149,6 +169,28 @@ class HeadersConfig:
                     "a header field name (printable ASCII, no ':' or space)",
                     getattr(self, key),
                 )
+        for index, pattern in enumerate(self.auto_suppress_when):
+            if not is_known_pattern(pattern):
+                close = suggestion(pattern)
+                hint = f" (did you mean {close!r}?)" if close else ""
+                raise InvalidField(
+                    ("auto_suppress_when", index), f"a known signal name{hint}", pattern
+                )
+        for index, text in enumerate(self.auto_suppress_headers):
+            name, colon, value = text.partition(":")
+            if not colon or _FIELD_NAME.match(name) is None or not value.strip() or (
+                _NO_CONTROLS.match(value) is None
+            ):
+                raise InvalidField(
+                    ("auto_suppress_headers", index),
+                    "a header field like 'Auto-Submitted: auto-generated'",
+                    text,
+                )
+
+    def auto_suppress_fields(self) -> tuple[tuple[str, str], ...]:
+        """`auto_suppress_headers` as (name, value) pairs."""
+        pairs = (text.partition(":") for text in self.auto_suppress_headers)
+        return tuple((name, value.strip()) for name, _, value in pairs)
 
 
 @dataclass(frozen=True, slots=True)

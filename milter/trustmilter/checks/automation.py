@@ -1,0 +1,242 @@
+"""Automated mail: no-reply senders, bulk and list mail, auto-replies, bounces.
+
+SEED-RULES §5 and §7: bulk mail and machine-generated mail create no
+ticket by default (they go to the suspended queue), and neither does mail
+from "no-reply" style addresses; bounces that come in from outside belong
+there too (§6). Answering any of them automatically is how loops start.
+Two checks, both reporting results named ``automation``:
+- `AutomationSenderCheck` (``automation.envelope``, at MAIL): the null
+  sender is a bounce (RFC 5321 §4.5.5) -> ``auto.bounce``; a no-reply
+  style envelope sender -> ``auto.noreply_sender``.
+- `AutomationMessageCheck` (``automation.message``, at end of message):
+  a no-reply style From (``auto.noreply_sender``); bulk or list mail
+  (``auto.bulk``: Precedence bulk/junk/list, List-Id (RFC 2919),
+  List-Unsubscribe (RFC 2369)); machine-generated mail
+  (``auto.machine_generated``: Auto-Submitted other than "no" (RFC 3834
+  §5), X-Autoreply, X-Autorespond, X-Auto-Response-Suppress, or a
+  multipart/report other than a delivery report); a delivery status
+  report (``auto.bounce``: multipart/report; report-type=delivery-status,
+  RFC 3464 §2, RFC 6522).
+
+Outcome fail with any finding, else pass; skipped before the message is
+known. The parsing functions below are pure and take plain values, so the
+policy rules can be tested without a milter. No DNS, no state; nothing
+raises for odd input (a malformed header simply does not match).
+"""
+
+from __future__ import annotations
+
+import email.message
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.headers import clip, parse_address_list
+from trustmilter.model import Message
+from trustmilter.policy.errors import InvalidField
+from trustmilter.results import CheckResult, Finding, Outcome
+
+RESULT = "automation"
+
+# Local parts of no-reply style senders (SEED-RULES §5). Matched as a whole
+# word of the local part, so "noreply", "no-reply+4711", "info.noreply",
+# "do_not_reply" and "MAILER-DAEMON" match, "snoreplyx" does not.
+_SEP = r"[-_.]?"
+BUILT_IN_NOREPLY = re.compile(
+    rf"(?:^|[^a-z0-9])(?:no{_SEP}reply|do{_SEP}not{_SEP}reply|mailer{_SEP}daemon)(?:$|[^a-z0-9])",
+    re.IGNORECASE,
+)
+# RFC 3834 §5 / RFC 2076: Precedence values that mark bulk and list mail.
+BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
+# List header fields: RFC 2919 (List-Id), RFC 2369 (List-Unsubscribe).
+LIST_HEADERS = ("List-Id", "List-Unsubscribe")
+# Headers autoresponders and Exchange set on what they generate.
+AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress")
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    enabled: bool = True
+    # Extra regular expressions (Python syntax, case-insensitive), searched
+    # in the sender's local part, on top of the built-in no-reply words.
+    noreply_patterns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for index, pattern in enumerate(self.noreply_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise InvalidField(
+                    ("noreply_patterns", index), f"a regular expression ({error})", pattern
+                ) from None
+
+    def compiled(self) -> tuple[re.Pattern[str], ...]:
+        """The built-in pattern and the configured ones, compiled."""
+        return (BUILT_IN_NOREPLY, *(re.compile(p, re.IGNORECASE) for p in self.noreply_patterns))
+
+
+# ---- pure parsing ------------------------------------------------------------
+
+
+def local_part(address: str) -> str:
+    """The local part of an address ('' for the null sender)."""
+    address = address.strip().strip("<>")
+    return address.rpartition("@")[0] if "@" in address else address
+
+
+def is_noreply(address: str, patterns: tuple[re.Pattern[str], ...]) -> bool:
+    """True if the local part of `address` matches a no-reply pattern."""
+    local = local_part(address)
+    return bool(local) and any(p.search(local) for p in patterns)
+
+
+def _token(value: str) -> str:
+    """The first keyword of a structured field value: comments dropped, lower case."""
+    return _COMMENT.sub(" ", value).split(";", 1)[0].strip().lower()
+
+
+def bulk_reasons(headers: tuple[tuple[str, str], ...]) -> list[str]:
+    """Why the header marks bulk or list mail (empty: it does not)."""
+    reasons = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "precedence" and _token(value) in BULK_PRECEDENCE:
+            reasons.append(f"Precedence: {_token(value)}")
+        elif lower in (h.lower() for h in LIST_HEADERS):
+            reasons.append(f"{name} present")
+    return list(dict.fromkeys(reasons))
+
+
+def auto_submitted(value: str) -> bool:
+    """RFC 3834 §5: any Auto-Submitted value other than "no" marks automated mail."""
+    keyword = _token(value)
+    # §5: "no" alone means written by a human; an empty value is malformed, so
+    # it is treated as the sender's claim of automation rather than ignored.
+    return keyword != "no"
+
+
+def machine_reasons(headers: tuple[tuple[str, str], ...]) -> list[str]:
+    """Why the header marks machine-generated mail (empty: it does not)."""
+    reasons = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "auto-submitted" and auto_submitted(value):
+            reasons.append(f"Auto-Submitted: {clip(_token(value) or value, 40)}")
+        elif lower in (h.lower() for h in AUTOREPLY_HEADERS):
+            reasons.append(f"{name} present")
+    return list(dict.fromkeys(reasons))
+
+
+def report_type(content_type: str | None) -> str | None:
+    """The report-type of a multipart/report Content-Type (RFC 6522 §3), else None.
+
+    "" for a multipart/report without report-type. Parsed by the standard
+    library's MIME header code, which tolerates any input.
+    """
+    if not content_type:
+        return None
+    holder = email.message.Message()
+    holder["Content-Type"] = content_type
+    if holder.get_content_type() != "multipart/report":
+        return None
+    value = holder.get_param("report-type")
+    if isinstance(value, tuple):  # RFC 2231 encoded: (charset, language, text)
+        value = value[2]
+    return str(value or "").strip().lower()
+
+
+def message_findings(
+    message: Message, patterns: tuple[re.Pattern[str], ...]
+) -> list[Finding]:
+    """Every automation finding the message header gives."""
+    findings: list[Finding] = []
+    noreply = [
+        m.address
+        for value in message.header_values("From")
+        for m in parse_address_list(value).mailboxes
+        if is_noreply(m.address, patterns)
+    ]
+    if noreply:
+        findings.append(Finding("auto.noreply_sender", f"From {clip(', '.join(noreply))}"))
+    headers = message.headers
+    bulk = bulk_reasons(headers)
+    if bulk:
+        findings.append(Finding("auto.bulk", clip("; ".join(bulk))))
+    machine = machine_reasons(headers)
+    kind = report_type(message.header("Content-Type"))
+    if kind == "delivery-status":
+        # RFC 3464 §2: a DSN is multipart/report; report-type=delivery-status.
+        findings.append(Finding("auto.bounce", "multipart/report; report-type=delivery-status"))
+    elif kind is not None:
+        # Read receipts (RFC 8098), abuse reports (RFC 5965)...: all generated.
+        machine.append(f"multipart/report; report-type={clip(kind, 40) or '(none)'}")
+    if machine:
+        findings.append(Finding("auto.machine_generated", clip("; ".join(machine))))
+    return findings
+
+
+def _result(check: str, findings: list[Finding]) -> CheckResult:
+    data = {"check": check}
+    if findings:
+        reason = "; ".join(f"{f.name.removeprefix('auto.')}: {f.detail}" for f in findings)
+        return CheckResult(RESULT, Outcome.FAIL, clip(reason), tuple(findings), data=data)
+    return CheckResult(RESULT, Outcome.PASS, "no sign of automated mail", data=data)
+
+
+def _skipped(check: str, why: str) -> CheckResult:
+    return CheckResult(RESULT, Outcome.SKIPPED, why, data={"check": check})
+
+
+# ---- the checks ----------------------------------------------------------------
+
+
+class AutomationSenderCheck:
+    """The envelope sender: the null sender, or a no-reply address."""
+
+    name: ClassVar[str] = "automation.envelope"
+    result: ClassVar[str] = RESULT
+    stage: ClassVar[Stage] = Stage.MAIL
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.patterns = config.compiled()
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        """Classify MAIL FROM."""
+        if not self.config.enabled:
+            return [_skipped(self.name, "disabled")]
+        sender = ctx.envelope.mail_from.strip().strip("<>")
+        findings = []
+        if not sender:
+            # RFC 5321 §4.5.5: notifications (bounces) use the null reverse-path.
+            findings.append(Finding("auto.bounce", "null sender"))
+        elif is_noreply(sender, self.patterns):
+            findings.append(Finding("auto.noreply_sender", f"MAIL FROM {clip(sender)}"))
+        return [_result(self.name, findings)]
+
+
+class AutomationMessageCheck:
+    """The header: no-reply From, bulk, machine-generated, delivery reports."""
+
+    name: ClassVar[str] = "automation.message"
+    result: ClassVar[str] = RESULT
+    stage: ClassVar[Stage] = Stage.DATA
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.patterns = config.compiled()
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        """Report every sign of automation in the header."""
+        if not self.config.enabled:
+            return [_skipped(self.name, "disabled")]
+        if ctx.message is None:
+            return [_skipped(self.name, "no message yet")]
+        return [_result(self.name, message_findings(ctx.message, self.patterns))]
+
+
+CHECKS: tuple[type[Check], ...] = (AutomationSenderCheck, AutomationMessageCheck)

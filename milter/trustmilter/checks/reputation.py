@@ -1,0 +1,82 @@
+"""Learned reputation: senders whose held mail was released often enough.
+
+SEED-RULES §7: "releasing mail from the suspended queue tells the filter
+it was legitimate; the system learns from it, so the same sender passes
+later". `trustmilter quarantine release` records each release in the state
+store (`StateStore.add_release`); this check, at MAIL, reads what was
+learned about the envelope sender and reports ``reputation.learned`` once
+the releases reach `releases_to_trust`. The policy decides what that is
+worth: by default it exempts the quarantine rules (automation, DMARC
+p=quarantine, failed SPF) and cancels the score that would re-quarantine,
+but never a reject rule (see policy.yaml).
+
+Result ``reputation``: pass with the finding when learned, none when the
+sender is unknown or below the threshold, skipped for the null sender and
+offline (no state store), temperror when the store fails — then nothing is
+learned for this message, so it is judged as any other (fail safe: at
+worst held, never let through wrongly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.headers import clip
+from trustmilter.checks.loops import normalise_address
+from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.state.base import StateError
+
+RESULT = "reputation"
+# Learned reasons named in the finding's detail; the rest are counted.
+MAX_REASONS_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    enabled: bool = True
+    # Releases of a sender's mail before it counts as learned (issue 4: 2).
+    releases_to_trust: int = field(default=2, metadata={"min": 1, "max": 1_000_000})
+
+
+class ReputationCheck:
+    """Has releasing this sender's mail taught us to trust it?"""
+
+    name: ClassVar[str] = "reputation"
+    stage: ClassVar[Stage] = Stage.MAIL
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        """Look the envelope sender up in the state store."""
+        if not self.config.enabled:
+            return [CheckResult(RESULT, Outcome.SKIPPED, "disabled")]
+        sender = normalise_address(ctx.envelope.mail_from)
+        if not sender:
+            return [CheckResult(RESULT, Outcome.SKIPPED, "null sender")]
+        if ctx.state is None:
+            return [CheckResult(RESULT, Outcome.SKIPPED, "no state store (offline)")]
+        try:
+            known = ctx.state.reputation(sender)
+        except StateError as error:
+            return [CheckResult(RESULT, Outcome.TEMPERROR, f"cannot read: {clip(str(error))}")]
+        if known is None:
+            return [CheckResult(RESULT, Outcome.NONE, "no releases")]
+        data = {"releases": str(known.releases)}
+        if known.releases < self.config.releases_to_trust:
+            return [CheckResult(
+                RESULT, Outcome.NONE,
+                f"{known.releases} of {self.config.releases_to_trust} releases", data=data,
+            )]
+        shown = ", ".join(known.reasons[:MAX_REASONS_SHOWN])
+        if len(known.reasons) > MAX_REASONS_SHOWN:
+            shown += f" and {len(known.reasons) - MAX_REASONS_SHOWN} more"
+        detail = f"{known.releases} releases; learned: {shown or '-'}"
+        finding = Finding("reputation.learned", clip(detail))
+        return [CheckResult(RESULT, Outcome.PASS, finding.detail, (finding,), data=data)]
+
+
+CHECKS: tuple[type[Check], ...] = (ReputationCheck,)

@@ -1,0 +1,147 @@
+"""Learned reputation (SEED-RULES §7: releasing teaches the filter) and what the
+default policy lets it exempt: quarantine rules yes, reject rules never."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from helpers import make_ctx
+from trustmilter.checks import reputation
+from trustmilter.checks.base import Stage
+from trustmilter.checks.reputation import ReputationCheck
+from trustmilter.policy.evaluate import evaluate
+from trustmilter.policy.load import parse_policy
+from trustmilter.policy.model import Policy
+from trustmilter.results import CheckResult, Finding, Outcome, Results
+from trustmilter.state.base import StateError
+from trustmilter.state.memory import MemoryStore
+from trustmilter.verdict import Action
+
+T0 = 1_764_000_000.0
+SENDER = "alerts@example.com"
+
+
+class NoDns:
+    def query(self, name, rdtype):
+        raise AssertionError(f"reputation asked DNS for {name} {rdtype}")
+
+
+class BrokenStore:
+    def reputation(self, sender):
+        raise StateError("sqlite: database is locked")
+
+
+def run(store, sender=SENDER, config=None):
+    ctx = replace(make_ctx(NoDns(), mail_from=sender), state=store, clock=lambda: T0)
+    [result] = ReputationCheck(config or reputation.Config()).run(ctx)
+    assert result.check == "reputation"
+    return result
+
+
+def released(times, sender=SENDER, reasons=("auto.bulk",)):
+    store = MemoryStore()
+    for i in range(times):
+        store.add_release(sender, reasons, T0 + i)
+    return store
+
+
+def learned():
+    return CheckResult("reputation", Outcome.PASS, "", (Finding("reputation.learned"),))
+
+
+def failing(check, *findings):
+    return CheckResult(check, Outcome.FAIL, "", tuple(Finding(f) for f in findings))
+
+
+# ---- the check ---------------------------------------------------------------
+
+
+def test_learned_after_two_releases():
+    assert ReputationCheck.stage is Stage.MAIL
+    assert run(released(1)).outcome is Outcome.NONE
+    assert run(released(1)).findings == ()
+    result = run(released(2, reasons=("auto.bulk", "dmarc.policy.quarantine")))
+    assert result.outcome is Outcome.PASS
+    [finding] = result.findings
+    assert finding.name == "reputation.learned"
+    assert finding.detail == "2 releases; learned: auto.bulk, dmarc.policy.quarantine"
+    assert result.data["releases"] == "2"
+
+
+def test_the_sender_is_matched_case_insensitively():
+    assert run(released(2), sender="<Alerts@EXAMPLE.com>").findings[0].name == "reputation.learned"
+    assert run(released(2), sender="other@example.com").outcome is Outcome.NONE
+
+
+def test_threshold_is_configurable():
+    config = reputation.Config(releases_to_trust=3)
+    assert run(released(2), config=config).findings == ()
+    assert run(released(3), config=config).findings[0].name == "reputation.learned"
+    assert parse_policy("checks:\n  reputation:\n    releases_to_trust: 5\n").checks.reputation == (
+        reputation.Config(releases_to_trust=5))
+
+
+def test_skipped_offline_for_the_null_sender_and_disabled():
+    assert run(None).reason == "no state store (offline)"
+    assert run(released(2), sender="").outcome is Outcome.SKIPPED
+    assert run(released(2), config=reputation.Config(enabled=False)).outcome is Outcome.SKIPPED
+
+
+def test_a_failing_store_teaches_nothing():
+    result = run(BrokenStore())
+    assert result.outcome is Outcome.TEMPERROR and result.findings == ()
+    assert "database is locked" in result.reason
+    # Nothing learned: the message is judged as any other (held, not lost, not passed).
+    verdict = evaluate(Policy(), Results([result, failing("automation", "auto.bulk")]))
+    assert verdict.action is Action.QUARANTINE
+
+
+# ---- the default policy ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("held", [
+    [failing("automation", "auto.bulk")],
+    [failing("automation", "auto.noreply_sender")],
+    [failing("automation", "auto.machine_generated")],
+    [failing("dmarc", "dmarc.policy.quarantine")],
+    [CheckResult("spf.mailfrom", Outcome.FAIL)],
+])
+def test_learned_sender_passes_the_quarantine_rules(held):
+    assert evaluate(Policy(), Results(held)).action is Action.QUARANTINE
+    verdict = evaluate(Policy(), Results([*held, learned()]))
+    assert verdict.action is Action.ACCEPT
+    assert not [h for h in verdict.hits if h.action is Action.QUARANTINE]
+
+
+def test_learned_sender_is_not_requarantined_by_score():
+    weak = [failing("iprev", "iprev.ptr_missing"), failing("helo", "helo.nxdomain"),
+            CheckResult("dkim", Outcome.FAIL)]
+    assert evaluate(Policy(), Results(weak)).action is Action.QUARANTINE  # 3 + 3 + 3
+    verdict = evaluate(Policy(), Results([*weak, learned()]))
+    assert verdict.action is Action.ACCEPT and verdict.score == -1.0
+
+
+def test_accepted_learned_bulk_mail_still_suppresses_autoreplies():
+    """An accepted bulk message never triggers a help-desk notification."""
+    verdict = evaluate(Policy(), Results([failing("automation", "auto.bulk"), learned()]))
+    assert verdict.action is Action.ACCEPT
+    assert ("Auto-Submitted", "auto-generated") in verdict.headers
+
+
+@pytest.mark.parametrize(("results", "rule"), [
+    ([failing("dmarc", "dmarc.policy.reject")], "dmarc-reject"),
+    ([failing("loops", "loop.support_sender")], "loop-support-sender"),
+    ([failing("loops", "loop.too_many_received")], "loop-too-many-hops"),
+    ([failing("rate", "rate.tier.reject")], "rate-reject"),
+])
+def test_learned_sender_is_never_exempt_from_a_reject(results, rule):
+    verdict = evaluate(Policy(), Results([*results, learned()]))
+    assert verdict.action is Action.REJECT
+    assert rule in [h.rule for h in verdict.hits]
+
+
+def test_learned_sender_is_still_rate_quarantined():
+    verdict = evaluate(Policy(), Results([failing("rate", "rate.tier.quarantine"), learned()]))
+    assert verdict.action is Action.QUARANTINE
