@@ -2,7 +2,9 @@
 
 ``trustmilter check`` runs the same App and pipeline as the milter on a
 message from a file or standard input. ``trustmilter policy check|show``
-validate and print the policy. Exit status: 0 whatever the verdict, 1 for
+validate and print the policy. ``trustmilter quarantine`` and
+``trustmilter reputation`` review Postfix's hold queue and what releases
+taught (quarantine/commands.py). Exit status: 0 whatever the verdict, 1 for
 unreadable input or a bad policy, 2 for usage errors; each failure is one
 line on standard error.
 """
@@ -31,6 +33,12 @@ from trustmilter.pipeline import PipelineError
 from trustmilter.policy.dump import policy_to_yaml
 from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
+from trustmilter.quarantine.commands import (
+    add_quarantine_parser,
+    add_reputation_parser,
+    run_quarantine,
+    run_reputation,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -90,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     from trustmilter.bench.options import add_arguments as add_bench_arguments
 
     add_bench_arguments(bench)
+    add_quarantine_parser(commands)
+    add_reputation_parser(commands)
     return parser
 
 
@@ -242,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="trustmilter: %(levelname)s %(message)s")
     handlers = {"check": _check, "policy": _policy, "run": _run, "_serve": _serve,
-                "bench": _bench}
+                "bench": _bench, "quarantine": run_quarantine, "reputation": run_reputation}
     try:
         return handlers[args.command](args)
     except CommandError as error:
