@@ -1,0 +1,7 @@
+"""Reviewing the mail trustmilter quarantined: Postfix's hold queue.
+
+`postfix.py` is the only module that runs Postfix's queue tools
+(``postqueue -j``, ``postcat -ehq``, ``postsuper -H``/``-d``); `review.py`
+turns their answers into held messages with the reasons trustmilter
+recorded, and releases that teach the state store (SEED-RULES §7).
+"""

@@ -1,0 +1,308 @@
+"""The quarantine review: held messages with trustmilter's reasons; release, delete.
+
+NAME
+    review - list, show, release and delete what trustmilter quarantined
+
+DESCRIPTION
+    A message trustmilter quarantines goes to Postfix's hold queue with its
+    verdict header (policy `headers.trust_header`, default
+    ``X-Trustmilter-Trust``; written by policy/evaluate.py `_headers` as
+    ``low; score=8.0; reasons=a,b; action=quarantine; rules=r1``) inserted
+    at the very top. `QuarantineReview` reads each held message's header
+    section, takes the FIRST such field (ours; a copy the sender wrote
+    sits below it) and reports queue ID, age, sender, recipients, subject
+    and those reasons.
+
+    A release teaches (SEED-RULES §7: "releasing mail from the suspended
+    queue tells the filter it was legitimate"): for every released message
+    that trustmilter itself held (its header says ``action=quarantine``)
+    and that has a sender, ``store.add_release(sender, reasons, now)``
+    counts one release in the state store; after the policy's number of
+    releases the reputation check lets that sender pass the checks that
+    suspended it. Mail held by anything else, or bounces (the null
+    sender, RFC 5321 §4.5.5), is released without teaching: there is
+    nobody, or no trustmilter reason, to learn about.
+
+    Every queue ID is checked before anything is done: one unknown ID
+    stops the whole command, so a typo never half-releases a batch.
+
+DIAGNOSTICS
+    `ReviewError` (one line): an ID that is not a queue ID or not in the
+    hold queue, a Postfix command that failed (naming what was done before
+    it), or a state store that failed after a release (the message is
+    released, nothing learned).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import TYPE_CHECKING, Any
+
+from trustmilter.quarantine.postfix import (
+    InvalidQueueId,
+    PostfixCommandError,
+    PostfixQueue,
+    QueueEntry,
+    checked_queue_id,
+)
+from trustmilter.state.base import StateError
+
+if TYPE_CHECKING:
+    from trustmilter.state.base import Reputation, StateStore
+
+_FOLD = re.compile(r"\r?\n[ \t]+")
+
+
+class ReviewError(Exception):
+    """The command cannot be done as asked; one line for the terminal."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustMark:
+    """trustmilter's verdict header, parsed (see evaluate.py `_headers`)."""
+
+    level: str  # "low"
+    score: float | None
+    reasons: tuple[str, ...]
+    rules: tuple[str, ...]
+    action: str  # "quarantine", or "" for a low-trust accept
+
+
+def parse_trust_header(value: str) -> TrustMark | None:
+    """The parts of ``low; score=8.0; reasons=a,b; action=quarantine; rules=r1``;
+    None for a value that does not start with a trust level."""
+    parts = [part.strip() for part in _FOLD.sub(" ", value).split(";")]
+    if not parts or not parts[0] or "=" in parts[0]:
+        return None
+    fields: dict[str, str] = {}
+    for part in parts[1:]:
+        key, sep, item = part.partition("=")
+        if sep:
+            fields[key.strip().lower()] = item.strip()
+    try:
+        score: float | None = float(fields["score"]) if "score" in fields else None
+    except ValueError:
+        score = None
+    return TrustMark(
+        level=parts[0].lower(),
+        score=score,
+        reasons=_names(fields.get("reasons", "")),
+        rules=_names(fields.get("rules", "")),
+        action=fields.get("action", "").lower(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """One message in the hold queue, with what trustmilter said about it."""
+
+    entry: QueueEntry
+    sender: str  # the envelope sender from the queue file; '' for the null sender
+    age: float  # seconds since Postfix received it
+    subject: str  # decoded (RFC 2047); '' when there is none
+    headers: tuple[tuple[str, str], ...]  # as stored, unfolded, top first
+    mark: TrustMark | None  # None: trustmilter did not mark it
+
+    @property
+    def queue_id(self) -> str:
+        return self.entry.queue_id
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.mark.reasons if self.mark else ()
+
+    @property
+    def held_by_trustmilter(self) -> bool:
+        return self.mark is not None and self.mark.action == "quarantine"
+
+    def as_json(self, with_headers: bool = False) -> dict[str, Any]:
+        """The JSON object `quarantine list --json` and `show --json` print."""
+        data: dict[str, Any] = {
+            "queue_id": self.queue_id,
+            "arrival_time": self.entry.arrival_time,
+            "age_seconds": round(self.age),
+            "size": self.entry.size,
+            "sender": self.sender,
+            "recipients": list(self.entry.recipients),
+            "subject": self.subject,
+            "held_by_trustmilter": self.held_by_trustmilter,
+            "score": self.mark.score if self.mark else None,
+            "reasons": list(self.reasons),
+            "rules": list(self.mark.rules) if self.mark else [],
+        }
+        if with_headers:
+            data["headers"] = [[name, value] for name, value in self.headers]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """One released message, and what the state store learned from it."""
+
+    message: HeldMessage
+    reputation: Reputation | None  # None: nothing was taught (see module docstring)
+
+    def as_json(self) -> dict[str, Any]:
+        learned = self.reputation
+        return {
+            "queue_id": self.message.queue_id,
+            "sender": self.message.sender,
+            "reasons": list(self.message.reasons),
+            "learned": reputation_json(learned) if learned else None,
+        }
+
+
+def reputation_json(reputation: Reputation, releases_to_trust: int | None = None) -> dict[str, Any]:
+    """A Reputation as JSON; with `releases_to_trust`, whether it is enough now."""
+    data: dict[str, Any] = {
+        "sender": reputation.sender,
+        "releases": reputation.releases,
+        "last_release": reputation.last_release,
+        "reasons": list(reputation.reasons),
+    }
+    if releases_to_trust is not None:
+        data["trusted"] = reputation.releases >= releases_to_trust
+    return data
+
+
+class QuarantineReview:
+    """The hold queue of one Postfix, read with the policy's trust header name."""
+
+    def __init__(
+        self,
+        queue: PostfixQueue,
+        trust_header: str = "X-Trustmilter-Trust",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._queue = queue
+        self._trust_header = trust_header.lower()
+        self._clock = clock
+
+    def held(self) -> list[HeldMessage]:
+        """Every held message, oldest first."""
+        entries = self._held_entries()
+        messages: list[HeldMessage] = []
+        vanished: list[str] = []
+        for entry in entries.values():
+            try:
+                messages.append(self._read(entry))
+            except ReviewError:
+                vanished.append(entry.queue_id)
+        if vanished:
+            # Released or deleted while we read (a race, not an error) — unless
+            # it is still there, and postcat simply cannot read it.
+            still = [qid for qid in vanished if qid in self._held_entries()]
+            if still:
+                self._read(entries[still[0]])  # raises with postcat's own words
+        return messages
+
+    def show(self, queue_id: str) -> HeldMessage:
+        """One held message, headers included."""
+        (entry,) = self._lookup([queue_id])
+        return self._read(entry)
+
+    def release(self, queue_ids: Iterable[str], store: StateStore | None) -> list[Release]:
+        """Release each message from hold; teach `store` (None: teach nothing)."""
+        messages = [self._read(entry) for entry in self._lookup(queue_ids)]
+        released: list[Release] = []
+        for message in messages:
+            try:
+                self._postfix(self._queue.release, message.queue_id)
+            except ReviewError as error:
+                raise ReviewError(_partly(error, [r.message.queue_id for r in released])) from error
+            learned = None
+            if store is not None and message.held_by_trustmilter and message.sender:
+                try:
+                    learned = store.add_release(
+                        message.sender.lower(), message.reasons, self._clock()
+                    )
+                except StateError as error:
+                    raise ReviewError(
+                        f"{message.queue_id}: released, but nothing learned: {error}"
+                    ) from error
+            released.append(Release(message, learned))
+        return released
+
+    def delete(self, queue_ids: Iterable[str]) -> list[str]:
+        """Delete each held message; the IDs deleted. Deleting teaches nothing."""
+        entries = self._lookup(queue_ids)
+        for done, entry in enumerate(entries):
+            try:
+                self._postfix(self._queue.delete, entry.queue_id)
+            except ReviewError as error:
+                raise ReviewError(_partly(error, [e.queue_id for e in entries[:done]])) from error
+        return [entry.queue_id for entry in entries]
+
+    # ---- internals -------------------------------------------------------
+
+    def _held_entries(self) -> dict[str, QueueEntry]:
+        try:
+            return {entry.queue_id: entry for entry in self._queue.held()}
+        except PostfixCommandError as error:
+            raise ReviewError(str(error)) from error
+
+    def _lookup(self, queue_ids: Iterable[str]) -> list[QueueEntry]:
+        """The held entries for `queue_ids` (each once, in the order given);
+        ReviewError for the first that is not a queue ID or not held."""
+        wanted = list(dict.fromkeys(queue_ids))
+        for queue_id in wanted:
+            try:
+                checked_queue_id(queue_id)
+            except InvalidQueueId as error:
+                raise ReviewError(str(error)) from error
+        held = self._held_entries()
+        for queue_id in wanted:
+            if queue_id not in held:
+                raise ReviewError(f"{queue_id}: not in the hold queue")
+        return [held[queue_id] for queue_id in wanted]
+
+    def _read(self, entry: QueueEntry) -> HeldMessage:
+        """The entry with its header section read from the queue file."""
+        stored = self._postfix(self._queue.read, entry.queue_id)
+        headers = _header_fields(stored.headers)
+        values = [value for name, value in headers if name.lower() == self._trust_header]
+        subjects = [value for name, value in headers if name.lower() == "subject"]
+        return HeldMessage(
+            entry=entry,
+            sender=stored.sender,
+            age=max(0.0, self._clock() - entry.arrival_time),
+            subject=_decoded(subjects[0]) if subjects else "",
+            headers=headers,
+            mark=parse_trust_header(values[0]) if values else None,
+        )
+
+    @staticmethod
+    def _postfix(action: Callable[[str], Any], queue_id: str) -> Any:
+        try:
+            return action(queue_id)
+        except PostfixCommandError as error:
+            raise ReviewError(str(error)) from error
+
+
+def _partly(error: ReviewError, done: list[str]) -> str:
+    """The error, and what was done before it (the queue changed under us)."""
+    return f"{error} (done before it: {', '.join(done)})" if done else str(error)
+
+
+def _header_fields(raw: bytes) -> tuple[tuple[str, str], ...]:
+    """(name, unfolded value) pairs; bytes that are not ASCII stay as they were sent."""
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    return tuple((name, _FOLD.sub(" ", str(value)).strip()) for name, value in parsed.items())
+
+
+def _decoded(value: str) -> str:
+    """RFC 2047 encoded-words decoded; the value as it is when they are broken."""
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())

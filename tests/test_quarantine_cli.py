@@ -1,0 +1,355 @@
+"""`trustmilter quarantine` and `trustmilter reputation` against a real Postfix.
+
+The module's private Postfix (conftest `postfix`) runs the null milter from
+smtp_helpers.py, which holds every message whose Subject says "hold": the
+hold queue fills exactly as trustmilter's quarantine fills it, and a test
+writes the verdict header trustmilter would have added (the first one in
+the header section) into the message itself. The CLI runs in-process
+(`trustmilter.cli.main`) with ``--postfix-config`` pointing at the rig and
+a policy whose state store is an SQLite file in the test's tmp dir, so
+every assertion is about what Postfix's queue and the store really hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keys import message
+from smtp_helpers import send_one
+from trustmilter.cli import main
+from trustmilter.policy.evaluate import evaluate
+from trustmilter.policy.model import Policy
+from trustmilter.policy.rules import Rule
+from trustmilter.quarantine.postfix import valid_queue_id
+from trustmilter.quarantine.review import parse_trust_header
+from trustmilter.results import CheckResult, Finding, Outcome, Results
+from trustmilter.testing.postfix import PostfixInstance, free_port, wait_for_port
+from trustmilter.verdict import Action
+
+HELPERS = Path(__file__).with_name("smtp_helpers.py")
+TRUST = "X-Trustmilter-Trust: low; score=8.0; reasons=auto.noreply_sender,iprev.ptr_missing; action=quarantine; rules=noreply-quarantine"
+
+
+# ---- fixtures ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def holding_postfix(postfix: PostfixInstance, tmp_path_factory) -> Iterator[PostfixInstance]:
+    """The module's Postfix with the null milter (Subject "hold" -> hold queue)."""
+    events = tmp_path_factory.mktemp("null-milter") / "events.jsonl"
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(HELPERS), "null-milter", f"inet:{port}@127.0.0.1", str(events)],
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        assert wait_for_port("127.0.0.1", port, 15), "null milter did not listen"
+        postfix.set_milters(f"inet:127.0.0.1:{port}")
+        yield postfix
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # it keeps no state worth a clean stop
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def mta(holding_postfix: PostfixInstance) -> PostfixInstance:
+    holding_postfix.reset()
+    return holding_postfix
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"state:\n  backend: sqlite\n  sqlite_path: {tmp_path / 'state.sqlite3'}\n")
+    return path
+
+
+class Cli:
+    """`trustmilter ...` in-process: exit status, stdout, stderr."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], mta: PostfixInstance, policy: Path):
+        self.capsys, self.mta, self.policy = capsys, mta, policy
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        status = main(list(argv))
+        out, err = self.capsys.readouterr()
+        return status, out, err
+
+    def quarantine(self, action: str, *args: str) -> tuple[int, str, str]:
+        return self("quarantine", action, "--postfix-config", str(self.mta.config_dir),
+                    "--policy", str(self.policy), *args)
+
+    def json(self, *argv: str) -> Any:
+        status, out, err = (self.quarantine(*argv) if argv[0] != "reputation"
+                            else self(*argv, "--policy", str(self.policy)))
+        assert status == 0, err
+        return json.loads(out)  # exactly one JSON document
+
+    def reputations(self) -> list[dict[str, Any]]:
+        return self.json("reputation", "list", "--json")["reputations"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], mta: PostfixInstance, policy: Path) -> Cli:
+    return Cli(capsys, mta, policy)
+
+
+def hold(mta: PostfixInstance, sender: str = "noreply@example.com", subject: str = "hold me",
+         trust: str | None = TRUST, rcpts: tuple[str, ...] = ("support@example.org",)) -> str:
+    """Send a message the null milter holds; its queue ID."""
+    raw = message(from_=sender or "MAILER-DAEMON@example.com", subject=subject)
+    if trust:  # trustmilter inserts its header at the very top
+        raw = trust.encode() + b"\r\n" + raw
+    out = send_one(mta.smtp_port, raw, mail_from=sender, rcpts=rcpts)
+    assert out.data is not None and out.data.code == 250, out
+    match = re.search(r"queued as (\S+)", out.data.text)
+    assert match, out.data
+    queue_id = match.group(1)
+    assert queue_id in {e["queue_id"] for e in mta.hold_queue()}
+    return queue_id
+
+
+def held_ids(mta: PostfixInstance) -> set[str]:
+    return {str(e["queue_id"]) for e in mta.hold_queue()}
+
+
+# ---- the verdict header and queue-ID syntax (no Postfix) ----------------------
+
+
+def test_the_header_evaluate_writes_parses_back() -> None:
+    """Reads exactly the format policy/evaluate.py writes on quarantine."""
+    rule = Rule(name="hold-noptr", when=("iprev.ptr_missing",), action=Action.QUARANTINE)
+    verdict = evaluate(Policy(rules=(rule,)), Results([
+        CheckResult("iprev", Outcome.FAIL, findings=(Finding("iprev.ptr_missing"),))]))
+    ((name, value),) = verdict.headers
+    assert name == Policy().headers.trust_header
+    mark = parse_trust_header(value)
+    assert mark is not None
+    assert mark.action == "quarantine" and mark.level == "low"
+    assert mark.reasons == ("iprev.ptr_missing",) and mark.rules == ("hold-noptr",)
+    assert mark.score == verdict.score
+    assert parse_trust_header("garbage=1") is None
+
+
+@pytest.mark.parametrize("text", ["EB9D420C462", "4F2A1B", "4dYk0X6y7Nz2Fq", "3Pb5qL9xGJzK1"])
+def test_postfix_queue_ids_are_accepted(text: str) -> None:
+    assert valid_queue_id(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["ALL", "-", "-d", "deferred", "../EB9D420C462", "EB9D4 20C462", "eb9d420c462x",
+             "ABC", "EB9D420C462\n", "4dYk0X6y7N", ""])
+def test_anything_else_is_refused(text: str) -> None:
+    """postsuper reads ALL and '-' as every message and stdin: never pass them on."""
+    assert not valid_queue_id(text)
+
+
+# ---- list and show -------------------------------------------------------------
+
+
+def test_list_shows_each_held_message_with_its_reasons(cli: Cli, mta: PostfixInstance) -> None:
+    first = hold(mta, subject="hold =?utf-8?q?gr=C3=BC=C3=9Fe?=",
+                 rcpts=("support@example.org", "help@example.org"))
+    second = hold(mta, sender="alice@example.com", subject="hold plain", trust=None)
+    out = send_one(mta.smtp_port, message(subject="delivered"))  # not held: not listed
+    assert out.final.code == 250
+    mta.wait_delivered(1)
+
+    listed = cli.json("list", "--json")["messages"]
+    assert [m["queue_id"] for m in listed] == [first, second]  # oldest first
+    one, two = listed
+    assert one["sender"] == "noreply@example.com"
+    assert one["recipients"] == ["support@example.org", "help@example.org"]
+    assert one["subject"] == "hold grüße"  # RFC 2047 decoded
+    assert one["reasons"] == ["auto.noreply_sender", "iprev.ptr_missing"]
+    assert one["rules"] == ["noreply-quarantine"] and one["score"] == 8.0
+    assert one["held_by_trustmilter"] is True
+    assert 0 <= one["age_seconds"] < 60 and one["size"] > 0
+    assert abs(one["arrival_time"] - time.time()) < 60
+    assert "headers" not in one
+    assert (two["reasons"], two["held_by_trustmilter"], two["score"]) == ([], False, None)
+
+    status, text, err = cli.quarantine("list")
+    assert status == 0 and err == ""
+    lines = text.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(first) and "<noreply@example.com>" in lines[0]
+    assert "reasons=auto.noreply_sender,iprev.ptr_missing" in lines[0]
+    assert lines[1].startswith(second) and "reasons=-" in lines[1]
+
+
+def test_an_empty_hold_queue(cli: Cli) -> None:
+    assert cli.json("list", "--json") == {"messages": []}
+    assert cli.quarantine("list") == (0, "the hold queue is empty\n", "")
+
+
+def test_the_trust_header_name_comes_from_the_policy(
+    cli: Cli, mta: PostfixInstance, policy: Path
+) -> None:
+    hold(mta, trust="X-Our-Verdict: low; score=9.0; reasons=auto.bulk; action=quarantine")
+    assert cli.json("list", "--json")["messages"][0]["reasons"] == []
+    policy.write_text(policy.read_text() + "headers:\n  trust_header: X-Our-Verdict\n")
+    assert cli.json("list", "--json")["messages"][0]["reasons"] == ["auto.bulk"]
+
+
+def test_show_prints_headers_and_reasons(cli: Cli, mta: PostfixInstance) -> None:
+    # A copy the sender wrote sits below ours: only the top one counts.
+    forged = "X-Trustmilter-Trust: low; score=0.0; reasons=forged.by.sender; action=quarantine"
+    queue_id = hold(mta, subject="hold \x1b[31mred", trust=TRUST)
+    shown = cli.json("show", queue_id, "--json")
+    assert shown["queue_id"] == queue_id
+    assert shown["reasons"] == ["auto.noreply_sender", "iprev.ptr_missing"]
+    names = [name for name, _ in shown["headers"]]
+    assert names[0] == "Received"  # Postfix's own, then the message as it came
+    assert "X-Trustmilter-Trust" in names and "Subject" in names and "X-Null-Milter" in names
+    assert ["Subject", "hold \x1b[31mred"] in shown["headers"]
+
+    status, text, _ = cli.quarantine("show", queue_id)
+    assert status == 0
+    assert f"queue id:    {queue_id}" in text
+    assert "reasons:     auto.noreply_sender, iprev.ptr_missing" in text
+    assert "held by trustmilter: yes, score 8" in text
+    assert "\x1b" not in text and "hold \\x1b[31mred" in text  # no terminal escapes
+
+    other = hold(mta, trust=TRUST + "\r\n" + forged)
+    assert cli.json("show", other, "--json")["reasons"] == [
+        "auto.noreply_sender", "iprev.ptr_missing"]
+
+
+@pytest.mark.parametrize("command", ["show", "release", "delete"])
+def test_unknown_and_invalid_ids_fail_in_one_line(
+    cli: Cli, mta: PostfixInstance, command: str
+) -> None:
+    queue_id = hold(mta)
+    for bad, why in (("ABCDEF12345", "not in the hold queue"), ("ALL", "not a Postfix queue ID"),
+                     ("-d", "not a Postfix queue ID")):
+        args = ["--", bad] if bad.startswith("-") else [bad]
+        status, out, err = cli.quarantine(command, *args)
+        assert (status, out) == (1, ""), err
+        assert err.count("\n") == 1 and why in err, err
+    assert held_ids(mta) == {queue_id}, "nothing was touched, ALL least of all"
+
+
+def test_postfix_failure_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    status, out, err = cli("quarantine", "list", "--postfix-config", str(tmp_path / "nowhere"))
+    assert (status, out) == (1, "")
+    assert err.startswith("trustmilter: postqueue -j: ") and err.count("\n") == 1
+
+
+# ---- release, delete, and what a release teaches ------------------------------------
+
+
+def test_release_delivers_and_teaches_the_sender(cli: Cli, mta: PostfixInstance) -> None:
+    """SEED-RULES §7: a release tells the filter the mail was legitimate."""
+    assert cli.reputations() == []
+    first = hold(mta, sender="NoReply@Example.com")
+    released = cli.json("release", first, "--json")["released"]
+    assert cli.reputations()[0]["trusted"] is False  # one of two releases
+    assert released == [{
+        "queue_id": first, "sender": "NoReply@Example.com",
+        "reasons": ["auto.noreply_sender", "iprev.ptr_missing"],
+        "learned": {"sender": "noreply@example.com", "releases": 1,
+                    "last_release": released[0]["learned"]["last_release"],
+                    "reasons": ["auto.noreply_sender", "iprev.ptr_missing"]},
+    }]
+    assert abs(released[0]["learned"]["last_release"] - time.time()) < 60
+    # Delivered now (postqueue -i), not at the rig's next queue run in 10 s.
+    (delivered,) = mta.wait_delivered(1, timeout=5)
+    assert delivered.header("X-Trustmilter-Trust")[0].endswith("rules=noreply-quarantine")
+    assert held_ids(mta) == set()
+
+    second = hold(mta, sender="noreply@example.com")
+    status, text, err = cli.quarantine("release", second)
+    assert status == 0, err
+    assert text == f"{second}: released; <noreply@example.com> has 2 release(s)\n"
+    mta.wait_delivered(2)
+
+    listing = cli.json("reputation", "list", "--json")
+    assert listing["releases_to_trust"] == 2  # issue 4's default
+    (known,) = listing["reputations"]
+    assert (known["sender"], known["releases"], known["trusted"]) == (
+        "noreply@example.com", 2, True)
+
+
+def test_release_of_several_and_delete(cli: Cli, mta: PostfixInstance) -> None:
+    ids = [hold(mta, sender=f"bulk{n}@example.com") for n in range(3)]
+    assert cli.quarantine("release", ids[0], ids[1])[0] == 0
+    mta.wait_delivered(2)
+    status, text, _ = cli.quarantine("delete", ids[2])
+    assert (status, text) == (0, f"{ids[2]}: deleted\n")
+    assert mta.queue() == []
+    assert len(mta.delivered()) == 2
+    assert {r["sender"] for r in cli.reputations()} == {"bulk0@example.com", "bulk1@example.com"}
+
+
+def test_one_unknown_id_stops_the_whole_batch(cli: Cli, mta: PostfixInstance) -> None:
+    queue_id = hold(mta)
+    status, _, err = cli.quarantine("release", queue_id, "ABCDEF12345")
+    assert status == 1 and "ABCDEF12345: not in the hold queue" in err
+    assert held_ids(mta) == {queue_id}
+    assert cli.reputations() == []
+
+
+def test_what_a_release_does_not_teach(cli: Cli, mta: PostfixInstance) -> None:
+    """Held by something else, a bounce (no sender), --no-learn, a deletion: nothing learned."""
+    foreign = hold(mta, sender="alice@example.com", trust=None)
+    bounce = hold(mta, sender="")
+    quiet = hold(mta, sender="quiet@example.com")
+    deleted = hold(mta, sender="gone@example.com")
+    released = cli.json("release", foreign, bounce, "--json")["released"]
+    assert [r["learned"] for r in released] == [None, None]
+    assert cli.json("release", quiet, "--no-learn", "--json")["released"][0]["learned"] is None
+    assert cli.json("delete", deleted, "--json") == {"deleted": [deleted]}
+    assert cli.reputations() == []
+
+
+def test_reputation_forget(cli: Cli, mta: PostfixInstance) -> None:
+    cli.quarantine("release", hold(mta, sender="noreply@example.com"))
+    status, text, _ = cli("reputation", "list", "--policy", str(cli.policy))
+    assert status == 0 and text.startswith("<noreply@example.com>  releases=1  last=")
+    status, text, _ = cli("reputation", "forget", "NoReply@example.com",
+                          "--policy", str(cli.policy))
+    assert (status, text) == (0, "noreply@example.com: forgotten\n")
+    assert cli.reputations() == []
+    status, out, err = cli("reputation", "forget", "noreply@example.com",
+                           "--policy", str(cli.policy))
+    assert (status, out) == (1, "") and "nothing learned" in err
+
+
+def test_long_queue_ids(cli: Cli, mta: PostfixInstance) -> None:
+    """enable_long_queue_ids: the other queue-ID syntax, end to end."""
+    mta.reload_with(enable_long_queue_ids="yes")
+    try:
+        queue_id = hold(mta)
+        assert "z" in queue_id and valid_queue_id(queue_id)
+        assert [m["queue_id"] for m in cli.json("list", "--json")["messages"]] == [queue_id]
+        assert cli.quarantine("release", queue_id)[0] == 0
+        mta.wait_delivered(1)
+    finally:
+        mta.reload_with(enable_long_queue_ids="no")
+
+
+def test_a_store_that_fails_after_the_release_says_so(
+    cli: Cli, mta: PostfixInstance, policy: Path
+) -> None:
+    """Redis nobody listens on: the message is out (Postfix did it), the line says nothing was learned."""
+    policy.write_text("state:\n  backend: redis\n"
+                      f"  redis_url: redis://127.0.0.1:{free_port()}/0\n  timeout: 0.2\n")
+    queue_id = hold(mta)
+    status, out, err = cli.quarantine("release", queue_id)
+    assert (status, out) == (1, "")
+    assert err.startswith(f"trustmilter: {queue_id}: released, but nothing learned: ")
+    assert err.count("\n") == 1
+    mta.wait_delivered(1, timeout=5)
