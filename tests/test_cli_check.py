@@ -275,3 +275,11 @@ $TIMEOUT _dmarc.example.com.
     assert {("iprev", "temperror"), ("spf", "temperror"), ("dmarc", "temperror")} <= results
     assert out["action"] == "tempfail"
     assert elapsed < 3.5, f"lookups ran one after another ({elapsed:.1f} s)"
+
+
+def test_incoming_copies_of_our_verdict_headers_are_removed(tmp_path, capsys, dns_server, policy_file):
+    """Only we write X-Trustmilter-Trust: a forged one could make a release teach a spammer."""
+    dns_server.load(GOOD_ZONE)
+    raw = b"X-Trustmilter-Trust: quarantine; score=9; reasons=auto.bulk\r\n" + message()
+    out = run_check(capsys, policy_file, write(tmp_path, raw), *GOOD_ARGS)
+    assert ["X-Trustmilter-Trust", "quarantine; score=9; reasons=auto.bulk"] in out["headers_removed"]

@@ -86,25 +86,29 @@ def authserv_id_of(value: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ForgedHeader:
-    """An incoming A-R header claiming our authserv-id; `index` counts from 1
-    among the A-R headers, as libmilter's chgheader expects."""
+    """An incoming header only we may write (an A-R with our authserv-id, our
+    verdict headers); `index` counts from 1 among the headers of that name,
+    as libmilter's chgheader expects."""
 
     index: int
     value: str
+    name: str = HEADER_NAME
+
+
+def find_named(headers: Sequence[tuple[str, str]], name: str) -> list[ForgedHeader]:
+    """Every header called `name` (case-insensitive), with its chgheader index."""
+    wanted = name.lower()
+    found = [value for key, value in headers if key.lower() == wanted]
+    return [ForgedHeader(index, value, name) for index, value in enumerate(found, 1)]
 
 
 def find_forged(headers: Sequence[tuple[str, str]], our_id: str) -> list[ForgedHeader]:
     """Incoming A-R headers carrying our authserv-id (RFC 8601 §5: remove them)."""
-    forged: list[ForgedHeader] = []
-    index = 0
-    for name, value in headers:
-        if name.lower() != HEADER_NAME.lower():
-            continue
-        index += 1
-        claimed = authserv_id_of(value)
-        if claimed is not None and claimed == our_id.lower():
-            forged.append(ForgedHeader(index, value))
-    return forged
+    return [
+        header
+        for header in find_named(headers, HEADER_NAME)
+        if (authserv_id_of(header.value) or "") == our_id.lower()
+    ]
 
 
 def upstream_results(

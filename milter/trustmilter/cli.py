@@ -22,7 +22,6 @@ from typing import Any
 
 from trustmilter import __version__
 from trustmilter.app import App
-from trustmilter.authresults import HEADER_NAME
 from trustmilter.checks import StartupError
 from trustmilter.evaluation import Evaluation, evaluate_message
 from trustmilter.lookup import Resolver
@@ -162,7 +161,7 @@ def _as_json(evaluation: Evaluation) -> dict[str, Any]:
         "smtp_reply": str(verdict.reply) if verdict.reply else None,
         "authentication_results": evaluation.authentication_results,
         "headers_added": [list(h) for h in evaluation.headers_added],
-        "headers_removed": [[HEADER_NAME, h.value] for h in evaluation.headers_removed],
+        "headers_removed": [[h.name, h.value] for h in evaluation.headers_removed],
         "reasons": list(verdict.reasons),
         "score": verdict.score,
     }
@@ -190,7 +189,7 @@ def _report(evaluation: Evaluation, facts: Facts) -> str:
     if verdict.reasons:
         lines.append("reasons " + ", ".join(verdict.reasons))
     lines.extend(f"{name}: {value}" for name, value in evaluation.headers_added)
-    lines.extend(f"remove Authentication-Results: {h.value}" for h in evaluation.headers_removed)
+    lines.extend(f"remove {h.name}: {h.value}" for h in evaluation.headers_removed)
     return "\n".join(lines)
 
 

@@ -11,10 +11,11 @@ from trustmilter.authresults import (
     ForgedHeader,
     build_header_value,
     find_forged,
+    find_named,
     upstream_results,
 )
 from trustmilter.checks.base import Stage
-from trustmilter.model import Facts
+from trustmilter.model import Facts, Message
 from trustmilter.policy.evaluate import evaluate
 from trustmilter.results import Results
 from trustmilter.verdict import Verdict
@@ -51,13 +52,20 @@ def run_checks(
     return results
 
 
+def forged_headers(app: App, message: Message) -> tuple[ForgedHeader, ...]:
+    """Incoming headers only we write: A-R with our authserv-id (RFC 8601 §5) and
+    any copy of our verdict headers (a forged one could teach a release)."""
+    forged = find_forged(message.headers, app.authserv_id)
+    for name in (app.policy.headers.trust_header, app.policy.headers.shadow_header):
+        forged.extend(find_named(message.headers, name))
+    return tuple(forged)
+
+
 def decide(app: App, facts: Facts, results: Results) -> Evaluation:
     """Apply the policy to `results` and prepare the header edits."""
     verdict = evaluate(app.policy, results)
     ar_value = build_header_value(app.authserv_id, results)
-    forged = (
-        tuple(find_forged(facts.message.headers, app.authserv_id)) if facts.message else ()
-    )
+    forged = forged_headers(app, facts.message) if facts.message else ()
     return Evaluation(
         results=results,
         verdict=verdict,

@@ -145,7 +145,7 @@ class TrustMilter(Milter.Base):  # type: ignore[misc]
         """Header edits, in an order that keeps indexes valid; then quarantine."""
         # chgheader counts occurrences of the name: delete from the last one.
         for forged in sorted(final.remove_headers, key=lambda f: f.index, reverse=True):
-            self.chgheader("Authentication-Results", forged.index, "")
+            self.chgheader(forged.name, forged.index, "")
         # insheader at 0, 1, ...: ours end up first, in order (RFC 8601 §5: at the top).
         # With P_HDR_LEADSPC negotiated the MTA writes values byte for byte,
         # so the space after the colon is ours to send.

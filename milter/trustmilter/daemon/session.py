@@ -26,13 +26,13 @@ from enum import StrEnum
 from typing import Literal
 
 from trustmilter.app import App
-from trustmilter.authresults import HEADER_NAME, ForgedHeader, build_header_value, find_forged
+from trustmilter.authresults import HEADER_NAME, ForgedHeader, build_header_value
 from trustmilter.checks.base import Stage
 from trustmilter.daemon.apps import AppHolder
 from trustmilter.daemon.config import OnErrorConfig
 from trustmilter.daemon.metrics import Metrics
 from trustmilter.daemon.verdictlog import LEADING_KEYS, format_verdict_line
-from trustmilter.evaluation import Evaluation, decide, run_checks
+from trustmilter.evaluation import Evaluation, decide, forged_headers, run_checks
 from trustmilter.model import Connection, Envelope, Facts, IPAddress, Message
 from trustmilter.pipeline import result_name
 from trustmilter.results import CheckResult, Outcome, Results
@@ -231,7 +231,7 @@ class SmtpSession:
             if tx.oversize:
                 return self._finish_refused(tx, queue_id, Step("reject", TOO_BIG))
             message = Message(raw)
-            forged = tuple(find_forged(message.headers, tx.app.authserv_id))
+            forged = forged_headers(tx.app, message)
             if tx.kind is not ClientKind.EXTERNAL:
                 return self._finish_bypassed(tx, queue_id, forged)
             facts = self._facts(message)
