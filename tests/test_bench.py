@@ -59,7 +59,7 @@ def milters(corpus: Corpus, tmp_path_factory) -> Iterator[dict[str, tuple[Milter
     specs = {name: parse_socket(f"unix:{workdir / name}.sock")
              for name in ("trustmilter", "null-nr", "null-all")}
     policy = workdir / "policy.yaml"
-    policy.write_text(policy_text(dns.nameserver, specs["trustmilter"]))
+    policy.write_text(policy_text(dns.nameserver, specs["trustmilter"], workdir))
     argv = {
         "trustmilter": [sys.executable, "-m", "trustmilter", "run", "--policy", str(policy),
                         "--socket", str(specs["trustmilter"]), "--foreground-log"],

@@ -83,6 +83,10 @@ class Resolver(Protocol):
         """Look up `rdtype` records of `name`; never raises for DNS conditions."""
         ...
 
+    def answers_at_once(self, name: str, rdtype: str) -> bool:
+        """True when `query` would answer without waiting on the network (a cache hit)."""
+        ...
+
 
 def reverse_name(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, zone: str = "") -> str:
     """The reverse-lookup name of `ip`: reversed octets (IPv4) or nibbles (IPv6).

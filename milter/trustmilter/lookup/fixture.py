@@ -383,6 +383,10 @@ class FixtureResolver:
         """The fixture's answer; a $TIMEOUT is reported at once as TEMPERROR "timeout"."""
         return self.fixture.lookup(name, rdtype)
 
+    def answers_at_once(self, name: str, rdtype: str) -> bool:
+        """Always: a fixture never waits."""
+        return True
+
 
 class RecordingResolver:
     """Passes queries to `inner` and keeps every answer, to write as a fixture."""
@@ -401,6 +405,9 @@ class RecordingResolver:
         with self._lock:
             self._answers.setdefault((answer.name, answer.rdtype), answer)
         return answer
+
+    def answers_at_once(self, name: str, rdtype: str) -> bool:
+        return self._inner.answers_at_once(name, rdtype)
 
     def answers(self) -> list[DnsAnswer]:
         """Every distinct answer seen, in first-seen order."""

@@ -33,14 +33,15 @@ def query_many(
 ) -> list[DnsAnswer]:
     """The answer to each (name, rdtype) in `queries`, in order, asked concurrently."""
     unique = list(dict.fromkeys(queries))
-    if not unique:
-        return []
-    if len(unique) == 1:
-        # One lookup needs no thread.
-        answers = [resolver.query(*unique[0])]
-    else:
-        workers = max(1, min(max_workers, len(unique)))
+    # Cache hits are answered here and now: a thread only pays for itself
+    # when it waits on the network (with a warm cache, most lookups never do).
+    by_query = {q: resolver.query(*q) for q in unique if resolver.answers_at_once(*q)}
+    waiting = [q for q in unique if q not in by_query]
+    if len(waiting) == 1:
+        by_query[waiting[0]] = resolver.query(*waiting[0])
+    elif waiting:
+        workers = max(1, min(max_workers, len(waiting)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dns") as pool:
-            answers = list(pool.map(lambda q: resolver.query(q[0], q[1]), unique))
-    by_query = dict(zip(unique, answers, strict=True))
+            answers = pool.map(lambda q: resolver.query(q[0], q[1]), waiting)
+            by_query.update(zip(waiting, answers, strict=True))
     return [by_query[q] for q in queries]

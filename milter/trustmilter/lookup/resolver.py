@@ -167,6 +167,11 @@ class NetworkResolver:
         self._observer(kind, time.monotonic() - started, status)
         return result
 
+    def answers_at_once(self, name: str, rdtype: str) -> bool:
+        """True for a cache hit (and for a name that cannot exist)."""
+        qname = to_name(name)
+        return qname is None or self._cached(qname, type_text(rdtype))
+
     def _cached(self, qname: dns.name.Name, kind: str) -> bool:
         """Whether dnspython will answer from its cache (the keys it looks up first)."""
         cache = self._resolver.cache
