@@ -93,3 +93,32 @@ def test_a_bad_policy_stops_start_up_with_one_line(tmp_path: Path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert f"{policy}:2: milter.socket" in done.stderr
+
+
+def test_several_processes_share_the_socket_reload_and_stop_together(tmp_path: Path, dns_server):
+    """milter.processes: 2 — both serve, both reload on SIGHUP, none is left after SIGTERM."""
+    import os
+
+    dns_server.load(ZONE)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text(dns_server, "mx-one.example.org") + "milter: {processes: 2}\n")
+    running = DaemonProcess.start(policy, tmp_path / "trustmilter.log")
+    try:
+        running.wait_for_log("listening on", after=running.log_text().index("listening on") + 1)
+        for _ in range(6):
+            assert authserv_id_seen(running) == "mx-one.example.org"
+        policy.write_text(policy_text(dns_server, "mx-two.example.org") + "milter: {processes: 2}\n")
+        mark = len(running.log_text())
+        running.reload()
+        running.wait_for_log("policy reloaded", after=mark)
+        running.wait_for_log("policy reloaded", after=running.log_text().index("policy reloaded", mark) + 1)
+        for _ in range(6):  # whichever process answers, it has the new policy
+            assert authserv_id_seen(running) == "mx-two.example.org"
+        pids = {int(word.rstrip(")")) for line in running.log_text().splitlines()
+                if "listening on" in line for word in line.split()[-1:]}
+        assert len(pids) == 2
+    finally:
+        assert running.stop() == 0
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    assert running.log_text().count("stopped (process") == 2

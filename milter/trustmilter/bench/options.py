@@ -23,6 +23,7 @@ class BenchOptions:
     domains: int = 200
     seed: int = 1
     timeout: float = 30.0  # per socket operation of the load generator
+    processes: int = 1  # trustmilter's milter.processes
 
 
 def _concurrency(text: str) -> tuple[int, ...]:
@@ -50,4 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domains", type=int, default=200,
                         help="sender domains in the corpus, at most 500 (default 200)")
     parser.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
+    parser.add_argument("--processes", type=int, default=1, choices=range(1, 65), metavar="N",
+                        help="trustmilter's milter.processes (default 1)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")

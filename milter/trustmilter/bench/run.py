@@ -242,7 +242,7 @@ def _socket_spec(kind: str, workdir: Path, name: str) -> SocketSpec:
     return parse_socket(f"inet:{_free_port()}@127.0.0.1")
 
 
-def policy_text(nameserver: str, spec: SocketSpec, workdir: Path) -> str:
+def policy_text(nameserver: str, spec: SocketSpec, workdir: Path, processes: int = 1) -> str:
     """The shipped defaults, except: DNS only from the bench server, our socket,
     stderr log, the SQLite state in the bench's own directory, and rate tiers
     too high to trip (the corpus repeats senders far beyond 20 an hour; the
@@ -255,6 +255,7 @@ def policy_text(nameserver: str, spec: SocketSpec, workdir: Path) -> str:
         "  lifetime: 3.0\n"
         "milter:\n"
         f"  socket: '{spec}'\n"
+        f"  processes: {processes}\n"
         "logging:\n"
         "  destination: stderr\n"
         "state:\n"
@@ -389,7 +390,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
         trust_spec = _socket_spec(options.socket_kind, workdir, "trustmilter")
         null_spec = _socket_spec(options.socket_kind, workdir, "null")
         policy = workdir / "policy.yaml"
-        policy.write_text(policy_text(dns.nameserver, trust_spec, workdir))
+        policy.write_text(policy_text(dns.nameserver, trust_spec, workdir, options.processes))
         load_policy(policy)  # a policy this version refuses should fail here, not in the daemon
         argv = list(trustmilter_argv or [sys.executable, "-m", "trustmilter", "run"])
         trust = MilterProcess(
@@ -455,7 +456,8 @@ def markdown(report: BenchReport) -> str:
     """The table and the comparison with the issue's targets."""
     lines = [
         f"trustmilter bench, {report.date}, {report.cpus} CPUs, "
-        f"{report.options.socket_kind} sockets, corpus "
+        f"{report.options.socket_kind} sockets, {report.options.processes} trustmilter "
+        f"process(es), corpus "
         + ", ".join(f"{kind} {count}" for kind, count in sorted(report.corpus.items())),
         "",
         "| milter | conc. | msgs | errors | msg/s | p50 ms | p95 ms | p99 ms "
@@ -516,7 +518,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     options = BenchOptions(
         concurrency=args.concurrency, messages=args.messages, seconds=args.seconds,
         socket_kind=args.socket_kind, corpus_messages=args.corpus, domains=args.domains,
-        seed=args.seed,
+        seed=args.seed, processes=args.processes,
     )
     # SIGTERM, and SIGINT even where the shell started us with it ignored (a
     # background job), unwind like Ctrl-C so that run_bench stops what it started.

@@ -59,8 +59,11 @@ class MilterConfig:
     # Bytes of one message kept in memory while it arrives; the rest spools to a
     # temporary file (mode 0600).
     spool_memory_limit: int = field(default=1024 * 1024, metadata={"min": 0})
-    # Concurrent SMTP sessions' checks run on this many threads.
+    # Concurrent SMTP sessions' checks run on this many threads (per process).
     check_threads: int = field(default=64, metadata={"min": 1, "max": 1024})
+    # Milter processes sharing the socket: Python runs one thread at a time,
+    # so a busy MTA wants about one per CPU core. Each has its own DNS cache.
+    processes: int = field(default=1, metadata={"min": 1, "max": 64})
 
     def __post_init__(self) -> None:
         try:

@@ -9,24 +9,28 @@ input means the supervisor is gone, and we stop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import Milter
 
+from trustmilter.app import App
 from trustmilter.checks import StartupError
 from trustmilter.daemon.adapter import ACTIONS, TrustMilter
 from trustmilter.daemon.apps import AppHolder, build_app
 from trustmilter.daemon.logsetup import setup_logging
 from trustmilter.daemon.metrics import Metrics, NullMetrics
 from trustmilter.daemon.session import SmtpSession
-from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.daemon.socketspec import SocketSpec, parse_socket
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
@@ -64,13 +68,36 @@ def _open_state(policy: Policy) -> StateStore:
     return resilient
 
 
-def _listen_for_reloads(holder: AppHolder) -> None:
-    """Read commands from the supervisor; stop the milter when it goes away."""
+def _listen_for_reloads(holder: AppHolder, workers: list[Worker]) -> None:
+    """Read commands from the supervisor (or our parent process); pass them on
+    to our worker processes; stop the milter when the sender goes away."""
     for line in sys.stdin:
         if line.strip() == "reload":
+            for worker in workers:
+                worker.send("reload")
             holder.reload()
     log.info("supervisor gone; stopping")
-    libmilter.stop()
+    # Stop the way SIGTERM does: libmilter's own signal thread takes it (the
+    # only thread that does not block it), so shutdown follows one path.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@dataclass
+class Worker:
+    """Another milter process sharing our listening socket (milter.processes)."""
+
+    pid: int
+    control: int  # the write end of its standard input
+
+    def send(self, command: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.control, command.encode() + b"\n")
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.control)  # end of input: it stops, as when the supervisor goes
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
 
 
 def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: bool) -> int:
@@ -90,6 +117,83 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
         parsed = parse_socket(spec)
     except ValueError as error:
         raise ServeError(f"--socket {spec}: {error}") from error
+
+    _register(spec)
+    old_umask = os.umask(0o117)  # the socket: owner and group (postfix) only, 0660
+    try:
+        libmilter.opensocket(True)
+    finally:
+        os.umask(old_umask)
+    _tune_listener(parsed)
+    # Python runs one thread at a time: more processes on the one listening
+    # socket use more cores (the kernel spreads the connections). Forked here,
+    # before this process has any thread, so each starts clean.
+    workers: list[Worker] = []
+    for _ in range(policy.milter.processes - 1):
+        worker = _fork_worker()
+        if worker.pid == 0:
+            # We are a worker: our parent speaks to us on stdin; the pipes to
+            # our elder siblings are the parent's, not ours.
+            for sibling in workers:
+                os.close(sibling.control)
+            workers = []
+            break
+        workers.append(worker)
+    try:
+        app, holder, executor = _start_services(policy, policy_path)
+    except ServeError:
+        for worker in workers:
+            worker.stop()
+        raise
+    threading.Thread(target=_listen_for_reloads, args=(holder, workers), daemon=True).start()
+    log.info(
+        "listening on %s (policy %s, authserv-id %s, logging to %s, process %d)",
+        parsed, policy_path or "built-in defaults", app.authserv_id, where, os.getpid(),
+    )
+    try:
+        libmilter.main()
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            _reap(worker.pid)
+    log.info("stopped (process %d)", os.getpid())
+    return 0
+
+
+def _fork_worker() -> Worker:
+    """A copy of this process (listening socket included) that reads its stdin from us."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        os.dup2(read_end, 0)
+        os.close(read_end)
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (process-long)
+        return Worker(0, -1)
+    os.close(read_end)
+    return Worker(pid, write_end)
+
+
+def _reap(pid: int, timeout: float = 30.0) -> None:
+    """Wait for a worker to exit; kill it if it will not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done == 0:
+                time.sleep(0.1)
+                continue
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _start_services(policy: Policy, policy_path: Path | None) -> tuple[App, AppHolder, Executor]:
+    """This process's thread pool, metrics, state store and App, wired to pymilter."""
     executor = ThreadPoolExecutor(policy.milter.check_threads, "trustmilter-check")
     metrics = _start_metrics(policy)
     state = _open_state(policy)
@@ -98,47 +202,41 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
     except (StartupError, PipelineError) as error:
         raise ServeError(str(error)) from error
     holder = AppHolder(app, policy_path, executor, metrics, state)
+    # pymilter's one bootstrap point: the factory is a module attribute.
     Milter.factory = lambda: TrustMilter(SmtpSession(holder, metrics), metrics)
-    threading.Thread(target=_listen_for_reloads, args=(holder,), daemon=True).start()
-
-    _register(spec)
-    old_umask = os.umask(0o117)  # the socket: owner and group (postfix) only, 0660
-    try:
-        libmilter.opensocket(True)
-    finally:
-        os.umask(old_umask)
-    if parsed.family != "unix":
-        _disable_nagle(parsed.port)
-    log.info(
-        "listening on %s (policy %s, authserv-id %s, logging to %s)",
-        parsed, policy_path or "built-in defaults", app.authserv_id, where,
-    )
-    try:
-        libmilter.main()
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
-    log.info("stopped")
-    return 0
+    return app, holder, executor
 
 
-def _disable_nagle(port: int) -> None:
-    """TCP_NODELAY on libmilter's listening socket (Linux passes it on to each
-    accepted connection). libmilter writes each end-of-message edit and the
-    reply separately; with Nagle on, the second small write waits for an ACK
-    the MTA delays ~40 ms. libmilter offers no hook, so find its socket by port.
+def _tune_listener(spec: SocketSpec) -> None:
+    """Adjust libmilter's listening socket, which it offers no hook for.
+
+    - Non-blocking: with several processes on one socket, all wake for a
+      connection and only one gets it; libmilter retries an accept that
+      finds nothing (EAGAIN) instead of blocking in it, so a stopping
+      process is never stuck waiting for a connection that went elsewhere.
+    - TCP_NODELAY (Linux passes it on to each accepted connection):
+      libmilter writes each end-of-message edit and the reply separately;
+      with Nagle on, the second small write waits for an ACK the MTA delays
+      ~40 ms.
     """
+    wanted: object = spec.path if spec.family == "unix" else spec.port
     for entry in os.listdir("/proc/self/fd"):
         try:
             fd = int(entry)
             if not os.readlink(f"/proc/self/fd/{entry}").startswith("socket:"):
                 continue
             with socket.socket(fileno=os.dup(fd)) as sock:
-                if sock.type == socket.SOCK_STREAM and sock.getsockname()[1] == port:
+                name = sock.getsockname()
+                found = name if isinstance(name, str) else name[1]
+                if sock.type != socket.SOCK_STREAM or found != wanted:
+                    continue
+                os.set_blocking(fd, False)
+                if spec.family != "unix":
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    return
+                return
         except (OSError, ValueError, IndexError, TypeError):
             continue
-    log.warning("could not set TCP_NODELAY on port %d; end-of-message replies may lag", port)
+    log.warning("could not tune the listening socket %s; replies may lag", spec)
 
 
 def _register(spec: str) -> None:

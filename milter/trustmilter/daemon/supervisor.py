@@ -10,6 +10,8 @@ status so systemd's Restart= can act.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -31,7 +33,9 @@ def run(policy: Path | None, socket_spec: str | None, foreground_log: bool) -> i
         command += ["--socket", socket_spec]
     if foreground_log:
         command.append("--foreground-log")
-    child = subprocess.Popen(command, stdin=subprocess.PIPE, text=True)
+    # Its own process group: with milter.processes > 1 the milter forks
+    # workers, and a stop reaches them all at once through the group.
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, text=True, start_new_session=True)
     stopping = threading.Event()
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
@@ -45,7 +49,8 @@ def run(policy: Path | None, socket_spec: str | None, foreground_log: bool) -> i
     def on_stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
         if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, on_stop)
@@ -60,7 +65,9 @@ def run(policy: Path | None, socket_spec: str | None, foreground_log: bool) -> i
                 now = time.monotonic()
                 stop_deadline = stop_deadline or now + STOP_GRACE_SECONDS
                 if now > stop_deadline:
-                    child.kill()  # sessions still open are tempfailed by the MTA
+                    # Sessions still open are tempfailed by the MTA (milter_default_action).
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(child.pid, signal.SIGKILL)
     if stopping.is_set() and status in (0, -signal.SIGTERM):
         return 0
     return status if status >= 0 else 128 - status
