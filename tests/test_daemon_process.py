@@ -77,7 +77,7 @@ def test_sighup_with_a_broken_policy_keeps_the_old_one(daemon, dns_server):
 def test_sigterm_stops_cleanly(daemon):
     running, _ = daemon
     assert running.stop() == 0
-    assert "stopped" in running.log_text()
+    assert "stopped (process " in running.log_text()
 
 
 def test_a_bad_policy_stops_start_up_with_one_line(tmp_path: Path):

@@ -290,7 +290,7 @@ def test_daemon_down_follows_milter_default_action(mta: PostfixInstance, daemon:
     """SIGTERM stops trustmilter cleanly; Postfix then applies milter_default_action."""
     assert send_one(mta.smtp_port, good_message(), **GOOD_CLIENT).final.code == 250
     assert daemon.stop() == 0, daemon.log_tail()
-    assert any(line.endswith(": stopped") for line in daemon.log_text().splitlines()), "a graceful stop"
+    assert any(": stopped (process " in line for line in daemon.log_text().splitlines()), "a graceful stop"
 
     down = send_one(mta.smtp_port, good_message(), **GOOD_CLIENT)
     assert 400 <= down.final.code < 500, down
