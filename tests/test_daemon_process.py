@@ -97,7 +97,6 @@ def test_a_bad_policy_stops_start_up_with_one_line(tmp_path: Path):
 
 def test_several_processes_share_the_socket_reload_and_stop_together(tmp_path: Path, dns_server):
     """milter.processes: 2 — both serve, both reload on SIGHUP, none is left after SIGTERM."""
-    import os
 
     dns_server.load(ZONE)
     policy = tmp_path / "policy.yaml"
@@ -120,5 +119,6 @@ def test_several_processes_share_the_socket_reload_and_stop_together(tmp_path: P
     finally:
         assert running.stop() == 0
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text().lower()
     assert running.log_text().count("stopped (process") == 2

@@ -63,6 +63,10 @@ class AppHolder:
                       self._path, error.strerror)
             self._count(ok=False)
             return False
+        except Exception:  # anything else: keep serving with the old policy
+            log.exception("policy reload failed, keeping the old policy")
+            self._count(ok=False)
+            return False
         with self._lock:
             old, self._app = self._app, app
         pending = _needs_restart(old.policy, policy)

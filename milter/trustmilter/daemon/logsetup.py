@@ -33,7 +33,8 @@ def setup_logging(config: LoggingConfig, force_stderr: bool = False) -> str:
     if destination == "syslog":
         facility = logging.handlers.SysLogHandler.facility_names[config.facility]
         handler = logging.handlers.SysLogHandler(address=config.syslog_socket, facility=facility)
-        handler.setFormatter(logging.Formatter(f"trustmilter[{os.getpid()}]: %(message)s"))
+        # %(process)d, not the pid now: worker processes fork after this.
+        handler.setFormatter(logging.Formatter("trustmilter[%(process)d]: %(message)s"))
         where = f"syslog ({config.facility}, {config.syslog_socket})"
     else:
         handler = logging.StreamHandler(sys.stderr)

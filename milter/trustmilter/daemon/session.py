@@ -93,6 +93,7 @@ class Transaction:
     rcpt_results: list[CheckResult] = field(default_factory=list)
     early: Verdict | None = None
     early_logged: bool = False
+    spent: float = 0.0  # seconds spent waiting on checks so far (the message budget)
     failed_stage: str | None = None  # a no-reply callback failed; answer on_error at EOM
 
 
@@ -109,6 +110,9 @@ class SmtpSession:
         self.hostname: str | None = None
         self.helo_name: str | None = None
         self.tx: Transaction | None = None
+        # A no-reply callback before MAIL FROM failed (connect, HELO): without
+        # its facts no message on this connection can be judged.
+        self.failed_stage: str | None = None
 
     # --- connection -------------------------------------------------------
 
@@ -166,6 +170,8 @@ class SmtpSession:
         )
         self.tx = tx
         self._metrics.in_flight(+1)
+        if self.failed_stage is not None:
+            return self.error_step(authenticated_as)  # logged when it happened
         limit = app.policy.milter.max_message_size
         declared = params.get("SIZE")
         if limit and declared and declared.isdigit() and int(declared) > limit:
@@ -173,7 +179,7 @@ class SmtpSession:
             return self._refuse_early(Step("reject", TOO_BIG), "mail")
         if tx.kind is not ClientKind.EXTERNAL:
             return CONTINUE
-        tx.results = run_checks(app, self._facts(None), EARLY_STAGES, timeout=self._budget())
+        tx.results = self._run(tx, self._facts(None), EARLY_STAGES, None)
         verdict = decide(app, self._facts(None), tx.results).verdict
         if _final(app, verdict, EARLY_STAGES):
             tx.early = verdict
@@ -200,7 +206,7 @@ class SmtpSession:
             return CONTINUE
         prior = tx.results.plus(tx.rcpt_results)
         facts = Facts(self._connection(), Envelope(tx.mail_from, (recipient,)), None)
-        results = run_checks(tx.app, facts, RCPT_STAGES, prior=prior, timeout=self._budget())
+        results = self._run(tx, facts, RCPT_STAGES, prior)
         verdict = decide(tx.app, facts, results).verdict
         if _final(tx.app, verdict, (*EARLY_STAGES, *RCPT_STAGES)):
             self._log(tx, "", verdict, results, "rcpt", rcpts=(recipient,))
@@ -235,10 +241,7 @@ class SmtpSession:
             if tx.kind is not ClientKind.EXTERNAL:
                 return self._finish_bypassed(tx, queue_id, forged)
             facts = self._facts(message)
-            results = run_checks(
-                tx.app, facts, LATE_STAGES, prior=tx.results.plus(tx.rcpt_results),
-                timeout=self._budget(),
-            )
+            results = self._run(tx, facts, LATE_STAGES, tx.results.plus(tx.rcpt_results))
             evaluation = decide(tx.app, facts, results)
             return self._finish(tx, queue_id, evaluation)
         finally:
@@ -257,6 +260,8 @@ class SmtpSession:
         """A no-reply callback failed: remember it, so end of message answers on_error."""
         if self.tx is not None:
             self.tx.failed_stage = stage
+        else:
+            self.failed_stage = stage
 
     # --- helpers ----------------------------------------------------------
 
@@ -265,9 +270,20 @@ class SmtpSession:
             raise RuntimeError("milter protocol: no MAIL FROM before this step")
         return self.tx
 
-    def _budget(self) -> float:
-        tx = self._require_tx()
-        return max(0.0, tx.app.policy.milter.message_timeout - (self._clock() - tx.started))
+    def _run(
+        self, tx: Transaction, facts: Facts, stages: tuple[Stage, ...], prior: Results | None
+    ) -> Results:
+        """Run `stages` within what is left of the message's budget.
+
+        The budget counts time spent waiting on our checks, not the time the
+        client takes to send: a large message on a slow link is not penalised.
+        """
+        left = max(0.0, tx.app.policy.milter.message_timeout - tx.spent)
+        started = self._clock()
+        try:
+            return run_checks(tx.app, facts, stages, prior=prior, timeout=left)
+        finally:
+            tx.spent += self._clock() - started
 
     def _connection(self) -> Connection:
         assert self.ip is not None  # external clients always have an address
@@ -426,7 +442,11 @@ def _final(app: App, verdict: Verdict, done: Iterable[Stage]) -> bool:
     later.add(UPSTREAM_PREFIX)
     rules = {rule.name: rule for rule in app.policy.rules}
     for hit in verdict.hits:
-        if hit.shadow or hit.action not in (Action.REJECT, Action.TEMPFAIL):
+        # Only a hit that itself forces the verdict's action can make it final:
+        # a final tempfail beside an undecided reject must not become a 5xx.
+        if hit.shadow or hit.action is not verdict.action:
+            continue
+        if hit.action not in (Action.REJECT, Action.TEMPFAIL):
             continue
         rule = rules.get(hit.rule)
         if rule is None:
