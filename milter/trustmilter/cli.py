@@ -4,9 +4,10 @@
 message from a file or standard input. ``trustmilter policy check|show``
 validate and print the policy. ``trustmilter quarantine`` and
 ``trustmilter reputation`` review Postfix's hold queue and what releases
-taught (quarantine/commands.py). Exit status: 0 whatever the verdict, 1 for
-unreadable input or a bad policy, 2 for usage errors; each failure is one
-line on standard error.
+taught (quarantine/commands.py); ``explain-bounce`` reads a bounce
+(bounce/) and ``doctor`` checks a sender's setup (doctor/). Exit status:
+0 whatever the verdict, 1 for unreadable input or a bad policy, 2 for
+usage errors; each failure is one line on standard error.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from typing import Any
 
 from trustmilter import __version__
 from trustmilter.app import App
+from trustmilter.bounce.commands import add_explain_parser, run_explain_bounce
 from trustmilter.checks import StartupError
+from trustmilter.doctor import add_parser as add_doctor_parser
+from trustmilter.doctor import run_command as run_doctor
 from trustmilter.evaluation import Evaluation, evaluate_message
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.fixture import Fixture, FixtureError, FixtureResolver, RecordingResolver
@@ -99,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     add_bench_arguments(bench)
     add_quarantine_parser(commands)
     add_reputation_parser(commands)
+    add_doctor_parser(commands)
+    add_explain_parser(commands)
     return parser
 
 
@@ -251,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="trustmilter: %(levelname)s %(message)s")
     handlers = {"check": _check, "policy": _policy, "run": _run, "_serve": _serve,
-                "bench": _bench, "quarantine": run_quarantine, "reputation": run_reputation}
+                "bench": _bench, "quarantine": run_quarantine, "reputation": run_reputation,
+                "explain-bounce": run_explain_bounce,
+                "doctor": run_doctor}
     try:
         return handlers[args.command](args)
     except CommandError as error:

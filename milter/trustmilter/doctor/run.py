@@ -1,0 +1,150 @@
+"""`trustmilter doctor`: run every rule for a sending setup, concurrently, and report.
+
+The rule groups (each IP, the HELO, MX, SPF, each DKIM selector, DMARC)
+are independent, so they run on one short-lived thread pool through the
+policy's DNS settings (`build_resolver(policy.dns)`). The report keeps a
+fixed order whatever finishes first. Exit status: 0 when no rule fails
+(warnings allowed), 1 otherwise or for an unreadable policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trustmilter.doctor.rules import (
+    Diagnosis,
+    context,
+    dkim_rule,
+    dmarc_rules,
+    helo_rules,
+    ip_rules,
+    mx_rule,
+    spf_rules,
+    suggested_host,
+)
+from trustmilter.domains import DomainTools, normalise
+from trustmilter.lookup.parallel import query_many
+from trustmilter.lookup.resolver import build_resolver
+from trustmilter.policy.load import PolicyError, load_policy
+from trustmilter.policy.model import Policy
+
+if TYPE_CHECKING:
+    from trustmilter.lookup.answer import Resolver
+    from trustmilter.model import IPAddress
+
+MAX_WORKERS = 8
+
+
+def diagnose(domain: str, ips: list[IPAddress], helo: str | None, selectors: list[str],
+             resolver: Resolver, policy: Policy | None = None,
+             domains: DomainTools | None = None) -> list[Diagnosis]:
+    """Every SEED-RULES §1-3 rule for mail from `domain` sent by `ips` greeting as `helo`."""
+    policy = policy or Policy()
+    domains = domains or DomainTools()
+    domain = normalise(domain)
+    base = context(resolver, domains, domain, helo=helo)
+    host = suggested_host(domain, helo, domains)
+    mx = resolver.query(domain, "MX")
+    mx_hosts = [h for _, h in mx.mx_hosts() if h not in ("", ".")]
+    iprev_config = replace(policy.checks.iprev, enabled=True)
+
+    def mx_addresses() -> set[str]:
+        answers = query_many(resolver, [(h, t) for h in mx_hosts for t in ("A", "AAAA")])
+        return {a for answer in answers for a in answer.addresses()}
+
+    jobs: list[Callable[[], list[Diagnosis]]] = [
+        partial(ip_rules, context(resolver, domains, domain, ip, helo), iprev_config, domain, host)
+        for ip in ips
+    ]
+    if helo:
+        jobs.append(lambda: helo_rules(base, domain, mx, host))
+    jobs.append(lambda: [mx_rule(domain, mx, host)])
+    jobs.append(lambda: spf_rules(base, domain, ips, mx_addresses()))
+    min_bits = policy.checks.dkim.min_key_bits
+    jobs.extend(partial(_one, dkim_rule, resolver, domain, s, min_bits) for s in selectors)
+    jobs.append(lambda: dmarc_rules(base, domain))
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(jobs)),
+                            thread_name_prefix="doctor") as pool:
+        groups = list(pool.map(lambda job: job(), jobs))
+    return [d for group in groups for d in group]
+
+
+def _one(rule: Callable[..., Diagnosis], *args: Any) -> list[Diagnosis]:
+    """A single-diagnosis rule as a group of one."""
+    return [rule(*args)]
+
+
+def failed(diagnoses: list[Diagnosis]) -> bool:
+    """True when any rule failed (the exit status is 1)."""
+    return any(d.status == "fail" for d in diagnoses)
+
+
+def as_json(domain: str, diagnoses: list[Diagnosis]) -> dict[str, Any]:
+    """The `--json` object."""
+    return {"domain": domain, "ok": not failed(diagnoses),
+            "rules": [asdict(d) for d in diagnoses]}
+
+
+def as_text(domain: str, diagnoses: list[Diagnosis]) -> str:
+    """Readable English: one line per rule, its fix indented below."""
+    lines = [f"Sending setup of {domain}:"]
+    for d in diagnoses:
+        about = f" [{d.subject}]" if d.subject and d.subject != domain else ""
+        lines.append(f"  {d.status.upper():<4} {d.rule}{about}: {d.found}")
+        if d.fix and d.status != "pass":
+            lines.append(f"       fix: {d.fix}")
+    fails = sum(d.status == "fail" for d in diagnoses)
+    warns = sum(d.status == "warn" for d in diagnoses)
+    lines.append(f"{fails} failed, {warns} warnings, {len(diagnoses) - fails - warns} passed")
+    return "\n".join(lines)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def add_parser(commands: Any) -> None:
+    """Add `doctor` to the CLI's subcommands."""
+    doctor = commands.add_parser(
+        "doctor", help="check a sender's DNS setup against the trust rules (SEED-RULES §1-3)")
+    doctor.add_argument("--domain", required=True, help="the sending domain")
+    doctor.add_argument("--ip", action="append", default=[], type=_ip,
+                        help="a sending IP address (repeat)")
+    doctor.add_argument("--helo", help="the HELO/EHLO name the servers use")
+    doctor.add_argument("--dkim-selector", action="append", default=[], metavar="SEL",
+                        help="a DKIM selector to check (repeat)")
+    doctor.add_argument("--policy", type=Path, help="policy.yaml (its dns: settings are used)")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The `doctor` subcommand: 0 when nothing fails, 1 otherwise."""
+    try:
+        policy = load_policy(args.policy) if args.policy is not None else Policy()
+    except PolicyError as error:
+        print(f"trustmilter: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"trustmilter: {args.policy}: cannot read policy: {error.strerror}",
+              file=sys.stderr)
+        return 1
+    domain = normalise(args.domain)
+    diagnoses = diagnose(domain, list(args.ip), args.helo, list(args.dkim_selector),
+                         build_resolver(policy.dns), policy)
+    if args.json:
+        print(json.dumps(as_json(domain, diagnoses)))
+    else:
+        print(as_text(domain, diagnoses))
+    return 1 if failed(diagnoses) else 0
