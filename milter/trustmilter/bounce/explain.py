@@ -28,6 +28,7 @@ from trustmilter.bounce.dsn import (
 )
 from trustmilter.bounce.heuristics import TextReport, read_text
 from trustmilter.bounce.status import StatusMeaning, describe, find_basic
+from trustmilter.i18n import N_
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,16 @@ class Cause(StrEnum):
     TEMPORARY_FAILURE = "temporary failure"
     PERMANENT_FAILURE = "permanent failure"
     UNKNOWN = "unknown"
+
+
+# The Cause values as msgids for the catalogs (a StrEnum's values cannot be wrapped).
+CAUSE_MSGIDS = (
+    N_("delivered"), N_("user unknown"), N_("host unknown"), N_("mailbox full"),
+    N_("mailbox disabled"), N_("message too large"), N_("blocked as spam"),
+    N_("sender authentication failed"), N_("relay denied"), N_("refused by policy"),
+    N_("mail loop"), N_("server could not be reached"), N_("temporary failure"),
+    N_("permanent failure"), N_("unknown"),
+)
 
 
 # Words MTAs put in replies when the code alone is too vague (5.0.0, 550 without detail).

@@ -32,6 +32,7 @@ from trustmilter.doctor.rules import (
     suggested_host,
 )
 from trustmilter.domains import DomainTools, normalise
+from trustmilter.i18n import N_, translator
 from trustmilter.lookup.parallel import query_many
 from trustmilter.lookup.resolver import build_resolver
 from trustmilter.policy.load import PolicyError, load_policy
@@ -42,6 +43,12 @@ if TYPE_CHECKING:
     from trustmilter.model import IPAddress
 
 MAX_WORKERS = 8
+# The status words of the readable report; --json keeps "pass"/"warn"/"fail".
+STATUS_WORDS = {"pass": N_("PASS"), "warn": N_("WARN"), "fail": N_("FAIL")}
+# Sentence parts that are not found/fix texts of the rules.
+_HEADING = N_("Sending setup of %(domain)s:")
+_FIX = N_("fix: %(fix)s")
+_SUMMARY = N_("%(failed)s failed, %(warnings)s warnings, %(passed)s passed")
 
 
 def diagnose(domain: str, ips: list[IPAddress], helo: str | None, selectors: list[str],
@@ -90,21 +97,33 @@ def failed(diagnoses: list[Diagnosis]) -> bool:
 
 def as_json(domain: str, diagnoses: list[Diagnosis]) -> dict[str, Any]:
     """The `--json` object."""
+    hidden = ("found_text", "fix_text")  # the translatable forms; JSON stays English
     return {"domain": domain, "ok": not failed(diagnoses),
-            "rules": [asdict(d) for d in diagnoses]}
+            "rules": [{k: v for k, v in asdict(d).items() if k not in hidden}
+                      for d in diagnoses]}
 
 
-def as_text(domain: str, diagnoses: list[Diagnosis]) -> str:
-    """Readable English: one line per rule, its fix indented below."""
-    lines = [f"Sending setup of {domain}:"]
+def as_text(domain: str, diagnoses: list[Diagnosis],
+            tr: Callable[[str], str] = N_) -> str:
+    """Readable text in `tr`'s language: one line per rule, its fix indented below.
+
+    Rule ids, DNS names and records stay as they are; the sentences around them
+    are translated.
+    """
+    lines = [tr(_HEADING) % {"domain": domain}]
+    # Aligned on the longest status word of the language (2 in Japanese, 5 in French).
+    width = max(len(tr(w)) for w in STATUS_WORDS.values())
     for d in diagnoses:
         about = f" [{d.subject}]" if d.subject and d.subject != domain else ""
-        lines.append(f"  {d.status.upper():<4} {d.rule}{about}: {d.found}")
+        found = d.found_text.render(tr) if d.found_text else d.found
+        lines.append(f"  {tr(STATUS_WORDS[d.status]):<{width}} {d.rule}{about}: {found}")
         if d.fix and d.status != "pass":
-            lines.append(f"       fix: {d.fix}")
+            fix = d.fix_text.render(tr) if d.fix_text else d.fix
+            lines.append("       " + tr(_FIX) % {"fix": fix})
     fails = sum(d.status == "fail" for d in diagnoses)
     warns = sum(d.status == "warn" for d in diagnoses)
-    lines.append(f"{fails} failed, {warns} warnings, {len(diagnoses) - fails - warns} passed")
+    lines.append(tr(_SUMMARY) % {"failed": fails, "warnings": warns,
+                                 "passed": len(diagnoses) - fails - warns})
     return "\n".join(lines)
 
 
@@ -127,6 +146,8 @@ def add_parser(commands: Any) -> None:
                         help="a DKIM selector to check (repeat)")
     doctor.add_argument("--policy", type=Path, help="policy.yaml (its dns: settings are used)")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument("--lang", help="language of the readable report: en, de, fr or ja "
+                        "(default: the locale, else English)")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -146,5 +167,5 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(as_json(domain, diagnoses)))
     else:
-        print(as_text(domain, diagnoses))
+        print(as_text(domain, diagnoses, translator(args.lang)))
     return 1 if failed(diagnoses) else 0
