@@ -46,8 +46,8 @@ from functools import partial
 from typing import ClassVar
 
 from trustmilter.checks.base import Check, CheckContext, Stage
-from trustmilter.domains import domain_of, normalise
-from trustmilter.lookup import DnsAnswer, DnsStatus
+from trustmilter.domains import DomainTools, domain_of, normalise
+from trustmilter.lookup import DnsAnswer, DnsStatus, Resolver
 from trustmilter.model import Message
 from trustmilter.results import CheckResult, Finding, Outcome
 
@@ -185,6 +185,25 @@ def dmarc_txts(answer: DnsAnswer) -> list[str]:
     return [t for t in texts if is_dmarc_record(t)]
 
 
+def discover(dns: Resolver, domains: DomainTools, author: str) -> Discovery:
+    """Policy discovery, RFC 7489 §6.6.3: the From domain, then its org domain."""
+    candidates = [author]
+    org = domains.org_domain(author)
+    if org and org != author:
+        candidates.append(org)
+    for level, domain in enumerate(candidates):
+        answer = dns.query(f"_dmarc.{domain}", "TXT")
+        if answer.status is DnsStatus.TEMPERROR:
+            return Discovery(domain=domain, temperror=answer.error or "temporary DNS error")
+        records = dmarc_txts(answer)
+        if len(records) > 1:
+            # Step 5: several records end discovery; DMARC does not apply.
+            return Discovery(domain=domain)
+        if records:
+            return Discovery(parse_record(records[0]), domain, from_org=level > 0)
+    return Discovery()
+
+
 class DmarcCheck:
     """The From domain's DMARC verdict from SPF and DKIM results."""
 
@@ -211,28 +230,10 @@ class DmarcCheck:
         results = [self._evaluate(ctx, d, message_id) for d in domains[:MAX_AUTHOR_DOMAINS]]
         return [max(results, key=_severity)]
 
-    def _discover(self, ctx: CheckContext, author: str) -> Discovery:
-        """Policy discovery, RFC 7489 §6.6.3: the From domain, then its org domain."""
-        candidates = [author]
-        org = ctx.domains.org_domain(author)
-        if org and org != author:
-            candidates.append(org)
-        for level, domain in enumerate(candidates):
-            answer = ctx.dns.query(f"_dmarc.{domain}", "TXT")
-            if answer.status is DnsStatus.TEMPERROR:
-                return Discovery(domain=domain, temperror=answer.error or "temporary DNS error")
-            records = dmarc_txts(answer)
-            if len(records) > 1:
-                # Step 5: several records end discovery; DMARC does not apply.
-                return Discovery(domain=domain)
-            if records:
-                return Discovery(parse_record(records[0]), domain, from_org=level > 0)
-        return Discovery()
-
     def _evaluate(self, ctx: CheckContext, author: str, message_id: str) -> CheckResult:
         """The DMARC result for one Author Domain."""
         props: tuple[tuple[str, str], ...] = (("header.from", author),)
-        found = self._discover(ctx, author)
+        found = discover(ctx.dns, ctx.domains, author)
         if found.temperror:
             return CheckResult(self.name, Outcome.TEMPERROR,
                                f"DMARC record lookup for {found.domain}: {found.temperror}",

@@ -326,7 +326,7 @@ def dmarc_rules(ctx: CheckContext, domain: str) -> list[Diagnosis]:
     publish = text(N_("Publish this TXT record at %(name)s: %(record)s"), name=f"_dmarc.{org}",
                    record="v=DMARC1; p=quarantine")
     # The milter's own policy discovery (RFC 7489 §6.6.3).
-    found = dmarc_check.DmarcCheck(dmarc_check.Config())._discover(ctx, domain)
+    found = dmarc_check.discover(ctx.dns, ctx.domains, domain)
     if found.temperror:
         return [_unsure("dmarc.exists", found.temperror, domain)]
     record = found.record
