@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import Check, CheckContext, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.model import Message
 from trustmilter.policy.errors import InvalidField
@@ -185,10 +185,6 @@ def _result(check: str, findings: list[Finding]) -> CheckResult:
     return CheckResult(RESULT, Outcome.PASS, "no sign of automated mail", data=data)
 
 
-def _skipped(check: str, why: str) -> CheckResult:
-    return CheckResult(RESULT, Outcome.SKIPPED, why, data={"check": check})
-
-
 # ---- the checks ----------------------------------------------------------------
 
 
@@ -207,7 +203,7 @@ class AutomationSenderCheck:
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Classify MAIL FROM."""
         if not self.config.enabled:
-            return [_skipped(self.name, "disabled")]
+            return [skipped(RESULT, self.name, "disabled")]
         sender = ctx.envelope.mail_from.strip().strip("<>")
         findings = []
         if not sender:
@@ -233,9 +229,9 @@ class AutomationMessageCheck:
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Report every sign of automation in the header."""
         if not self.config.enabled:
-            return [_skipped(self.name, "disabled")]
+            return [skipped(RESULT, self.name, "disabled")]
         if ctx.message is None:
-            return [_skipped(self.name, "no message yet")]
+            return [skipped(RESULT, self.name, "no message yet")]
         return [_result(self.name, message_findings(ctx.message, self.patterns))]
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.model import Connection, Envelope, Facts, Message
-from trustmilter.results import CheckResult, Results
+from trustmilter.results import CheckResult, Outcome, Results
 
 if TYPE_CHECKING:
     from trustmilter.state.base import StateStore
@@ -62,6 +62,12 @@ class CheckContext:
     @property
     def message(self) -> Message | None:
         return self.facts.message
+
+
+def skipped(result: str, check: str, why: str) -> CheckResult:
+    """A SKIPPED result for a module whose checks share one result name;
+    `data["check"]` says which of them skipped."""
+    return CheckResult(result, Outcome.SKIPPED, why, data={"check": check})
 
 
 class Check(Protocol):

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import Check, CheckContext, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.model import Message
 from trustmilter.policy.errors import InvalidField
@@ -152,10 +152,6 @@ def _result(check: str, findings: list[Finding], fine: str) -> CheckResult:
     return CheckResult(RESULT, Outcome.PASS, fine, data=data)
 
 
-def _skipped(check: str, why: str) -> CheckResult:
-    return CheckResult(RESULT, Outcome.SKIPPED, why, data={"check": check})
-
-
 # ---- the checks ----------------------------------------------------------------
 
 
@@ -173,12 +169,12 @@ class LoopSenderCheck:
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Compare the envelope sender with the support addresses."""
         if not self.config.enabled:
-            return [_skipped(self.name, "disabled")]
+            return [skipped(RESULT, self.name, "disabled")]
         if not self.config.support_addresses:
-            return [_skipped(self.name, "no support addresses configured")]
+            return [skipped(RESULT, self.name, "no support addresses configured")]
         sender = normalise_address(ctx.envelope.mail_from)
         if not sender:
-            return [_skipped(self.name, "null sender")]
+            return [skipped(RESULT, self.name, "null sender")]
         findings = []
         if self.config.is_support(sender):
             # SEED-RULES §5: a support address is never a user address.
@@ -201,11 +197,11 @@ class LoopRecipientCheck:
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Pair the envelope sender with the recipient(s) of this call."""
         if not self.config.enabled:
-            return [_skipped(self.name, "disabled")]
+            return [skipped(RESULT, self.name, "disabled")]
         if not self.config.support_addresses:
-            return [_skipped(self.name, "no support addresses configured")]
+            return [skipped(RESULT, self.name, "no support addresses configured")]
         if not ctx.envelope.rcpt_to:
-            return [_skipped(self.name, "no recipient yet")]
+            return [skipped(RESULT, self.name, "no recipient yet")]
         pairs = support_pairs(self.config, [ctx.envelope.mail_from], ctx.envelope.rcpt_to)
         findings = [Finding("loop.support_to_support", f"support to support: {p}") for p in pairs]
         return [_result(self.name, findings, "no support-to-support mail")]
@@ -226,10 +222,10 @@ class LoopMessageCheck:
         """Report every loop sign in the header."""
         config = self.config
         if not config.enabled:
-            return [_skipped(self.name, "disabled")]
+            return [skipped(RESULT, self.name, "disabled")]
         message = ctx.message
         if message is None:
-            return [_skipped(self.name, "no message yet")]
+            return [skipped(RESULT, self.name, "no message yet")]
         findings: list[Finding] = []
         senders = from_addresses(message)
         support_from = [a for a in dict.fromkeys(map(normalise_address, senders))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import Check, CheckContext, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.domains import ascii_name, domain_of, is_host_name, normalise
 from trustmilter.lookup.answer import DnsStatus
@@ -159,16 +159,16 @@ class EnvelopeNamesCheck:
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Judge the sender's domain."""
         if not self.config.enabled:
-            return [_skipped(self.name, "disabled")]
+            return [skipped("names", self.name, "disabled")]
         sender = ctx.envelope.mail_from.strip()
         if not sender.strip("<>"):
-            return [_skipped(self.name, "null sender")]
+            return [skipped("names", self.name, "null sender")]
         domain = domain_of(sender)
         if not domain:
-            return [_skipped(self.name, "the sender address has no domain")]
+            return [skipped("names", self.name, "the sender address has no domain")]
         states = judge_all(ctx.dns, [domain])
         if not states:
-            return [_skipped(self.name, "address-literal domain")]
+            return [skipped("names", self.name, "address-literal domain")]
         return [report(self.name, states, "names.sender_nonexistent", "names.sender_no_address")]
 
 
@@ -186,12 +186,12 @@ class RecipientNamesCheck:
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Judge every recipient domain known so far."""
         if not (self.config.enabled and self.config.check_recipients):
-            return [_skipped(self.name, "recipient domains not checked")]
+            return [skipped("names", self.name, "recipient domains not checked")]
         # RFC 5321 §4.1.1.3: RCPT TO:<postmaster> has no domain; it is skipped.
         domains = [d for d in (domain_of(r) for r in ctx.envelope.rcpt_to) if d]
         states = judge_all(ctx.dns, domains)
         if not states:
-            return [_skipped(self.name, "no recipient domain to look up")]
+            return [skipped("names", self.name, "no recipient domain to look up")]
         # A recipient domain without addresses is for the MTA to bounce: no finding.
         return [report(self.name, states, "names.rcpt_nonexistent")]
 
@@ -210,26 +210,21 @@ class HeaderNamesCheck:
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Judge the domain of every From mailbox."""
         if not self.config.enabled:
-            return [_skipped(self.name, "disabled")]
+            return [skipped("names", self.name, "disabled")]
         message = ctx.message
         if message is None:
-            return [_skipped(self.name, "no message yet")]
+            return [skipped("names", self.name, "no message yet")]
         domains = [
             mailbox.domain.lower()
             for value in message.header_values("From")
             for mailbox in parse_address_list(value).mailboxes
         ]
         if not domains:
-            return [_skipped(self.name, "no From mailbox with a domain")]
+            return [skipped("names", self.name, "no From mailbox with a domain")]
         states = judge_all(ctx.dns, domains)
         if not states:
-            return [_skipped(self.name, "only address-literal domains")]
+            return [skipped("names", self.name, "only address-literal domains")]
         return [report(self.name, states, "names.from_nonexistent", "names.from_no_address")]
-
-
-def _skipped(check: str, why: str) -> CheckResult:
-    """A skipped ``names`` result; `data["check"]` says which check skipped."""
-    return CheckResult("names", Outcome.SKIPPED, why, data={"check": check})
 
 
 CHECKS: tuple[type[Check], ...] = (EnvelopeNamesCheck, RecipientNamesCheck, HeaderNamesCheck)

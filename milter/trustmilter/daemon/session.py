@@ -35,6 +35,7 @@ from trustmilter.daemon.verdictlog import LEADING_KEYS, format_verdict_line
 from trustmilter.evaluation import Evaluation, decide, forged_headers, run_checks
 from trustmilter.model import Connection, Envelope, Facts, IPAddress, Message
 from trustmilter.pipeline import result_name
+from trustmilter.policy.evaluate import evaluate
 from trustmilter.results import CheckResult, Outcome, Results
 from trustmilter.signals import UPSTREAM_PREFIX, signal_prefixes
 from trustmilter.verdict import Action, Reply, Verdict
@@ -180,7 +181,8 @@ class SmtpSession:
         if tx.kind is not ClientKind.EXTERNAL:
             return CONTINUE
         tx.results = self._run(tx, self._facts(None), EARLY_STAGES, None)
-        verdict = decide(app, self._facts(None), tx.results).verdict
+        # Only the verdict matters before end of message: no header to build yet.
+        verdict = evaluate(app.policy, tx.results)
         if _final(app, verdict, EARLY_STAGES):
             tx.early = verdict
         return CONTINUE
@@ -207,7 +209,7 @@ class SmtpSession:
         prior = tx.results.plus(tx.rcpt_results)
         facts = Facts(self._connection(), Envelope(tx.mail_from, (recipient,)), None)
         results = self._run(tx, facts, RCPT_STAGES, prior)
-        verdict = decide(tx.app, facts, results).verdict
+        verdict = evaluate(tx.app.policy, results)
         if _final(tx.app, verdict, (*EARLY_STAGES, *RCPT_STAGES)):
             self._log(tx, "", verdict, results, "rcpt", rcpts=(recipient,))
             self._count(verdict, results)
