@@ -75,7 +75,8 @@ class Rig:
             dns={"cache_size": 0},
             state={"backend": "sqlite", "sqlite_path": str(self.state_path)},
             checks={"loops": {"support_addresses": [SUPPORT, "helpdesk@example.org"]},
-                    "rate": rate or {}},
+                    "rate": rate or {},
+                    "bounce": {"own_domains": ["example.org"]}},
         )
 
     def reload(self, rate: dict[str, Any] | None = None) -> None:
@@ -259,6 +260,55 @@ def test_a_bounce_is_held(mta: Rig) -> None:
     fields = verdict(mta, out).fields
     assert fields["from"] == "<>" and "auto-bounce" in fields["rules"].split(",")
     assert "auto.bounce" in fields["findings"]
+
+
+def our_bounce(gone: str, returned_id: str, extra_headers: tuple[str, ...] = ()) -> bytes:
+    """example.com's MTA reports that our support mail to `gone` bounced (RFC 3464)."""
+    body = (b"--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+            b"--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
+            b"Reporting-MTA: dns; mail.example.com\r\n\r\n"
+            b"Final-Recipient: rfc822; " + gone.encode() + b"\r\nAction: failed\r\n"
+            b"Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
+            b"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+            b"From: Support <support@example.org>\r\nTo: " + gone.encode() + b"\r\n"
+            b"Subject: Your ticket\r\nMessage-ID: " + returned_id.encode() + b"\r\n"
+            b"--b1--\r\n")
+    return signed(from_="Mail Delivery System <MAILER-DAEMON@example.com>",
+                  subject="Undelivered Mail Returned to Sender", body=body,
+                  extra_headers=("MIME-Version: 1.0", "Auto-Submitted: auto-replied",
+                                 "Content-Type: multipart/report; "
+                                 "report-type=delivery-status; boundary=\"b1\"", *extra_headers))
+
+
+def test_a_bounce_of_our_own_mail_is_delivered_summarised_and_recorded(mta: Rig) -> None:
+    """SEED-RULES §6 and issue 5: our own bounce reaches the sender with a summary for
+    the help desk, its verdict line says what bounced, and the hard bounce is listed."""
+    gone = unique("gone")
+    returned_id = f"<{uuid.uuid4().hex}@example.org>"
+    raw = our_bounce(gone, returned_id, ("X-Trustmilter-Bounce: own; forged by the sender",))
+    out = send_one(mta.postfix.smtp_port, raw, mail_from="", **CLIENT)
+    assert fate(mta, out) == "accept"
+    expected = (f"own; reporting-mta=mail.example.com; message-id={returned_id}; "
+                f"5.1.1 <{gone}> user unknown; recorded=1")
+    fields = verdict(mta, out).fields
+    assert (fields["bounce"], fields["bounce_summary"]) == ("fail", expected)
+    assert {"bounce.own", "bounce.permanent", "auto.bounce"} <= set(fields["findings"].split(","))
+    [delivered] = mta.postfix.wait_delivered(1)
+    assert delivered.header("X-Trustmilter-Bounce") == [expected]  # the forged one is gone
+
+    listing = mta.trustmilter("bounces", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    [record] = [b for b in json.loads(listing.stdout)["bounces"] if b["recipient"] == gone]
+    assert (record["status"], record["cause"], record["sender"], record["message_id"],
+            record["client"], record["bounces"]) == (
+        "5.1.1", "user unknown", "support@example.org", returned_id, "192.0.2.10", 1)
+    readable = mta.trustmilter("bounces", "list")
+    assert f"<{gone}>  5.1.1 user unknown" in readable.stdout
+
+    forgot = mta.trustmilter("bounces", "forget", gone)
+    assert forgot.returncode == 0, forgot.stderr
+    again = mta.trustmilter("bounces", "forget", gone)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
 
 
 # ---- release teaches: the learned pass (SEED-RULES §7) ------------------------------

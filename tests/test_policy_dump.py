@@ -87,7 +87,7 @@ def test_dump_fills_in_every_field() -> None:
     assert data["rules"][0]["any"] == []
     assert set(data["checks"]) == {
         "iprev", "helo", "dnsbl", "spf", "names", "headers", "dkim", "arc", "dmarc", "uribl",
-        "loops", "automation", "rate", "reputation",
+        "loops", "automation", "rate", "reputation", "bounce",
     }
 
 

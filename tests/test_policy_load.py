@@ -132,7 +132,7 @@ def test_unknown_key_lists_the_known_ones() -> None:
         """
     ) == (
         "policy.yaml:6: checks.spff: unknown key; expected one of: "
-        "arc, automation, dkim, dmarc, dnsbl, headers, helo, iprev, loops, names, rate, "
+        "arc, automation, bounce, dkim, dmarc, dnsbl, headers, helo, iprev, loops, names, rate, "
         "reputation, spf, uribl"
     )
 

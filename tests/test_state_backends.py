@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from trustmilter.state.base import Reputation, StateStore
+from trustmilter.state.base import HardBounce, Reputation, StateStore
 from trustmilter.state.config import StateConfig
 from trustmilter.state.memory import SWEEP_EVERY, MemoryStore
 from trustmilter.state.open import open_store
@@ -252,6 +252,95 @@ def test_what_is_stored_survives_reopening(state_config: StateConfig) -> None:
         store.close()
 
 
+# ---- hard bounces ------------------------------------------------------------------
+
+# Redis expires records by its own clock (PXAT), so these times are real ones.
+NOW = float(int(time.time()))
+DAY = 86400.0
+
+
+def hard_bounce(recipient: str, at: float, status: str = "5.1.1", keep: float = 90 * DAY,
+                **fields: str) -> HardBounce:
+    values = {"cause": "user unknown", "reporting_mta": "mx.example.net",
+              "sender": "alice@example.com", "message_id": "<m1@example.com>",
+              "diagnostic": "550 5.1.1 no such user", "client": "192.0.2.25", **fields}
+    return HardBounce(recipient=recipient, status=status, first_seen=at, last_seen=at,
+                      expires=at + keep, **values)
+
+
+def test_a_hard_bounce_is_recorded_and_listed(state_store: StateStore) -> None:
+    recorded = state_store.add_bounce(hard_bounce("Bob@Example.NET", NOW))
+    assert recorded == hard_bounce("bob@example.net", NOW)
+    assert state_store.hard_bounces(NOW + 1) == [recorded]
+
+
+def test_reports_for_one_recipient_merge(state_store: StateStore) -> None:
+    """Several bounces for one mail are common (SEED-RULES §6): counted, not repeated."""
+    state_store.add_bounce(hard_bounce("bob@example.net", NOW))
+    merged = state_store.add_bounce(hard_bounce("BOB@example.net", NOW + 60, status="5.1.10",
+                                                cause="host unknown", message_id="<m2@x.test>"))
+    assert (merged.recipient, merged.bounces, merged.first_seen, merged.last_seen) == (
+        "bob@example.net", 2, NOW, NOW + 60)
+    assert (merged.status, merged.cause, merged.message_id) == (
+        "5.1.10", "host unknown", "<m2@x.test>")
+    assert merged.expires == NOW + 60 + 90 * DAY
+    assert state_store.hard_bounces(NOW + 61) == [merged]
+
+
+def test_bounces_are_listed_latest_first(state_store: StateStore) -> None:
+    for offset, address in enumerate(("a@example.net", "b@example.net", "c@example.net")):
+        state_store.add_bounce(hard_bounce(address, NOW + offset))
+    state_store.add_bounce(hard_bounce("a@example.net", NOW + 10))
+    listed = [b.recipient for b in state_store.hard_bounces(NOW + 11)]
+    assert listed == ["a@example.net", "c@example.net", "b@example.net"]
+
+
+def test_expired_bounces_are_not_listed(state_store: StateStore) -> None:
+    state_store.add_bounce(hard_bounce("old@example.net", NOW - 10, keep=5))
+    state_store.add_bounce(hard_bounce("new@example.net", NOW, keep=DAY))
+    assert [b.recipient for b in state_store.hard_bounces(NOW)] == ["new@example.net"]
+    # A recipient that bounces again after its record expired starts afresh.
+    again = state_store.add_bounce(hard_bounce("old@example.net", NOW + 1))
+    assert (again.bounces, again.first_seen) == (1, NOW + 1)
+
+
+def test_forget_bounce(state_store: StateStore) -> None:
+    state_store.add_bounce(hard_bounce("bob@example.net", NOW))
+    assert state_store.forget_bounce("BOB@example.net") is True
+    assert state_store.forget_bounce("bob@example.net") is False
+    assert state_store.hard_bounces(NOW) == []
+
+
+@pytest.mark.parametrize("state_config", ["sqlite", "redis"], indirect=True)
+def test_bounces_survive_reopening(state_config: StateConfig) -> None:
+    store = open_store(state_config)
+    recorded = store.add_bounce(hard_bounce("bob@example.net", NOW))
+    store.close()
+    store = open_store(state_config)
+    try:
+        assert store.hard_bounces(NOW) == [recorded]
+    finally:
+        store.close()
+
+
+def test_sqlite_adds_the_bounces_table_to_an_older_file(tmp_path: Path) -> None:
+    """A state file from before hard bounces were kept gains the table, and keeps its data."""
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE events (key TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL);"
+            "CREATE TABLE reputation (sender TEXT PRIMARY KEY, releases INTEGER NOT NULL,"
+            " last_release REAL NOT NULL, reasons TEXT NOT NULL);"
+            "INSERT INTO reputation VALUES ('alice@example.com', 3, 1.0, '[]');")
+    store = SqliteStore(path, 1.0)
+    try:
+        assert store.reputation("alice@example.com") == Reputation("alice@example.com", 3, 1.0)
+        store.add_bounce(hard_bounce("bob@example.net", NOW))
+        assert len(store.hard_bounces(NOW)) == 1
+    finally:
+        store.close()
+
+
 # ---- backend specifics -------------------------------------------------------------
 
 
@@ -304,6 +393,10 @@ def test_redis_keys_carry_the_prefix_and_expire(
         assert keys == {f"{prefix}rate:k", f"{prefix}rep:alice@example.com", f"{prefix}reps"}
         assert 0 < client.pttl(f"{prefix}rate:k") <= 90_000
         assert client.pttl(f"{prefix}rep:alice@example.com") == -1  # learned until forgotten
+        state_store.add_bounce(hard_bounce("bob@example.net", time.time(), keep=60))
+        bounce_key = f"{prefix}bounce:bob@example.net"
+        assert 0 < client.pttl(bounce_key) <= 60_001  # expires by itself (ms rounded up)
+        assert client.zrange(f"{prefix}bounces", 0, -1) == ["bob@example.net"]
     finally:
         client.close()
 

@@ -18,6 +18,7 @@ from typing import Literal, TypeVar
 
 import pytest
 
+from test_state_backends import NOW, hard_bounce
 from trustmilter.state.base import StateError
 from trustmilter.state.config import StateConfig
 from trustmilter.state.open import ResilientStore, open_store
@@ -247,6 +248,10 @@ def test_memory_counts_in_memory_while_the_backend_is_down(
         assert [store.hit("k", T0, HOUR) for _ in range(3)] == [1, 2, 3]
         assert store.add_release("Alice@Example.com", ("r",), T0).releases == 1
         assert store.reputation("alice@example.com") is not None
+        bounce = hard_bounce("bob@example.net", NOW)
+        assert store.add_bounce(bounce) == bounce
+        assert store.hard_bounces(NOW) == [bounce]
+        assert store.forget_bounce("bob@example.net") is True
         assert [level for level, _ in log_lines(caplog)] == [logging.WARNING]
         assert log_lines(caplog)[0][1].endswith("; counting in memory until it answers again")
         server.start()

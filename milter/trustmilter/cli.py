@@ -4,10 +4,11 @@
 message from a file or standard input. ``trustmilter policy check|show``
 validate and print the policy. ``trustmilter quarantine`` and
 ``trustmilter reputation`` review Postfix's hold queue and what releases
-taught (quarantine/commands.py); ``explain-bounce`` reads a bounce
-(bounce/) and ``doctor`` checks a sender's setup (doctor/). Exit status:
-0 whatever the verdict, 1 for unreadable input or a bad policy, 2 for
-usage errors; each failure is one line on standard error.
+taught (quarantine/commands.py); ``explain-bounce`` reads a bounce and
+``bounces`` lists the hard bounces the milter recorded (bounce/);
+``doctor`` checks a sender's setup (doctor/). Exit status: 0 whatever
+the verdict, 1 for unreadable input or a bad policy, 2 for usage errors;
+each failure is one line on standard error.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from typing import Any
 
 from trustmilter import __version__
 from trustmilter.app import App
-from trustmilter.bounce.commands import add_explain_parser, run_explain_bounce
+from trustmilter.bounce.commands import (
+    add_bounces_parser,
+    add_explain_parser,
+    run_bounces,
+    run_explain_bounce,
+)
 from trustmilter.checks import StartupError
 from trustmilter.doctor import add_parser as add_doctor_parser
 from trustmilter.doctor import run_command as run_doctor
@@ -105,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     add_reputation_parser(commands)
     add_doctor_parser(commands)
     add_explain_parser(commands)
+    add_bounces_parser(commands)
     return parser
 
 
@@ -258,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="trustmilter: %(levelname)s %(message)s")
     handlers = {"check": _check, "policy": _policy, "run": _run, "_serve": _serve,
                 "bench": _bench, "quarantine": run_quarantine, "reputation": run_reputation,
-                "explain-bounce": run_explain_bounce,
+                "explain-bounce": run_explain_bounce, "bounces": run_bounces,
                 "doctor": run_doctor}
     try:
         return handlers[args.command](args)

@@ -54,10 +54,15 @@ def run_checks(
 
 def forged_headers(app: App, message: Message) -> tuple[ForgedHeader, ...]:
     """Incoming headers only we write: A-R with our authserv-id (RFC 8601 §5) and
-    any copy of our verdict headers (a forged one could teach a release)."""
+    any copy of our verdict and bounce headers (a forged one could teach a
+    release, or mislead the help desk)."""
     forged = find_forged(message.headers, app.authserv_id)
-    for name in (app.policy.headers.trust_header, app.policy.headers.shadow_header):
-        forged.extend(find_named(message.headers, name))
+    policy = app.policy
+    for name in (
+        policy.headers.trust_header, policy.headers.shadow_header, policy.checks.bounce.header,
+    ):
+        if name:
+            forged.extend(find_named(message.headers, name))
     return tuple(forged)
 
 

@@ -41,6 +41,8 @@ RESULT_NAMES: tuple[str, ...] = (
     "automation",
     "rate",
     "reputation",
+    # Inbound bounces (SEED-RULES §6; RFC 3464).
+    "bounce",
 )
 
 # Finding name -> what it means. The text is for documentation and `policy show`.
@@ -118,6 +120,11 @@ FINDINGS: dict[str, str] = {
     "rate.state_unavailable": "the state backend failed, so the messages could not be counted",
     # Learned reputation (SEED-RULES §7: releasing teaches the filter)
     "reputation.learned": "mail from this sender was released from quarantine often enough",
+    # Bounces (SEED-RULES §6; RFC 3464, RFC 3463)
+    "bounce.own": "a bounce of our own outbound mail (its returned message is from own_domains)",
+    "bounce.foreign": "a bounce of mail that did not come from own_domains (backscatter)",
+    "bounce.permanent": "a bounce reporting a permanent failure (5.x.x) for some recipient",
+    "bounce.delayed": "a bounce reporting a temporary failure or delay (4.x.x)",
 }
 
 # Signals every policy may name: each result's outcomes plus the findings.

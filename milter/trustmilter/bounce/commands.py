@@ -1,8 +1,16 @@
-"""``trustmilter explain-bounce FILE [--json] [--lang en|de|fr|ja]``: a bounce, told in plain words.
+"""The bounce subcommands: ``explain-bounce`` and ``bounces list|forget``.
 
-Exit status 0 for any input that could be read (bounce or not), 1 when the
-file cannot be read. The readable output is translated (``--lang``, else the
+``trustmilter explain-bounce FILE [--json] [--lang en|de|fr|ja]``: a bounce,
+told in plain words. Exit status 0 for any input that could be read
+(bounce or not), 1 when the file or the policy cannot be read. Our own
+domains come from the policy (``checks.bounce.own_domains``) and
+``--own-domain``. The readable output is translated (``--lang``, else the
 locale; see i18n.py); ``--json`` stays English.
+
+``trustmilter bounces list`` shows the hard bounces (5.1.x) of our own mail
+that the milter recorded in the state store, latest first; ``bounces
+forget ADDR`` drops one (the address was corrected, or the record was a
+forged bounce's).
 """
 
 from __future__ import annotations
@@ -10,12 +18,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from trustmilter.bounce.explain import Bounce, explain
+from trustmilter.command_support import (
+    CommandFailure,
+    common_options,
+    guarded,
+    output,
+    policy_from,
+    printable,
+    state_store,
+    utc,
+)
 from trustmilter.i18n import N_, translator
+from trustmilter.state.base import HardBounce
 
 
 def add_explain_parser(commands: Any) -> None:
@@ -24,7 +44,9 @@ def add_explain_parser(commands: Any) -> None:
     parser.add_argument("message", help="the bounce (.eml), or - for standard input")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--own-domain", action="append", default=[], metavar="DOMAIN",
-                        help="a domain of ours: tells our own outbound mail (repeat)")
+                        help="a domain of ours, besides the policy's own_domains (repeat)")
+    parser.add_argument("--policy", type=Path,
+                        help="policy.yaml, for checks.bounce.own_domains (default: built-in)")
     parser.add_argument("--lang", help="language of the readable report: en, de, fr or ja "
                         "(default: the locale, else English)")
 
@@ -86,13 +108,59 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
 
 
 def run_explain_bounce(args: argparse.Namespace) -> int:
-    """Explain one bounce; 1 when it cannot be read."""
+    """Explain one bounce; 1 when it or the policy cannot be read."""
+    return guarded(_explain_bounce, args)
+
+
+def _explain_bounce(args: argparse.Namespace) -> None:
+    own = (*policy_from(args.policy).checks.bounce.own_domains, *args.own_domain)
     try:
         raw = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
     except OSError as error:
-        print(f"trustmilter: {args.message}: cannot read message: {error.strerror}",
-              file=sys.stderr)
-        return 1
-    bounce = explain(raw, tuple(args.own_domain))
+        raise CommandFailure(f"{args.message}: cannot read message: {error.strerror}") from error
+    bounce = explain(raw, own)
     print(json.dumps(bounce.to_json()) if args.json else report(bounce, translator(args.lang)))
-    return 0
+
+
+# ---- bounces list|forget ------------------------------------------------------
+
+
+def add_bounces_parser(commands: Any) -> None:
+    """``bounces list|forget ADDR`` on the CLI's subparsers."""
+    common = common_options("print one JSON document")
+    parser = commands.add_parser("bounces", help="hard bounces of our own mail, as recorded")
+    actions = parser.add_subparsers(dest="bounces_command", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[common],
+                       help="recipients our mail could not reach (5.1.x), latest first")
+    forget = actions.add_parser("forget", parents=[common],
+                                help="drop the record of one recipient address")
+    forget.add_argument("address", metavar="ADDR")
+
+
+def run_bounces(args: argparse.Namespace, now: Callable[[], float] = time.time) -> int:
+    return guarded(lambda parsed: _bounces(parsed, now()), args)
+
+
+def _bounces(args: argparse.Namespace, now: float) -> None:
+    policy = policy_from(args.policy)
+    with state_store(policy) as store:
+        if args.bounces_command == "list":
+            records = store.hard_bounces(now)
+            output(args, {"bounces": [record.as_json() for record in records]},
+                   [_bounce_line(record) for record in records]
+                   or ["no hard bounces recorded"])
+            return
+        address = args.address.strip().strip("<>").lower()
+        if not store.forget_bounce(address):
+            raise CommandFailure(f"{address}: no hard bounce recorded for this address")
+        output(args, {"forgotten": address}, [f"{address}: forgotten"])
+
+
+def _bounce_line(record: HardBounce) -> str:
+    times = (f"{record.bounces} bounces, first {utc(record.first_seen)}, "
+             if record.bounces > 1 else "")
+    return printable(
+        f"<{record.recipient}>  {record.status} {record.cause}  last={utc(record.last_seen)}  "
+        f"{times}our sender=<{record.sender or '-'}>  reported by {record.reporting_mta or '?'}"
+        f" via {record.client or '?'}  message-id={record.message_id or '-'}"
+    )

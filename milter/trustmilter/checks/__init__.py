@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from trustmilter.checks import (
     arc,
     automation,
+    bounce,
     dkim,
     dmarc,
     dnsbl,
@@ -49,6 +50,8 @@ SECTIONS: dict[str, ModuleType] = {
     "automation": automation,
     "rate": rate,
     "reputation": reputation,
+    # Inbound bounces read, and our own hard bounces recorded (SEED-RULES §6).
+    "bounce": bounce,
 }
 
 

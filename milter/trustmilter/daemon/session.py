@@ -405,6 +405,10 @@ class SmtpSession:
             (f"{check}_check" if check in LEADING_KEYS else check, ",".join(values))
             for check, values in outcomes.items()
         )
+        # A check's one-line summary (the bounce check's), after all outcomes.
+        for result in results.all():
+            if "summary" in result.data:
+                yield f"{result.check}_summary", result.data["summary"]
         yield "findings", ",".join(f.name for r in results.all() for f in r.findings)
         yield "score", f"{verdict.score:g}"
         yield "rules", ",".join(

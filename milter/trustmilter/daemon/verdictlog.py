@@ -18,7 +18,8 @@ from collections.abc import Iterable
 NO_QUEUE_ID = "NOQUEUE"
 
 # Every line carries these keys, in this order; check results follow
-# (``iprev=pass spf.mailfrom=fail dkim=pass,fail ...``) before `findings`.
+# (``iprev=pass spf.mailfrom=fail dkim=pass,fail ...``), then any check's summary
+# (``bounce_summary="own; 5.1.1 <a@example.net> user unknown"``), before `findings`.
 # A result named like one of these keys is written with "_check" after it
 # (``helo=mail.example.com ... helo_check=pass``).
 LEADING_KEYS = ("action", "reply", "client", "client_name", "helo", "from", "rcpt")

@@ -123,6 +123,7 @@ def evaluate(policy: Policy, results: Results) -> Verdict:
         headers=(
             *_headers(policy, action, score, reasons, deciding, shadow),
             *_auto_suppress(policy, action, signals),
+            *_bounce_summary(policy, action, results),
         ),
         quarantine_reason=_quarantine_reason(policy, action, score, deciding),
     )
@@ -164,6 +165,18 @@ def _auto_suppress(
         # Marked, so that this mail coming back through us is a loop (loop.marker_seen).
         added.append((loops.loop_header, loops.marker_id))
     return tuple(added)
+
+
+def _bounce_summary(
+    policy: Policy, action: Action, results: Results
+) -> tuple[tuple[str, str], ...]:
+    """The bounce check's summary for the help desk, on delivered bounces (SEED-RULES §6)."""
+    name = policy.checks.bounce.header
+    bounce = results.first("bounce")
+    summary = bounce.data.get("summary") if bounce is not None else None
+    if not name or not summary or action not in _DELIVERED:
+        return ()
+    return ((name, summary),)
 
 
 def _headers(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from trustmilter.checks import arc as arc_check
 from trustmilter.checks import automation as automation_check
+from trustmilter.checks import bounce as bounce_check
 from trustmilter.checks import dkim as dkim_check
 from trustmilter.checks import dmarc as dmarc_check
 from trustmilter.checks import dnsbl as dnsbl_check
@@ -68,6 +69,7 @@ class ChecksConfig:
     automation: automation_check.Config = field(default_factory=automation_check.Config)
     rate: rate_check.Config = field(default_factory=rate_check.Config)
     reputation: reputation_check.Config = field(default_factory=reputation_check.Config)
+    bounce: bounce_check.Config = field(default_factory=bounce_check.Config)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
 """The state interface the rate and reputation checks use, and its errors.
 
-Two things are kept: sliding-window event counts (how many messages a key
-sent in the last hour — exact under concurrency, also across processes and,
-with Redis, across hosts) and learned reputation (how often mail from a
-sender was released from quarantine). Backends: `memory.py` (one process;
+Three things are kept: sliding-window event counts (how many messages a
+key sent in the last hour — exact under concurrency, also across processes
+and, with Redis, across hosts), learned reputation (how often mail from a
+sender was released from quarantine) and hard bounces (recipients our own
+outbound mail could not reach: 5.1.x, SEED-RULES §6), kept for a policy-set
+time after the last report. Backends: `memory.py` (one process;
 the fallback when the real store is down), `sqlite.py` (the embedded
 default), `redis.py` (a fleet of MTAs sharing one view).
 
@@ -14,8 +16,8 @@ bound each operation by `StateConfig.timeout`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 
 class StateError(Exception):
@@ -30,6 +32,31 @@ class Reputation:
     releases: int
     last_release: float  # epoch seconds
     reasons: tuple[str, ...] = ()  # verdict reasons of the released messages, deduplicated
+
+
+@dataclass(frozen=True, slots=True)
+class HardBounce:
+    """A recipient that bounced our own outbound mail permanently (5.1.x).
+
+    Several reports for one recipient merge: `bounces` counts them,
+    `first_seen` stays, everything else is the latest report's.
+    """
+
+    recipient: str  # lower-case address that could not be reached
+    status: str  # RFC 3463 code of the latest report, e.g. "5.1.1"
+    cause: str  # plain words: "user unknown", "host unknown", ...
+    reporting_mta: str  # who reported it ('' unknown)
+    sender: str  # our address whose mail bounced ('' unknown)
+    message_id: str  # the returned message's Message-ID ('' unknown)
+    diagnostic: str  # the remote server's words, clipped ('' none)
+    client: str  # the IP address that delivered the bounce to us
+    first_seen: float  # epoch seconds
+    last_seen: float
+    expires: float  # forgotten after this, unless reported again
+    bounces: int = 1
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class StateStore(Protocol):
@@ -56,6 +83,18 @@ class StateStore(Protocol):
 
     def forget(self, sender: str) -> bool:
         """Drop what was learned about `sender`; True if there was anything."""
+        ...
+
+    def add_bounce(self, bounce: HardBounce) -> HardBounce:
+        """Record one report (`bounces` 1, first_seen = last_seen); the merged record."""
+        ...
+
+    def hard_bounces(self, now: float) -> list[HardBounce]:
+        """The records not expired at `now`, latest report first."""
+        ...
+
+    def forget_bounce(self, recipient: str) -> bool:
+        """Drop the record of `recipient`; True if there was one."""
         ...
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The in-process state store: tests, trials, and the fallback while the real one is down.
 
-`MemoryStore` keeps sliding-window events and reputations in dicts behind
+`MemoryStore` keeps sliding-window events, reputations and hard bounces in dicts behind
 one lock, so the threads pymilter runs (one per SMTP connection) share
 exact counts. It is the reference semantics the SQLite and Redis stores
 follow, and the two helpers they share live here too:
@@ -23,9 +23,9 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from trustmilter.state.base import Reputation
+from trustmilter.state.base import HardBounce, Reputation
 
 # Sweep keys whose window has passed after this many hits: often enough to
 # bound memory, rarely enough that a hit stays O(its own key).
@@ -52,6 +52,28 @@ def unlearned(now: float) -> Reputation:
     return Reputation(sender="", releases=0, last_release=now, reasons=())
 
 
+def merge_bounce(old: HardBounce | None, new: HardBounce) -> HardBounce:
+    """`new` (one report) added to what was recorded: counted, first sighting kept.
+
+    An expired record counts as none, so a recipient that bounces again
+    after months starts afresh.
+    """
+    if old is None or old.expires <= new.last_seen:
+        return replace(new, recipient=normalize_sender(new.recipient), bounces=1)
+    return replace(
+        new,
+        recipient=old.recipient,
+        first_seen=old.first_seen,
+        bounces=old.bounces + 1,
+    )
+
+
+def latest_first(bounces: Iterable[HardBounce], now: float) -> list[HardBounce]:
+    """The records not expired at `now`, latest report first; ties by address."""
+    live = (b for b in bounces if b.expires > now)
+    return sorted(live, key=lambda b: (-b.last_seen, b.recipient))
+
+
 def rank(reputations: Iterable[Reputation]) -> list[Reputation]:
     """Most releases first; ties by address, so listings are stable."""
     return sorted(reputations, key=lambda rep: (-rep.releases, rep.sender))
@@ -72,6 +94,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
         self._reputations: dict[str, Reputation] = {}
+        self._bounces: dict[str, HardBounce] = {}
         self._hits_since_sweep = 0
 
     def hit(self, key: str, now: float, window: float) -> int:
@@ -134,6 +157,27 @@ class MemoryStore:
         """Drop what was learned about `sender`; True if there was anything."""
         with self._lock:
             return self._reputations.pop(normalize_sender(sender), None) is not None
+
+    def add_bounce(self, bounce: HardBounce) -> HardBounce:
+        """Record one report; the merged record."""
+        address = normalize_sender(bounce.recipient)
+        with self._lock:
+            merged = merge_bounce(self._bounces.get(address), bounce)
+            self._bounces[address] = merged
+            if len(self._bounces) > SWEEP_EVERY:  # bounces are rare: a scan is cheap
+                now = bounce.last_seen
+                self._bounces = {a: b for a, b in self._bounces.items() if b.expires > now}
+            return merged
+
+    def hard_bounces(self, now: float) -> list[HardBounce]:
+        """The records not expired at `now`, latest report first."""
+        with self._lock:
+            return latest_first(self._bounces.values(), now)
+
+    def forget_bounce(self, recipient: str) -> bool:
+        """Drop the record of `recipient`; True if there was one."""
+        with self._lock:
+            return self._bounces.pop(normalize_sender(recipient), None) is not None
 
     def close(self) -> None:
         """Nothing to release; the data goes with the object."""

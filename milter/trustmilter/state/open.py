@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
-from trustmilter.state.base import Reputation, StateError, StateStore
+from trustmilter.state.base import HardBounce, Reputation, StateError, StateStore
 from trustmilter.state.config import StateConfig
 from trustmilter.state.memory import MemoryStore
 
@@ -95,6 +95,15 @@ class ResilientStore:
 
     def forget(self, sender: str) -> bool:
         return self._call(lambda store: store.forget(sender))
+
+    def add_bounce(self, bounce: HardBounce) -> HardBounce:
+        return self._call(lambda store: store.add_bounce(bounce))
+
+    def hard_bounces(self, now: float) -> list[HardBounce]:
+        return self._call(lambda store: store.hard_bounces(now))
+
+    def forget_bounce(self, recipient: str) -> bool:
+        return self._call(lambda store: store.forget_bounce(recipient))
 
     def close(self) -> None:
         self.store.close()

@@ -15,6 +15,10 @@ several). Keys, all under `key_prefix`:
 - ``<prefix>rep:<sender>``: a hash (releases, last_release, reasons as a
   JSON list), updated by one Lua script too, and ``<prefix>reps``: the set
   of senders that have one, so `reputations()` never scans the keyspace.
+- ``<prefix>bounce:<recipient>``: a hard bounce as a JSON string, merged
+  with the next report by one Lua script and expiring with the record
+  (PXAT), and ``<prefix>bounces``: a sorted set of recipients scored by
+  their expiry, trimmed whenever the list is read.
 
 What it does not do: expire reputations (a release teaches until
 `forget`), or connect at construction: an unreachable server shows on
@@ -33,13 +37,20 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from trustmilter.state.base import Reputation, StateError
-from trustmilter.state.memory import merge_reasons, normalize_sender, rank, unlearned
+from trustmilter.state.base import HardBounce, Reputation, StateError
+from trustmilter.state.memory import (
+    latest_first,
+    merge_reasons,
+    normalize_sender,
+    rank,
+    unlearned,
+)
 
 # KEYS[1] the key's sorted set; ARGV: now, cutoff (= now - window), a unique
 # member, the window in milliseconds. Events after the cutoff count (ZCARD
@@ -76,6 +87,24 @@ return {releases, encoded}
 """
 
 
+# KEYS[1] the recipient's record, KEYS[2] the index; ARGV: recipient, the new
+# report as JSON, its expiry in epoch milliseconds. Returns the merged JSON
+# (semantics of memory.merge_bounce: an expired record is gone already).
+BOUNCE_SCRIPT = """
+local new = cjson.decode(ARGV[2])
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local old = cjson.decode(stored)
+  new.bounces = (old.bounces or 0) + 1
+  new.first_seen = old.first_seen
+end
+local encoded = cjson.encode(new)
+redis.call('SET', KEYS[1], encoded, 'PXAT', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return encoded
+"""
+
+
 class RedisStore:
     """A StateStore on a Redis server; safe for many threads, processes and hosts."""
 
@@ -100,6 +129,7 @@ class RedisStore:
         )
         self._hit = self._client.register_script(HIT_SCRIPT)
         self._release = self._client.register_script(RELEASE_SCRIPT)
+        self._bounce = self._client.register_script(BOUNCE_SCRIPT)
 
     # ---- counting ---------------------------------------------------------
 
@@ -160,6 +190,40 @@ class RedisStore:
             deleted, _ = pipe.execute()
         return int(deleted) > 0
 
+    # ---- hard bounces ------------------------------------------------------
+
+    def add_bounce(self, bounce: HardBounce) -> HardBounce:
+        """Record one report; the merged record."""
+        address = normalize_sender(bounce.recipient)
+        report = replace(bounce, recipient=address, bounces=1)
+        expires_ms = math.ceil(report.expires * 1000)
+        with self._errors():
+            encoded = self._bounce(
+                keys=[self._bounce_key(address), self._bounce_index_key()],
+                args=[address, json.dumps(report.as_json()), expires_ms],
+            )
+        return _bounce(encoded)
+
+    def hard_bounces(self, now: float) -> list[HardBounce]:
+        """The records not expired at `now`, latest report first."""
+        with self._errors():
+            index = self._bounce_index_key()
+            self._client.zremrangebyscore(index, "-inf", math.floor(now * 1000))
+            recipients = [str(r) for r in self._client.zrange(index, 0, -1)]
+            stored = self._client.mget([self._bounce_key(r) for r in recipients]) if (
+                recipients) else []
+        return latest_first((_bounce(str(item)) for item in stored if item), now)
+
+    def forget_bounce(self, recipient: str) -> bool:
+        """Drop the record of `recipient`; True if there was one."""
+        address = normalize_sender(recipient)
+        with self._errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(self._bounce_key(address))
+            pipe.zrem(self._bounce_index_key(), address)
+            deleted, _ = pipe.execute()
+        return int(deleted) > 0
+
     def close(self) -> None:
         """Close the connection pool."""
         with contextlib.suppress(redis.RedisError, OSError):
@@ -175,6 +239,12 @@ class RedisStore:
 
     def _index_key(self) -> str:
         return f"{self.prefix}reps"
+
+    def _bounce_key(self, address: str) -> str:
+        return f"{self.prefix}bounce:{address}"
+
+    def _bounce_index_key(self) -> str:
+        return f"{self.prefix}bounces"
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -197,6 +267,14 @@ def _reputation(address: str, fields: dict[str, str]) -> Reputation | None:
         last_release=float(fields.get("last_release", 0.0)),
         reasons=tuple(json.loads(fields.get("reasons", "[]"))),
     )
+
+
+def _bounce(encoded: str) -> HardBounce:
+    fields = json.loads(encoded)
+    # Lua's cjson writes whole floats as integers; the record's times are floats.
+    for name in ("first_seen", "last_seen", "expires"):
+        fields[name] = float(fields[name])
+    return HardBounce(**fields)
 
 
 def _describe(exc: BaseException) -> str:

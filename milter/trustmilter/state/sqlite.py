@@ -33,12 +33,20 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from trustmilter.state.base import Reputation, StateError
-from trustmilter.state.memory import merge_reasons, normalize_sender, rank, unlearned
+from trustmilter.state.base import HardBounce, Reputation, StateError
+from trustmilter.state.memory import (
+    latest_first,
+    merge_bounce,
+    merge_reasons,
+    normalize_sender,
+    rank,
+    unlearned,
+)
 
 T = TypeVar("T")
 
@@ -46,7 +54,7 @@ SWEEP_EVERY = 256  # hits per connection between sweeps of other keys' expired e
 SWEEP_BATCH = 1000  # rows one sweep deletes at most, so a hit never stalls on a big backlog
 POOL_IDLE = 8  # idle connections kept for reuse
 
-SCHEMA_TABLES = ("events", "reputation")
+SCHEMA_TABLES = ("events", "reputation", "bounces")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     key TEXT NOT NULL,
@@ -61,6 +69,12 @@ CREATE TABLE IF NOT EXISTS reputation (
     last_release REAL NOT NULL,
     reasons TEXT NOT NULL     -- JSON list, deduplicated, in the order first seen
 );
+CREATE TABLE IF NOT EXISTS bounces (
+    recipient TEXT PRIMARY KEY,  -- lower-case address
+    expires REAL NOT NULL,       -- epoch seconds, the row is dead after this
+    record TEXT NOT NULL         -- the HardBounce as a JSON object
+);
+CREATE INDEX IF NOT EXISTS bounces_expires ON bounces (expires);
 """
 
 
@@ -83,7 +97,7 @@ class SqliteStore:
         with self._errors():
             _create_private_file(self.path)
             with self._connection() as db:
-                _prepare(db)
+                _prepare(db, timeout)
 
     # ---- counting ---------------------------------------------------------
 
@@ -168,6 +182,47 @@ class SqliteStore:
         def run(db: sqlite3.Connection) -> bool:
             with _immediate(db):
                 deleted = db.execute("DELETE FROM reputation WHERE sender = ?", (address,))
+            return deleted.rowcount > 0
+
+        return self._write(run)
+
+    # ---- hard bounces ------------------------------------------------------
+
+    def add_bounce(self, bounce: HardBounce) -> HardBounce:
+        """Record one report; the merged record. Expired rows go on the way."""
+        address = normalize_sender(bounce.recipient)
+
+        def run(db: sqlite3.Connection) -> HardBounce:
+            with _immediate(db):
+                db.execute("DELETE FROM bounces WHERE expires <= ?", (bounce.last_seen,))
+                row = db.execute(
+                    "SELECT record FROM bounces WHERE recipient = ?", (address,)
+                ).fetchone()
+                merged = merge_bounce(_row_bounce(row) if row else None, bounce)
+                db.execute(
+                    "INSERT OR REPLACE INTO bounces VALUES (?, ?, ?)",
+                    (address, merged.expires, json.dumps(merged.as_json())),
+                )
+            return merged
+
+        return self._write(run)
+
+    def hard_bounces(self, now: float) -> list[HardBounce]:
+        """The records not expired at `now`, latest report first."""
+
+        def run(db: sqlite3.Connection) -> list[HardBounce]:
+            rows = db.execute("SELECT record FROM bounces WHERE expires > ?", (now,))
+            return latest_first((_row_bounce(row) for row in rows), now)
+
+        return self._run(run)
+
+    def forget_bounce(self, recipient: str) -> bool:
+        """Drop the record of `recipient`; True if there was one."""
+        address = normalize_sender(recipient)
+
+        def run(db: sqlite3.Connection) -> bool:
+            with _immediate(db):
+                deleted = db.execute("DELETE FROM bounces WHERE recipient = ?", (address,))
             return deleted.rowcount > 0
 
         return self._write(run)
@@ -261,15 +316,33 @@ def _immediate(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _prepare(db: sqlite3.Connection) -> None:
+def _use_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL unless it is already.
+
+    The switch needs the file to itself, and SQLite reports "locked" at
+    once, without its busy timeout, while another process is creating the
+    schema of a new file; so this waits its turn here, up to `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while db.execute("PRAGMA journal_mode").fetchone() != ("wal",):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
+
+
+def _prepare(db: sqlite3.Connection, timeout: float) -> None:
     """WAL and the schema, each only if missing: another process may hold the
     write lock right now, and a store that only reads the file needs neither."""
     # WAL is a property of the file, set once; a file system that cannot do
     # it keeps the rollback journal, which is slower but just as correct.
-    if db.execute("PRAGMA journal_mode").fetchone() != ("wal",):
-        db.execute("PRAGMA journal_mode=WAL")
+    _use_wal(db, timeout)
     (tables,) = db.execute(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)",
         SCHEMA_TABLES,
     ).fetchone()
     if tables == len(SCHEMA_TABLES):
@@ -305,6 +378,10 @@ def _reputation(db: sqlite3.Connection, address: str) -> Reputation | None:
 def _row_reputation(row: tuple[str, int, float, str]) -> Reputation:
     sender, releases, last_release, reasons = row
     return Reputation(sender, int(releases), float(last_release), tuple(json.loads(reasons)))
+
+
+def _row_bounce(row: tuple[str]) -> HardBounce:
+    return HardBounce(**json.loads(row[0]))
 
 
 def _first_line(exc: BaseException) -> str:

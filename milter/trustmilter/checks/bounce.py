@@ -1,0 +1,208 @@
+"""Inbound bounces, read at end of message (SEED-RULES §6; RFC 3464, RFC 3463).
+
+A message that looks like a bounce — the null sender (RFC 5321 §4.5.5),
+a multipart/report, or a From of MAILER-DAEMON / postmaster — is read by
+the same reader as ``trustmilter explain-bounce`` (`bounce/explain.py`).
+The result, named ``bounce``:
+
+- ``none`` for anything that is not a bounce (most mail: skipped without
+  parsing the body);
+- ``fail`` for a bounce reporting a permanent failure, ``neutral`` for one
+  that does not (a delay warning, a success notice, an unreadable report);
+- findings: ``bounce.own`` (the returned message came from one of
+  `own_domains`), ``bounce.foreign`` (it came from elsewhere: backscatter,
+  or a report meant for someone else), ``bounce.permanent``,
+  ``bounce.delayed``;
+- ``data["summary"]``: one printable line — origin, reporting MTA, each
+  recipient with its code and cause — for the verdict log line and the
+  help desk's header (`header`, added by the policy evaluator).
+
+Hard bounces of our own mail (5.1.x: the address or its domain does not
+exist) are recorded in the state store for `keep_days`, where
+``trustmilter bounces list`` shows them. The returned copy is the
+reporter's word: a forged bounce can name any of our addresses, so the
+record carries the IP address that delivered it, for whoever reviews the
+list. Nothing here raises for odd input; a state failure is reported in
+the result and the bounce is still read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import ClassVar
+
+from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
+from trustmilter.checks.automation import report_type
+from trustmilter.checks.base import Check, CheckContext, Stage, skipped
+from trustmilter.checks.headers import clip, parse_address_list
+from trustmilter.domains import is_host_name
+from trustmilter.model import Message
+from trustmilter.policy.errors import InvalidField
+from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.state.base import HardBounce, StateError
+
+RESULT = "bounce"
+DAY = 86400.0
+# Senders of bounces that do not use the null sender (RFC 5321 §4.5.5 says they should).
+DAEMON_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster"})
+MAX_SUMMARY = 900  # a header line stays well inside RFC 5322's 998
+MAX_LISTED = 5  # recipients named in the summary; the rest are counted
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    enabled: bool = True
+    # Our own mail domains (and their subdomains): a bounce whose returned
+    # message came from one of them reports our own outbound mail.
+    own_domains: tuple[str, ...] = ()
+    # Record hard-bounced recipients (5.1.x) of our own mail in the state store.
+    record_hard_bounces: bool = True
+    # Days a recorded hard bounce is kept after its latest report.
+    keep_days: float = field(default=90.0, metadata={"min": 1, "max": 3650})
+    # The summary header for the help desk on delivered bounces; '' for none.
+    header: str = "X-Trustmilter-Bounce"
+
+    def __post_init__(self) -> None:
+        for index, domain in enumerate(self.own_domains):
+            if not is_host_name(domain.strip(".")):
+                raise InvalidField(("own_domains", index), "a domain like example.com", domain)
+        if self.header and re.fullmatch(r"[\x21-\x39\x3b-\x7e]{1,76}", self.header) is None:
+            raise InvalidField(
+                ("header",), "a header field name (printable ASCII, no ':' or space), or ''",
+                self.header,
+            )
+
+
+# ---- pure parts ---------------------------------------------------------------
+
+
+def may_be_bounce(mail_from: str, message: Message) -> bool:
+    """Cheap test before the body is parsed: could this message be a bounce at all?"""
+    if not mail_from.strip("<> "):
+        return True
+    for name, value in message.headers:
+        lower = name.lower()
+        if lower == "content-type" and report_type(value) is not None:
+            return True
+        if lower == "from":
+            for mailbox in parse_address_list(value).mailboxes:
+                if mailbox.local.lower() in DAEMON_LOCAL_PARTS:
+                    return True
+    return False
+
+
+def origin(bounce: Bounce, own_domains: tuple[str, ...]) -> str:
+    """"own", "foreign", or "unknown" (no own domains set, or no returned headers)."""
+    if bounce.own:
+        return "own"
+    returned = bounce.returned
+    if own_domains and returned is not None and (returned.from_ or returned.return_path):
+        return "foreign"
+    return "unknown"
+
+
+def summary(bounce: Bounce, origin_word: str, recorded: str | None = None) -> str:
+    """One printable line: ``own; reporting-mta=..; 5.1.1 <a@example.net> user unknown``,
+    and what was recorded in the state store when anything was to be."""
+    parts = [origin_word]
+    if bounce.reporting_mta:
+        parts.append(f"reporting-mta={bounce.reporting_mta}")
+    if bounce.returned is not None and bounce.returned.message_id:
+        parts.append(f"message-id={bounce.returned.message_id.strip()}")
+    listed = bounce.recipients[:MAX_LISTED]
+    parts.extend(f"{r.status or '-'} <{r.address}> {r.cause.value}" for r in listed)
+    if len(bounce.recipients) > MAX_LISTED:
+        parts.append(f"and {len(bounce.recipients) - MAX_LISTED} more")
+    if not bounce.recipients:
+        parts.append("no recipient could be read")
+    if recorded is not None:
+        parts.append(recorded)
+    line = _UNPRINTABLE.sub("?", "; ".join(parts))
+    return line if len(line) <= MAX_SUMMARY else line[: MAX_SUMMARY - 3] + "..."
+
+
+def is_hard(recipient: BounceRecipient) -> bool:
+    """5.1.x: the address or its domain does not exist; retrying cannot help."""
+    return bool(recipient.status) and recipient.meaning.valid and (
+        recipient.meaning.code.startswith("5.1.")
+    )
+
+
+# ---- the check ----------------------------------------------------------------
+
+
+class BounceCheck:
+    """Is this a bounce, whose mail did it return, and which recipients are gone for good?"""
+
+    name: ClassVar[str] = "bounce"
+    stage: ClassVar[Stage] = Stage.DATA
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        message = ctx.message
+        if message is None:
+            return [skipped(RESULT, self.name, "no message yet")]
+        if not may_be_bounce(ctx.envelope.mail_from, message):
+            return [CheckResult(RESULT, Outcome.NONE, "not a bounce")]
+        bounce = explain(message.raw, self.config.own_domains)
+        if not bounce.is_bounce:
+            return [CheckResult(RESULT, Outcome.NONE, "not a bounce")]
+        origin_word = origin(bounce, self.config.own_domains)
+        recorded = self._record(ctx, bounce) if origin_word == "own" else None
+        line = summary(bounce, origin_word, recorded)
+        findings = self._findings(bounce, origin_word)
+        permanent = any(r.meaning.permanent for r in bounce.recipients)
+        data = {"summary": line, "origin": origin_word}
+        return [CheckResult(
+            RESULT, Outcome.FAIL if permanent else Outcome.NEUTRAL, clip(line),
+            tuple(findings), data=data,
+        )]
+
+    @staticmethod
+    def _findings(bounce: Bounce, origin_word: str) -> list[Finding]:
+        found = []
+        if origin_word in ("own", "foreign"):
+            found.append(Finding(f"bounce.{origin_word}", clip(bounce.reporting_mta or "")))
+        permanent = [r.address for r in bounce.recipients if r.meaning.permanent]
+        if permanent:
+            found.append(Finding("bounce.permanent", clip(", ".join(permanent))))
+        delayed = [r.address for r in bounce.recipients if r.meaning.temporary]
+        if delayed:
+            found.append(Finding("bounce.delayed", clip(", ".join(delayed))))
+        return found
+
+    def _record(self, ctx: CheckContext, bounce: Bounce) -> str | None:
+        """Store the hard-bounced recipients: "recorded=N", "not recorded: why", or
+        None when there was nothing to record."""
+        hard = [r for r in bounce.recipients if is_hard(r) and "@" in r.address]
+        if not hard or not self.config.record_hard_bounces or ctx.state is None:
+            return None
+        now = ctx.clock()
+        returned = bounce.returned
+        try:
+            for recipient in hard:
+                ctx.state.add_bounce(HardBounce(
+                    recipient=clip(recipient.address.strip("<> "), 320),
+                    status=recipient.status or "",
+                    cause=recipient.cause.value,
+                    reporting_mta=clip(bounce.reporting_mta or "", 255),
+                    sender=clip(parseaddr(returned.from_ or "")[1] if returned else "", 320),
+                    message_id=clip((returned.message_id or "") if returned else "", 255),
+                    diagnostic=clip(recipient.diagnostic or "", 300),
+                    client=str(ctx.connection.ip),
+                    first_seen=now,
+                    last_seen=now,
+                    expires=now + self.config.keep_days * DAY,
+                ))
+        except StateError as error:
+            return f"not recorded: {clip(str(error), 120)}"
+        return f"recorded={len(hard)}"
+
+
+CHECKS: tuple[type[Check], ...] = (BounceCheck,)
