@@ -104,6 +104,25 @@ def test_explain_bounce_french_and_unknown_language(
     assert "Cause: user unknown." in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("lang", "meaning"), [
+    ("de", "Status 5.1.1: Adressierungsstatus / Ungültige Ziel-Postfachadresse"),
+    ("fr", "statut 5.1.1: État de l'adressage / "
+           "Adresse de boîte aux lettres de destination non valide"),
+    ("ja", "ステータス 5.1.1: アドレス関連のステータス / 宛先メールボックスのアドレスが不正"),
+])
+def test_explain_bounce_translates_the_status_meaning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], lang: str, meaning: str) -> None:
+    """The RFC 3463 subject and detail of 5.1.1 are shown in the report's language."""
+    path = _bounce(tmp_path, POSTFIX_DSN)
+    assert main(["explain-bounce", path, "--lang", lang]) == 0
+    out = capsys.readouterr().out
+    assert meaning in out
+    assert "Addressing Status" not in out and "Bad destination mailbox address" not in out
+    # --json keeps the English meanings.
+    assert main(["explain-bounce", path, "--json", "--lang", lang]) == 0
+    assert '"detail": "Bad destination mailbox address"' in capsys.readouterr().out
+
+
 def test_explain_bounce_follows_the_locale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
@@ -144,6 +163,7 @@ def test_code_msgids_are_in_the_catalog() -> None:
     """Each N_("...") literal of the translated modules has an entry (no msgid forgotten)."""
     package = LOCALE_DIR.parent
     sources = [package / "bounce" / "commands.py", package / "bounce" / "explain.py",
+               package / "bounce" / "status.py",
                package / "doctor" / "rules.py", package / "doctor" / "run.py"]
     marked = set()
     for source in sources:

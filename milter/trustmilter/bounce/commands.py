@@ -84,7 +84,7 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
             "address": r.address, "action": r.action or tr(N_("no action given")),
             "kind": kind})
         if r.status:
-            parts = [p for p in (m.subject_meaning, m.detail_meaning) if p]
+            parts = [tr(p) for p in (m.subject_meaning, m.detail_meaning) if p]
             lines.append("  " + tr(N_("status %(status)s")) % {"status": r.status}
                          + (f": {' / '.join(parts)}" if parts else ""))
         if r.smtp_code:
