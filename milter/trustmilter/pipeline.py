@@ -3,9 +3,16 @@
 The order is computed once when the pipeline is built: a check that
 requires an unknown check, or a cycle, stops start-up (as
 authentication_milter's sort_callbacks does), never a message. At run
-time every check whose requirements are done is submitted to the thread
-pool at once, so a message waits on DNS for its slowest chain (PTR then
-forward, SPF includes, DMARC after SPF and DKIM), not for the sum.
+time every check whose requirements are done is started at once, so a
+message waits on DNS for its slowest chain (PTR then forward, SPF
+includes, DMARC after SPF and DKIM), not for the sum.
+
+Where a check starts: a check that waits on nothing but DNS (it says so
+with ``dns_only = True``) is first run in the calling thread with a
+resolver that answers only from the cache (lookup/cacheonly.py). With a
+warm cache that is every such check, and a message costs no thread
+hand-offs; at the first lookup that would wait, the run is dropped and the
+check goes to the thread pool, as every other check does.
 
 A check that raises, or is still running at the deadline, becomes a
 `temperror` result for that check alone; the others are unaffected.
@@ -17,12 +24,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
+from trustmilter.lookup.cacheonly import CacheOnlyResolver, WouldWait
 from trustmilter.model import Facts
 from trustmilter.results import CheckResult, Outcome, Results
 
@@ -118,11 +126,27 @@ class Pipeline:
         running: dict[Future[list[CheckResult]], Check] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
 
+        def finish(check: Check, outcome: list[CheckResult]) -> None:
+            nonlocal results
+            by_check[check.name] = outcome
+            results = results.plus(outcome)
+            finished.add(check.name)
+            pending_names.discard(check.name)
+
         while pending or running:
-            for check in [c for c in pending if self._ready(c, pending_names, finished)]:
+            ready = [c for c in pending if self._ready(c, pending_names, finished)]
+            known = results  # what each check of this batch sees, however it runs
+            for check in ready:
                 pending.remove(check)
-                ctx = CheckContext(facts, dns, domains, results, state, clock)
-                running[executor.submit(_run_one, check, ctx)] = check
+                ctx = CheckContext(facts, dns, domains, known, state, clock)
+                in_time = deadline is None or time.monotonic() < deadline
+                outcome = _run_from_cache(check, ctx) if in_time and _dns_only(check) else None
+                if outcome is None:
+                    running[executor.submit(_run_one, check, ctx)] = check
+                else:
+                    finish(check, outcome)
+            if ready and any(c.name in finished for c in ready):
+                continue  # checks that needed these may be ready now
             if not running:  # unreachable with a valid order; never spin
                 break
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -134,11 +158,7 @@ class Pipeline:
                     by_check[check.name] = [_error_result(check, "did not finish in time")]
                 break
             for future in done:
-                check = running.pop(future)
-                by_check[check.name] = future.result()
-                results = results.plus(by_check[check.name])
-                finished.add(check.name)
-                pending_names.discard(check.name)
+                finish(running.pop(future), future.result())
         # Report in pipeline order, not completion order: the same message
         # always gets the same header and log line.
         return prior.plus(r for c in order for r in by_check.get(c.name, ()))
@@ -164,10 +184,35 @@ def _error_result(check: Check, reason: str) -> CheckResult:
     )
 
 
+def _dns_only(check: Check) -> bool:
+    """Whether `check` waits on nothing but DNS (checks say so; others never run inline)."""
+    return bool(getattr(check, "dns_only", False))
+
+
+def _run_from_cache(check: Check, ctx: CheckContext) -> list[CheckResult] | None:
+    """Run `check` here with cached DNS answers only; None if it needed the network."""
+    cached = CacheOnlyResolver(ctx.dns)
+    try:
+        outcome = list(check.run(replace(ctx, dns=cached)))
+    except WouldWait:
+        return None
+    except Exception as error:
+        # An error caused by a refused lookup is not the check's to report.
+        return None if cached.missed else _failed(check, error)
+    # A library may have swallowed WouldWait (pyspf's bare except around
+    # exp=): a run that missed the cache is not the check's real answer.
+    return None if cached.missed else outcome
+
+
 def _run_one(check: Check, ctx: CheckContext) -> list[CheckResult]:
     """Run one check; an exception is that check's temperror, logged with its traceback."""
     try:
         return list(check.run(ctx))
     except Exception as error:  # the pipeline is the boundary: nothing escapes a check
-        log.exception("check %s failed", check.name)
-        return [_error_result(check, f"internal error: {type(error).__name__}")]
+        return _failed(check, error)
+
+
+def _failed(check: Check, error: Exception) -> list[CheckResult]:
+    """A check raised: log it with its traceback; its result is a temperror."""
+    log.exception("check %s failed", check.name)
+    return [_error_result(check, f"internal error: {type(error).__name__}")]

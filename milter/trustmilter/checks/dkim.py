@@ -265,6 +265,7 @@ class DkimCheck:
     name: ClassVar[str] = "dkim"
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
