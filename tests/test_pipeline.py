@@ -189,3 +189,35 @@ def test_a_cache_miss_sends_the_check_to_the_pool_to_start_again(swallow):
     assert check.runs[0] == threading.current_thread().name
     assert check.runs[1].startswith("pool")
     assert resolver.threads["b.example"].startswith("pool")
+
+
+def state_check(sleep: float = 0.0):
+    class Counts:
+        name = "rate.rcpt"
+        stage: ClassVar = Stage.RCPT
+        requires: ClassVar = ()
+        state_only: ClassVar = True
+
+        def __init__(self) -> None:
+            self.runs: list[str] = []
+
+        def run(self, ctx: CheckContext) -> list[CheckResult]:
+            self.runs.append(threading.current_thread().name)
+            time.sleep(sleep)
+            return [CheckResult(self.name, Outcome.PASS)]
+
+    return Counts()
+
+
+def test_a_state_check_runs_here_only_when_its_longest_wait_fits_the_deadline():
+    here, there, late = state_check(), state_check(), state_check(sleep=2.0)
+    with ThreadPoolExecutor(4, "pool") as pool:
+        Pipeline.build([here]).run(FACTS, NoDns(), DomainTools(), pool, state_wait=1.0)
+        Pipeline.build([there]).run(FACTS, NoDns(), DomainTools(), pool, timeout=0.5,
+                                    state_wait=1.0)
+        results = Pipeline.build([late]).run(FACTS, NoDns(), DomainTools(), pool,
+                                             timeout=0.3, state_wait=5.0)
+    assert here.runs == [threading.current_thread().name]
+    assert there.runs[0].startswith("pool")
+    # The deadline still holds: the store could have waited past it.
+    assert results.first("rate.rcpt").outcome is Outcome.TEMPERROR

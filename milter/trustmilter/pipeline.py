@@ -12,7 +12,10 @@ with ``dns_only = True``) is first run in the calling thread with a
 resolver that answers only from the cache (lookup/cacheonly.py). With a
 warm cache that is every such check, and a message costs no thread
 hand-offs; at the first lookup that would wait, the run is dropped and the
-check goes to the thread pool, as every other check does.
+check goes to the thread pool, as every other check does. A check that
+waits on nothing but the state store (``state_only = True``) runs in the
+calling thread while the longest a store operation can take (`state_wait`)
+still fits before the deadline, so the deadline holds either way.
 
 A check that raises, or is still running at the deadline, becomes a
 `temperror` result for that check alone; the others are unaffected.
@@ -110,11 +113,14 @@ class Pipeline:
         timeout: float | None = None,
         state: StateStore | None = None,
         clock: Callable[[], float] = time.time,
+        state_wait: float | None = None,
     ) -> Results:
         """Run the checks of `stages` on `facts`; returns `prior` plus their results.
 
         `timeout` bounds the whole run: checks not finished by then are
         reported as temperror and left to finish in the background.
+        `state_wait` is the longest one operation of `state` can take
+        (None: unknown, state checks always get a thread).
         """
         prior = prior if prior is not None else Results()
         results = prior
@@ -135,12 +141,18 @@ class Pipeline:
 
         while pending or running:
             ready = [c for c in pending if self._ready(c, pending_names, finished)]
+            # Checks that cannot wait here first: one that needs the network is
+            # then on the pool while the others run.
+            ready.sort(key=lambda c: _wait_here(c, state_wait) or 0.0)
             known = results  # what each check of this batch sees, however it runs
             for check in ready:
                 pending.remove(check)
                 ctx = CheckContext(facts, dns, domains, known, state, clock)
-                in_time = deadline is None or time.monotonic() < deadline
-                outcome = _run_from_cache(check, ctx) if in_time and _dns_only(check) else None
+                waits = _wait_here(check, state_wait)
+                here = waits is not None and (
+                    deadline is None or time.monotonic() + waits < deadline
+                )
+                outcome = _run_from_cache(check, ctx) if here else None
                 if outcome is None:
                     running[executor.submit(_run_one, check, ctx)] = check
                 else:
@@ -184,13 +196,22 @@ def _error_result(check: Check, reason: str) -> CheckResult:
     )
 
 
-def _dns_only(check: Check) -> bool:
-    """Whether `check` waits on nothing but DNS (checks say so; others never run inline)."""
-    return bool(getattr(check, "dns_only", False))
+def _wait_here(check: Check, state_wait: float | None) -> float | None:
+    """The longest `check` can wait in the calling thread, or None: it needs a thread.
+
+    Checks say what they wait on (``dns_only``, ``state_only``); a check
+    that does not say always gets a thread.
+    """
+    if getattr(check, "dns_only", False):
+        return 0.0  # cache hits only: a lookup that would wait sends it to the pool
+    if getattr(check, "state_only", False) and state_wait is not None:
+        return state_wait
+    return None
 
 
 def _run_from_cache(check: Check, ctx: CheckContext) -> list[CheckResult] | None:
-    """Run `check` here with cached DNS answers only; None if it needed the network."""
+    """Run `check` here with cached DNS answers only; None if it needed the network
+    (a state check makes no lookups, so it always finishes here)."""
     cached = CacheOnlyResolver(ctx.dns)
     try:
         outcome = list(check.run(replace(ctx, dns=cached)))
