@@ -168,6 +168,33 @@ def test_cache_honours_short_ttls(dns_server: DnsTestServer) -> None:
     assert len(dns_server.queries) == 4
 
 
+def test_remembered_answers_end_with_the_cache_entries_they_came_from(
+    dns_server: DnsTestServer,
+) -> None:
+    """Typed answers are kept per asked (name, type) only while dnspython keeps its own:
+    a NODATA, an NXDOMAIN asked under two types, and a CNAME target expire on time."""
+    dns_server.load(
+        "example.com. 300 IN SOA ns.example.com. h.example.com. 1 3600 600 86400 1\n"
+        "example.com. 1 IN A 192.0.2.6\n"
+        "alias.example.com. 300 IN CNAME short.example.com.\n"
+        "short.example.com. 1 IN A 192.0.2.5\n"
+    )
+    cached = cached_resolver(dns_server)
+    asked = [("example.com", "AAAA"), ("none.example.com", "A"), ("none.example.com", "MX"),
+             ("alias.example.com", "A")]
+    for _ in range(3):
+        answers = [cached.query(*q) for q in asked]
+        assert all(cached.answers_at_once(*q) for q in asked)
+    assert [a.status for a in answers] == [
+        DnsStatus.NODATA, DnsStatus.NXDOMAIN, DnsStatus.NXDOMAIN, DnsStatus.ANSWER]
+    assert answers[3].ttl == 1 and answers[3].name == "alias.example.com"
+    assert len(dns_server.queries) == 3  # the NXDOMAIN answers both types
+    time.sleep(1.2)
+    assert not any(cached.answers_at_once(*q) for q in asked)
+    assert [cached.query(*q).status for q in asked] == [a.status for a in answers]
+    assert len(dns_server.queries) == 6
+
+
 def test_temporary_errors_are_not_cached(dns_server: DnsTestServer) -> None:
     dns_server.load(ZONE)
     cached = cached_resolver(dns_server)

@@ -128,3 +128,96 @@ def test_a_disabled_requirement_is_not_an_error():
     """DMARC still runs when the policy disables DKIM; a typo in `requires` still stops start-up."""
     pipeline = Pipeline.build([make_check("dmarc", requires=("dkim",))], known=["dkim", "dmarc"])
     assert list(run(pipeline)) == ["dmarc"]
+
+
+class HalfCached:
+    """A resolver whose cache holds only `cached` names; records which thread asked."""
+
+    def __init__(self, cached: set[str]) -> None:
+        self.cached = cached
+        self.threads: dict[str, str] = {}
+
+    def query(self, name: str, rdtype: str) -> DnsAnswer:
+        self.threads[name] = threading.current_thread().name
+        return DnsAnswer(name, rdtype, DnsStatus.NXDOMAIN)
+
+    def answers_at_once(self, name: str, rdtype: str) -> bool:
+        return name in self.cached
+
+
+def dns_check(name: str, lookups: tuple[str, ...], swallow: bool = False):
+    class Lookups:
+        stage: ClassVar = Stage.DATA
+        requires: ClassVar = ()
+        dns_only: ClassVar = True
+
+        def __init__(self) -> None:
+            self.name = name
+            self.runs: list[str] = []
+
+        def run(self, ctx: CheckContext) -> list[CheckResult]:
+            self.runs.append(threading.current_thread().name)
+            for lookup in lookups:
+                try:
+                    ctx.dns.query(lookup, "A")
+                except:  # noqa: E722 (as pyspf's exp= lookup does)
+                    if not swallow:
+                        raise
+            return [CheckResult(name, Outcome.PASS)]
+
+    return Lookups()
+
+
+def test_a_dns_only_check_on_cache_hits_runs_in_the_calling_thread():
+    check = dns_check("names", ("a.example", "b.example"))
+    resolver = HalfCached({"a.example", "b.example"})
+    with ThreadPoolExecutor(4, "pool") as pool:
+        results = Pipeline.build([check]).run(FACTS, resolver, DomainTools(), pool)
+    assert results.first("names").outcome is Outcome.PASS
+    assert check.runs == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("swallow", [False, True])
+def test_a_cache_miss_sends_the_check_to_the_pool_to_start_again(swallow):
+    """Even when the check (or a library in it) swallows the refusal, its run is discarded."""
+    check = dns_check("names", ("a.example", "b.example"), swallow=swallow)
+    resolver = HalfCached({"a.example"})
+    with ThreadPoolExecutor(4, "pool") as pool:
+        results = Pipeline.build([check]).run(FACTS, resolver, DomainTools(), pool)
+    assert results.first("names").outcome is Outcome.PASS
+    assert len(results.all()) == 1
+    assert check.runs[0] == threading.current_thread().name
+    assert check.runs[1].startswith("pool")
+    assert resolver.threads["b.example"].startswith("pool")
+
+
+def state_check(sleep: float = 0.0):
+    class Counts:
+        name = "rate.rcpt"
+        stage: ClassVar = Stage.RCPT
+        requires: ClassVar = ()
+        state_only: ClassVar = True
+
+        def __init__(self) -> None:
+            self.runs: list[str] = []
+
+        def run(self, ctx: CheckContext) -> list[CheckResult]:
+            self.runs.append(threading.current_thread().name)
+            time.sleep(sleep)
+            return [CheckResult(self.name, Outcome.PASS)]
+
+    return Counts()
+
+
+def test_a_state_check_runs_here_only_when_its_longest_wait_fits_the_deadline():
+    here, there, late = state_check(), state_check(), state_check(sleep=2.0)
+    with ThreadPoolExecutor(4, "pool") as pool:
+        Pipeline.build([here]).run(FACTS, NoDns(), DomainTools(), pool, state_wait=1.0)
+        Pipeline.build([there]).run(FACTS, NoDns(), DomainTools(), pool, timeout=0.5,
+                                    state_wait=1.0)
+        results = Pipeline.build([late]).run(FACTS, NoDns(), DomainTools(), pool,
+                                             timeout=0.3, state_wait=5.0)
+    assert here.runs == [threading.current_thread().name]
+    assert there.runs[0].startswith("pool")
+    # The deadline still holds: the store could have waited past it.
+    assert results.first("rate.rcpt").outcome is Outcome.TEMPERROR

@@ -12,7 +12,13 @@ from trustmilter.policy.errors import InvalidField
 from trustmilter.policy.load import PolicyError, load_policy, parse_policy
 from trustmilter.policy.model import Policy, Thresholds
 from trustmilter.policy.rules import ReplyConfig, Rule
-from trustmilter.signals import KNOWN_SIGNALS, is_known_pattern, is_known_signal
+from trustmilter.signals import (
+    KNOWN_SIGNALS,
+    is_known_pattern,
+    is_known_signal,
+    matches,
+    matching,
+)
 from trustmilter.verdict import Action
 
 
@@ -502,3 +508,11 @@ def test_every_finding_belongs_to_a_result_by_its_prefix() -> None:
             for result in RESULT_NAMES
             for prefix in signal_prefixes(result)[1:]
         ), finding
+
+
+def test_matching_picks_the_signals_matches_accepts():
+    """The set form the evaluator uses agrees with `matches` for exact and * patterns."""
+    signals = frozenset(sorted(KNOWN_SIGNALS)[:40]) | {"upstream.mx.example.spf.pass"}
+    patterns = [*sorted(signals)[:10], "spf.*", "dkim.*", "upstream.*", "nothing.here", "*", ""]
+    for pattern in patterns:
+        assert matching(pattern, signals) == {s for s in signals if matches(pattern, s)}

@@ -43,13 +43,23 @@ def run_checks(
     stages = tuple(stages)
     results = app.pipeline.run(
         facts, app.dns, app.domains, app.executor, stages=stages, prior=prior,
-        timeout=timeout, state=app.state, clock=app.clock,
+        timeout=timeout, state=app.state, clock=app.clock, state_wait=state_wait(app),
     )
     if Stage.DATA in stages and facts.message is not None:
         results = results.plus(
             upstream_results(facts.message.headers, app.policy.trusted_authserv_ids)
         )
     return results
+
+
+def state_wait(app: App) -> float:
+    """The longest one state-store operation can take.
+
+    Each backend bounds a wait by `state.timeout`, and an operation waits
+    at most twice: for its turn (SQLite's writer lock in this process,
+    Redis's connection) and for the backend itself.
+    """
+    return 2 * app.policy.state.timeout if app.state is not None else 0.0
 
 
 def forged_headers(app: App, message: Message) -> tuple[ForgedHeader, ...]:

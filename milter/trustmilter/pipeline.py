@@ -3,9 +3,19 @@
 The order is computed once when the pipeline is built: a check that
 requires an unknown check, or a cycle, stops start-up (as
 authentication_milter's sort_callbacks does), never a message. At run
-time every check whose requirements are done is submitted to the thread
-pool at once, so a message waits on DNS for its slowest chain (PTR then
-forward, SPF includes, DMARC after SPF and DKIM), not for the sum.
+time every check whose requirements are done is started at once, so a
+message waits on DNS for its slowest chain (PTR then forward, SPF
+includes, DMARC after SPF and DKIM), not for the sum.
+
+Where a check starts: a check that waits on nothing but DNS (it says so
+with ``dns_only = True``) is first run in the calling thread with a
+resolver that answers only from the cache (lookup/cacheonly.py). With a
+warm cache that is every such check, and a message costs no thread
+hand-offs; at the first lookup that would wait, the run is dropped and the
+check goes to the thread pool, as every other check does. A check that
+waits on nothing but the state store (``state_only = True``) runs in the
+calling thread while the longest a store operation can take (`state_wait`)
+still fits before the deadline, so the deadline holds either way.
 
 A check that raises, or is still running at the deadline, becomes a
 `temperror` result for that check alone; the others are unaffected.
@@ -17,12 +27,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
+from trustmilter.lookup.cacheonly import CacheOnlyResolver, WouldWait
 from trustmilter.model import Facts
 from trustmilter.results import CheckResult, Outcome, Results
 
@@ -102,11 +113,14 @@ class Pipeline:
         timeout: float | None = None,
         state: StateStore | None = None,
         clock: Callable[[], float] = time.time,
+        state_wait: float | None = None,
     ) -> Results:
         """Run the checks of `stages` on `facts`; returns `prior` plus their results.
 
         `timeout` bounds the whole run: checks not finished by then are
         reported as temperror and left to finish in the background.
+        `state_wait` is the longest one operation of `state` can take
+        (None: unknown, state checks always get a thread).
         """
         prior = prior if prior is not None else Results()
         results = prior
@@ -118,11 +132,33 @@ class Pipeline:
         running: dict[Future[list[CheckResult]], Check] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
 
+        def finish(check: Check, outcome: list[CheckResult]) -> None:
+            nonlocal results
+            by_check[check.name] = outcome
+            results = results.plus(outcome)
+            finished.add(check.name)
+            pending_names.discard(check.name)
+
         while pending or running:
-            for check in [c for c in pending if self._ready(c, pending_names, finished)]:
+            ready = [c for c in pending if self._ready(c, pending_names, finished)]
+            # Checks that cannot wait here first: one that needs the network is
+            # then on the pool while the others run.
+            ready.sort(key=lambda c: _wait_here(c, state_wait) or 0.0)
+            known = results  # what each check of this batch sees, however it runs
+            for check in ready:
                 pending.remove(check)
-                ctx = CheckContext(facts, dns, domains, results, state, clock)
-                running[executor.submit(_run_one, check, ctx)] = check
+                ctx = CheckContext(facts, dns, domains, known, state, clock)
+                waits = _wait_here(check, state_wait)
+                here = waits is not None and (
+                    deadline is None or time.monotonic() + waits < deadline
+                )
+                outcome = _run_from_cache(check, ctx) if here else None
+                if outcome is None:
+                    running[executor.submit(_run_one, check, ctx)] = check
+                else:
+                    finish(check, outcome)
+            if ready and any(c.name in finished for c in ready):
+                continue  # checks that needed these may be ready now
             if not running:  # unreachable with a valid order; never spin
                 break
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -134,11 +170,7 @@ class Pipeline:
                     by_check[check.name] = [_error_result(check, "did not finish in time")]
                 break
             for future in done:
-                check = running.pop(future)
-                by_check[check.name] = future.result()
-                results = results.plus(by_check[check.name])
-                finished.add(check.name)
-                pending_names.discard(check.name)
+                finish(running.pop(future), future.result())
         # Report in pipeline order, not completion order: the same message
         # always gets the same header and log line.
         return prior.plus(r for c in order for r in by_check.get(c.name, ()))
@@ -164,10 +196,44 @@ def _error_result(check: Check, reason: str) -> CheckResult:
     )
 
 
+def _wait_here(check: Check, state_wait: float | None) -> float | None:
+    """The longest `check` can wait in the calling thread, or None: it needs a thread.
+
+    Checks say what they wait on (``dns_only``, ``state_only``); a check
+    that does not say always gets a thread.
+    """
+    if getattr(check, "dns_only", False):
+        return 0.0  # cache hits only: a lookup that would wait sends it to the pool
+    if getattr(check, "state_only", False) and state_wait is not None:
+        return state_wait
+    return None
+
+
+def _run_from_cache(check: Check, ctx: CheckContext) -> list[CheckResult] | None:
+    """Run `check` here with cached DNS answers only; None if it needed the network
+    (a state check makes no lookups, so it always finishes here)."""
+    cached = CacheOnlyResolver(ctx.dns)
+    try:
+        outcome = list(check.run(replace(ctx, dns=cached)))
+    except WouldWait:
+        return None
+    except Exception as error:
+        # An error caused by a refused lookup is not the check's to report.
+        return None if cached.missed else _failed(check, error)
+    # A library may have swallowed WouldWait (pyspf's bare except around
+    # exp=): a run that missed the cache is not the check's real answer.
+    return None if cached.missed else outcome
+
+
 def _run_one(check: Check, ctx: CheckContext) -> list[CheckResult]:
     """Run one check; an exception is that check's temperror, logged with its traceback."""
     try:
         return list(check.run(ctx))
     except Exception as error:  # the pipeline is the boundary: nothing escapes a check
-        log.exception("check %s failed", check.name)
-        return [_error_result(check, f"internal error: {type(error).__name__}")]
+        return _failed(check, error)
+
+
+def _failed(check: Check, error: Exception) -> list[CheckResult]:
+    """A check raised: log it with its traceback; its result is a temperror."""
+    log.exception("check %s failed", check.name)
+    return [_error_result(check, f"internal error: {type(error).__name__}")]

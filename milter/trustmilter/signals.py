@@ -183,6 +183,17 @@ def matches(pattern: str, signal: str) -> bool:
     return signal == pattern
 
 
+def matching(pattern: str, signals: frozenset[str]) -> frozenset[str]:
+    """The signals of `signals` that `pattern` matches (see `matches`).
+
+    A pattern without ``*`` is one set lookup, not a scan of every signal.
+    """
+    if pattern.endswith(WILDCARD):
+        prefix = pattern[: -len(WILDCARD)]
+        return frozenset(s for s in signals if s.startswith(prefix))
+    return frozenset((pattern,)) if pattern in signals else frozenset()
+
+
 def suggestion(name: str) -> str | None:
     """The known signal closest to a misspelt `name`, for error messages."""
     close = difflib.get_close_matches(name, sorted(KNOWN_SIGNALS), n=1, cutoff=0.75)

@@ -161,6 +161,7 @@ class ArcCheck:
     name: ClassVar[str] = "arc"
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -195,6 +195,7 @@ class AutomationSenderCheck:
     result: ClassVar[str] = RESULT
     stage: ClassVar[Stage] = Stage.MAIL
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -221,6 +222,7 @@ class AutomationMessageCheck:
     result: ClassVar[str] = RESULT
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -6,9 +6,13 @@ the names of checks whose results it reads (`requires`), and
 rate and reputation checks `ctx.state`. It is built once at start-up from its
 own section of the policy (a frozen `Config` dataclass in the same module)
 and then called from many threads, so it keeps no per-message state.
-Its only I/O is `ctx.dns`. It does not raise for bad input: malformed mail
-is a finding. An unexpected exception is caught by the pipeline and turned
-into a `temperror` result for that check alone.
+A check whose only wait is `ctx.dns` says so with ``dns_only = True``:
+the pipeline may then run it in the calling thread while every lookup is
+a cache hit (see pipeline.py); one whose only wait is `ctx.state` says
+``state_only = True``; a check that says neither always gets a thread.
+It does not raise for bad input: malformed mail is a finding. An
+unexpected exception is caught by the pipeline and turned into a
+`temperror` result for that check alone.
 """
 
 from __future__ import annotations

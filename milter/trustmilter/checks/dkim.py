@@ -205,12 +205,20 @@ class _RecordingDns:
         return answer
 
 
+# A message as dkim.rfc822_parse splits it: [name, value] fields and the body.
+Parsed = tuple[list[list[bytes]], bytes]
+
+
 def verify_one(
-    raw: bytes, index: int, tags: Mapping[bytes, bytes], resolver: Resolver, min_key_bits: int
+    parsed: Parsed, index: int, tags: Mapping[bytes, bytes], resolver: Resolver,
+    min_key_bits: int,
 ) -> Verdict:
     """Verify signature number `index` with its own dkimpy object."""
     dns = _RecordingDns(resolver)
-    signer = dkim.DKIM(raw, logger=_DKIMPY_LOG, minkey=min_key_bits)
+    signer = dkim.DKIM(logger=_DKIMPY_LOG, minkey=min_key_bits)
+    # What DKIM(raw) would parse again (its set_message is this very split);
+    # verifying only reads it, so one split serves every signature.
+    signer.headers, signer.body = parsed
     crypto_error: Verdict | None = None
     verified = False
     try:
@@ -265,6 +273,7 @@ class DkimCheck:
     name: ClassVar[str] = "dkim"
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -276,9 +285,12 @@ class DkimCheck:
             return [CheckResult(self.name, Outcome.SKIPPED, "disabled", method="dkim")]
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message", method="dkim")]
+        if b"dkim-signature" not in message.raw.lower():
+            # Neither parser below can find a field that is not there at all.
+            return [CheckResult(self.name, Outcome.NONE, "message not signed", method="dkim")]
         try:
             # dkimpy's own header parser, so signature indexes match verify(idx=).
-            headers, _body = dkim.rfc822_parse(message.raw)
+            parsed: Parsed = dkim.rfc822_parse(message.raw)
         except (dkim.MessageFormatError, IndexError) as exc:  # IndexError: leading continuation
             values = message.header_values("DKIM-Signature")
             if not values:
@@ -287,7 +299,7 @@ class DkimCheck:
                               "dkim.malformed")
             return [_result(verdict, self._tags(v.encode("utf-8", "surrogateescape")) or {})
                     for v in values]
-        values_raw = [value for key, value in headers if key.lower() == b"dkim-signature"]
+        values_raw = [value for key, value in parsed[0] if key.lower() == b"dkim-signature"]
         if not values_raw:
             return [CheckResult(self.name, Outcome.NONE, "message not signed", method="dkim")]
 
@@ -307,7 +319,7 @@ class DkimCheck:
                 verdicts[index] = problem
             else:
                 todo.append((index, tags))
-        verdicts.update(self._verify_all(ctx, message.raw, todo))
+        verdicts.update(self._verify_all(ctx, parsed, todo))
         return [_result(verdicts[i], all_tags[i]) for i in range(len(values_raw))]
 
     @staticmethod
@@ -320,14 +332,16 @@ class DkimCheck:
         return tags
 
     def _verify_all(
-        self, ctx: CheckContext, raw: bytes, todo: list[tuple[int, Mapping[bytes, bytes]]]
+        self, ctx: CheckContext, parsed: Parsed, todo: list[tuple[int, Mapping[bytes, bytes]]]
     ) -> dict[int, Verdict]:
         """Verify the signatures in `todo`, each in its own thread when there are several."""
         bits = self.config.min_key_bits
         if len(todo) <= 1:
-            return {i: verify_one(raw, i, tags, ctx.dns, bits) for i, tags in todo}
+            return {i: verify_one(parsed, i, tags, ctx.dns, bits) for i, tags in todo}
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(todo))) as pool:
-            futures = {i: pool.submit(verify_one, raw, i, tags, ctx.dns, bits) for i, tags in todo}
+            futures = {
+                i: pool.submit(verify_one, parsed, i, tags, ctx.dns, bits) for i, tags in todo
+            }
             return {i: future.result() for i, future in futures.items()}
 
 

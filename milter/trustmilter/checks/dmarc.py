@@ -210,6 +210,7 @@ class DmarcCheck:
     name: ClassVar[str] = "dmarc"
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ("spf.mailfrom", "dkim")
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

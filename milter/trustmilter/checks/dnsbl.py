@@ -58,6 +58,7 @@ class DnsblCheck:
     name: ClassVar[str] = "dnsbl"
     stage: ClassVar[Stage] = Stage.CONNECT
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

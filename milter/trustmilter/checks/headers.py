@@ -404,6 +404,7 @@ class HeadersCheck:
     name: ClassVar[str] = "headers"
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

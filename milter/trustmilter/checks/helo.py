@@ -107,6 +107,7 @@ class HeloCheck:
     name: ClassVar[str] = "helo"
     stage: ClassVar[Stage] = Stage.MAIL
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

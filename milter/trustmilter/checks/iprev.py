@@ -132,6 +132,7 @@ class IprevCheck:
     name: ClassVar[str] = "iprev"
     stage: ClassVar[Stage] = Stage.MAIL
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

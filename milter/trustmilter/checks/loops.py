@@ -162,6 +162,7 @@ class LoopSenderCheck:
     result: ClassVar[str] = RESULT
     stage: ClassVar[Stage] = Stage.MAIL
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -190,6 +191,7 @@ class LoopRecipientCheck:
     result: ClassVar[str] = RESULT
     stage: ClassVar[Stage] = Stage.RCPT
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -214,6 +216,7 @@ class LoopMessageCheck:
     result: ClassVar[str] = RESULT
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

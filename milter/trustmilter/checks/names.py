@@ -152,6 +152,7 @@ class EnvelopeNamesCheck:
     result: ClassVar[str] = "names"
     stage: ClassVar[Stage] = Stage.MAIL
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -179,6 +180,7 @@ class RecipientNamesCheck:
     result: ClassVar[str] = "names"
     stage: ClassVar[Stage] = Stage.RCPT
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -203,6 +205,7 @@ class HeaderNamesCheck:
     result: ClassVar[str] = "names"
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -241,6 +241,7 @@ class RateCheck:
     result: ClassVar[str] = RESULT
     stage: ClassVar[Stage] = Stage.RCPT
     requires: ClassVar[tuple[str, ...]] = ()
+    state_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -268,6 +269,7 @@ class ThreadRateCheck:
     result: ClassVar[str] = RESULT
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    state_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -46,6 +46,7 @@ class ReputationCheck:
     name: ClassVar[str] = "reputation"
     stage: ClassVar[Stage] = Stage.MAIL
     requires: ClassVar[tuple[str, ...]] = ()
+    state_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -123,6 +123,7 @@ class SpfHeloCheck:
     name: ClassVar[str] = "spf.helo"
     stage: ClassVar[Stage] = Stage.HELO
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -154,6 +155,7 @@ class SpfMailFromCheck:
     name: ClassVar[str] = "spf.mailfrom"
     stage: ClassVar[Stage] = Stage.MAIL
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -154,6 +154,7 @@ class UriblCheck:
     name: ClassVar[str] = "uribl"
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    dns_only: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

@@ -10,7 +10,11 @@ under the name that was asked, with the smallest TTL of the chain.
 Answers are kept in one bounded, thread-safe LRU cache (dnspython's own
 `LRUCache`) that honours TTLs, negative answers included: NXDOMAIN and
 NODATA live for min(SOA TTL, SOA MINIMUM) of the authority section
-(RFC 2308 §5). Temporary errors are never cached.
+(RFC 2308 §5). Temporary errors are never cached. In front of it a second
+`LRUCache` of the same size keeps the typed answers by the (name, type)
+text that was asked, each until dnspython's entry for it expires and no
+longer: a warm lookup is one dictionary probe instead of name parsing,
+dnspython's resolution loop and building the answer again.
 
 Names that cannot exist in the DNS (an empty label, a label over 63 octets,
 a name over 255 octets: RFC 1035 §2.3.4, or a name that fails IDNA) are
@@ -34,8 +38,11 @@ ValueError for an unknown or meta record type (a programming error).
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,34 +150,107 @@ def _why(error: dns.resolver.NoNameservers) -> str:
     return type(complaint).__name__
 
 
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    """A typed answer, kept as long as dnspython keeps the answer it came from."""
+
+    answer: DnsAnswer
+    expiration: float  # epoch seconds: dnspython's entry expires then
+    chain_ttl: int | None  # positive answers age: their TTL is recomputed on each hit
+
+
+class _TypedAnswers:
+    """Bounded, thread-safe, least recently used first out; expired entries are misses."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], _Remembered] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> _Remembered | None:
+        with self._lock:
+            kept = self._entries.get(key)
+            if kept is None:
+                return None
+            if kept.expiration <= time.time():
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return kept
+
+    def put(self, key: tuple[str, str], kept: _Remembered) -> None:
+        with self._lock:
+            self._entries[key] = kept
+            self._entries.move_to_end(key)
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 class NetworkResolver:
     """The production resolver: dnspython, typed answers, shared TTL cache."""
 
-    __slots__ = ("_observer", "_resolver")
+    __slots__ = ("_observer", "_remembered", "_resolver")
 
     def __init__(self, config: DnsConfig, observer: DnsObserver | None = None) -> None:
         self._resolver = _dnspython_resolver(config)
         self._observer = observer
+        size = config.cache_size
+        self._remembered = _TypedAnswers(size) if size > 0 else None
 
     def query(self, name: str, rdtype: str) -> DnsAnswer:
         """Look up `rdtype` records of `name`; never raises for DNS conditions."""
+        known = self._recall(name, rdtype)
+        if known is not None:
+            return known
         kind = type_text(rdtype)
         qname = to_name(name)
         if qname is None:
             # RFC 1035 §2.3.4: such a name cannot exist anywhere.
             return DnsAnswer(plain_name(name), kind, DnsStatus.NXDOMAIN, error="invalid name")
         if self._observer is None or self._cached(qname, kind):
-            return self._lookup(qname, kind)
+            return self._remember(name, rdtype, qname, *self._lookup(qname, kind))
         started = time.monotonic()
-        result = self._lookup(qname, kind)
+        result, keep = self._lookup(qname, kind)
         status = TIMEOUT_STATUS if result.error == TIMEOUT_STATUS else result.status.value
         self._observer(kind, time.monotonic() - started, status)
-        return result
+        return self._remember(name, rdtype, qname, result, keep)
 
     def answers_at_once(self, name: str, rdtype: str) -> bool:
         """True for a cache hit (and for a name that cannot exist)."""
+        if self._remembered is not None and self._remembered.get((name, rdtype)) is not None:
+            return True
         qname = to_name(name)
         return qname is None or self._cached(qname, type_text(rdtype))
+
+    def _recall(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The typed answer remembered for exactly this (name, type) text, or None."""
+        if self._remembered is None:
+            return None
+        kept = self._remembered.get((name, rdtype))
+        if kept is None:
+            return None
+        answer = kept.answer
+        if kept.chain_ttl is None:
+            return answer  # negative answers report the SOA's TTL unaged, as dnspython's do
+        ttl = max(0, min(kept.chain_ttl, math.ceil(kept.expiration - time.time())))
+        if ttl == answer.ttl:
+            return answer
+        return DnsAnswer(answer.name, answer.rdtype, answer.status, answer.rdatas, ttl)
+
+    def _remember(
+        self, name: str, rdtype: str, qname: dns.name.Name, answer: DnsAnswer,
+        keep: _Remembered | None,
+    ) -> DnsAnswer:
+        """Keep `answer` for `_recall` as long as dnspython keeps its own; temperrors never."""
+        if self._remembered is None or answer.status is DnsStatus.TEMPERROR:
+            return answer
+        if keep is None and answer.status is DnsStatus.NXDOMAIN and not answer.error:
+            # dnspython keeps a whole-name NXDOMAIN under the ANY type.
+            whole = self._resolver.cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+            keep = _Remembered(answer, whole.expiration, None) if whole is not None else None
+        if keep is not None:
+            self._remembered.put((name, rdtype), keep)
+        return answer
 
     def _cached(self, qname: dns.name.Name, kind: str) -> bool:
         """Whether dnspython will answer from its cache (the keys it looks up first)."""
@@ -184,34 +264,34 @@ class NetworkResolver:
         nx = cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
         return nx is not None and nx.response.rcode() == dns.rcode.NXDOMAIN
 
-    def _lookup(self, qname: dns.name.Name, kind: str) -> DnsAnswer:
-        """Ask dnspython (its cache, then the network) and type the outcome."""
+    def _lookup(self, qname: dns.name.Name, kind: str) -> tuple[DnsAnswer, _Remembered | None]:
+        """Ask dnspython (its cache, then the network) and type the outcome; with it,
+        what to remember when dnspython's answer says how long it keeps it."""
         key = name_key(qname)
         try:
-            answer = self._resolver.resolve(qname, kind, search=False)
+            answer = self._resolver.resolve(qname, kind, search=False, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN as error:
             responses = list(error.kwargs.get("responses", {}).values())
             ttl = negative_ttl(responses[0] if responses else None)
-            return DnsAnswer(key, kind, DnsStatus.NXDOMAIN, ttl=ttl)
-        except dns.resolver.NoAnswer as error:
-            ttl = negative_ttl(error.kwargs.get("response"))
-            return DnsAnswer(key, kind, DnsStatus.NODATA, ttl=ttl)
+            return DnsAnswer(key, kind, DnsStatus.NXDOMAIN, ttl=ttl), None
         except dns.exception.Timeout:
-            return DnsAnswer(key, kind, DnsStatus.TEMPERROR, error="timeout")
+            return DnsAnswer(key, kind, DnsStatus.TEMPERROR, error="timeout"), None
         except dns.resolver.NoNameservers as error:
-            return DnsAnswer(key, kind, DnsStatus.TEMPERROR, error=_why(error))
+            return DnsAnswer(key, kind, DnsStatus.TEMPERROR, error=_why(error)), None
         except dns.resolver.YXDOMAIN:
             # RFC 6672 §2.2: the DNAME substitution overflows, so the name cannot exist.
-            return DnsAnswer(key, kind, DnsStatus.NXDOMAIN, error="YXDOMAIN")
+            return DnsAnswer(key, kind, DnsStatus.NXDOMAIN, error="YXDOMAIN"), None
         except dns.exception.DNSException as error:
-            return DnsAnswer(key, kind, DnsStatus.TEMPERROR, error=type(error).__name__)
+            return DnsAnswer(key, kind, DnsStatus.TEMPERROR, error=type(error).__name__), None
         rrset = answer.rrset
-        if rrset is None:  # not reached with raise_on_no_answer, kept for the type checker
-            return DnsAnswer(key, kind, DnsStatus.NODATA)
+        if rrset is None:  # NODATA: the name exists, without records of this type
+            nodata = DnsAnswer(key, kind, DnsStatus.NODATA, ttl=negative_ttl(answer.response))
+            return nodata, _Remembered(nodata, answer.expiration, None)
         # A cached answer has aged: report what is left of the chain's TTL.
         chain_ttl = int(answer.chaining_result.minimum_ttl)
         left = math.ceil(answer.expiration - time.time())
-        return DnsAnswer(key, kind, DnsStatus.ANSWER, tuple(rrset), max(0, min(chain_ttl, left)))
+        found = DnsAnswer(key, kind, DnsStatus.ANSWER, tuple(rrset), max(0, min(chain_ttl, left)))
+        return found, _Remembered(found, answer.expiration, chain_ttl)
 
 
 def build_resolver(

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from trustmilter.policy.model import Policy
 from trustmilter.policy.rules import Rule
 from trustmilter.results import Results
-from trustmilter.signals import matches
+from trustmilter.signals import matching
 from trustmilter.verdict import Action, Reply, RuleHit, Verdict
 
 # How a shadow hit reads in the shadow header: "would have <this>".
@@ -46,16 +46,16 @@ def match(rule: Rule, signals: frozenset[str]) -> tuple[str, ...] | None:
     """The signals that make `rule` match, or None if it does not."""
     found: set[str] = set()
     for pattern in rule.when:
-        hit = {s for s in signals if matches(pattern, s)}
+        hit = matching(pattern, signals)
         if not hit:
             return None
         found |= hit
     if rule.any:
-        hit = {s for s in signals if any(matches(p, s) for p in rule.any)}
+        hit = frozenset().union(*(matching(p, signals) for p in rule.any))
         if not hit:
             return None
         found |= hit
-    if any(matches(p, s) for p in rule.unless for s in signals):
+    if any(matching(p, signals) for p in rule.unless):
         return None
     return tuple(sorted(found))
 
@@ -156,7 +156,7 @@ def _auto_suppress(
     """
     config = policy.headers
     if action not in _DELIVERED or not any(
-        matches(pattern, signal) for pattern in config.auto_suppress_when for signal in signals
+        matching(pattern, signals) for pattern in config.auto_suppress_when
     ):
         return ()
     added = list(config.auto_suppress_fields())
