@@ -140,6 +140,7 @@ class BounceCheck:
     name: ClassVar[str] = "bounce"
     stage: ClassVar[Stage] = Stage.DATA
     requires: ClassVar[tuple[str, ...]] = ()
+    state_only: ClassVar[bool] = True  # no DNS; writes to the store for our own bounces
 
     def __init__(self, config: Config) -> None:
         self.config = config
