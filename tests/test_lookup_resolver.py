@@ -100,7 +100,8 @@ def test_cname_chain_is_flattened(dns_server: DnsTestServer, resolver: NetworkRe
 def test_invalid_names_are_nxdomain_without_a_query(
     dns_server: DnsTestServer, resolver: NetworkResolver
 ) -> None:
-    for name in ("a..example.com", "x" * 64 + ".example.com", ".".join(["abcdefg"] * 40), ""):
+    for name in ("a..example.com", "x" * 64 + ".example.com", ".".join(["abcdefg"] * 40), "",
+                 "helo.invalid", "mail.example.INVALID."):  # RFC 6761 §6.4
         answer = resolver.query(name, "A")
         assert (answer.status, answer.error) == (DnsStatus.NXDOMAIN, "invalid name")
     assert dns_server.queries == []

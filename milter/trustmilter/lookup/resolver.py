@@ -17,9 +17,11 @@ longer: a warm lookup is one dictionary probe instead of name parsing,
 dnspython's resolution loop and building the answer again.
 
 Names that cannot exist in the DNS (an empty label, a label over 63 octets,
-a name over 255 octets: RFC 1035 §2.3.4, or a name that fails IDNA) are
-answered NXDOMAIN without asking anyone: no server could hold them, and
-sending them would only leak garbage from mail headers to the network.
+a name over 255 octets: RFC 1035 §2.3.4, a name that fails IDNA, or one
+under the special-use ".invalid": RFC 6761 §6.4) are answered NXDOMAIN
+without asking anyone: no server could hold them, and sending them would
+only leak garbage from mail headers to the network (an authoritative-only
+server even answers REFUSED, which would read as a temporary error).
 
 An optional observer (the daemon's metrics) hears of every lookup that
 went to the network, with its record type, latency and outcome; cache hits
@@ -75,15 +77,22 @@ TIMEOUT_STATUS = "timeout"
 EDNS_PAYLOAD = 1232
 
 
+# RFC 6761 §6.4: resolvers answer names under "invalid." negatively at once.
+_INVALID_TLD = b"invalid"
+
+
 def to_name(text: str) -> dns.name.Name | None:
     """`text` as an absolute DNS name, or None when no such name can exist."""
     if text in ("", "."):
         return None  # the root is never a mail domain; an empty name is a parsing slip
     try:
-        return dns.name.from_text(text, origin=dns.name.root)
+        name = dns.name.from_text(text, origin=dns.name.root)
     except (dns.exception.DNSException, UnicodeError, ValueError):
         # EmptyLabel, LabelTooLong, NameTooLong, BadEscape, IDNA failures
         return None
+    if len(name.labels) >= 2 and name.labels[-2].lower() == _INVALID_TLD:
+        return None
+    return name
 
 
 def name_key(name: dns.name.Name) -> str:
