@@ -314,3 +314,41 @@ def test_an_undecided_reject_beside_a_final_tempfail_is_not_given_early(dns_serv
         app = build_app(only_tempfail, pool)
         verdict = evaluate(only_tempfail, Results([CheckResult("spf.mailfrom", Outcome.FAIL, method="spf")]))
         assert _final(app, verdict, EARLY_STAGES)
+
+
+LARGE = "milter: {spool_memory_limit: 1000, large_message_slots: 1, message_timeout: 1.0}\n"
+
+
+def test_large_messages_take_turns_and_a_message_with_no_slot_is_tempfailed(dns_server, caplog):
+    """Spooled messages are read back whole: at most `large_message_slots` at a time;
+    one that finds no slot within its budget gets 451 4.3.2, never an unchecked accept."""
+    import time
+
+    from trustmilter.daemon.verdictlog import parse_verdict_line
+
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    large = sign(message(body=b"line of the large message\r\n" * 200), rsa_key(1024), "example.com")
+    with ThreadPoolExecutor(4) as pool:
+        holder = holder_with(dns_server, pool, LARGE)
+        assert deliver(connect(holder), large) == Milter.CONTINUE  # a free slot: checked
+        assert holder.large_messages.acquire(timeout=0)  # the slot came back; now it is taken
+        try:
+            ctx = connect(holder)
+            started = time.monotonic()
+            with caplog.at_level(logging.INFO, logger="trustmilter.verdict"):
+                rc = deliver(ctx, large)
+            waited = time.monotonic() - started
+            assert rc == Milter.TEMPFAIL and ctx._reply[:2] == ("451", "4.3.2")
+            assert 0.8 < waited < 3.0, waited  # the budget (1 s), not forever
+            [line] = [r.getMessage() for r in caplog.records if r.name == "trustmilter.verdict"]
+            assert parse_verdict_line(line)[1]["action"] == "tempfail"
+            # Small messages need no slot, and neither do trusted clients' large ones.
+            assert deliver(connect(holder), sign(message(), rsa_key(1024), "example.com")) == (
+                Milter.CONTINUE)
+            trusted = connect(holder, ip="127.0.0.1", helo="localhost")
+            forged = message(body=b"x" * 3000 + b"\r\n", extra_headers=(
+                "Authentication-Results: mx.example.org; dkim=pass",))
+            assert deliver(trusted, forged) == Milter.CONTINUE
+            assert trusted.removed == [("Authentication-Results", 1)]  # header still read
+        finally:
+            holder.large_messages.release()

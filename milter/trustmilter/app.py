@@ -13,6 +13,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from trustmilter.checks import all_check_names, build_checks
+from trustmilter.checks.canonicalization import install as install_fast_canonicalization
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
@@ -48,7 +49,10 @@ class App:
         clock: Callable[[], float] = time.time,
     ) -> App:
         """Build every service the policy asks for; raises StartupError if one cannot run."""
-        install_spf_hook()  # pyspf's DNS seam is a process global: set it once, here.
+        # pyspf's DNS seam and dkimpy's whitespace folding are process globals:
+        # set once, here.
+        install_spf_hook()
+        install_fast_canonicalization()
         authserv_id = policy.authserv_id or socket.getfqdn()
         # Our loop marker carries our authserv-id unless the policy names another.
         loops = policy.checks.loops.with_marker_id(authserv_id)

@@ -41,6 +41,9 @@ class AppHolder:
         self._metrics = metrics
         self._state = state
         self._lock = threading.Lock()
+        # Fixed at start-up (see MilterConfig.large_message_slots): held by the
+        # sessions checking a message that spooled to disk.
+        self.large_messages = threading.BoundedSemaphore(app.policy.milter.large_message_slots)
 
     def current(self) -> App:
         with self._lock:
@@ -84,10 +87,13 @@ class AppHolder:
 
 
 def _needs_restart(old: Policy, new: Policy) -> list[str]:
-    """Settings fixed at start-up: the socket, the thread pool, the state store, metrics."""
+    """Settings fixed at start-up: the socket, the thread pool, the large-message
+    slots, the state store, metrics, logging."""
     fixed = {
         "milter.socket": (old.milter.socket, new.milter.socket),
         "milter.check_threads": (old.milter.check_threads, new.milter.check_threads),
+        "milter.large_message_slots": (
+            old.milter.large_message_slots, new.milter.large_message_slots),
         "state": (old.state, new.state),
         "metrics": (old.metrics, new.metrics),
         "logging": (old.logging, new.logging),

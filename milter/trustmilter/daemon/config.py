@@ -59,6 +59,13 @@ class MilterConfig:
     # Bytes of one message kept in memory while it arrives; the rest spools to a
     # temporary file (mode 0600).
     spool_memory_limit: int = field(default=1024 * 1024, metadata={"min": 0})
+    # A message over spool_memory_limit is read back whole at end of message
+    # (DKIM, ARC and the body checks need it whole), costing 5 to 10 times its
+    # size while it is checked. At most this many such messages are checked
+    # at once per process, so that memory stays below about slots x
+    # max_message_size x 10; the others wait for a slot within their
+    # message_timeout, else they are tempfailed 451 4.3.2 and retried.
+    large_message_slots: int = field(default=4, metadata={"min": 1, "max": 1024})
     # Concurrent SMTP sessions' checks run on this many threads (per process).
     check_threads: int = field(default=64, metadata={"min": 1, "max": 1024})
     # Milter processes sharing the socket: Python runs one thread at a time,

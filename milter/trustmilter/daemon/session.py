@@ -20,7 +20,8 @@ import ipaddress
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -47,6 +48,8 @@ RCPT_STAGES = (Stage.RCPT,)
 LATE_STAGES = (Stage.DATA,)
 # RFC 3463 5.3.4: message too big for system.
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
+# RFC 3463 4.3.2: system not accepting network messages (for now).
+BUSY = Reply(451, "4.3.2", "Too many large messages at once, please try again later")
 
 
 class ClientKind(StrEnum):
@@ -88,6 +91,7 @@ class Transaction:
     rcpts: list[str] = field(default_factory=list)
     spool: tempfile.SpooledTemporaryFile[bytes] | None = None
     size: int = 0
+    header_size: int = 0  # bytes of the spool up to and including the empty line
     oversize: bool = False
     results: Results = field(default_factory=Results)
     # Results of the RCPT-stage checks for the recipients that were accepted.
@@ -224,6 +228,7 @@ class SmtpSession:
 
     def end_of_headers(self) -> None:
         self._write(b"\r\n")
+        self._require_tx().header_size = self._require_tx().size
 
     def body(self, chunk: bytes) -> None:
         self._write(chunk)
@@ -235,19 +240,43 @@ class SmtpSession:
             if tx.failed_stage is not None:
                 # The failure was logged when it happened; now answer on_error.
                 return Final(self.error_step())
-            raw = self._read_spool(tx)
             if tx.oversize:
-                return self._finish_refused(tx, queue_id, Step("reject", TOO_BIG))
-            message = Message(raw)
-            forged = forged_headers(tx.app, message)
+                return self._finish_refused(tx, queue_id, Step("reject", TOO_BIG), "too_big")
             if tx.kind is not ClientKind.EXTERNAL:
-                return self._finish_bypassed(tx, queue_id, forged)
-            facts = self._facts(message)
-            results = self._run(tx, facts, LATE_STAGES, tx.results.plus(tx.rcpt_results))
-            evaluation = decide(tx.app, facts, results)
-            return self._finish(tx, queue_id, evaluation)
+                # Unchecked: only the header is needed, to remove forgeries.
+                headers = Message(self._read_spool(tx, tx.header_size))
+                return self._finish_bypassed(tx, queue_id, forged_headers(tx.app, headers))
+            with self._memory_for(tx) as granted:
+                if not granted:
+                    return self._finish_refused(tx, queue_id, Step("tempfail", BUSY), "busy")
+                return self._judge(tx, queue_id, Message(self._read_spool(tx)))
         finally:
             self.abort()
+
+    def _judge(self, tx: Transaction, queue_id: str, message: Message) -> Final:
+        """Run the end-of-message checks on the whole message and decide."""
+        facts = self._facts(message)
+        results = self._run(tx, facts, LATE_STAGES, tx.results.plus(tx.rcpt_results))
+        evaluation = decide(tx.app, facts, results)
+        return self._finish(tx, queue_id, evaluation)
+
+    @contextmanager
+    def _memory_for(self, tx: Transaction) -> Iterator[bool]:
+        """A large-message slot for a message that spooled to disk (True), or False
+        when none came free within the message's budget; small messages need none."""
+        if tx.size <= tx.app.policy.milter.spool_memory_limit:
+            yield True
+            return
+        slots = self._apps.large_messages
+        left = max(0.0, tx.app.policy.milter.message_timeout - tx.spent)
+        started = self._clock()
+        granted = slots.acquire(timeout=left)
+        tx.spent += self._clock() - started
+        try:
+            yield granted
+        finally:
+            if granted:
+                slots.release()
 
     def abort(self) -> None:
         """Drop the current message (RSET, a new MAIL FROM, the client went away)."""
@@ -314,11 +343,12 @@ class SmtpSession:
         tx.spool.write(data)
 
     @staticmethod
-    def _read_spool(tx: Transaction) -> bytes:
+    def _read_spool(tx: Transaction, size: int = -1) -> bytes:
+        """The spooled message from its start: `size` bytes, or all of it."""
         if tx.spool is None or tx.oversize:
             return b""
         tx.spool.seek(0)
-        return tx.spool.read()
+        return tx.spool.read(size)
 
     def _refuse_early(self, step: Step, stage: str) -> Step:
         tx = self._require_tx()
@@ -327,8 +357,10 @@ class SmtpSession:
         self._count(verdict, tx.results)
         return step
 
-    def _finish_refused(self, tx: Transaction, queue_id: str, step: Step) -> Final:
-        verdict = Verdict(Action.REJECT, step.reply, 0.0, ("message.too_big",))
+    def _finish_refused(self, tx: Transaction, queue_id: str, step: Step, why: str) -> Final:
+        """Refused for its size, or tempfailed for want of memory (`why`: too_big, busy)."""
+        action = Action.REJECT if step.action == "reject" else Action.TEMPFAIL
+        verdict = Verdict(action, step.reply, 0.0, (f"message.{why}",))
         self._log(tx, queue_id, verdict, tx.results, "eom")
         self._count(verdict, tx.results)
         return Final(step)
