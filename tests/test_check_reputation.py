@@ -58,6 +58,17 @@ def failing(check, *findings):
 # ---- the check ---------------------------------------------------------------
 
 
+def test_a_reputation_lapses_a_year_after_the_last_release() -> None:
+    store = released(2)  # last release at T0 + 1
+    assert run(store).outcome is Outcome.PASS
+    config = reputation.Config(forget_after_days=30)
+    late = replace(make_ctx(NoDns(), mail_from=SENDER), state=store,
+                   clock=lambda: T0 + 1 + 30 * 86400)
+    [result] = ReputationCheck(config).run(late)
+    assert (result.outcome, result.findings) == (Outcome.NONE, ())
+    assert result.reason == "lapsed: no release in 30 days"
+
+
 def test_learned_after_two_releases():
     assert ReputationCheck.stage is Stage.MAIL
     assert run(released(1)).outcome is Outcome.NONE

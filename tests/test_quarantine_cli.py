@@ -34,6 +34,7 @@ from trustmilter.policy.rules import Rule
 from trustmilter.quarantine.postfix import valid_queue_id
 from trustmilter.quarantine.review import parse_trust_header
 from trustmilter.results import CheckResult, Finding, Outcome, Results
+from trustmilter.state.sqlite import SqliteStore
 from trustmilter.testing.postfix import PostfixInstance, free_port, wait_for_port
 from trustmilter.verdict import Action
 
@@ -353,3 +354,16 @@ def test_a_store_that_fails_after_the_release_says_so(
     assert err.startswith(f"trustmilter: {queue_id}: released, but nothing learned: ")
     assert err.count("\n") == 1
     mta.wait_delivered(1, timeout=5)
+
+
+def test_reputation_list_leaves_out_what_lapsed(cli: Cli, mta: PostfixInstance) -> None:
+    """checks.reputation.forget_after_days: a reputation nobody renewed is not listed."""
+    cli.policy.write_text(cli.policy.read_text()
+                          + "checks:\n  reputation:\n    forget_after_days: 1\n")
+    store = SqliteStore(Path(str(cli.policy).replace("policy.yaml", "state.sqlite3")), 1.0)
+    try:
+        store.add_release("old@example.com", ("auto.bulk",), time.time() - 2 * 86400)
+        store.add_release("new@example.com", ("auto.bulk",), time.time())
+    finally:
+        store.close()
+    assert [r["sender"] for r in cli.reputations()] == ["new@example.com"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from trustmilter.state.base import HardBounce, Reputation, StateStore
+from trustmilter.state.base import HardBounce, Reputation, StateStore, is_current
 from trustmilter.state.config import StateConfig
 from trustmilter.state.memory import SWEEP_EVERY, MemoryStore
 from trustmilter.state.open import open_store
@@ -228,6 +228,36 @@ def test_addresses_are_case_insensitive(state_store: StateStore) -> None:
     assert [r.sender for r in state_store.reputations()] == ["alice@example.com"]
     assert state_store.forget("ALICE@example.COM") is True
     assert state_store.reputations() == []
+
+
+def test_a_lapsed_reputation_starts_afresh(state_store: StateStore) -> None:
+    """A release after `lapse` seconds without one counts as the first again."""
+    now = float(int(time.time()))  # Redis expires a lapsing hash by its own clock
+    for i in range(3):
+        state_store.add_release("alice@example.com", ("r1",), now - 100 + i, lapse=1000)
+    kept = state_store.add_release("alice@example.com", ("r2",), now, lapse=1000)
+    assert (kept.releases, kept.reasons) == (4, ("r1", "r2"))
+    afresh = state_store.add_release("alice@example.com", ("r3",), now + 1000, lapse=1000)
+    assert afresh == Reputation("alice@example.com", 1, now + 1000, ("r3",))
+    assert is_current(afresh, now + 1999, 1000) and not is_current(afresh, now + 2000, 1000)
+
+
+@pytest.mark.parametrize("state_config", ["redis"], indirect=True)
+def test_redis_lets_a_lapsed_reputation_expire(
+    state_config: StateConfig, state_store: StateStore
+) -> None:
+    import redis
+
+    state_store.add_release("alice@example.com", ("r",), time.time(), lapse=60)
+    client = redis.Redis.from_url(state_config.redis_url, decode_responses=True)
+    try:
+        key = f"{state_config.key_prefix}rep:alice@example.com"
+        assert 0 < client.pttl(key) <= 60_001
+        client.delete(key)  # as if it had expired: the index entry is dropped on listing
+        assert state_store.reputations() == []
+        assert client.smembers(f"{state_config.key_prefix}reps") == set()
+    finally:
+        client.close()
 
 
 def test_the_null_sender_is_never_stored(state_store: StateStore) -> None:

@@ -12,7 +12,9 @@ but never a reject rule (see policy.yaml).
 
 Result ``reputation``: pass with the finding when learned, none when the
 sender is unknown or below the threshold, skipped for the null sender and
-offline (no state store), temperror when the store fails — then nothing is
+offline (no state store), none again once the last release is
+`forget_after_days` old (the reputation lapsed; the next release starts it
+afresh), temperror when the store fails — then nothing is
 learned for this message, so it is judged as any other (fail safe: at
 worst held, never let through wrongly).
 """
@@ -26,9 +28,10 @@ from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.checks.headers import clip
 from trustmilter.checks.loops import normalise_address
 from trustmilter.results import CheckResult, Finding, Outcome
-from trustmilter.state.base import StateError
+from trustmilter.state.base import StateError, is_current
 
 RESULT = "reputation"
+DAY = 86400.0
 # Learned reasons named in the finding's detail; the rest are counted.
 MAX_REASONS_SHOWN = 5
 
@@ -38,6 +41,14 @@ class Config:
     enabled: bool = True
     # Releases of a sender's mail before it counts as learned (issue 4: 2).
     releases_to_trust: int = field(default=2, metadata={"min": 1, "max": 1_000_000})
+    # What was learned lapses this many days after the sender's last release:
+    # trust that nobody confirmed for a year is not trust any more.
+    forget_after_days: float = field(default=365.0, metadata={"min": 1, "max": 36500})
+
+    @property
+    def lapse(self) -> float:
+        """`forget_after_days` in seconds."""
+        return self.forget_after_days * DAY
 
 
 class ReputationCheck:
@@ -66,6 +77,9 @@ class ReputationCheck:
             return [CheckResult(RESULT, Outcome.TEMPERROR, f"cannot read: {clip(str(error))}")]
         if known is None:
             return [CheckResult(RESULT, Outcome.NONE, "no releases")]
+        if not is_current(known, ctx.clock(), self.config.lapse):
+            return [CheckResult(RESULT, Outcome.NONE, "lapsed: no release in "
+                                f"{self.config.forget_after_days:g} days")]
         data = {"releases": str(known.releases)}
         if known.releases < self.config.releases_to_trust:
             return [CheckResult(

@@ -11,6 +11,7 @@ output (command_support.py has the pieces all such commands share).
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from trustmilter.quarantine.review import (
     ReviewError,
     reputation_json,
 )
+from trustmilter.state.base import is_current
 
 if TYPE_CHECKING:
     from trustmilter.state.base import Reputation
@@ -84,7 +86,8 @@ def run_reputation(args: argparse.Namespace) -> int:
 
 def _quarantine(args: argparse.Namespace) -> None:
     policy = policy_from(args.policy)
-    review = QuarantineReview(PostfixQueue(args.postfix_config), policy.headers.trust_header)
+    review = QuarantineReview(PostfixQueue(args.postfix_config), policy.headers.trust_header,
+                              lapse=policy.checks.reputation.lapse)
     action = args.quarantine_command
     if action == "list":
         messages = review.held()
@@ -116,7 +119,8 @@ def _reputation(args: argparse.Namespace) -> None:
     needed = releases_to_trust(policy)
     with state_store(policy) as store:
         if args.reputation_command == "list":
-            known = store.reputations()
+            now, lapse = time.time(), policy.checks.reputation.lapse
+            known = [r for r in store.reputations() if is_current(r, now, lapse)]
             output(args, {"releases_to_trust": needed,
                         "reputations": [reputation_json(r, needed) for r in known]},
                  [_reputation_line(r, needed) for r in known] or ["nothing learned yet"])

@@ -35,6 +35,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -179,10 +180,12 @@ class QuarantineReview:
         queue: PostfixQueue,
         trust_header: str = "X-Trustmilter-Trust",
         clock: Callable[[], float] = time.time,
+        lapse: float = math.inf,
     ) -> None:
         self._queue = queue
         self._trust_header = trust_header.lower()
         self._clock = clock
+        self._lapse = lapse  # seconds after which a reputation lapses (the policy's)
 
     def held(self) -> list[HeldMessage]:
         """Every held message, oldest first."""
@@ -220,7 +223,7 @@ class QuarantineReview:
             if store is not None and message.held_by_trustmilter and message.sender:
                 try:
                     learned = store.add_release(
-                        message.sender.lower(), message.reasons, self._clock()
+                        message.sender.lower(), message.reasons, self._clock(), self._lapse
                     )
                 except StateError as error:
                     raise ReviewError(

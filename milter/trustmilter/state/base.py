@@ -16,6 +16,7 @@ bound each operation by `StateConfig.timeout`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -59,6 +60,11 @@ class HardBounce:
         return asdict(self)
 
 
+def is_current(reputation: Reputation, now: float, lapse: float) -> bool:
+    """Whether what was learned still counts: its last release is under `lapse` seconds old."""
+    return reputation.last_release > now - lapse
+
+
 class StateStore(Protocol):
     def hit(self, key: str, now: float, window: float) -> int:
         """Record one event for `key` at `now`; the events in (now - window, now],
@@ -69,8 +75,12 @@ class StateStore(Protocol):
         """The events for `key` in (now - window, now], recording nothing."""
         ...
 
-    def add_release(self, sender: str, reasons: tuple[str, ...], now: float) -> Reputation:
-        """Count one release of mail from `sender`; its reputation afterwards."""
+    def add_release(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        """Count one release of mail from `sender`; its reputation afterwards.
+        A reputation whose last release is `lapse` seconds old or older has
+        lapsed: this release starts it afresh (see `is_current`)."""
         ...
 
     def reputation(self, sender: str) -> Reputation | None:

@@ -21,11 +21,12 @@ restart. It never raises `StateError`.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from trustmilter.state.base import HardBounce, Reputation
+from trustmilter.state.base import HardBounce, Reputation, is_current
 
 # Sweep keys whose window has passed after this many hits: often enough to
 # bound memory, rarely enough that a hit stays O(its own key).
@@ -45,6 +46,20 @@ def normalize_sender(sender: str) -> str:
 def merge_reasons(old: Iterable[str], new: Iterable[str]) -> tuple[str, ...]:
     """`old` then `new`, each reason once, in the order first seen."""
     return tuple(dict.fromkeys(reason for reason in (*old, *new) if reason))
+
+
+def next_reputation(
+    old: Reputation | None, address: str, reasons: tuple[str, ...], now: float, lapse: float
+) -> Reputation:
+    """`old` after one more release at `now`; a lapsed one starts afresh."""
+    if old is not None and not is_current(old, now, lapse):
+        old = None
+    return Reputation(
+        sender=address,
+        releases=(old.releases if old else 0) + 1,
+        last_release=now,
+        reasons=merge_reasons(old.reasons if old else (), reasons),
+    )
 
 
 def unlearned(now: float) -> Reputation:
@@ -127,19 +142,15 @@ class MemoryStore:
         for key in [key for key, entry in self._windows.items() if entry.expires <= now]:
             del self._windows[key]
 
-    def add_release(self, sender: str, reasons: tuple[str, ...], now: float) -> Reputation:
+    def add_release(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
         """Count one release of mail from `sender`; its reputation afterwards."""
         address = normalize_sender(sender)
         if not address:
             return unlearned(now)
         with self._lock:
-            old = self._reputations.get(address)
-            new = Reputation(
-                sender=address,
-                releases=(old.releases if old else 0) + 1,
-                last_release=now,
-                reasons=merge_reasons(old.reasons if old else (), reasons),
-            )
+            new = next_reputation(self._reputations.get(address), address, reasons, now, lapse)
             self._reputations[address] = new
             return new
 

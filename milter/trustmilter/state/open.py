@@ -21,6 +21,7 @@ stays in memory: it is not copied to the backend when it is back.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -84,8 +85,10 @@ class ResilientStore:
     def count(self, key: str, now: float, window: float) -> int:
         return self._call(lambda store: store.count(key, now, window))
 
-    def add_release(self, sender: str, reasons: tuple[str, ...], now: float) -> Reputation:
-        return self._call(lambda store: store.add_release(sender, reasons, now))
+    def add_release(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        return self._call(lambda store: store.add_release(sender, reasons, now, lapse))
 
     def reputation(self, sender: str) -> Reputation | None:
         return self._call(lambda store: store.reputation(sender))

@@ -20,8 +20,7 @@ several). Keys, all under `key_prefix`:
   (PXAT), and ``<prefix>bounces``: a sorted set of recipients scored by
   their expiry, trimmed whenever the list is read.
 
-What it does not do: expire reputations (a release teaches until
-`forget`), or connect at construction: an unreachable server shows on
+What it does not do: connect at construction: an unreachable server shows on
 the first operation, where the caller's `state.on_error` decides.
 
 DIAGNOSTICS: every failure raises `StateError` with one line naming the
@@ -63,10 +62,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return count
 """
 
-# KEYS[1] the sender's hash, KEYS[2] the index set; ARGV: sender, now, then
-# the new reasons. Returns {releases, reasons as a JSON list}. cjson encodes
-# an empty table as {}, so an empty list is written as the literal [].
+# KEYS[1] the sender's hash, KEYS[2] the index set; ARGV: sender, now, the
+# lapse cutoff and the hash's expiry in epoch ms ('' and '' when it never
+# lapses), then the new reasons. A hash whose last release is at or before
+# the cutoff has lapsed and starts afresh. Returns {releases, reasons as a
+# JSON list}. cjson encodes an empty table as {}, so an empty list is
+# written as the literal [].
 RELEASE_SCRIPT = """
+if ARGV[3] ~= '' then
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last_release') or '')
+  if last and last <= tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]) end
+end
 local releases = redis.call('HINCRBY', KEYS[1], 'releases', 1)
 local stored = redis.call('HGET', KEYS[1], 'reasons')
 local reasons, seen = {}, {}
@@ -75,13 +81,14 @@ if stored then
     if not seen[reason] then seen[reason] = true; table.insert(reasons, reason) end
   end
 end
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   local reason = ARGV[i]
   if reason ~= '' and not seen[reason] then seen[reason] = true; table.insert(reasons, reason) end
 end
 local encoded = '[]'
 if #reasons > 0 then encoded = cjson.encode(reasons) end
 redis.call('HSET', KEYS[1], 'last_release', ARGV[2], 'reasons', encoded)
+if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[4]) end
 redis.call('SADD', KEYS[2], ARGV[1])
 return {releases, encoded}
 """
@@ -150,15 +157,21 @@ class RedisStore:
 
     # ---- reputation -------------------------------------------------------
 
-    def add_release(self, sender: str, reasons: tuple[str, ...], now: float) -> Reputation:
-        """Count one release of mail from `sender`; its reputation afterwards."""
+    def add_release(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        """Count one release of mail from `sender`; its reputation afterwards.
+        With a finite `lapse` the hash expires by itself when it lapses."""
         address = normalize_sender(sender)
         if not address:
             return unlearned(now)
+        finite = math.isfinite(lapse)
+        cutoff = repr(now - lapse) if finite else ""
+        expires = str(math.ceil((now + lapse) * 1000)) if finite else ""
         with self._errors():
             releases, encoded = self._release(
                 keys=[self._rep_key(address), self._index_key()],
-                args=[address, repr(now), *reasons],
+                args=[address, repr(now), cutoff, expires, *reasons],
             )
         return Reputation(address, int(releases), now, merge_reasons(json.loads(encoded), ()))
 
@@ -178,6 +191,10 @@ class RedisStore:
                 pipe.hgetall(self._rep_key(sender))
             hashes: list[dict[str, str]] = pipe.execute()
         found = [_reputation(*pair) for pair in zip(senders, hashes, strict=True)]
+        gone = [sender for sender, rep in zip(senders, found, strict=True) if rep is None]
+        if gone:  # hashes that expired (lapsed): drop them from the index too
+            with self._errors():
+                self._client.srem(self._index_key(), *gone)
         return rank(rep for rep in found if rep is not None)
 
     def forget(self, sender: str) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -42,7 +43,7 @@ from trustmilter.state.base import HardBounce, Reputation, StateError
 from trustmilter.state.memory import (
     latest_first,
     merge_bounce,
-    merge_reasons,
+    next_reputation,
     normalize_sender,
     rank,
     unlearned,
@@ -138,21 +139,20 @@ class SqliteStore:
 
     # ---- reputation -------------------------------------------------------
 
-    def add_release(self, sender: str, reasons: tuple[str, ...], now: float) -> Reputation:
-        """Count one release of mail from `sender`; its reputation afterwards."""
+    def add_release(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        """Count one release of mail from `sender`; its reputation afterwards.
+        Lapsed reputations of any sender go on the way."""
         address = normalize_sender(sender)
         if not address:
             return unlearned(now)
 
         def run(db: sqlite3.Connection) -> Reputation:
             with _immediate(db):
-                old = _reputation(db, address)
-                new = Reputation(
-                    sender=address,
-                    releases=(old.releases if old else 0) + 1,
-                    last_release=now,
-                    reasons=merge_reasons(old.reasons if old else (), reasons),
-                )
+                if math.isfinite(lapse):
+                    db.execute("DELETE FROM reputation WHERE last_release <= ?", (now - lapse,))
+                new = next_reputation(_reputation(db, address), address, reasons, now, lapse)
                 db.execute(
                     "INSERT OR REPLACE INTO reputation VALUES (?, ?, ?, ?)",
                     (address, new.releases, now, json.dumps(list(new.reasons))),
