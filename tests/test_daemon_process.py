@@ -1,21 +1,34 @@
-"""`trustmilter run` as a process: reload on SIGHUP, clean stop on SIGTERM.
+"""`trustmilter run` as a process: reload on SIGHUP, clean stop on SIGTERM,
+and with milter.processes: 2 one /metrics endpoint for both processes.
 
 Driven over its real socket by the benchmark's milter-protocol client
-(an MTA stand-in), against the DNS test server.
+(an MTA stand-in), against the DNS test server. The metrics tests scrape
+the real endpoint on 127.0.0.1 and also read each process's own file in
+the shared directory, to know which process counted what.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from keys import message
 from trustmilter.authresults import parse_header_value
 from trustmilter.bench.client import MilterClient
 from trustmilter.bench.corpus import BenchMessage
+from trustmilter.daemon.config import MetricsConfig, MilterConfig
 from trustmilter.daemon.socketspec import parse_socket
-from trustmilter.testing.daemon import DaemonProcess
+from trustmilter.policy.model import Policy
+from trustmilter.testing.daemon import DaemonProcess, free_port
 
 ZONE = """
 example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
@@ -122,3 +135,140 @@ def test_several_processes_share_the_socket_reload_and_stop_together(tmp_path: P
         status = Path(f"/proc/{pid}/status")
         assert not status.exists() or "zombie" in status.read_text().lower()
     assert running.log_text().count("stopped (process") == 2
+
+
+# ---- milter.processes > 1 with metrics.listen: one endpoint for all processes ----
+
+
+def metrics_policy(dns_server, port: int) -> str:
+    return (policy_text(dns_server, "mx-one.example.org")
+            + f"milter: {{processes: 2}}\nmetrics: {{listen: '127.0.0.1:{port}'}}\n")
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of the daemon's /metrics as {(name, labels): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def messages_total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
+    return sum(value for (name, _), value in samples.items() if name == "trustmilter_messages_total")
+
+
+def shared_dir(running: DaemonProcess) -> tuple[Path, int]:
+    """The metrics directory the daemon logged, and the pid of the process serving it."""
+    match = re.search(r"metrics of 2 processes recorded in (\S+), served by process (\d+)",
+                      running.log_text())
+    assert match, running.log_tail()
+    return Path(match[1]), int(match[2])
+
+
+def counted_by_pid(directory: Path) -> dict[int, float]:
+    """Messages each process recorded, read from its own file (counter_PID.db)."""
+    counted = {}
+    for path in directory.glob("counter_*.db"):
+        pid = int(path.stem.split("_")[1])
+        counted[pid] = sum(
+            sample.value
+            for metric in MultiProcessCollector.merge([str(path)])
+            for sample in metric.samples
+            if sample.name == "trustmilter_messages_total"
+        )
+    return counted
+
+
+def send(running: DaemonProcess, count: int) -> None:
+    """`count` messages over concurrent connections, each accepted."""
+    client = MilterClient(parse_socket(running.spec), timeout=20)
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda n: client.converse(MAIL, f"4MP{n:06d}"), range(count)))
+    assert all(outcome.action == "accept" for outcome in outcomes), outcomes
+
+
+def settled(port: int, sent: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A scrape once every message is counted and no transaction is open."""
+    deadline = time.monotonic() + 10
+    while True:  # a connection's close may be counted just after the client has its reply
+        samples = scrape(port)
+        done = (messages_total(samples) >= sent
+                and samples.get(("trustmilter_transactions_in_flight", frozenset())) == 0)
+        if done or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.1)
+
+
+def test_several_processes_share_one_metrics_endpoint(tmp_path: Path, dns_server):
+    """milter.processes: 2 with metrics.listen: /metrics sums both processes'
+    counters, whichever served the messages; the directory goes at SIGTERM."""
+    dns_server.load(ZONE)
+    port = free_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(metrics_policy(dns_server, port))
+    running = DaemonProcess.start(policy, tmp_path / "trustmilter.log")
+    try:
+        running.wait_for_log("listening on", after=running.log_text().index("listening on") + 1)
+        directory, server_pid = shared_dir(running)
+        assert directory.stat().st_mode & 0o777 == 0o700
+        # Both processes record into it from the start (the reload series exist at zero).
+        assert len(counted_by_pid(directory)) == 2
+        sent = 0
+        for _ in range(10):  # until both processes have served some (the kernel picks)
+            send(running, 8)
+            sent += 8
+            settled(port, sent)
+            if all(counted_by_pid(directory).values()):
+                break
+        by_pid = counted_by_pid(directory)
+        assert all(by_pid.values()), f"one process served every message: {by_pid}"
+        assert server_pid in by_pid
+        samples = settled(port, sent)
+        assert messages_total(samples) == sent == sum(by_pid.values())
+        assert samples[("trustmilter_messages_total", frozenset({("action", "accept")}))] == sent
+        assert samples[("trustmilter_transactions_in_flight", frozenset())] == 0
+        # One series per label set, not one per process.
+        assert samples[("trustmilter_policy_reloads_total", frozenset({("outcome", "ok")}))] == 0
+    finally:
+        assert running.stop() == 0
+    assert running.log_text().count("stopped (process") == 2
+    assert not directory.exists()
+
+
+def test_a_worker_that_exits_is_marked_dead(tmp_path: Path, dns_server):
+    """Its live gauge drops out of the sum; what it counted stays counted."""
+    dns_server.load(ZONE)
+    port = free_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(metrics_policy(dns_server, port))
+    running = DaemonProcess.start(policy, tmp_path / "trustmilter.log")
+    try:
+        running.wait_for_log("listening on", after=running.log_text().index("listening on") + 1)
+        directory, server_pid = shared_dir(running)
+        [worker] = {int(line.rstrip(")").split()[-1]) for line in running.log_text().splitlines()
+                    if "listening on" in line} - {server_pid}
+        send(running, 8)
+        before = counted_by_pid(directory)
+        assert (directory / f"gauge_livesum_{worker}.db").exists()
+
+        os.kill(worker, signal.SIGKILL)
+        running.wait_for_log(f"worker process {worker} exited")
+        assert not (directory / f"gauge_livesum_{worker}.db").exists()
+        assert counted_by_pid(directory) == before  # a dead worker's counts stay in the sum
+        send(running, 4)  # the parent serves alone now
+        samples = settled(port, 12)
+        assert messages_total(samples) == 12
+        assert samples[("trustmilter_transactions_in_flight", frozenset())] == 0
+    finally:
+        assert running.stop() == 0
+    assert not directory.exists()
+
+
+def test_metrics_with_several_processes_is_a_valid_policy() -> None:
+    """It used to be refused: one endpoint could not speak for several processes."""
+    policy = Policy(milter=MilterConfig(processes=4),
+                    metrics=MetricsConfig(listen="127.0.0.1:9425"))
+    assert policy.milter.processes == 4 and policy.metrics.listen == "127.0.0.1:9425"

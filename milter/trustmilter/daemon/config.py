@@ -69,7 +69,8 @@ class MilterConfig:
     # Concurrent SMTP sessions' checks run on this many threads (per process).
     check_threads: int = field(default=64, metadata={"min": 1, "max": 1024})
     # Milter processes sharing the socket: Python runs one thread at a time,
-    # so a busy MTA wants about one per CPU core. Each has its own DNS cache.
+    # so a busy MTA wants about one per CPU core. Each has its own DNS cache;
+    # metrics (metrics.listen) add up over all of them (daemon/sharedmetrics.py).
     processes: int = field(default=1, metadata={"min": 1, "max": 64})
 
     def __post_init__(self) -> None:
@@ -108,7 +109,8 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    # "HOST:PORT" for the Prometheus endpoint (/metrics); empty: off.
+    # "HOST:PORT" for the Prometheus endpoint (/metrics); empty: off. One
+    # endpoint for all milter.processes: the first process serves their sum.
     listen: str = ""
 
     def __post_init__(self) -> None:

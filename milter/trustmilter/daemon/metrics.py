@@ -33,6 +33,9 @@ class Metrics(Protocol):
     def in_flight(self, delta: int) -> None:
         """Transactions in progress went up (+1) or down (-1)."""
 
+    def close(self) -> None:
+        """Stop exporting (at shutdown); events after this may be ignored."""
+
 
 class NullMetrics:
     """Counts nothing (metrics are off)."""
@@ -56,4 +59,7 @@ class NullMetrics:
         pass
 
     def in_flight(self, delta: int) -> None:
+        pass
+
+    def close(self) -> None:
         pass

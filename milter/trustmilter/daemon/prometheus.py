@@ -6,7 +6,10 @@ default one: two daemons (or two tests) in one process must not share or
 collide on metric names. Every name starts with ``trustmilter_``.
 
 `start_metrics(config)` serves ``/metrics`` over HTTP on `metrics.listen`
-from a daemon thread, or returns `NullMetrics` when that is empty. The
+from a daemon thread, or returns `NullMetrics` when that is empty. With
+several milter processes (sharedmetrics.py) each process records into a
+shared directory in prometheus_client's multiprocess mode, and only the
+parent serves, summing all of them with a `MultiProcessCollector`. The
 endpoint has no authentication: listen on loopback (or a management
 network) and let Prometheus scrape it there.
 
@@ -24,10 +27,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from trustmilter.daemon.metrics import Metrics, NullMetrics
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from wsgiref.simple_server import WSGIServer
 
     from trustmilter.daemon.config import MetricsConfig
@@ -45,11 +50,25 @@ CLOSE_TIMEOUT = 5.0
 
 
 class PrometheusMetrics:
-    """Counters, one histogram and one gauge on a private `CollectorRegistry`."""
+    """Counters, one histogram and one gauge on a private `CollectorRegistry`.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        r = self.registry
+    With `multiprocess_dir` (prometheus_client's multiprocess mode, set up by
+    sharedmetrics.py) they record into this process's files there instead,
+    and `registry` reads the files of every process.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, multiprocess_dir: Path | None = None
+    ) -> None:
+        if registry is None:
+            registry = CollectorRegistry(auto_describe=multiprocess_dir is None)
+        self.registry = registry
+        r: CollectorRegistry | None = registry
+        if multiprocess_dir is not None:
+            MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
+            # Not registered: the collector already reads this process's files,
+            # and prometheus_client's docs warn that both would export them twice.
+            r = None
         self._messages = Counter(
             f"{PREFIX}_messages", "Messages by final action.", ["action"], registry=r
         )
@@ -94,7 +113,11 @@ class PrometheusMetrics:
             registry=r,
         )
         self._in_flight = Gauge(
-            f"{PREFIX}_transactions_in_flight", "Transactions in progress.", registry=r
+            f"{PREFIX}_transactions_in_flight",
+            "Transactions in progress.",
+            registry=r,
+            # With several processes: the sum over the live ones (ignored otherwise).
+            multiprocess_mode="livesum",
         )
         # Series that exist from the start, so a dashboard can tell "none yet"
         # from "not exported"; rule and check labels appear with their first hit.
@@ -156,10 +179,17 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def start_metrics(config: MetricsConfig) -> Metrics:
-    """The daemon's metrics: served on `config.listen`, or NullMetrics when it is empty."""
+def start_metrics(
+    config: MetricsConfig, multiprocess_dir: Path | None = None, *, serve: bool = True
+) -> Metrics:
+    """The daemon's metrics: served on `config.listen`, or NullMetrics when it is empty.
+
+    With `multiprocess_dir` they are shared by several processes, and only the
+    one that passes `serve` (the parent) serves them; the others only record.
+    """
     if not config.listen:
         return NullMetrics()
-    metrics = PrometheusMetrics()
-    metrics.serve(*split_listen(config.listen))
+    metrics = PrometheusMetrics(multiprocess_dir=multiprocess_dir)
+    if serve:
+        metrics.serve(*split_listen(config.listen))
     return metrics

@@ -30,6 +30,7 @@ from trustmilter.daemon.apps import AppHolder, build_app
 from trustmilter.daemon.logsetup import setup_logging
 from trustmilter.daemon.metrics import Metrics, NullMetrics
 from trustmilter.daemon.session import SmtpSession
+from trustmilter.daemon.sharedmetrics import SharedMetricsDir
 from trustmilter.daemon.socketspec import SocketSpec, parse_socket
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.load import PolicyError, load_policy
@@ -48,12 +49,41 @@ class ServeError(Exception):
     """Start-up failed; the message says why in one line."""
 
 
-def _start_metrics(policy: Policy) -> Metrics:
+def _shared_metrics_dir(policy: Policy) -> SharedMetricsDir | None:
+    """With metrics and several processes: their shared directory, made before
+    any of them imports prometheus_client (see sharedmetrics.py)."""
+    if not policy.metrics.listen or policy.milter.processes == 1:
+        return None
+    try:
+        return SharedMetricsDir.create()
+    except OSError as error:
+        raise ServeError(f"metrics: cannot create a directory: {error}") from error
+
+
+def _start_metrics(policy: Policy, shared: SharedMetricsDir | None) -> Metrics:
+    """This process's metrics; with `shared`, only the parent serves them."""
     if not policy.metrics.listen:
         return NullMetrics()
     from trustmilter.daemon.prometheus import start_metrics  # optional dependency
 
-    return start_metrics(policy.metrics)
+    if shared is None:
+        return start_metrics(policy.metrics)
+    try:
+        return start_metrics(policy.metrics, shared.path, serve=shared.owned)
+    except OSError as error:
+        raise ServeError(f"metrics.listen {policy.metrics.listen}: {error}") from error
+
+
+def _watch_worker(pid: int, shared: SharedMetricsDir) -> None:
+    """Wait for a worker to exit (a crash, or shutdown), then drop its live gauges.
+
+    WNOWAIT leaves the worker a zombie for `_reap`, so its pid cannot be
+    reused (and signalled by mistake) while we still hold it.
+    """
+    with contextlib.suppress(ChildProcessError):  # _reap got it first
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    shared.process_exited(pid)
+    log.info("worker process %d exited", pid)
 
 
 def _open_state(policy: Policy) -> StateStore:
@@ -125,6 +155,22 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
     finally:
         os.umask(old_umask)
     _tune_listener(parsed)
+    shared = _shared_metrics_dir(policy)
+    try:
+        return _run_processes(policy, policy_path, shared, f"{parsed}", where)
+    finally:
+        if shared is not None:
+            shared.remove()  # in the parent; a worker leaves it alone
+
+
+def _run_processes(
+    policy: Policy,
+    policy_path: Path | None,
+    shared: SharedMetricsDir | None,
+    where_listening: str,
+    where_logging: str,
+) -> int:
+    """Fork the workers, then run this process's milter until libmilter stops."""
     # Python runs one thread at a time: more processes on the one listening
     # socket use more cores (the kernel spreads the connections). Forked here,
     # before this process has any thread, so each starts clean.
@@ -140,15 +186,24 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
             break
         workers.append(worker)
     try:
-        app, holder, executor = _start_services(policy, policy_path)
+        app, holder, executor, metrics = _start_services(policy, policy_path, shared)
     except ServeError:
         for worker in workers:
             worker.stop()
+        if shared is not None:  # they may be writing into the directory we remove next
+            for worker in workers:
+                _reap(worker.pid)
         raise
+    if shared is not None and shared.owned:
+        for worker in workers:
+            threading.Thread(target=_watch_worker, args=(worker.pid, shared), daemon=True).start()
+        log.info("metrics of %d processes recorded in %s, served by process %d",
+                 len(workers) + 1, shared.path, os.getpid())
     threading.Thread(target=_listen_for_reloads, args=(holder, workers), daemon=True).start()
     log.info(
         "listening on %s (policy %s, authserv-id %s, logging to %s, process %d)",
-        parsed, policy_path or "built-in defaults", app.authserv_id, where, os.getpid(),
+        where_listening, policy_path or "built-in defaults", app.authserv_id, where_logging,
+        os.getpid(),
     )
     try:
         libmilter.main()
@@ -158,6 +213,8 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
             worker.stop()
         for worker in workers:
             _reap(worker.pid)
+        if shared is not None:
+            metrics.close()  # no scrape reads the files while serve() removes them
     log.info("stopped (process %d)", os.getpid())
     return 0
 
@@ -192,10 +249,12 @@ def _reap(pid: int, timeout: float = 30.0) -> None:
         os.waitpid(pid, 0)
 
 
-def _start_services(policy: Policy, policy_path: Path | None) -> tuple[App, AppHolder, Executor]:
+def _start_services(
+    policy: Policy, policy_path: Path | None, shared: SharedMetricsDir | None
+) -> tuple[App, AppHolder, Executor, Metrics]:
     """This process's thread pool, metrics, state store and App, wired to pymilter."""
     executor = ThreadPoolExecutor(policy.milter.check_threads, "trustmilter-check")
-    metrics = _start_metrics(policy)
+    metrics = _start_metrics(policy, shared)
     state = _open_state(policy)
     try:
         app = build_app(policy, executor, metrics, state)
@@ -204,7 +263,7 @@ def _start_services(policy: Policy, policy_path: Path | None) -> tuple[App, AppH
     holder = AppHolder(app, policy_path, executor, metrics, state)
     # pymilter's one bootstrap point: the factory is a module attribute.
     Milter.factory = lambda: TrustMilter(SmtpSession(holder, metrics), metrics)
-    return app, holder, executor
+    return app, holder, executor, metrics
 
 
 def _tune_listener(spec: SocketSpec) -> None:

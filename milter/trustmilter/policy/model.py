@@ -221,11 +221,6 @@ class Policy:
     state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
-        if self.metrics.listen and self.milter.processes > 1:
-            # One endpoint cannot speak for several processes' counters.
-            raise InvalidField(
-                ("milter", "processes"), "1 while metrics.listen is set", self.milter.processes
-            )
         for key, ids in (
             ("authserv_id", (self.authserv_id,)),
             ("trusted_authserv_ids", self.trusted_authserv_ids),
