@@ -47,8 +47,10 @@ def released(times, sender=SENDER, reasons=("auto.bulk",)):
     return store
 
 
-def learned():
-    return CheckResult("reputation", Outcome.PASS, "", (Finding("reputation.learned"),))
+def learned(*vouched):
+    """A learned sender whose released mail had been held for `vouched`."""
+    return CheckResult("reputation", Outcome.PASS, "", (Finding("reputation.learned"),),
+                       data={"releases": "2", "reasons": ",".join(vouched)})
 
 
 def failing(check, *findings):
@@ -120,8 +122,10 @@ def test_a_failing_store_teaches_nothing():
     [CheckResult("spf.mailfrom", Outcome.FAIL)],
 ])
 def test_learned_sender_passes_the_quarantine_rules(held):
-    assert evaluate(Policy(), Results(held)).action is Action.QUARANTINE
-    verdict = evaluate(Policy(), Results([*held, learned()]))
+    first = evaluate(Policy(), Results(held))
+    assert first.action is Action.QUARANTINE
+    # Released for those reasons, learned: the same mail passes.
+    verdict = evaluate(Policy(), Results([*held, learned(*first.reasons)]))
     assert verdict.action is Action.ACCEPT
     assert not [h for h in verdict.hits if h.action is Action.QUARANTINE]
 
@@ -129,14 +133,38 @@ def test_learned_sender_passes_the_quarantine_rules(held):
 def test_learned_sender_is_not_requarantined_by_score():
     weak = [failing("iprev", "iprev.ptr_missing"), failing("helo", "helo.nxdomain"),
             CheckResult("dkim", Outcome.FAIL)]
-    assert evaluate(Policy(), Results(weak)).action is Action.QUARANTINE  # 3 + 3 + 3
-    verdict = evaluate(Policy(), Results([*weak, learned()]))
+    first = evaluate(Policy(), Results(weak))
+    assert first.action is Action.QUARANTINE  # 3 + 3 + 3
+    verdict = evaluate(Policy(), Results([*weak, learned(*first.reasons)]))
     assert verdict.action is Action.ACCEPT and verdict.score == -1.0
+
+
+def test_learning_vouches_only_for_what_was_released():
+    """Releases of a sender's bulk mail do not let mail in its name through when it
+    fails DMARC or SPF: the envelope sender is anyone's to write."""
+    bulk = learned("auto.bulk")
+    assert evaluate(Policy(), Results([failing("automation", "auto.bulk"), bulk])).action is (
+        Action.ACCEPT)
+    spoofed = [failing("automation", "auto.bulk"), failing("dmarc", "dmarc.policy.quarantine")]
+    verdict = evaluate(Policy(), Results([*spoofed, bulk]))
+    assert verdict.action is Action.QUARANTINE
+    assert [h.rule for h in verdict.hits] == ["dmarc-quarantine"]  # auto-bulk stays lifted
+    spf = evaluate(Policy(), Results([CheckResult("spf.mailfrom", Outcome.FAIL), bulk]))
+    assert spf.action is Action.QUARANTINE
+
+
+def test_learned_points_need_every_scored_signal_vouched_for():
+    weak = [failing("iprev", "iprev.ptr_missing"), failing("helo", "helo.nxdomain"),
+            CheckResult("dkim", Outcome.FAIL)]
+    partly = learned("iprev.ptr_missing", "helo.nxdomain")  # dkim.fail is new
+    verdict = evaluate(Policy(), Results([*weak, partly]))
+    assert verdict.action is Action.QUARANTINE and verdict.score == 9.0
 
 
 def test_accepted_learned_bulk_mail_still_suppresses_autoreplies():
     """An accepted bulk message never triggers a help-desk notification."""
-    verdict = evaluate(Policy(), Results([failing("automation", "auto.bulk"), learned()]))
+    verdict = evaluate(Policy(), Results([failing("automation", "auto.bulk"),
+                                          learned("auto.bulk")]))
     assert verdict.action is Action.ACCEPT
     assert ("Auto-Submitted", "auto-generated") in verdict.headers
 

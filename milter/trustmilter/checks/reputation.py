@@ -80,7 +80,9 @@ class ReputationCheck:
         if not is_current(known, ctx.clock(), self.config.lapse):
             return [CheckResult(RESULT, Outcome.NONE, "lapsed: no release in "
                                 f"{self.config.forget_after_days:g} days")]
-        data = {"releases": str(known.releases)}
+        # The reasons the released mail was held for: what learning vouches for
+        # (policy/evaluate.py lets it lift only rules and points of those).
+        data = {"releases": str(known.releases), "reasons": ",".join(known.reasons)}
         if known.releases < self.config.releases_to_trust:
             return [CheckResult(
                 RESULT, Outcome.NONE,

@@ -15,6 +15,10 @@ How the verdict is reached:
      most severe of that and the forced ones (`Action.severity`).
   4. The reply (reject and tempfail only) is the first forcing rule's own
      reply for the final action, else the policy default for that action.
+A learned sender (`reputation.learned`) is trusted only for what its
+released mail was held for: a rule it exempts still applies, and its
+points do not count, when the message shows a signal the releases did not
+vouch for (`vouched_for`).
 It raises nothing for any Results.
 """
 
@@ -38,6 +42,8 @@ _WOULD_HAVE = {
     Action.TEMPFAIL: "tempfailed",
     Action.REJECT: "rejected",
 }
+# Learned reputation (checks/reputation.py): exempts only what releases vouched for.
+LEARNED = "reputation.learned"
 # Actions whose message is delivered, so headers added to it are seen.
 _DELIVERED = (Action.ACCEPT, Action.LOW_TRUST, Action.QUARANTINE)
 
@@ -60,11 +66,44 @@ def match(rule: Rule, signals: frozenset[str]) -> tuple[str, ...] | None:
     return tuple(sorted(found))
 
 
+def vouched_for(results: Results) -> frozenset[str] | None:
+    """What a learned sender's releases vouch for: the reasons its released mail
+    had been held for (SEED-RULES §7: "the same sender passes later" — with
+    the same kind of mail). None when the sender is not learned."""
+    result = results.first("reputation")
+    if result is None or LEARNED not in {f.name for f in result.findings}:
+        return None
+    return frozenset(r for r in result.data.get("reasons", "").split(",") if r)
+
+
+def _unvouched(rule: Rule, signals: frozenset[str], vouched: frozenset[str]
+               ) -> tuple[str, ...] | None:
+    """The signals of a rule that only `reputation.learned` exempted, when they are
+    not what the releases vouched for (then the rule applies after all), else None.
+
+    Learning is keyed by the envelope sender, which anyone can write: mail in
+    that sender's name that fails in a new way (DMARC, SPF) is not let
+    through by what releases of its bulk mail taught."""
+    without = match(rule, signals - {LEARNED})
+    if without is None or set(without) <= vouched:
+        return None
+    return without
+
+
 def _points(policy: Policy, results: Results) -> tuple[list[float], set[str]]:
-    """Score contributions of the signals, and the signals that contributed."""
+    """Score contributions of the signals, and the signals that contributed.
+
+    The points of `reputation.learned` count only when every other signal
+    that adds points is one the releases vouched for."""
     points: list[float] = []
     reasons: set[str] = set()
-    for signal in sorted(results.signals()):
+    signals = results.signals()
+    vouched = vouched_for(results)
+    if vouched is not None and any(
+        policy.scores.get(s, 0.0) > 0 and s not in vouched for s in signals - {LEARNED}
+    ):
+        signals = signals - {LEARNED}
+    for signal in sorted(signals):
         value = policy.scores.get(signal, 0.0)
         if value:
             points.append(value)
@@ -90,11 +129,14 @@ def evaluate(policy: Policy, results: Results) -> Verdict:
     """The verdict `policy` gives a message with these `results`."""
     signals = results.signals()
     points, reasons = _points(policy, results)
+    vouched = vouched_for(results)
     hits: list[RuleHit] = []
     shadow: list[tuple[RuleHit, Rule]] = []
     forcing: list[Rule] = []
     for rule in policy.rules:
         matched = match(rule, signals)
+        if matched is None and vouched is not None:
+            matched = _unvouched(rule, signals, vouched)
         if matched is None:
             continue
         hit = RuleHit(rule.name, rule.action, rule.score, rule.shadow, matched, rule.reason)
