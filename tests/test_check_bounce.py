@@ -141,6 +141,26 @@ def test_our_hard_bounces_are_recorded() -> None:
     )]
 
 
+def test_only_codes_that_say_the_recipient_is_gone_are_hard() -> None:
+    """5.1.8 (our sender refused, perhaps a passing DNS failure on our side) is not."""
+    store = MemoryStore()
+    run(POSTFIX_DSN.replace(b"Status: 5.1.1", b"Status: 5.1.8"), state=store)
+    assert store.hard_bounces(NOW) == []
+    run(POSTFIX_DSN.replace(b"Action: failed\nStatus: 5.1.1", b"Action: delayed\nStatus: 5.1.1"),
+        state=store)
+    assert store.hard_bounces(NOW) == []
+
+
+def test_one_bounce_records_a_bounded_number_of_recipients() -> None:
+    part = b"Final-Recipient: rfc822; r%d@example.net\nAction: failed\nStatus: 5.1.1\n\n"
+    many = b"".join(part % i for i in range(500))
+    raw = POSTFIX_DSN.replace(b"Final-Recipient: rfc822; bob@example.net", many
+                              + b"Final-Recipient: rfc822; bob@example.net")
+    store = MemoryStore()
+    assert run(raw, state=store).data["summary"].endswith(f"recorded={bounce.MAX_RECORDED}")
+    assert len(store.hard_bounces(NOW)) == bounce.MAX_RECORDED
+
+
 def test_text_bounces_record_every_hard_recipient() -> None:
     store = MemoryStore()
     run(QMAIL, state=store)
@@ -200,22 +220,27 @@ def bounce_results(origin: str) -> Results:
     return Results([automation, bounce_result(origin)])
 
 
-def test_own_bounces_are_delivered_with_their_summary() -> None:
-    """SEED-RULES §6: a bounce of our own mail is for whoever sent it, not suspended."""
-    verdict = evaluate(Policy(), bounce_results("own"))
-    assert verdict.action is Action.ACCEPT and verdict.hits == ()
-    assert ("X-Trustmilter-Bounce", "own; 5.1.1 <bob@example.net> user unknown") in (
-        verdict.headers)
-
-
-def test_other_bounces_are_held_with_their_summary() -> None:
-    """SEED-RULES §6: bounces from outside belong in the suspended queue."""
-    verdict = evaluate(Policy(), bounce_results("foreign"))
+@pytest.mark.parametrize("origin", ["own", "foreign"])
+def test_bounces_are_held_with_their_summary(origin: str) -> None:
+    """SEED-RULES §6: bounces from outside belong in the suspended queue; "own" is
+    the bounce's own claim, so it lifts nothing by default either."""
+    verdict = evaluate(Policy(), bounce_results(origin))
     assert verdict.action is Action.QUARANTINE
     assert [rule.rule for rule in verdict.hits] == [
         "auto-noreply", "auto-machine-generated", "auto-bounce"]
-    assert ("X-Trustmilter-Bounce", "foreign; 5.1.1 <bob@example.net> user unknown") in (
+    assert ("X-Trustmilter-Bounce", f"{origin}; 5.1.1 <bob@example.net> user unknown") in (
         verdict.headers)
+
+
+def test_a_policy_can_deliver_own_bounces() -> None:
+    """Where outbound mail carries unforgeable return paths, bounce.own may lift the rules."""
+    policy = Policy()
+    rules = tuple(replace(rule, unless=(*rule.unless, "bounce.own"))
+                  if rule.name in ("auto-noreply", "auto-machine-generated", "auto-bounce")
+                  else rule for rule in policy.rules)
+    opened = replace(policy, rules=rules)
+    assert evaluate(opened, bounce_results("own")).action is Action.ACCEPT
+    assert evaluate(opened, bounce_results("foreign")).action is Action.QUARANTINE
 
 
 def test_the_summary_header_can_be_turned_off_and_is_not_added_to_refused_mail() -> None:

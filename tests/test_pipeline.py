@@ -221,3 +221,26 @@ def test_a_state_check_runs_here_only_when_its_longest_wait_fits_the_deadline():
     assert there.runs[0].startswith("pool")
     # The deadline still holds: the store could have waited past it.
     assert results.first("rate.rcpt").outcome is Outcome.TEMPERROR
+
+
+def test_checks_that_need_a_thread_start_before_the_inline_ones():
+    """An inline check runs in the calling thread: the pooled checks of the same
+    batch must already be on their way, or they would wait for it."""
+    pooled_started = threading.Event()
+
+    class Pooled:  # says nothing about what it waits on: always a thread
+        name, requires, stage = "pooled", (), Stage.DATA
+
+        def run(self, ctx: CheckContext) -> list[CheckResult]:
+            pooled_started.set()
+            return [CheckResult(self.name, Outcome.PASS)]
+
+    class Inline:
+        name, requires, stage, dns_only = "inline", (), Stage.DATA, True
+
+        def run(self, ctx: CheckContext) -> list[CheckResult]:
+            ran_alongside = pooled_started.wait(timeout=2.0)
+            return [CheckResult(self.name, Outcome.PASS if ran_alongside else Outcome.FAIL)]
+
+    results = run(Pipeline.build([Inline(), Pooled()]))  # listed inline first
+    assert results.first("inline").outcome is Outcome.PASS

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from trustmilter.state.base import HardBounce, Reputation, StateStore, is_current
+from trustmilter.state.base import HardBounce, Reputation, StateError, StateStore, is_current
 from trustmilter.state.config import StateConfig
 from trustmilter.state.memory import SWEEP_EVERY, MemoryStore
 from trustmilter.state.open import open_store
@@ -242,6 +242,15 @@ def test_a_lapsed_reputation_starts_afresh(state_store: StateStore) -> None:
     assert is_current(afresh, now + 1999, 1000) and not is_current(afresh, now + 2000, 1000)
 
 
+def test_a_release_without_lapse_keeps_the_reputation(state_store: StateStore) -> None:
+    """Learned with a lapse, then released under a policy without one: it stays."""
+    now = float(int(time.time()))
+    state_store.add_release("alice@example.com", ("r",), now, lapse=60)
+    state_store.add_release("alice@example.com", ("r",), now + 1)
+    assert state_store.reputation("alice@example.com") == Reputation(
+        "alice@example.com", 2, now + 1, ("r",))
+
+
 @pytest.mark.parametrize("state_config", ["redis"], indirect=True)
 def test_redis_lets_a_lapsed_reputation_expire(
     state_config: StateConfig, state_store: StateStore
@@ -253,6 +262,8 @@ def test_redis_lets_a_lapsed_reputation_expire(
     try:
         key = f"{state_config.key_prefix}rep:alice@example.com"
         assert 0 < client.pttl(key) <= 60_001
+        state_store.add_release("alice@example.com", ("r",), time.time())  # no lapse now
+        assert client.pttl(key) == -1
         client.delete(key)  # as if it had expired: the index entry is dropped on listing
         assert state_store.reputations() == []
         assert client.smembers(f"{state_config.key_prefix}reps") == set()
@@ -332,6 +343,27 @@ def test_expired_bounces_are_not_listed(state_store: StateStore) -> None:
     # A recipient that bounces again after its record expired starts afresh.
     again = state_store.add_bounce(hard_bounce("old@example.net", NOW + 1))
     assert (again.bounces, again.first_seen) == (1, NOW + 1)
+
+
+def test_bounce_times_keep_their_fractions(state_store: StateStore) -> None:
+    at = NOW + 0.123456789
+    recorded = state_store.add_bounce(hard_bounce("bob@example.net", at))
+    assert (recorded.first_seen, recorded.last_seen) == (at, at)
+    again = state_store.add_bounce(hard_bounce("bob@example.net", at + 1.5))
+    assert (again.first_seen, again.last_seen, again.bounces) == (at, at + 1.5, 2)
+    assert state_store.hard_bounces(at + 2) == [again]
+
+
+def test_an_unreadable_bounce_record_is_a_state_error(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.sqlite3", 1.0)
+    try:
+        with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+            db.execute("INSERT INTO bounces VALUES ('x@example.net', ?, '{\"new_field\": 1}')",
+                       (NOW + 100,))
+        with pytest.raises(StateError, match="hard-bounce record cannot be read"):
+            store.hard_bounces(NOW)
+    finally:
+        store.close()
 
 
 def test_forget_bounce(state_store: StateStore) -> None:

@@ -15,7 +15,13 @@ hand-offs; at the first lookup that would wait, the run is dropped and the
 check goes to the thread pool, as every other check does. A check that
 waits on nothing but the state store (``state_only = True``) runs in the
 calling thread while the longest a store operation can take (`state_wait`)
-still fits before the deadline, so the deadline holds either way.
+still fits before the deadline. A check running here is not interrupted:
+no DNS wait can hold it, but its own work can run past the deadline — a
+large message's DKIM hash, or a state check making several operations
+(one per recipient; the bounce check at most `MAX_RECORDED`; after the
+first timeout the store counts as down and answers at once, see
+state/open.py). Checks that need a thread are started first, so they run
+meanwhile.
 
 A check that raises, or is still running at the deadline, becomes a
 `temperror` result for that check alone; the others are unaffected.
@@ -143,7 +149,7 @@ class Pipeline:
             ready = [c for c in pending if self._ready(c, pending_names, finished)]
             # Checks that cannot wait here first: one that needs the network is
             # then on the pool while the others run.
-            ready.sort(key=lambda c: _wait_here(c, state_wait) or 0.0)
+            ready.sort(key=lambda c: _start_order(c, state_wait))
             known = results  # what each check of this batch sees, however it runs
             for check in ready:
                 pending.remove(check)
@@ -194,6 +200,13 @@ def _error_result(check: Check, reason: str) -> CheckResult:
         reason=reason,
         method=_METHODS.get(name.split(".", 1)[0]),
     )
+
+
+def _start_order(check: Check, state_wait: float | None) -> tuple[bool, float]:
+    """Sort key: checks that need a thread first (they go to the pool and run
+    while the others run here), then the inline ones, shortest wait first."""
+    wait_here = _wait_here(check, state_wait)
+    return (wait_here is not None, wait_here or 0.0)
 
 
 def _wait_here(check: Check, state_wait: float | None) -> float | None:

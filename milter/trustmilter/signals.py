@@ -178,13 +178,12 @@ def is_known_pattern(pattern: str) -> bool:
 
 def matches(pattern: str, signal: str) -> bool:
     """True if `signal` is `pattern`, or starts with it when it ends in ``*``."""
-    if pattern.endswith(WILDCARD):
-        return signal.startswith(pattern[: -len(WILDCARD)])
-    return signal == pattern
+    return bool(matching(pattern, frozenset((signal,))))
 
 
 def matching(pattern: str, signals: frozenset[str]) -> frozenset[str]:
-    """The signals of `signals` that `pattern` matches (see `matches`).
+    """The signals of `signals` that `pattern` matches: itself, or with a
+    trailing ``*`` every signal that starts with what comes before it.
 
     A pattern without ``*`` is one set lookup, not a scan of every signal.
     """

@@ -138,6 +138,7 @@ def add_bounces_parser(commands: Any) -> None:
 
 
 def run_bounces(args: argparse.Namespace, now: Callable[[], float] = time.time) -> int:
+    """``bounces list|forget``; 1 after one line on standard error."""
     return guarded(lambda parsed: _bounces(parsed, now()), args)
 
 

@@ -17,10 +17,12 @@ The result, named ``bounce``:
   recipient with its code and cause — for the verdict log line and the
   help desk's header (`header`, added by the policy evaluator).
 
-Hard bounces of our own mail (5.1.x: the address or its domain does not
-exist) are recorded in the state store for `keep_days`, where
-``trustmilter bounces list`` shows them. The returned copy is the
-reporter's word: a forged bounce can name any of our addresses, so the
+Hard bounces of our own mail (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10: the
+address or its domain does not exist) are recorded in the state store for
+`keep_days`, at most `MAX_RECORDED` per message, where ``trustmilter
+bounces list`` shows them. "Own" is the reporter's word, from the returned
+copy inside the bounce: a forged bounce can name any of our addresses, so
+the default policy does not let ``bounce.own`` lift any rule, and each
 record carries the IP address that delivered it, for whoever reviews the
 list. Nothing here raises for odd input; a state failure is reported in
 the result and the bounce is still read.
@@ -49,6 +51,11 @@ DAY = 86400.0
 DAEMON_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster"})
 MAX_SUMMARY = 900  # a header line stays well inside RFC 5322's 998
 MAX_LISTED = 5  # recipients named in the summary; the rest are counted
+# Recipients of one bounce recorded at most: a report naming thousands of
+# recipients must not turn one message into thousands of state writes.
+MAX_RECORDED = 20
+# RFC 3463 / RFC 7505: the destination mailbox or system does not exist.
+HARD_CODES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
@@ -125,9 +132,15 @@ def summary(bounce: Bounce, origin_word: str, recorded: str | None = None) -> st
 
 
 def is_hard(recipient: BounceRecipient) -> bool:
-    """5.1.x: the address or its domain does not exist; retrying cannot help."""
-    return bool(recipient.status) and recipient.meaning.valid and (
-        recipient.meaning.code.startswith("5.1.")
+    """The recipient's address or domain does not exist, and delivery failed for good.
+
+    Only the 5.1.x codes about the destination (RFC 3463 §3.2; 5.1.10, RFC
+    7505): not 5.1.7/5.1.8 (our sender address was refused: a problem on
+    our side, perhaps a passing DNS failure) nor 5.1.0/5.1.9 (vague)."""
+    return (
+        recipient.meaning.valid
+        and recipient.meaning.code in HARD_CODES
+        and recipient.action in (None, "failed")
     )
 
 
@@ -184,6 +197,7 @@ class BounceCheck:
         hard = [r for r in bounce.recipients if is_hard(r) and "@" in r.address]
         if not hard or not self.config.record_hard_bounces or ctx.state is None:
             return None
+        hard = hard[:MAX_RECORDED]
         now = ctx.clock()
         returned = bounce.returned
         try:

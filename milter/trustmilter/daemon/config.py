@@ -64,7 +64,9 @@ class MilterConfig:
     # size while it is checked. At most this many such messages are checked
     # at once per process, so that memory stays below about slots x
     # max_message_size x 10; the others wait for a slot within their
-    # message_timeout, else they are tempfailed 451 4.3.2 and retried.
+    # message_timeout, else they are tempfailed 451 4.3.2 and retried. (A
+    # check still waiting on DNS at the deadline keeps its message until it
+    # ends, within the resolver's lifetime, after the slot is given back.)
     large_message_slots: int = field(default=4, metadata={"min": 1, "max": 1024})
     # Concurrent SMTP sessions' checks run on this many threads (per process).
     check_threads: int = field(default=64, metadata={"min": 1, "max": 1024})

@@ -56,8 +56,8 @@ def _shared_metrics_dir(policy: Policy) -> SharedMetricsDir | None:
         return None
     try:
         return SharedMetricsDir.create()
-    except OSError as error:
-        raise ServeError(f"metrics: cannot create a directory: {error}") from error
+    except (OSError, RuntimeError) as error:
+        raise ServeError(f"metrics: cannot share them between processes: {error}") from error
 
 
 def _start_metrics(policy: Policy, shared: SharedMetricsDir | None) -> Metrics:

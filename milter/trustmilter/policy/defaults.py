@@ -82,7 +82,6 @@ _DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
 # SEED-RULES §7: releasing held mail teaches the filter; such a sender is
 # exempt from the quarantine rules below, never from a reject rule.
 _LEARNED = "reputation.learned"
-_OWN_BOUNCE = "bounce.own"
 _LOOP = "Mail loop refused: a support address never sends to us"
 # RFC 3463 X.4.6: routing loop detected.
 _ROUTING_LOOP = "Routing loop detected"
@@ -189,14 +188,10 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reason="the rate store is down (state.on_error: tempfail); RFC 3463 4.3.0",
     ),
     # --- Automated mail (SEED-RULES §5, §7: no ticket, suspended) ---
-    # A bounce of our own outbound mail (checks.bounce.own_domains) comes from
-    # MAILER-DAEMON, machine-generated, as a report: it goes to whoever sent
-    # the mail (SEED-RULES §6), so it is exempt from the three rules that
-    # would suspend it.
     Rule(
         name="auto-noreply",
         when=("auto.noreply_sender",),
-        unless=(_LEARNED, _OWN_BOUNCE),
+        unless=(_LEARNED,),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5: no-reply senders create no ticket",
     ),
@@ -210,14 +205,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         name="auto-machine-generated",
         when=("auto.machine_generated",),
-        unless=(_LEARNED, _OWN_BOUNCE),
+        unless=(_LEARNED,),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
     ),
     Rule(
         name="auto-bounce",
         when=("auto.bounce",),
-        unless=(_LEARNED, _OWN_BOUNCE),
+        unless=(_LEARNED,),
         action=Action.QUARANTINE,
         reason="SEED-RULES §6: bounces from outside belong in the suspended queue",
     ),

@@ -17,7 +17,7 @@ bound each operation by `StateConfig.timeout`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 
@@ -57,7 +57,20 @@ class HardBounce:
     bounces: int = 1
 
     def as_json(self) -> dict[str, Any]:
+        """The record as a JSON object (also how the stores keep it)."""
         return asdict(self)
+
+
+def decode_bounce(fields: Any) -> HardBounce:
+    """A HardBounce from its stored JSON object; StateError when it cannot be one
+    (a record written by another version, or damaged)."""
+    try:
+        record = HardBounce(**fields)
+        return replace(record, first_seen=float(record.first_seen),
+                       last_seen=float(record.last_seen), expires=float(record.expires),
+                       bounces=int(record.bounces))
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"a stored hard-bounce record cannot be read: {exc}") from exc
 
 
 def is_current(reputation: Reputation, now: float, lapse: float) -> bool:

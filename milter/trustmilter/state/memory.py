@@ -110,6 +110,7 @@ class MemoryStore:
         self._windows: dict[str, _Window] = {}
         self._reputations: dict[str, Reputation] = {}
         self._bounces: dict[str, HardBounce] = {}
+        self._bounces_since_sweep = 0
         self._hits_since_sweep = 0
 
     def hit(self, key: str, now: float, window: float) -> int:
@@ -175,7 +176,9 @@ class MemoryStore:
         with self._lock:
             merged = merge_bounce(self._bounces.get(address), bounce)
             self._bounces[address] = merged
-            if len(self._bounces) > SWEEP_EVERY:  # bounces are rare: a scan is cheap
+            self._bounces_since_sweep += 1
+            if self._bounces_since_sweep >= SWEEP_EVERY:
+                self._bounces_since_sweep = 0
                 now = bounce.last_seen
                 self._bounces = {a: b for a, b in self._bounces.items() if b.expires > now}
             return merged

@@ -42,7 +42,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from trustmilter.state.base import HardBounce, Reputation, StateError
+from trustmilter.state.base import HardBounce, Reputation, StateError, decode_bounce
 from trustmilter.state.memory import (
     latest_first,
     merge_reasons,
@@ -88,7 +88,8 @@ end
 local encoded = '[]'
 if #reasons > 0 then encoded = cjson.encode(reasons) end
 redis.call('HSET', KEYS[1], 'last_release', ARGV[2], 'reasons', encoded)
-if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[4]) end
+if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+else redis.call('PERSIST', KEYS[1]) end
 redis.call('SADD', KEYS[2], ARGV[1])
 return {releases, encoded}
 """
@@ -214,10 +215,12 @@ class RedisStore:
         address = normalize_sender(bounce.recipient)
         report = replace(bounce, recipient=address, bounces=1)
         expires_ms = math.ceil(report.expires * 1000)
+        # Times as strings: Lua's cjson would round numbers to 14 digits.
+        fields = {k: repr(v) if isinstance(v, float) else v for k, v in report.as_json().items()}
         with self._errors():
             encoded = self._bounce(
                 keys=[self._bounce_key(address), self._bounce_index_key()],
-                args=[address, json.dumps(report.as_json()), expires_ms],
+                args=[address, json.dumps(fields), expires_ms],
             )
         return _bounce(encoded)
 
@@ -258,9 +261,11 @@ class RedisStore:
         return f"{self.prefix}reps"
 
     def _bounce_key(self, address: str) -> str:
+        """The recipient's record."""
         return f"{self.prefix}bounce:{address}"
 
     def _bounce_index_key(self) -> str:
+        """The recipients with a record, scored by expiry (epoch ms)."""
         return f"{self.prefix}bounces"
 
     @contextlib.contextmanager
@@ -287,11 +292,12 @@ def _reputation(address: str, fields: dict[str, str]) -> Reputation | None:
 
 
 def _bounce(encoded: str) -> HardBounce:
-    fields = json.loads(encoded)
-    # Lua's cjson writes whole floats as integers; the record's times are floats.
-    for name in ("first_seen", "last_seen", "expires"):
-        fields[name] = float(fields[name])
-    return HardBounce(**fields)
+    """A record as the bounce script keeps it (times as strings); StateError if unreadable."""
+    try:
+        fields = json.loads(encoded)
+    except ValueError as exc:
+        raise StateError(f"a stored hard-bounce record cannot be read: {exc}") from exc
+    return decode_bounce(fields)
 
 
 def _describe(exc: BaseException) -> str:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from trustmilter.state.base import HardBounce, Reputation, StateError
+from trustmilter.state.base import HardBounce, Reputation, StateError, decode_bounce
 from trustmilter.state.memory import (
     latest_first,
     merge_bounce,
@@ -142,16 +142,13 @@ class SqliteStore:
     def add_release(
         self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
     ) -> Reputation:
-        """Count one release of mail from `sender`; its reputation afterwards.
-        Lapsed reputations of any sender go on the way."""
+        """Count one release of mail from `sender`; its reputation afterwards."""
         address = normalize_sender(sender)
         if not address:
             return unlearned(now)
 
         def run(db: sqlite3.Connection) -> Reputation:
             with _immediate(db):
-                if math.isfinite(lapse):
-                    db.execute("DELETE FROM reputation WHERE last_release <= ?", (now - lapse,))
                 new = next_reputation(_reputation(db, address), address, reasons, now, lapse)
                 db.execute(
                     "INSERT OR REPLACE INTO reputation VALUES (?, ?, ?, ?)",
@@ -381,7 +378,8 @@ def _row_reputation(row: tuple[str, int, float, str]) -> Reputation:
 
 
 def _row_bounce(row: tuple[str]) -> HardBounce:
-    return HardBounce(**json.loads(row[0]))
+    """A stored record; StateError for one this version cannot read."""
+    return decode_bounce(json.loads(row[0]))
 
 
 def _first_line(exc: BaseException) -> str:
