@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trustmilter.checks.base import Check, CheckContext, Stage
@@ -129,7 +129,7 @@ class Pipeline:
         (None: unknown, state checks always get a thread).
         """
         prior = prior if prior is not None else Results()
-        results = prior
+        collected: list[CheckResult] = []  # in completion order
         order = self.for_stages(stages)
         pending = list(order)
         by_check: dict[str, list[CheckResult]] = {}
@@ -139,9 +139,8 @@ class Pipeline:
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def finish(check: Check, outcome: list[CheckResult]) -> None:
-            nonlocal results
             by_check[check.name] = outcome
-            results = results.plus(outcome)
+            collected.extend(outcome)
             finished.add(check.name)
             pending_names.discard(check.name)
 
@@ -150,7 +149,8 @@ class Pipeline:
             # Checks that cannot wait here first: one that needs the network is
             # then on the pool while the others run.
             ready.sort(key=lambda c: _start_order(c, state_wait))
-            known = results  # what each check of this batch sees, however it runs
+            # What each check of this batch sees, however it runs: built once a batch.
+            known = prior.plus(collected) if ready else prior
             for check in ready:
                 pending.remove(check)
                 ctx = CheckContext(facts, dns, domains, known, state, clock)
@@ -226,8 +226,9 @@ def _run_from_cache(check: Check, ctx: CheckContext) -> list[CheckResult] | None
     """Run `check` here with cached DNS answers only; None if it needed the network
     (a state check makes no lookups, so it always finishes here)."""
     cached = CacheOnlyResolver(ctx.dns)
+    here = CheckContext(ctx.facts, cached, ctx.domains, ctx.results, ctx.state, ctx.clock)
     try:
-        outcome = list(check.run(replace(ctx, dns=cached)))
+        outcome = list(check.run(here))
     except WouldWait:
         return None
     except Exception as error:

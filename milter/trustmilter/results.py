@@ -78,7 +78,7 @@ class CheckResult:
 class Results(Mapping[str, tuple[CheckResult, ...]]):
     """Immutable map from result name to the results that carry it."""
 
-    __slots__ = ("_by_check", "_ordered")
+    __slots__ = ("_by_check", "_ordered", "_signals")
 
     def __init__(self, results: Iterable[CheckResult] = ()) -> None:
         self._ordered: tuple[CheckResult, ...] = tuple(results)
@@ -86,6 +86,7 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         for result in self._ordered:
             by_check.setdefault(result.check, []).append(result)
         self._by_check = {name: tuple(items) for name, items in by_check.items()}
+        self._signals: frozenset[str] | None = None
 
     def __getitem__(self, check: str) -> tuple[CheckResult, ...]:
         return self._by_check[check]
@@ -113,5 +114,7 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         return Results((*self._ordered, *more))
 
     def signals(self) -> frozenset[str]:
-        """Every signal name any result carries."""
-        return frozenset(s for r in self._ordered for s in r.signals())
+        """Every signal name any result carries (computed once: Results never change)."""
+        if self._signals is None:
+            self._signals = frozenset(s for r in self._ordered for s in r.signals())
+        return self._signals

@@ -276,7 +276,10 @@ def longest_line(raw: bytes) -> tuple[int, int]:
     """(line number, length) of the first line over 998 octets, or (0, 0)."""
     if len(raw) <= MAX_LINE_OCTETS:
         return 0, 0
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+    lines = raw.split(b"\n")
+    if max(map(len, lines)) <= MAX_LINE_OCTETS:  # the usual case, at C speed
+        return 0, 0
+    for number, line in enumerate(lines, start=1):
         length = len(line) - line.endswith(b"\r")
         if length > MAX_LINE_OCTETS:
             return number, length
