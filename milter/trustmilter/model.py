@@ -20,6 +20,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+# RFC 5322 §3.6.8: field-name = 1*ftext (printable ASCII except ':'); 76 keeps
+# "Name: value" folding possible within the 78-character line of §2.1.1.
+_FIELD_NAME_TEXT = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}\Z")
+
+
+def is_field_name(text: str) -> bool:
+    """Whether `text` can be the name of a header field we add (policy settings)."""
+    return _FIELD_NAME_TEXT.match(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from trustmilter.checks.automation import report_type
 from trustmilter.checks.base import Check, CheckContext, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.domains import is_host_name
-from trustmilter.model import Message
+from trustmilter.model import Message, is_field_name
 from trustmilter.policy.errors import InvalidField
 from trustmilter.results import CheckResult, Finding, Outcome
 from trustmilter.state.base import HardBounce, StateError
@@ -76,7 +76,7 @@ class Config:
         for index, domain in enumerate(self.own_domains):
             if not is_host_name(domain.strip(".")):
                 raise InvalidField(("own_domains", index), "a domain like example.com", domain)
-        if self.header and re.fullmatch(r"[\x21-\x39\x3b-\x7e]{1,76}", self.header) is None:
+        if self.header and not is_field_name(self.header):
             raise InvalidField(
                 ("header",), "a header field name (printable ASCII, no ':' or space), or ''",
                 self.header,

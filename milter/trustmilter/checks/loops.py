@@ -34,13 +34,11 @@ from typing import ClassVar
 
 from trustmilter.checks.base import Check, CheckContext, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
-from trustmilter.model import Message
+from trustmilter.model import Message, is_field_name
 from trustmilter.policy.errors import InvalidField
 from trustmilter.results import CheckResult, Finding, Outcome
 
 RESULT = "loops"
-# RFC 5322 §3.6.8: field-name = 1*ftext (printable ASCII except ':').
-_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}\Z")
 # The marker value: an authserv-id-like token (RFC 8601 §2.2), printable, no space.
 _MARKER_ID = re.compile(r"[\x21-\x7e]{1,253}\Z")
 
@@ -81,7 +79,7 @@ class Config:
                 raise InvalidField(
                     ("support_addresses", index), "an address like support@example.com", address
                 )
-        if _FIELD_NAME.match(self.loop_header) is None:
+        if not is_field_name(self.loop_header):
             raise InvalidField(
                 ("loop_header",),
                 "a header field name (printable ASCII, no ':' or space)",

@@ -36,6 +36,7 @@ from trustmilter.checks import spf as spf_check
 from trustmilter.checks import uribl as uribl_check
 from trustmilter.daemon.config import LoggingConfig, MetricsConfig, MilterConfig
 from trustmilter.lookup.config import DnsConfig
+from trustmilter.model import is_field_name
 from trustmilter.policy.defaults import DEFAULT_RULES, DEFAULT_SCORES
 from trustmilter.policy.errors import InvalidField
 from trustmilter.policy.rules import ReplyConfig, Rule, check_reply_class
@@ -43,8 +44,6 @@ from trustmilter.signals import WILDCARD, is_known_pattern, is_known_signal, sug
 from trustmilter.state.config import StateConfig
 from trustmilter.verdict import Action
 
-# RFC 5322 §3.6.8: field-name = 1*ftext, printable ASCII except ':'.
-_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}\Z")
 # RFC 8601 §2.2: authserv-id is a value (token); in practice a host name.
 _AUTHSERV_ID = re.compile(r"[A-Za-z0-9._-]{1,253}\Z")
 _NO_CONTROLS = re.compile(r"[\x20-\x7e]*\Z")
@@ -165,7 +164,7 @@ class HeadersConfig:
 
     def __post_init__(self) -> None:
         for key in ("trust_header", "shadow_header"):
-            if _FIELD_NAME.match(getattr(self, key)) is None:
+            if not is_field_name(getattr(self, key)):
                 raise InvalidField(
                     (key,),
                     "a header field name (printable ASCII, no ':' or space)",
@@ -180,7 +179,7 @@ class HeadersConfig:
                 )
         for index, text in enumerate(self.auto_suppress_headers):
             name, colon, value = text.partition(":")
-            if not colon or _FIELD_NAME.match(name) is None or not value.strip() or (
+            if not colon or not is_field_name(name) or not value.strip() or (
                 _NO_CONTROLS.match(value) is None
             ):
                 raise InvalidField(
