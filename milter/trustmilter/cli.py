@@ -31,6 +31,7 @@ from trustmilter.bounce.commands import (
     run_explain_bounce,
 )
 from trustmilter.checks import StartupError
+from trustmilter.command_support import CommandFailure, policy_from
 from trustmilter.doctor import add_parser as add_doctor_parser
 from trustmilter.doctor import run_command as run_doctor
 from trustmilter.evaluation import Evaluation, evaluate_message
@@ -40,7 +41,6 @@ from trustmilter.lookup.resolver import build_resolver
 from trustmilter.model import Connection, Envelope, Facts, Message
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.dump import policy_to_yaml
-from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
 from trustmilter.quarantine.commands import (
     add_quarantine_parser,
@@ -50,10 +50,6 @@ from trustmilter.quarantine.commands import (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-class CommandError(Exception):
-    """A failure to report in one line (unreadable input, bad policy)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,24 +118,13 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
 
 
-def _load(path: Path | None) -> Policy:
-    if path is None:
-        return Policy()
-    try:
-        return load_policy(path)
-    except PolicyError as error:
-        raise CommandError(str(error)) from error
-    except OSError as error:
-        raise CommandError(f"{path}: cannot read policy: {error.strerror}") from error
-
-
 def _read_message(source: str) -> bytes:
     try:
         if source == "-":
             return sys.stdin.buffer.read()
         return Path(source).read_bytes()
     except OSError as error:
-        raise CommandError(f"{source}: cannot read message: {error.strerror}") from error
+        raise CommandFailure(f"{source}: cannot read message: {error.strerror}") from error
 
 
 def _facts(args: argparse.Namespace, raw: bytes) -> Facts:
@@ -160,9 +145,9 @@ def _resolver(args: argparse.Namespace, policy: Policy) -> Resolver:
         try:
             return FixtureResolver(Fixture.load(args.dns_fixture))
         except FixtureError as error:
-            raise CommandError(str(error)) from error
+            raise CommandFailure(str(error)) from error
         except OSError as error:
-            raise CommandError(f"{args.dns_fixture}: cannot read: {error.strerror}") from error
+            raise CommandFailure(f"{args.dns_fixture}: cannot read: {error.strerror}") from error
     resolver = build_resolver(policy.dns)
     return RecordingResolver(resolver) if args.record_dns is not None else resolver
 
@@ -207,13 +192,13 @@ def _report(evaluation: Evaluation, facts: Facts) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    policy = _load(args.policy)
+    policy = policy_from(args.policy)
     facts = _facts(args, _read_message(args.message))
     resolver = _resolver(args, policy)
     try:
         app = App.build(policy, resolver=resolver)
     except (StartupError, PipelineError) as error:
-        raise CommandError(str(error)) from error
+        raise CommandFailure(str(error)) from error
     try:
         evaluation = evaluate_message(app, facts)
     finally:
@@ -229,10 +214,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _policy(args: argparse.Namespace) -> int:
     if args.policy_command == "check":
-        _load(args.file)
+        policy_from(args.file)
         print(f"{args.file}: ok")
     else:
-        sys.stdout.write(policy_to_yaml(_load(args.policy)))
+        sys.stdout.write(policy_to_yaml(policy_from(args.policy)))
     return EXIT_OK
 
 
@@ -240,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     from trustmilter.daemon.supervisor import run
 
     if args.policy is not None:
-        _load(args.policy)  # a bad policy stops here, in one line, before any process starts
+        policy_from(args.policy)  # a bad policy stops here, in one line, before any process starts
     return run(args.policy, args.socket, args.foreground_log)
 
 
@@ -250,7 +235,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         return serve(args.policy, args.socket, args.foreground_log)
     except ServeError as error:
-        raise CommandError(str(error)) from error
+        raise CommandFailure(str(error)) from error
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -269,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "doctor": run_doctor}
     try:
         return handlers[args.command](args)
-    except CommandError as error:
+    except CommandFailure as error:
         print(f"trustmilter: {error}", file=sys.stderr)
         return EXIT_FAILURE
 

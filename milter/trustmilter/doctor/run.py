@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trustmilter.command_support import CommandFailure, policy_from
 from trustmilter.doctor.rules import (
     Diagnosis,
     context,
@@ -35,7 +36,6 @@ from trustmilter.domains import DomainTools, normalise
 from trustmilter.i18n import N_, translator
 from trustmilter.lookup.parallel import query_many
 from trustmilter.lookup.resolver import build_resolver
-from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
 
 if TYPE_CHECKING:
@@ -153,13 +153,9 @@ def add_parser(commands: Any) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """The `doctor` subcommand: 0 when nothing fails, 1 otherwise."""
     try:
-        policy = load_policy(args.policy) if args.policy is not None else Policy()
-    except PolicyError as error:
+        policy = policy_from(args.policy)
+    except CommandFailure as error:
         print(f"trustmilter: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"trustmilter: {args.policy}: cannot read policy: {error.strerror}",
-              file=sys.stderr)
         return 1
     domain = normalise(args.domain)
     diagnoses = diagnose(domain, list(args.ip), args.helo, list(args.dkim_selector),
