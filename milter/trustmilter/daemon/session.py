@@ -181,7 +181,7 @@ class SmtpSession:
         declared = params.get("SIZE")
         if limit and declared and declared.isdigit() and int(declared) > limit:
             tx.oversize = True  # RFC 1870 §6: refuse at MAIL FROM what cannot fit
-            return self._refuse_early(Step("reject", TOO_BIG), "mail")
+            return self._refused(tx, "", Step("reject", TOO_BIG), "too_big", "mail")
         if tx.kind is not ClientKind.EXTERNAL:
             return CONTINUE
         tx.results = self._run(tx, self._facts(None), EARLY_STAGES, None)
@@ -241,14 +241,14 @@ class SmtpSession:
                 # The failure was logged when it happened; now answer on_error.
                 return Final(self.error_step())
             if tx.oversize:
-                return self._finish_refused(tx, queue_id, Step("reject", TOO_BIG), "too_big")
+                return Final(self._refused(tx, queue_id, Step("reject", TOO_BIG), "too_big", "eom"))
             if tx.kind is not ClientKind.EXTERNAL:
                 # Unchecked: only the header is needed, to remove forgeries.
                 headers = Message(self._read_spool(tx, tx.header_size))
                 return self._finish_bypassed(tx, queue_id, forged_headers(tx.app, headers))
             with self._memory_for(tx) as granted:
                 if not granted:
-                    return self._finish_refused(tx, queue_id, Step("tempfail", BUSY), "busy")
+                    return Final(self._refused(tx, queue_id, Step("tempfail", BUSY), "busy", "eom"))
                 return self._judge(tx, queue_id, Message(self._read_spool(tx)))
         finally:
             self.abort()
@@ -268,10 +268,8 @@ class SmtpSession:
             yield True
             return
         slots = self._apps.large_messages
-        left = max(0.0, tx.app.policy.milter.message_timeout - tx.spent)
-        started = self._clock()
-        granted = slots.acquire(timeout=left)
-        tx.spent += self._clock() - started
+        with self._waiting(tx) as left:
+            granted = slots.acquire(timeout=left)
         try:
             yield granted
         finally:
@@ -309,10 +307,15 @@ class SmtpSession:
         The budget counts time spent waiting on our checks, not the time the
         client takes to send: a large message on a slow link is not penalised.
         """
-        left = max(0.0, tx.app.policy.milter.message_timeout - tx.spent)
+        with self._waiting(tx) as left:
+            return run_checks(tx.app, facts, stages, prior=prior, timeout=left)
+
+    @contextmanager
+    def _waiting(self, tx: Transaction) -> Iterator[float]:
+        """What is left of the message's budget; the time spent inside counts against it."""
         started = self._clock()
         try:
-            return run_checks(tx.app, facts, stages, prior=prior, timeout=left)
+            yield max(0.0, tx.app.policy.milter.message_timeout - tx.spent)
         finally:
             tx.spent += self._clock() - started
 
@@ -350,20 +353,14 @@ class SmtpSession:
         tx.spool.seek(0)
         return tx.spool.read(size)
 
-    def _refuse_early(self, step: Step, stage: str) -> Step:
-        tx = self._require_tx()
-        verdict = Verdict(Action.REJECT, step.reply, 0.0, ("message.too_big",))
-        self._log(tx, "", verdict, tx.results, stage)
-        self._count(verdict, tx.results)
-        return step
-
-    def _finish_refused(self, tx: Transaction, queue_id: str, step: Step, why: str) -> Final:
-        """Refused for its size, or tempfailed for want of memory (`why`: too_big, busy)."""
+    def _refused(self, tx: Transaction, queue_id: str, step: Step, why: str, stage: str) -> Step:
+        """Log and count a refusal the policy did not decide: the message is too big
+        (`why` too_big) or no memory came free for it (busy). Returns `step`."""
         action = Action.REJECT if step.action == "reject" else Action.TEMPFAIL
         verdict = Verdict(action, step.reply, 0.0, (f"message.{why}",))
-        self._log(tx, queue_id, verdict, tx.results, "eom")
+        self._log(tx, queue_id, verdict, tx.results, stage)
         self._count(verdict, tx.results)
-        return Final(step)
+        return step
 
     def _finish_bypassed(
         self, tx: Transaction, queue_id: str, forged: tuple[ForgedHeader, ...]
