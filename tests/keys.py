@@ -10,15 +10,14 @@ forwarder would.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from functools import cache
 
 import dkim
 import nacl.encoding
 import nacl.signing
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+
+from trustmilter.bench.corpus import make_rsa_key
 
 CRLF = b"\r\n"
 
@@ -38,16 +37,8 @@ class TestKey:
 def rsa_key(bits: int = 1024, variant: int = 0) -> TestKey:
     """An RSA key of `bits`; `variant` gives a different key of the same size."""
     del variant  # only part of the cache key
-    private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return TestKey(pem, base64.b64encode(der).decode(), b"rsa-sha256", "rsa", bits)
+    pair = make_rsa_key(bits)  # the benchmark corpus's key maker
+    return TestKey(pair.private_pem, pair.public_b64, b"rsa-sha256", "rsa", bits)
 
 
 @cache

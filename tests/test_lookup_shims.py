@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import threading
 from collections.abc import Iterator
 
@@ -10,9 +9,8 @@ import dkim
 import dns.name
 import pytest
 import spf
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
+from keys import rsa_key
 from trustmilter.lookup import DnsStatus, NetworkResolver
 from trustmilter.lookup.answer import DnsAnswer
 from trustmilter.lookup.fixture import Fixture, FixtureResolver
@@ -142,16 +140,9 @@ def test_dkim_dns_answers_and_records(dns_server: DnsTestServer, resolver: Netwo
 
 
 def test_dkim_verify_end_to_end(dns_server: DnsTestServer, resolver: NetworkResolver) -> None:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    record = f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+    key = rsa_key(2048)
+    pem = key.private
+    record = f"v=DKIM1; k=rsa; p={key.public}"
     strings = " ".join(f'"{record[i:i + 200]}"' for i in range(0, len(record), 200))
     dns_server.load(f"k1._domainkey.example.com. IN TXT {strings}\n")
     message = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"

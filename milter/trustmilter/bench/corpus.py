@@ -96,13 +96,14 @@ class Corpus:
 
 
 @dataclass(frozen=True, slots=True)
-class _Key:
+class RsaKeyPair:
     private_pem: bytes
     public_b64: str
 
 
-def _make_key(bits: int) -> _Key:
-    """A new RSA key pair: PEM private half for dkimpy, base64 DER public half for p=."""
+def make_rsa_key(bits: int) -> RsaKeyPair:
+    """A new RSA key pair: PEM private half for dkimpy, base64 DER public half for p=
+    (also the test suite's key maker)."""
     private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     pem = private.private_bytes(
         serialization.Encoding.PEM,
@@ -112,7 +113,7 @@ def _make_key(bits: int) -> _Key:
     der = private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return _Key(pem, base64.b64encode(der).decode("ascii"))
+    return RsaKeyPair(pem, base64.b64encode(der).decode("ascii"))
 
 
 def _txt(text: str) -> str:
@@ -140,7 +141,7 @@ def _domains(count: int, rng: random.Random) -> list[SenderDomain]:
     return domains
 
 
-def _domain_zone(domain: SenderDomain, key: _Key, index: int) -> list[str]:
+def _domain_zone(domain: SenderDomain, key: RsaKeyPair, index: int) -> list[str]:
     """The records a well-run sending domain publishes."""
     d, host = domain.name, domain.host
     # Some SPF records are a flat ip4:, others need an a/mx or include: lookup,
@@ -218,7 +219,7 @@ def _size(rng: random.Random) -> int:
 
 
 def _message(rng: random.Random, index: int, kind: str, domain: SenderDomain,
-             keys: list[_Key], when: datetime) -> BenchMessage:
+             keys: list[RsaKeyPair], when: datetime) -> BenchMessage:
     local = rng.choice(("alice", "bob", "billing", "news", "support", "noreply"))
     rcpts = tuple(f"user{rng.randrange(500)}@{RECIPIENT_DOMAIN}"
                   for _ in range(rng.choice((1, 1, 1, 2, 3))))
@@ -267,7 +268,7 @@ def make_corpus(seed: int = 1, messages: int = 300, domains: int = 200,
     if messages < 1 or domains < 1 or keys < 1:
         raise ValueError("messages, domains and keys must be at least 1")
     rng = random.Random(seed)
-    key_pairs = [_make_key(key_bits) for _ in range(keys)]
+    key_pairs = [make_rsa_key(key_bits) for _ in range(keys)]
     senders = _domains(domains, rng)
     zone = _common_zone()
     for index, domain in enumerate(senders):
