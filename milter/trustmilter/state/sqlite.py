@@ -174,14 +174,7 @@ class SqliteStore:
 
     def forget(self, sender: str) -> bool:
         """Drop what was learned about `sender`; True if there was anything."""
-        address = normalize_sender(sender)
-
-        def run(db: sqlite3.Connection) -> bool:
-            with _immediate(db):
-                deleted = db.execute("DELETE FROM reputation WHERE sender = ?", (address,))
-            return deleted.rowcount > 0
-
-        return self._write(run)
+        return self._delete("DELETE FROM reputation WHERE sender = ?", normalize_sender(sender))
 
     # ---- hard bounces ------------------------------------------------------
 
@@ -215,14 +208,7 @@ class SqliteStore:
 
     def forget_bounce(self, recipient: str) -> bool:
         """Drop the record of `recipient`; True if there was one."""
-        address = normalize_sender(recipient)
-
-        def run(db: sqlite3.Connection) -> bool:
-            with _immediate(db):
-                deleted = db.execute("DELETE FROM bounces WHERE recipient = ?", (address,))
-            return deleted.rowcount > 0
-
-        return self._write(run)
+        return self._delete("DELETE FROM bounces WHERE recipient = ?", normalize_sender(recipient))
 
     def close(self) -> None:
         """Close the idle connections; busy ones close when they come back."""
@@ -233,6 +219,16 @@ class SqliteStore:
             db.close()
 
     # ---- connections and errors --------------------------------------------
+
+    def _delete(self, statement: str, key: str) -> bool:
+        """Run one ``DELETE ... WHERE <key column> = ?``; True if a row went."""
+
+        def run(db: sqlite3.Connection) -> bool:
+            with _immediate(db):
+                deleted = db.execute(statement, (key,))
+            return deleted.rowcount > 0
+
+        return self._write(run)
 
     def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """`operation` (a write transaction) with this process's writers in line."""
