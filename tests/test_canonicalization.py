@@ -11,27 +11,44 @@ import dkim.canonicalization
 
 from keys import key_zone, message, rsa_key, sign
 from trustmilter.checks import canonicalization
-from trustmilter.checks.canonicalization import compress_whitespace
+from trustmilter.checks.canonicalization import compress_whitespace, strip_trailing_whitespace
 
 
-def dkimpy_original(content: bytes) -> bytes:
+def dkimpy_compress(content: bytes) -> bytes:
     """dkimpy 1.1's compress_whitespace, as the reference."""
     return re.sub(b"[\t ]+", b" ", content)
 
 
-def test_same_bytes_as_dkimpy_for_any_whitespace_mix() -> None:
+def dkimpy_strip(content: bytes) -> bytes:
+    """dkimpy 1.1's strip_trailing_whitespace, as the reference."""
+    return re.sub(b"[\t ]+\r\n", b"\r\n", content)
+
+
+def random_texts(count: int) -> list[bytes]:
     rng = random.Random(6376)
-    alphabet = [b" ", b"\t", b"a", b"\r\n", b"  ", b"\t ", b" \t"]
-    for _ in range(3000):
-        text = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
-        assert compress_whitespace(text) == dkimpy_original(text), text
-    for text in (b"", b" ", b"\t", b"a b", b"a  b", b"a\tb", b"a \t b\r\n \t", b"\t\t\t"):
-        assert compress_whitespace(text) == dkimpy_original(text), text
+    alphabet = [b" ", b"\t", b"a", b"\r\n", b"\r", b"\n", b"  ", b"\t ", b" \t", b" \r\n"]
+    texts = [b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(count)]
+    return [
+        *texts,
+        b"", b" ", b"\t", b"a b", b"a  b", b"a\tb", b"a \t b\r\n \t", b"\t\t\t",
+        b" " * 1025, b"a" + b" \t" * 300 + b"\r\n", b"x \r\n\t\r\n  \r\n", b"\r\n \r\n",
+    ]
+
+
+def test_same_bytes_as_dkimpy_for_any_whitespace_mix() -> None:
+    for text in random_texts(5000):
+        assert compress_whitespace(text) == dkimpy_compress(text), text
+        assert strip_trailing_whitespace(text) == dkimpy_strip(text), text
+        # The order dkimpy's relaxed body applies them in.
+        assert compress_whitespace(strip_trailing_whitespace(text)) == dkimpy_compress(
+            dkimpy_strip(text)
+        ), text
 
 
 def test_installed_dkimpy_verifies_and_stays_small() -> None:
     canonicalization.install()
     assert dkim.canonicalization.compress_whitespace is compress_whitespace
+    assert dkim.canonicalization.strip_trailing_whitespace is strip_trailing_whitespace
     key = rsa_key(1024)
     # Ordinary text: single spaces between words, the odd double space.
     body = b"Ordinary text of a message body, one word after another.\r\n" * 30000

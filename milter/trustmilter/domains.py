@@ -72,6 +72,8 @@ def parse_ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
         text = text[1:-1]
         if text[:5].lower() == "ipv6:":
             text = text[5:]
+    if ":" not in text and not text.replace(".", "").isdigit():
+        return None  # a host name: spare ipaddress its two failed parses
     try:
         return ipaddress.ip_address(text)
     except ValueError:

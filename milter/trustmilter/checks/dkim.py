@@ -30,6 +30,7 @@ there are several. Nothing here decides what a failure means for the mail.
 from __future__ import annotations
 
 import binascii
+import functools
 import logging
 import re
 import time
@@ -42,6 +43,7 @@ import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.dkimparse import Parsed, rfc822_parse
 from trustmilter.lookup import DnsStatus, Resolver
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.results import CheckResult, Finding, Outcome
@@ -150,6 +152,7 @@ def precheck_signature(tags: Mapping[bytes, bytes], now: float) -> Verdict | Non
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # the same few keys sign most mail
 def classify_key(
     name: str, txt: bytes | None, status: DnsStatus | None, algorithm: bytes
 ) -> Verdict | None:
@@ -207,9 +210,6 @@ class _RecordingDns:
 
 # Anywhere in the message, any case: a cheap test that no parser can find a signature.
 _SIGNATURE_FIELD = re.compile(rb"dkim-signature", re.IGNORECASE)
-
-# A message as dkim.rfc822_parse splits it: [name, value] fields and the body.
-Parsed = tuple[list[list[bytes]], bytes]
 
 
 def verify_one(
@@ -293,7 +293,7 @@ class DkimCheck:
             return [CheckResult(self.name, Outcome.NONE, "message not signed", method="dkim")]
         try:
             # dkimpy's own header parser, so signature indexes match verify(idx=).
-            parsed: Parsed = dkim.rfc822_parse(message.raw)
+            parsed: Parsed = rfc822_parse(message.raw)
         except (dkim.MessageFormatError, IndexError) as exc:  # IndexError: leading continuation
             values = message.header_values("DKIM-Signature")
             if not values:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -89,7 +90,14 @@ class MilterConfig:
                 ) from None
 
     def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_networks)
+        return _parsed_networks(self.trusted_networks)
+
+
+@functools.lru_cache(maxsize=8)  # asked at every connection; a policy has one list
+def _parsed_networks(
+    networks: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 _FACILITY = re.compile(r"(mail|daemon|user|local[0-7])\Z")

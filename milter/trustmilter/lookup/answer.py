@@ -8,6 +8,7 @@ timeout is `temperror` everywhere).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -88,6 +89,7 @@ class Resolver(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=4096)  # every check that looks up the client asks
 def reverse_name(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, zone: str = "") -> str:
     """The reverse-lookup name of `ip`: reversed octets (IPv4) or nibbles (IPv6).
 

@@ -1,0 +1,60 @@
+"""dkimpy's RSA arithmetic glue and key parsing, without per-byte Python loops.
+
+dkimpy 1.1 verifies RSA signatures with Python's own `pow` (fast), but
+converts between bytes and integers one byte per loop turn (`int2str`,
+`str2int`: 256 turns each way for a 2048-bit key, twice per signature),
+and parses the key record (tag list, base64, ASN.1 in Python) anew for
+every signature it checks, although a sender signs thousands of messages
+with one key.
+
+`install()` replaces, by name, like canonicalization.py:
+- ``dkim.crypto.int2str`` / ``str2int`` with `int.to_bytes` /
+  `int.from_bytes` versions that return the same values for every input
+  (tests/test_dkimcrypto.py compares them);
+- ``dkim.evaluate_pk`` with a memo of it: the result depends only on the
+  key's name and TXT text, and is never changed by its users. A TXT text
+  that changes is a new key; one that fails to parse is not remembered.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+import dkim
+import dkim.crypto
+
+# Distinct (selector name, key text) pairs remembered: keys of busy senders.
+KEY_MEMO_SIZE = 4096
+
+_install_lock = threading.Lock()
+_ORIGINAL_EVALUATE_PK = dkim.evaluate_pk
+
+
+def int2str(n: int, length: int = -1) -> bytearray:
+    """dkimpy's int2str: big-endian bytes of n, exactly `length` long when given
+    (higher bytes dropped, as dkimpy's loop drops them), else as short as
+    possible but at least one byte."""
+    if length < 0:
+        return bytearray(n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big"))
+    return bytearray((n & ((1 << (8 * length)) - 1)).to_bytes(length, "big"))
+
+
+def str2int(s: bytes | bytearray) -> int:
+    """dkimpy's str2int: a big-endian byte string as an integer."""
+    return int.from_bytes(s, "big")
+
+
+@functools.lru_cache(maxsize=KEY_MEMO_SIZE)
+def evaluate_pk(name: Any, s: Any) -> tuple[Any, Any, Any, Any]:
+    """dkimpy's evaluate_pk, remembered per (name, key text)."""
+    return _ORIGINAL_EVALUATE_PK(name, s)  # type: ignore[no-any-return]
+
+
+def install() -> None:
+    """Make dkimpy use the three functions above (idempotent)."""
+    with _install_lock:
+        dkim.crypto.int2str = int2str
+        dkim.crypto.str2int = str2int
+        dkim.evaluate_pk = evaluate_pk
