@@ -29,7 +29,8 @@ def rfc822_parse(raw: bytes) -> Parsed:
         return [], _crlf_lines(raw[raw.index(b"\n") + 1 :])  # no header fields at all
     end = _EMPTY_LINE.search(raw)
     if end is None:
-        return dkim.rfc822_parse(raw)  # no body: only header lines to split
+        fields, body = dkim.rfc822_parse(raw)  # no body: only header lines to split
+        return fields, body
     fields, _ = dkim.rfc822_parse(raw[: end.start() + 1])
     return fields, _crlf_lines(raw[end.end() :])
 
