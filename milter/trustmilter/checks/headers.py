@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -216,12 +217,29 @@ def _mailbox(item: list[Token], problems: list[str]) -> Mailbox | None:
     return _addr_spec(inside, problems, display)
 
 
-def parse_address_list(value: str) -> AddressList:
-    """The mailboxes of an RFC 5322 §3.4 address-list (groups included), leniently.
+# Address lists up to this long are remembered (several checks read each
+# message's From, and senders repeat); longer ones would make the memo big.
+MEMO_VALUE_CHARS = 512
 
-    Linear in len(value). Empty list elements and a group without its
-    closing ";" are tolerated (both are common and harmless); everything
-    else that is not an address is a problem.
+
+def parse_address_list(value: str) -> AddressList:
+    """The mailboxes of an RFC 5322 §3.4 address-list (groups included), leniently."""
+    if len(value) <= MEMO_VALUE_CHARS:
+        return _remembered_address_list(value)
+    return _address_list(value)
+
+
+@functools.lru_cache(maxsize=2048)
+def _remembered_address_list(value: str) -> AddressList:
+    return _address_list(value)
+
+
+def _address_list(value: str) -> AddressList:
+    """parse_address_list's work, linear in len(value).
+
+    Empty list elements and a group without its closing ";" are tolerated
+    (both are common and harmless); everything else that is not an address
+    is a problem.
     """
     tokens, problems = _tokens(value)
     mailboxes: list[Mailbox] = []
