@@ -239,7 +239,8 @@ def test_several_processes_share_one_metrics_endpoint(tmp_path: Path, dns_server
 
 
 def test_a_worker_that_exits_is_marked_dead(tmp_path: Path, dns_server):
-    """Its live gauge drops out of the sum; what it counted stays counted."""
+    """Its live gauge drops out of the sum; what it counted stays counted; its
+    replacement records into the same directory."""
     dns_server.load(ZONE)
     port = free_port()
     policy = tmp_path / "policy.yaml"
@@ -254,11 +255,18 @@ def test_a_worker_that_exits_is_marked_dead(tmp_path: Path, dns_server):
         before = counted_by_pid(directory)
         assert (directory / f"gauge_livesum_{worker}.db").exists()
 
+        mark = len(running.log_text())
         os.kill(worker, signal.SIGKILL)
-        running.wait_for_log(f"worker process {worker} exited")
+        running.wait_for_log(f"worker process {worker} was killed by SIGKILL", after=mark)
         assert not (directory / f"gauge_livesum_{worker}.db").exists()
-        assert counted_by_pid(directory) == before  # a dead worker's counts stay in the sum
-        send(running, 4)  # the parent serves alone now
+        running.wait_for_log("listening on", after=mark)
+        [newcomer] = {int(line.rstrip(")").split()[-1])
+                      for line in running.log_text()[mark:].splitlines() if "listening on" in line}
+        assert (directory / f"gauge_livesum_{newcomer}.db").exists()
+        counted = counted_by_pid(directory)
+        # A dead worker's counts stay in the sum; its replacement starts at zero.
+        assert {pid: counted[pid] for pid in before} == before and counted[newcomer] == 0
+        send(running, 4)
         samples = settled(port, 12)
         assert messages_total(samples) == 12
         assert samples[("trustmilter_transactions_in_flight", frozenset())] == 0

@@ -74,6 +74,7 @@ class MilterConfig:
     # Milter processes sharing the socket: Python runs one thread at a time,
     # so a busy MTA wants about one per CPU core. Each has its own DNS cache;
     # metrics (metrics.listen) add up over all of them (daemon/sharedmetrics.py).
+    # One that dies is replaced (daemon/workers.py; the first: by a restart of all).
     processes: int = field(default=1, metadata={"min": 1, "max": 64})
 
     def __post_init__(self) -> None:

@@ -4,21 +4,20 @@ libmilter owns SIGHUP, SIGTERM and SIGINT in this process (its signal
 thread stops the milter on any of them), so a reload cannot arrive as a
 signal here. The supervising `trustmilter run` process (supervisor.py)
 takes SIGHUP and writes ``reload`` on our standard input instead; end of
-input means the supervisor is gone, and we stop.
+input means the supervisor is gone, and we stop. With milter.processes > 1
+the worker keeper (workers.py) forks the other milter processes, keeps
+them running and passes the same commands on to them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
-import time
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import Milter
@@ -32,6 +31,7 @@ from trustmilter.daemon.metrics import Metrics, NullMetrics
 from trustmilter.daemon.session import SmtpSession
 from trustmilter.daemon.sharedmetrics import SharedMetricsDir
 from trustmilter.daemon.socketspec import SocketSpec, parse_socket
+from trustmilter.daemon.workers import Keeper, start_keeper
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
@@ -74,18 +74,6 @@ def _start_metrics(policy: Policy, shared: SharedMetricsDir | None) -> Metrics:
         raise ServeError(f"metrics.listen {policy.metrics.listen}: {error}") from error
 
 
-def _watch_worker(pid: int, shared: SharedMetricsDir) -> None:
-    """Wait for a worker to exit (a crash, or shutdown), then drop its live gauges.
-
-    WNOWAIT leaves the worker a zombie for `_reap`, so its pid cannot be
-    reused (and signalled by mistake) while we still hold it.
-    """
-    with contextlib.suppress(ChildProcessError):  # _reap got it first
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-    shared.process_exited(pid)
-    log.info("worker process %d exited", pid)
-
-
 def _open_state(policy: Policy) -> StateStore:
     """The policy's state store, wrapped so an outage follows `state.on_error`."""
     from trustmilter.state.open import ResilientStore, open_store
@@ -98,36 +86,18 @@ def _open_state(policy: Policy) -> StateStore:
     return resilient
 
 
-def _listen_for_reloads(holder: AppHolder, workers: list[Worker]) -> None:
-    """Read commands from the supervisor (or our parent process); pass them on
-    to our worker processes; stop the milter when the sender goes away."""
+def _listen_for_reloads(holder: AppHolder, keeper: Keeper | None) -> None:
+    """Read commands from the supervisor (or the worker keeper); pass them on
+    to the worker keeper; stop the milter when the sender goes away."""
     for line in sys.stdin:
         if line.strip() == "reload":
-            for worker in workers:
-                worker.send("reload")
+            if keeper is not None:
+                keeper.send("reload")
             holder.reload()
     log.info("supervisor gone; stopping")
     # Stop the way SIGTERM does: libmilter's own signal thread takes it (the
     # only thread that does not block it), so shutdown follows one path.
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-@dataclass
-class Worker:
-    """Another milter process sharing our listening socket (milter.processes)."""
-
-    pid: int
-    control: int  # the write end of its standard input
-
-    def send(self, command: str) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self.control, command.encode() + b"\n")
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.control)  # end of input: it stops, as when the supervisor goes
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
 
 
 def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: bool) -> int:
@@ -170,36 +140,34 @@ def _run_processes(
     where_listening: str,
     where_logging: str,
 ) -> int:
-    """Fork the workers, then run this process's milter until libmilter stops."""
-    # Python runs one thread at a time: more processes on the one listening
-    # socket use more cores (the kernel spreads the connections). Forked here,
-    # before this process has any thread, so each starts clean.
-    workers: list[Worker] = []
-    for _ in range(policy.milter.processes - 1):
-        worker = _fork_worker()
-        if worker.pid == 0:
-            # We are a worker: our parent speaks to us on stdin; the pipes to
-            # our elder siblings are the parent's, not ours.
-            for sibling in workers:
-                os.close(sibling.control)
-            workers = []
-            break
-        workers.append(worker)
+    """Start the other processes, then run this process's milter until libmilter stops."""
+    keeper: Keeper | None = None
+    reload_first = False
+    if policy.milter.processes > 1:
+        # Python runs one thread at a time: more processes on the one listening
+        # socket use more cores (the kernel spreads the connections). Forked
+        # here, before this process has any thread, the keeper starts the
+        # workers clean and replaces any that dies (workers.py).
+        started = start_keeper(policy.milter.processes - 1, shared)
+        if isinstance(started, Keeper):
+            keeper = started
+        else:  # we are a worker
+            reload_first = started.reload
     try:
         app, holder, executor, metrics = _start_services(policy, policy_path, shared)
     except ServeError:
-        for worker in workers:
-            worker.stop()
-        if shared is not None:  # they may be writing into the directory we remove next
-            for worker in workers:
-                _reap(worker.pid)
+        if keeper is not None:
+            keeper.stop()
         raise
+    if reload_first:  # a replacement worker: what its siblings were told to re-read
+        holder.reload()
+        app = holder.current()
+    if keeper is not None:
+        keeper.watch()
     if shared is not None and shared.owned:
-        for worker in workers:
-            threading.Thread(target=_watch_worker, args=(worker.pid, shared), daemon=True).start()
         log.info("metrics of %d processes recorded in %s, served by process %d",
-                 len(workers) + 1, shared.path, os.getpid())
-    threading.Thread(target=_listen_for_reloads, args=(holder, workers), daemon=True).start()
+                 policy.milter.processes, shared.path, os.getpid())
+    threading.Thread(target=_listen_for_reloads, args=(holder, keeper), daemon=True).start()
     log.info(
         "listening on %s (policy %s, authserv-id %s, logging to %s, process %d)",
         where_listening, policy_path or "built-in defaults", app.authserv_id, where_logging,
@@ -209,44 +177,12 @@ def _run_processes(
         libmilter.main()
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.stop()
-        for worker in workers:
-            _reap(worker.pid)
+        if keeper is not None:
+            keeper.stop()  # it stops the workers first
         if shared is not None:
             metrics.close()  # no scrape reads the files while serve() removes them
     log.info("stopped (process %d)", os.getpid())
-    return 0
-
-
-def _fork_worker() -> Worker:
-    """A copy of this process (listening socket included) that reads its stdin from us."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(write_end)
-        os.dup2(read_end, 0)
-        os.close(read_end)
-        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 (process-long)
-        return Worker(0, -1)
-    os.close(read_end)
-    return Worker(pid, write_end)
-
-
-def _reap(pid: int, timeout: float = 30.0) -> None:
-    """Wait for a worker to exit; kill it if it will not."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            done, _status = os.waitpid(pid, os.WNOHANG)
-            if done == 0:
-                time.sleep(0.1)
-                continue
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    return 1 if keeper is not None and keeper.failed else 0
 
 
 def _start_services(

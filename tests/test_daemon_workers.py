@@ -1,0 +1,266 @@
+"""milter.processes > 1: the worker keeper replaces a worker that dies
+(daemon/workers.py), and a stop replaces nothing and leaves no process.
+
+The process tests run `trustmilter run` as a child process against the DNS
+test server and talk to it with the benchmark's milter-protocol client, as
+test_daemon_process.py does. Which process is which comes from the log
+("worker keeper process K", "listening on ... process N") and /proc.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from test_daemon_process import ZONE, authserv_id_seen, policy_text
+from trustmilter.daemon.workers import RestartPolicy
+from trustmilter.testing.daemon import DaemonProcess
+
+# ---- RestartPolicy: when a dead worker's replacement starts (no processes) ----
+
+
+def test_a_worker_that_lived_long_is_replaced_at_once() -> None:
+    policy = RestartPolicy()
+    assert policy.after_exit(0, lived=3600.0) == (0, 0.0)
+    # However many young deaths came before it: it was a one-off.
+    assert policy.after_exit(9, lived=60.0) == (0, 0.0)
+
+
+def test_a_slot_starts_at_most_one_worker_a_second() -> None:
+    policy = RestartPolicy()
+    assert policy.after_exit(0, lived=0.25) == (1, 0.75)
+    assert policy.after_exit(1, lived=0.0) == (2, 1.0)
+    assert policy.after_exit(2, lived=5.0) == (3, 0.0)  # lived over a second: now
+
+
+def test_young_deaths_in_a_row_back_off_to_a_minute() -> None:
+    """A worker dying at start-up: 5 tries a second apart, then 2, 4, ... 60 s."""
+    policy = RestartPolicy()
+    deaths, delays = 0, []
+    for _ in range(12):
+        deaths, delay = policy.after_exit(deaths, lived=0.1)
+        delays.append(round(delay, 6))
+    assert delays == [0.9] * 5 + [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert deaths == 12
+    assert policy.after_exit(10_000, lived=0.1) == (10_001, 60.0)  # no overflow
+    # One worker that stays up a minute starts the count afresh.
+    deaths, _ = policy.after_exit(deaths, lived=61.0)
+    assert policy.after_exit(deaths, lived=0.1) == (1, 0.9)
+
+
+def test_the_numbers_are_settings() -> None:
+    policy = RestartPolicy(min_interval=0.5, stable_after=10.0, burst=2, max_delay=5.0)
+    delays = []
+    deaths = 0
+    for _ in range(6):
+        deaths, delay = policy.after_exit(deaths, lived=0.0)
+        delays.append(delay)
+    assert delays == [0.5, 0.5, 2.0, 4.0, 5.0, 5.0]
+    assert policy.after_exit(deaths, lived=10.0) == (0, 0.0)
+
+
+# ---- the keeper in a running milter ----
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of `pid`, from /proc (0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def children_of(pid: int) -> set[int]:
+    return {int(entry) for entry in os.listdir("/proc")
+            if entry.isdigit() and parent_of(int(entry)) == pid}
+
+
+def listening_pids(log: str) -> list[int]:
+    """The pid of every "listening on ... process N)" line, in order."""
+    return [int(pid) for pid in re.findall(r"listening on .* process (\d+)\)", log)]
+
+
+def keeper_pid(running: DaemonProcess) -> int:
+    match = re.search(r"worker keeper process (\d+) keeps", running.log_text())
+    assert match, running.log_tail()
+    return int(match[1])
+
+
+def start(tmp_path: Path, dns_server, processes: int) -> tuple[DaemonProcess, Path]:
+    """A milter with `processes` processes, once all of them listen."""
+    dns_server.load(ZONE)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text(dns_server, "mx-one.example.org")
+                      + f"milter: {{processes: {processes}}}\n")
+    running = DaemonProcess.start(policy, tmp_path / "trustmilter.log")
+    deadline = time.monotonic() + 20
+    while len(listening_pids(running.log_text())) < processes:
+        assert time.monotonic() < deadline, running.log_tail()
+        time.sleep(0.05)
+    return running, policy
+
+
+def wait_listening(running: DaemonProcess, after: int) -> int:
+    """The pid of the next process that logs "listening on" past offset `after`."""
+    running.wait_for_log("listening on", after=after)
+    return listening_pids(running.log_text()[after:])[0]
+
+
+def gone(pid: int) -> bool:
+    """Exited and reaped: not even a zombie left."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def zombie(pid: int) -> bool:
+    """Exited, not reaped (an orphan's zombie, where PID 1 does not reap)."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_worker_is_replaced(tmp_path: Path, dns_server):
+    """SIGKILL one of two workers: one ERROR line names it, a new worker
+    listens, mail flows, a reload reaches all three processes, and SIGTERM
+    stops everything (nothing replaced, nothing left)."""
+    running, policy = start(tmp_path, dns_server, processes=3)
+    try:
+        keeper = keeper_pid(running)
+        parent = parent_of(keeper)
+        workers = children_of(keeper)
+        assert len(workers) == 2
+        assert set(listening_pids(running.log_text())) == workers | {parent}
+        for _ in range(3):
+            assert authserv_id_seen(running) == "mx-one.example.org"
+
+        victim = min(workers)
+        mark = len(running.log_text())
+        os.kill(victim, signal.SIGKILL)
+        running.wait_for_log(f"worker process {victim} was killed by SIGKILL; starting another",
+                             timeout=5, after=mark)
+        newcomer = wait_listening(running, mark)
+        assert children_of(keeper) == workers - {victim} | {newcomer}
+        assert gone(victim)  # reaped by the keeper
+        for _ in range(6):
+            assert authserv_id_seen(running) == "mx-one.example.org"
+
+        policy.write_text(policy_text(dns_server, "mx-two.example.org") + "milter: {processes: 3}\n")
+        mark = len(running.log_text())
+        running.reload()
+        deadline = time.monotonic() + 10
+        while running.log_text()[mark:].count("policy reloaded") < 3:
+            assert time.monotonic() < deadline, running.log_tail()
+            time.sleep(0.05)
+        for _ in range(9):  # whichever process answers, it has the new policy
+            assert authserv_id_seen(running) == "mx-two.example.org"
+        stop_mark = len(running.log_text())
+    finally:
+        assert running.stop() == 0
+    after_stop = running.log_text()[stop_mark:]
+    assert "starting another" not in after_stop and "listening on" not in after_stop
+    assert after_stop.count("stopped (process") == 3
+    assert "worker keeper process" in after_stop  # it stopped its workers
+    for pid in workers | {victim, newcomer, keeper, parent}:
+        assert gone(pid), pid
+
+
+def test_a_replacement_runs_the_reloaded_policy(tmp_path: Path, dns_server):
+    """A worker started after a reload re-reads the policy before it serves."""
+    running, policy = start(tmp_path, dns_server, processes=2)
+    try:
+        policy.write_text(policy_text(dns_server, "mx-two.example.org") + "milter: {processes: 2}\n")
+        mark = len(running.log_text())
+        running.reload()
+        running.wait_for_log("policy reloaded", after=mark)
+        running.wait_for_log("policy reloaded",
+                             after=running.log_text().index("policy reloaded", mark) + 1)
+        [worker] = children_of(keeper_pid(running))
+
+        mark = len(running.log_text())
+        os.kill(worker, signal.SIGKILL)
+        newcomer = wait_listening(running, mark)
+        started = running.log_text()[mark:]
+        # It reloaded before it listened.
+        assert started.index("policy reloaded") < started.index(f"process {newcomer})")
+        assert "mx-two.example.org" in started[started.index("listening on"):].splitlines()[0]
+        for _ in range(8):
+            assert authserv_id_seen(running) == "mx-two.example.org"
+    finally:
+        assert running.stop() == 0
+
+
+def test_a_group_wide_sigterm_replaces_nothing(tmp_path: Path, dns_server):
+    """SIGTERM to the milter's whole process group, as `trustmilter run`
+    sends it: the keeper and the workers get it at once; the workers that
+    stop must not be replaced."""
+    for round_ in range(2):  # the keeper and its workers race each time
+        directory = tmp_path / f"round{round_}"
+        directory.mkdir()
+        running, _ = start(directory, dns_server, processes=4)
+        keeper = keeper_pid(running)
+        parent = parent_of(keeper)
+        pids = children_of(keeper) | {keeper, parent}
+        assert len(pids) == 5
+        mark = len(running.log_text())
+        os.killpg(parent, signal.SIGTERM)
+        try:
+            status = running.process.wait(timeout=30)
+        finally:
+            running.stop()
+        assert status == 0, running.log_tail()
+        after = running.log_text()[mark:]
+        assert "starting another" not in after and "listening on" not in after, after
+        assert "stops 3 worker processes (SIGTERM)" in after
+        assert after.count("stopped (process") == 4
+        for pid in pids:
+            assert gone(pid), pid
+
+
+def test_a_dead_keeper_stops_the_milter_for_a_restart(tmp_path: Path, dns_server):
+    """Without its keeper the workers stop (end of their input): the milter
+    stops too, with status 1, for systemd to restart it whole."""
+    running, _ = start(tmp_path, dns_server, processes=3)
+    keeper = keeper_pid(running)
+    parent = parent_of(keeper)
+    workers = children_of(keeper)
+    os.kill(keeper, signal.SIGKILL)
+    try:
+        status = running.process.wait(timeout=30)
+    finally:
+        running.stop()
+    assert status == 1, running.log_tail()
+    assert f"worker keeper process {keeper} was killed by SIGKILL; stopping" in running.log_text()
+    assert gone(parent) and gone(keeper)
+    # Orphans now, they stop on their own, perhaps after the supervisor exited.
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) or zombie(pid) for pid in workers):
+        assert time.monotonic() < deadline, running.log_tail()
+        time.sleep(0.05)
+
+
+def test_a_failed_fork_is_retried_later(monkeypatch, caplog) -> None:
+    """Out of memory or processes: the keeper logs it and tries again a
+    second later (counted as a worker that died at once), it does not stop."""
+    from trustmilter.daemon import workers
+
+    def no_fork() -> int:
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(workers.os, "fork", no_fork)
+    keeper = workers._KeeperProcess(1, None, RestartPolicy())
+    [slot] = keeper._slots
+    before = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="trustmilter"):
+        assert keeper._start(slot) is None
+    assert slot.pid == 0 and slot.young_deaths == 1
+    assert slot.due is not None and before + 1.0 <= slot.due <= time.monotonic() + 1.0
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == (
+        f"cannot start a worker process: {os.strerror(errno.EAGAIN)}; trying again in 1.0 s")
