@@ -467,6 +467,15 @@ def _final(app: App, verdict: Verdict, done: Iterable[Stage]) -> bool:
     not run yet (and at upstream A-R, read at end of message). Scores are
     never final (a later signal may score negative), only forced actions.
     """
+    # Only a hit that itself forces the verdict's action can make it final:
+    # a final tempfail beside an undecided reject must not become a 5xx.
+    forcing = [
+        hit for hit in verdict.hits
+        if not hit.shadow and hit.action is verdict.action
+        and hit.action in (Action.REJECT, Action.TEMPFAIL)
+    ]
+    if not forcing:
+        return False  # most verdicts: nothing below needs working out
     done = set(done)
     later = {
         prefix
@@ -476,13 +485,7 @@ def _final(app: App, verdict: Verdict, done: Iterable[Stage]) -> bool:
     }
     later.add(UPSTREAM_PREFIX)
     rules = {rule.name: rule for rule in app.policy.rules}
-    for hit in verdict.hits:
-        # Only a hit that itself forces the verdict's action can make it final:
-        # a final tempfail beside an undecided reject must not become a 5xx.
-        if hit.shadow or hit.action is not verdict.action:
-            continue
-        if hit.action not in (Action.REJECT, Action.TEMPFAIL):
-            continue
+    for hit in forcing:
         rule = rules.get(hit.rule)
         if rule is None:
             continue

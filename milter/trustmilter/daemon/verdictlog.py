@@ -26,11 +26,15 @@ LEADING_KEYS = ("action", "reply", "client", "client_name", "helo", "from", "rcp
 TRAILING_KEYS = ("findings", "score", "rules", "stage", "ms")
 
 _NEEDS_QUOTES = re.compile(r'[\s"\\=]')
+# Anything _quote changes; most values have none of it.
+_PLAIN_UNLESS = re.compile(r'[\s"\\=\x00-\x1f\x7f]')
 _PAIR = re.compile(r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|\S*)')
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _quote(value: str) -> str:
+    if value and _PLAIN_UNLESS.search(value) is None:
+        return value
     value = _UNPRINTABLE.sub("?", value)
     if value == "":
         return "-"

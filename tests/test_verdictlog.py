@@ -1,0 +1,33 @@
+"""The verdict line's quoting: every value reads back as written (control characters as '?')."""
+
+from __future__ import annotations
+
+import pytest
+
+from trustmilter.daemon.verdictlog import format_verdict_line, parse_verdict_line
+
+
+@pytest.mark.parametrize(
+    ("value", "written", "read_back"),
+    [
+        ("pass", "pass", "pass"),
+        ("", "-", ""),
+        ("550 5.7.1 no", '"550 5.7.1 no"', "550 5.7.1 no"),
+        ('say "hi"', '"say \\"hi\\""', 'say "hi"'),
+        ("a\\b", '"a\\\\b"', "a\\b"),
+        ("k=v", '"k=v"', "k=v"),
+        ("tab\there", "tab?here", "tab?here"),
+        ("bell\x07", "bell?", "bell?"),
+        ("nul\x00 and space", '"nul? and space"', "nul? and space"),
+        ("\x7f", "?", "?"),
+        ("grüße,例え", "grüße,例え", "grüße,例え"),
+        ("<a@example.com>,<b@example.org>", "<a@example.com>,<b@example.org>",
+         "<a@example.com>,<b@example.org>"),
+    ],
+)
+def test_values_are_quoted_only_when_needed_and_read_back(value, written, read_back) -> None:
+    line = format_verdict_line("4BxYz1234", [("action", "accept"), ("reply", value), ("ms", "3")])
+    assert line == f"4BxYz1234: action=accept reply={written} ms=3"
+    queue_id, fields = parse_verdict_line("Nov 25 mx trustmilter[7]: " + line)
+    assert queue_id == "4BxYz1234"
+    assert fields == {"action": "accept", "reply": read_back, "ms": "3"}
