@@ -19,6 +19,7 @@ from pathlib import Path
 
 from test_daemon_process import ZONE, authserv_id_seen, policy_text
 from trustmilter.daemon.workers import RestartPolicy
+from trustmilter.policy.model import Policy
 from trustmilter.testing.daemon import DaemonProcess
 
 # ---- RestartPolicy: when a dead worker's replacement starts (no processes) ----
@@ -170,35 +171,101 @@ def test_a_killed_worker_is_replaced(tmp_path: Path, dns_server):
         assert gone(pid), pid
 
 
-def test_a_replacement_runs_the_reloaded_policy(tmp_path: Path, dns_server):
-    """A worker started after a reload re-reads the policy before it serves."""
+def test_a_replacement_runs_the_policy_its_siblings_run(tmp_path: Path, dns_server):
+    """The last policy a reload accepted, not the start-up one, and not the
+    file as it is now: here broken by an edit that a reload refused."""
     running, policy = start(tmp_path, dns_server, processes=2)
     try:
         policy.write_text(policy_text(dns_server, "mx-two.example.org") + "milter: {processes: 2}\n")
         mark = len(running.log_text())
         running.reload()
-        running.wait_for_log("policy reloaded", after=mark)
-        running.wait_for_log("policy reloaded",
-                             after=running.log_text().index("policy reloaded", mark) + 1)
+        wait_count(running, "policy reloaded", 2, mark)
+        policy.write_text("authserv_id: [broken\n")
+        mark = len(running.log_text())
+        running.reload()
+        wait_count(running, "policy reload refused", 2, mark)
         [worker] = children_of(keeper_pid(running))
 
         mark = len(running.log_text())
         os.kill(worker, signal.SIGKILL)
         newcomer = wait_listening(running, mark)
         started = running.log_text()[mark:]
-        # It reloaded before it listened.
-        assert started.index("policy reloaded") < started.index(f"process {newcomer})")
-        assert "mx-two.example.org" in started[started.index("listening on"):].splitlines()[0]
+        listening = next(line for line in started.splitlines() if f"process {newcomer})" in line)
+        assert "authserv-id mx-two.example.org" in listening, started
+        assert "policy reload" not in started  # it did not re-read the file
         for _ in range(8):
             assert authserv_id_seen(running) == "mx-two.example.org"
     finally:
         assert running.stop() == 0
 
 
+def wait_count(running: DaemonProcess, text: str, count: int, after: int) -> None:
+    deadline = time.monotonic() + 10
+    while running.log_text()[after:].count(text) < count:
+        assert time.monotonic() < deadline, running.log_tail()
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_by_a_real_time_signal_is_replaced(tmp_path: Path, dns_server):
+    """Signals 34-64 have no name in Python's signal.Signals."""
+    running, _ = start(tmp_path, dns_server, processes=2)
+    try:
+        [worker] = children_of(keeper_pid(running))
+        realtime = signal.SIGRTMIN + 6
+        mark = len(running.log_text())
+        os.kill(worker, realtime)
+        running.wait_for_log(f"worker process {worker} was killed by signal {realtime};"
+                             " starting another", timeout=5, after=mark)
+        wait_listening(running, mark)
+        assert authserv_id_seen(running) == "mx-one.example.org"
+    finally:
+        assert running.stop() == 0
+
+
+def test_a_keeper_stopped_alone_is_a_failure_for_systemd(tmp_path: Path, dns_server):
+    """SIGTERM to the keeper alone stops the milter; nobody asked `trustmilter
+    run` to stop, so it exits 1 and systemd's Restart=on-failure acts."""
+    running, _ = start(tmp_path, dns_server, processes=2)
+    keeper = keeper_pid(running)
+    os.kill(keeper, signal.SIGTERM)
+    try:
+        status = running.process.wait(timeout=30)
+    finally:
+        running.stop()
+    assert status == 1, running.log_tail()
+    assert "the milter process stopped on its own; exiting with status 1" in running.log_text()
+
+
+def test_a_worker_that_takes_the_unix_socket_with_it_stops_the_milter(tmp_path: Path,
+                                                                       dns_server):
+    """libmilter removes a unix socket's path when a process stops cleanly as
+    a user other than root: a replacement could not be reached, so the milter
+    stops with status 1, to be restarted whole. (Tests run as root, so the
+    path is removed here by hand before the worker is killed.)"""
+    dns_server.load(ZONE)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text(dns_server, "mx-one.example.org") + "milter: {processes: 2}\n")
+    path = tmp_path / "trustmilter.sock"
+    running = DaemonProcess.start(policy, tmp_path / "trustmilter.log", "--socket", f"unix:{path}")
+    try:
+        wait_count(running, "listening on unix:", 2, 0)
+        [worker] = children_of(keeper_pid(running))
+        path.unlink()
+        os.kill(worker, signal.SIGTERM)
+        status = running.process.wait(timeout=30)
+    finally:
+        running.stop()
+    assert status == 1, running.log_tail()
+    # libmilter stops cleanly on SIGTERM: status 0, the way it removes the path.
+    assert (f"worker process {worker} exited with status 0 and the socket {path} went with it;"
+            " stopping, to be restarted whole") in running.log_text()
+    assert "starting another" not in running.log_text()
+
+
 def test_a_group_wide_sigterm_replaces_nothing(tmp_path: Path, dns_server):
     """SIGTERM to the milter's whole process group, as `trustmilter run`
-    sends it: the keeper and the workers get it at once; the workers that
-    stop must not be replaced."""
+    sends it (and systemd, to the supervisor too): the keeper and the
+    workers get it at once; the workers that stop must not be replaced."""
     for round_ in range(2):  # the keeper and its workers race each time
         directory = tmp_path / f"round{round_}"
         directory.mkdir()
@@ -208,6 +275,8 @@ def test_a_group_wide_sigterm_replaces_nothing(tmp_path: Path, dns_server):
         pids = children_of(keeper) | {keeper, parent}
         assert len(pids) == 5
         mark = len(running.log_text())
+        # As systemd stops the unit: SIGTERM to every process of it at once.
+        os.kill(running.process.pid, signal.SIGTERM)
         os.killpg(parent, signal.SIGTERM)
         try:
             status = running.process.wait(timeout=30)
@@ -253,7 +322,8 @@ def test_a_failed_fork_is_retried_later(monkeypatch, caplog) -> None:
         raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
     monkeypatch.setattr(workers.os, "fork", no_fork)
-    keeper = workers._KeeperProcess(1, None, RestartPolicy())
+    serving = workers.ServingPolicy(Policy(), None)
+    keeper = workers._KeeperProcess(1, None, serving, None, RestartPolicy())
     [slot] = keeper._slots
     before = time.monotonic()
     with caplog.at_level(logging.ERROR, logger="trustmilter"):

@@ -43,6 +43,7 @@ import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.dkimcrypto import KEY_MEMO_TEXT
 from trustmilter.checks.dkimparse import Parsed, rfc822_parse
 from trustmilter.lookup import DnsStatus, Resolver
 from trustmilter.lookup.shims import DkimDns
@@ -152,11 +153,25 @@ def precheck_signature(tags: Mapping[bytes, bytes], now: float) -> Verdict | Non
     return None
 
 
-@functools.lru_cache(maxsize=4096)  # the same few keys sign most mail
 def classify_key(
     name: str, txt: bytes | None, status: DnsStatus | None, algorithm: bytes
 ) -> Verdict | None:
     """Problems with the key record (RFC 6376 §6.1.2), or None if it is usable."""
+    if txt is not None and len(txt) > KEY_MEMO_TEXT:
+        return _classify_key(name, txt, status, algorithm)  # too big to remember
+    return _remembered_classify_key(name, txt, status, algorithm)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few keys sign most mail
+def _remembered_classify_key(
+    name: str, txt: bytes | None, status: DnsStatus | None, algorithm: bytes
+) -> Verdict | None:
+    return _classify_key(name, txt, status, algorithm)
+
+
+def _classify_key(
+    name: str, txt: bytes | None, status: DnsStatus | None, algorithm: bytes
+) -> Verdict | None:
     if txt is None:
         if status is DnsStatus.TEMPERROR:
             return Verdict(Outcome.TEMPERROR, f"key lookup failed for {name}")

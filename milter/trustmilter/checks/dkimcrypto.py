@@ -46,9 +46,21 @@ def str2int(s: bytes | bytearray) -> int:
     return int.from_bytes(s, "big")
 
 
-@functools.lru_cache(maxsize=KEY_MEMO_SIZE)
+# Key texts up to this long are remembered: a 4096-bit RSA record is under
+# 800 octets. A sender can publish 64 KB of TXT per selector; those are
+# parsed each time rather than filling the memo (4096 of them: 250 MB).
+KEY_MEMO_TEXT = 2048
+
+
 def evaluate_pk(name: Any, s: Any) -> tuple[Any, Any, Any, Any]:
-    """dkimpy's evaluate_pk, remembered per (name, key text)."""
+    """dkimpy's evaluate_pk, remembered per (name, key text) for ordinary keys."""
+    if isinstance(s, bytes | str) and len(s) <= KEY_MEMO_TEXT:
+        return _remembered_evaluate_pk(name, s)
+    return _ORIGINAL_EVALUATE_PK(name, s)  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=KEY_MEMO_SIZE)
+def _remembered_evaluate_pk(name: Any, s: Any) -> tuple[Any, Any, Any, Any]:
     return _ORIGINAL_EVALUATE_PK(name, s)  # type: ignore[no-any-return]
 
 

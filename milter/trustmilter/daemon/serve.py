@@ -31,7 +31,7 @@ from trustmilter.daemon.metrics import Metrics, NullMetrics
 from trustmilter.daemon.session import SmtpSession
 from trustmilter.daemon.sharedmetrics import SharedMetricsDir
 from trustmilter.daemon.socketspec import SocketSpec, parse_socket
-from trustmilter.daemon.workers import Keeper, start_keeper
+from trustmilter.daemon.workers import Keeper, ServingPolicy, start_keeper
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.load import PolicyError, load_policy
 from trustmilter.policy.model import Policy
@@ -94,7 +94,7 @@ def _listen_for_reloads(holder: AppHolder, keeper: Keeper | None) -> None:
             if keeper is not None:
                 keeper.send("reload")
             holder.reload()
-    log.info("supervisor gone; stopping")
+    log.info("control input ended (supervisor or worker keeper gone); stopping")
     # Stop the way SIGTERM does: libmilter's own signal thread takes it (the
     # only thread that does not block it), so shutdown follows one path.
     os.kill(os.getpid(), signal.SIGTERM)
@@ -127,7 +127,7 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
     _tune_listener(parsed)
     shared = _shared_metrics_dir(policy)
     try:
-        return _run_processes(policy, policy_path, shared, f"{parsed}", where)
+        return _run_processes(policy, policy_path, shared, parsed, where)
     finally:
         if shared is not None:
             shared.remove()  # in the parent; a worker leaves it alone
@@ -137,31 +137,30 @@ def _run_processes(
     policy: Policy,
     policy_path: Path | None,
     shared: SharedMetricsDir | None,
-    where_listening: str,
+    listening: SocketSpec,
     where_logging: str,
 ) -> int:
     """Start the other processes, then run this process's milter until libmilter stops."""
     keeper: Keeper | None = None
-    reload_first = False
     if policy.milter.processes > 1:
         # Python runs one thread at a time: more processes on the one listening
         # socket use more cores (the kernel spreads the connections). Forked
         # here, before this process has any thread, the keeper starts the
         # workers clean and replaces any that dies (workers.py).
-        started = start_keeper(policy.milter.processes - 1, shared)
+        started = start_keeper(
+            policy.milter.processes - 1, shared, ServingPolicy(policy, policy_path),
+            listening.path if listening.family == "unix" else None,
+        )
         if isinstance(started, Keeper):
             keeper = started
-        else:  # we are a worker
-            reload_first = started.reload
+        else:  # we are a worker: a replacement runs what its siblings run now
+            policy = started.policy
     try:
         app, holder, executor, metrics = _start_services(policy, policy_path, shared)
     except ServeError:
         if keeper is not None:
             keeper.stop()
         raise
-    if reload_first:  # a replacement worker: what its siblings were told to re-read
-        holder.reload()
-        app = holder.current()
     if keeper is not None:
         keeper.watch()
     if shared is not None and shared.owned:
@@ -170,7 +169,7 @@ def _run_processes(
     threading.Thread(target=_listen_for_reloads, args=(holder, keeper), daemon=True).start()
     log.info(
         "listening on %s (policy %s, authserv-id %s, logging to %s, process %d)",
-        where_listening, policy_path or "built-in defaults", app.authserv_id, where_logging,
+        listening, policy_path or "built-in defaults", app.authserv_id, where_logging,
         os.getpid(),
     )
     try:

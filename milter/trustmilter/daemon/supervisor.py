@@ -4,8 +4,8 @@ It stays in the foreground (systemd Type=simple), starts the milter
 process (serve.py) and relays signals to it: SIGHUP becomes a ``reload``
 line on the milter's standard input (libmilter would treat a SIGHUP as
 "stop"), SIGTERM and SIGINT are passed on as SIGTERM and we wait for a
-clean exit. If the milter process dies on its own, we exit with its
-status so systemd's Restart= can act.
+clean exit. If the milter process stops on its own, we exit with its
+status, never 0, so systemd's Restart=on-failure can act.
 """
 
 from __future__ import annotations
@@ -70,4 +70,10 @@ def run(policy: Path | None, socket_spec: str | None, foreground_log: bool) -> i
                         os.killpg(child.pid, signal.SIGKILL)
     if stopping.is_set() and status in (0, -signal.SIGTERM):
         return 0
-    return status if status >= 0 else 128 - status
+    if status == 0:
+        # Nobody asked it to stop (a stray SIGTERM, say): a failure all the
+        # same, so that systemd's Restart=on-failure brings the milter back.
+        print("trustmilter: the milter process stopped on its own; exiting with status 1",
+              file=sys.stderr, flush=True)
+        return 1
+    return status if status > 0 else 128 - status

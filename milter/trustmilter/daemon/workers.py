@@ -54,11 +54,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from trustmilter.app import App
 from trustmilter.daemon.sharedmetrics import SharedMetricsDir
 from trustmilter.daemon.supervisor import STOP_GRACE_SECONDS
+from trustmilter.policy.load import load_policy
+from trustmilter.policy.model import Policy
 
 log = logging.getLogger("trustmilter")
 
@@ -109,9 +113,9 @@ class RestartPolicy:
 class WorkerStart:
     """What `start_keeper` returns in a worker process, which then serves."""
 
-    # A reload was passed on before this worker started: re-read the policy
-    # before serving, as the running workers did.
-    reload: bool
+    # The policy its siblings run: the start-up one, or the last one a reload
+    # accepted (not the file as it is now, which may since have changed).
+    policy: Policy
 
 
 @dataclass
@@ -168,9 +172,17 @@ class Keeper:
 
 
 def start_keeper(
-    workers: int, shared: SharedMetricsDir | None, policy: RestartPolicy | None = None
+    workers: int,
+    shared: SharedMetricsDir | None,
+    serving: ServingPolicy,
+    socket_path: str | None = None,
+    restarts: RestartPolicy | None = None,
 ) -> Keeper | WorkerStart:
     """Fork the keeper and, through it, `workers` worker processes.
+
+    `serving` is the policy the workers start with and how to reload it;
+    `socket_path` the unix socket's path (None for inet), which libmilter
+    removes when a process stops cleanly as a user other than root.
 
     Call it before this process starts any thread. Returns the keeper's
     handle here, and a `WorkerStart` in each worker process (which goes on
@@ -185,7 +197,8 @@ def start_keeper(
     outcome: int | WorkerStart
     try:
         _take_stdin(read_end)
-        outcome = _KeeperProcess(workers, shared, policy or RestartPolicy()).run()
+        keeper = _KeeperProcess(workers, shared, serving, socket_path, restarts or RestartPolicy())
+        outcome = keeper.run()
     except BaseException:  # never back into serve(), as a second milter process
         log.exception("worker keeper process %d failed", os.getpid())
         outcome = 1
@@ -222,7 +235,35 @@ def _how(code: int, status: int) -> str:
     """How a process ended, from waitid's si_code and si_status."""
     if code == os.CLD_EXITED:
         return f"exited with status {status}"
-    return f"was killed by {signal.Signals(status).name}"
+    try:
+        return f"was killed by {signal.Signals(status).name}"
+    except ValueError:  # a real-time signal has no name
+        return f"was killed by signal {status}"
+
+
+@dataclass(slots=True)
+class ServingPolicy:
+    """The policy the workers run, as the keeper follows it through reloads.
+
+    The keeper loads the file on each ``reload`` as the milter processes do
+    and keeps it only if they would (it loads and an App builds from it), so
+    a replacement worker runs what its siblings run, never a file edited
+    since or one they refused.
+    """
+
+    policy: Policy
+    path: Path | None
+
+    def reload(self) -> None:
+        if self.path is None:
+            return
+        try:
+            policy = load_policy(self.path)
+            App.build(policy)  # what each milter process builds; raises what it refuses
+        except Exception as error:  # the milter processes log the refusal
+            log.debug("worker keeper keeps its policy: %s", error)
+            return
+        self.policy = policy
 
 
 @dataclass(slots=True)
@@ -236,16 +277,28 @@ class _Slot:
     due: float | None = 0.0  # when to start its next worker; None while one runs
 
 
+@dataclass(frozen=True, slots=True)
+class _Exit:
+    """A worker that has exited, its slot already emptied."""
+
+    slot: _Slot
+    pid: int
+    how: str  # "exited with status 1", "was killed by SIGKILL"
+    lived: float  # seconds
+
+
 class _KeeperProcess:
     """The keeper's loop: start the workers, replace the dead, stop them all."""
 
-    def __init__(self, workers: int, shared: SharedMetricsDir | None,
-                 policy: RestartPolicy) -> None:
+    def __init__(self, workers: int, shared: SharedMetricsDir | None, serving: ServingPolicy,
+                 socket_path: str | None, restarts: RestartPolicy) -> None:
         self._slots = [_Slot() for _ in range(workers)]
         self._shared = shared
-        self._policy = policy
+        self._serving = serving
+        self._socket_path = socket_path
+        self._restarts = restarts
         self._stopping = ""  # why the keeper stops; empty while it does not
-        self._reloaded = False
+        self._status = 0  # the keeper's exit status
         self._commands = b""  # a partial line from the milter process
         self._pid = os.getpid()
         self._wake_read, self._wake_write = os.pipe()
@@ -258,11 +311,13 @@ class _KeeperProcess:
         In a worker forked meanwhile: its `WorkerStart`."""
         log.info("worker keeper process %d keeps %d worker processes",
                  os.getpid(), len(self._slots))
-        status = 0
         try:
             self._catch_signals()
             while not self._stopping:
                 for slot in self._due():
+                    self._take_signals()  # no new worker once a stop has come
+                    if self._stopping:
+                        break
                     started = self._start(slot)
                     if started is not None:
                         return started  # we are the new worker
@@ -270,9 +325,9 @@ class _KeeperProcess:
         except Exception:
             log.exception("worker keeper process %d failed; stopping its workers", os.getpid())
             self._stopping = "an error"
-            status = 1
+            self._status = 1
         self._stop_workers()
-        return status
+        return self._status
 
     def _catch_signals(self) -> None:
         os.set_blocking(self._wake_read, False)
@@ -292,14 +347,15 @@ class _KeeperProcess:
         dues = [slot.due for slot in self._slots if slot.due is not None]
         timeout = max(0.0, min(dues) - time.monotonic()) if dues else None
         readable, _, _ = select.select([0, self._wake_read], [], [], timeout)
-        exits = self._reap()
+        # Forgotten at once: from here on no slot holds a reaped (reusable) pid.
+        dead = [exit for exit in map(self._forget, self._reap()) if exit is not None]
         # After reaping: a worker stopped by a group-wide SIGTERM has died
         # after ours was sent, so ours is in the wakeup pipe by now.
         self._take_signals()
         if 0 in readable:
             self._take_commands()
-        for pid, code, status in exits:
-            self._exited(pid, code, status)
+        for exit in dead:
+            self._replace(exit)
 
     def _take_signals(self) -> None:
         received = b""
@@ -318,10 +374,10 @@ class _KeeperProcess:
         *lines, self._commands = (self._commands + data).split(b"\n")
         for line in lines:
             if line.strip() == b"reload":
-                self._reloaded = True
                 for slot in self._slots:
                     if slot.pid:
                         _send(slot.control, line.strip())
+                self._serving.reload()  # what a replacement will run
 
     def _reap(self) -> list[tuple[int, int, int]]:
         """Every worker that has exited: (pid, si_code, si_status)."""
@@ -336,26 +392,40 @@ class _KeeperProcess:
             exits.append((result.si_pid, result.si_code, result.si_status))
         return exits
 
-    def _exited(self, pid: int, code: int, status: int) -> None:
-        """Forget a dead worker; unless stopping, log it and plan its replacement."""
+    def _forget(self, exit: tuple[int, int, int]) -> _Exit | None:
+        """Empty the slot of a reaped worker (None: not one of ours)."""
+        pid, code, status = exit
         slot = next((slot for slot in self._slots if slot.pid == pid), None)
         if slot is None:
-            return
+            return None
         if self._shared is not None:
             self._shared.process_exited(pid)
         with contextlib.suppress(OSError):
             os.close(slot.control)
         slot.pid, slot.control = 0, -1
+        return _Exit(slot, pid, _how(code, status), time.monotonic() - slot.started)
+
+    def _replace(self, exit: _Exit) -> None:
+        """Unless stopping, log a dead worker and plan its replacement."""
         if self._stopping:
             return
-        now = time.monotonic()
-        slot.young_deaths, delay = self._policy.after_exit(slot.young_deaths, now - slot.started)
-        slot.due = now + delay
+        if self._socket_path is not None and not os.path.exists(self._socket_path):
+            # libmilter removed the socket as the worker stopped (it does on a
+            # clean stop as a user other than root): a replacement would listen
+            # on a path no MTA can reach. Stop, to be restarted whole.
+            log.error("worker process %d %s and the socket %s went with it; stopping,"
+                      " to be restarted whole", exit.pid, exit.how, self._socket_path)
+            self._stopping = "socket removed"
+            self._status = 1
+            return
+        slot = exit.slot
+        slot.young_deaths, delay = self._restarts.after_exit(slot.young_deaths, exit.lived)
+        slot.due = time.monotonic() + delay
         when = "starting another" if delay < 0.05 else f"starting another in {delay:.1f} s"
-        if slot.young_deaths > self._policy.burst:
+        if slot.young_deaths > self._restarts.burst:
             when += f" ({slot.young_deaths} in a row died within "
-            when += f"{self._policy.stable_after:.0f} s)"
-        log.error("worker process %d %s; %s", pid, _how(code, status), when)
+            when += f"{self._restarts.stable_after:.0f} s)"
+        log.error("worker process %d %s; %s", exit.pid, exit.how, when)
 
     def _start(self, slot: _Slot) -> WorkerStart | None:
         """Fork a worker into `slot`. In that worker: its `WorkerStart`."""
@@ -383,14 +453,14 @@ class _KeeperProcess:
                 self._become_worker(read_end)
             except BaseException:  # never back into the keeper's loop
                 os._exit(1)
-            return WorkerStart(reload=self._reloaded)
+            return WorkerStart(self._serving.policy)
         os.close(read_end)
         slot.pid, slot.control, slot.started = pid, write_end, time.monotonic()
         return None
 
     def _retry(self, slot: _Slot, error: OSError) -> None:
         """A worker could not be forked: count it as one that died at once."""
-        slot.young_deaths, delay = self._policy.after_exit(slot.young_deaths, 0.0)
+        slot.young_deaths, delay = self._restarts.after_exit(slot.young_deaths, 0.0)
         slot.due = time.monotonic() + delay
         log.error("cannot start a worker process: %s; trying again in %.1f s",
                   error.strerror, delay)
