@@ -113,6 +113,14 @@ def wait_listening(running: DaemonProcess, after: int) -> int:
     return listening_pids(running.log_text()[after:])[0]
 
 
+def exit_status(running: DaemonProcess) -> int:
+    """Wait for the milter to stop on its own (at most 30 s); its exit status."""
+    try:
+        return running.process.wait(timeout=30)
+    finally:
+        running.stop()
+
+
 def gone(pid: int) -> bool:
     """Exited and reaped: not even a zombie left."""
     return not Path(f"/proc/{pid}").exists()
@@ -228,10 +236,7 @@ def test_a_keeper_stopped_alone_is_a_failure_for_systemd(tmp_path: Path, dns_ser
     running, _ = start(tmp_path, dns_server, processes=2)
     keeper = keeper_pid(running)
     os.kill(keeper, signal.SIGTERM)
-    try:
-        status = running.process.wait(timeout=30)
-    finally:
-        running.stop()
+    status = exit_status(running)
     assert status == 1, running.log_tail()
     assert "the milter process stopped on its own; exiting with status 1" in running.log_text()
 
@@ -278,10 +283,7 @@ def test_a_group_wide_sigterm_replaces_nothing(tmp_path: Path, dns_server):
         # As systemd stops the unit: SIGTERM to every process of it at once.
         os.kill(running.process.pid, signal.SIGTERM)
         os.killpg(parent, signal.SIGTERM)
-        try:
-            status = running.process.wait(timeout=30)
-        finally:
-            running.stop()
+        status = exit_status(running)
         assert status == 0, running.log_tail()
         after = running.log_text()[mark:]
         assert "starting another" not in after and "listening on" not in after, after
@@ -299,10 +301,7 @@ def test_a_dead_keeper_stops_the_milter_for_a_restart(tmp_path: Path, dns_server
     parent = parent_of(keeper)
     workers = children_of(keeper)
     os.kill(keeper, signal.SIGKILL)
-    try:
-        status = running.process.wait(timeout=30)
-    finally:
-        running.stop()
+    status = exit_status(running)
     assert status == 1, running.log_tail()
     assert f"worker keeper process {keeper} was killed by SIGKILL; stopping" in running.log_text()
     assert gone(parent) and gone(keeper)
