@@ -26,6 +26,7 @@ nothing for DNS conditions or odd names.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class Config:
     max_ptr_names: int = field(default=10, metadata={"min": 1, "max": 50})
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every PTR name of every client
 def ip_forms(ip: IPAddress) -> tuple[str, ...]:
     """The ways an address is commonly written into a generic PTR name."""
     if isinstance(ip, ipaddress.IPv4Address):
@@ -94,6 +96,7 @@ def _embedded(name: str, form: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4096)  # clients repeat; DNS names are at most 253 octets
 def generic_reason(name: str, ip: IPAddress, words: frozenset[str], tools: DomainTools) -> str:
     """Why `name` looks like a consumer line ('' if it does not)."""
     for form in ip_forms(ip):
