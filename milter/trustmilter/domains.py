@@ -8,6 +8,7 @@ maintained `publicsuffixlist` package; nothing here keeps its own copy.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from functools import lru_cache
@@ -90,12 +91,13 @@ def domain_of(address: str) -> str:
 
 def is_host_name(name: str) -> bool:
     """True for a multi-label host name a forward lookup makes sense for."""
+    return 0 < len(name) <= MAX_NAME_LENGTH and _valid_labels(name)
+
+
+@functools.lru_cache(maxsize=4096)  # the same HELO and sender names come again and again
+def _valid_labels(name: str) -> bool:
     labels = name.split(".")
-    return (
-        0 < len(name) <= MAX_NAME_LENGTH
-        and len(labels) > 1
-        and all(_LABEL.match(label) for label in labels)
-    )
+    return len(labels) > 1 and all(_LABEL.match(label) for label in labels)
 
 
 def ascii_name(name: str) -> str | None:

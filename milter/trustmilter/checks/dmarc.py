@@ -37,6 +37,7 @@ top of the module; only `DmarcCheck.run` queries, through `ctx.dns`.
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable
@@ -107,8 +108,24 @@ def _policy(value: str) -> Policy | None:
         return None
 
 
+# Records up to this long are remembered (a domain's record serves all its
+# mail); a sender can publish far longer ones, parsed each time.
+MEMO_RECORD_CHARS = 2048
+
+
 def parse_record(txt: str) -> Record:
     """Parse a record that `is_dmarc_record`; bad optional tags fall back to defaults (§6.3)."""
+    if len(txt) <= MEMO_RECORD_CHARS:
+        return _remembered_record(txt)
+    return _parse_record(txt)
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_record(txt: str) -> Record:
+    return _parse_record(txt)
+
+
+def _parse_record(txt: str) -> Record:
     tags: dict[str, str] = {}
     for part in txt.split(";")[1:]:
         name, sep, value = part.partition("=")
