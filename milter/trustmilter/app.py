@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from trustmilter.checks import all_check_names, build_checks
 from trustmilter.checks.canonicalization import install as install_fast_canonicalization
 from trustmilter.checks.dkimcrypto import install as install_fast_dkim_crypto
+from trustmilter.checks.dkimlinear import install as install_linear_dkim_headers
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
@@ -50,11 +51,12 @@ class App:
         clock: Callable[[], float] = time.time,
     ) -> App:
         """Build every service the policy asks for; raises StartupError if one cannot run."""
-        # pyspf's DNS seam and dkimpy's whitespace folding, byte conversions and
-        # key parsing are process globals: set once, here.
+        # pyspf's DNS seam and dkimpy's whitespace folding, byte conversions,
+        # key parsing and header-field parsing are process globals: set once, here.
         install_spf_hook()
         install_fast_canonicalization()
         install_fast_dkim_crypto()
+        install_linear_dkim_headers()
         authserv_id = policy.authserv_id or socket.getfqdn()
         # Our loop marker carries our authserv-id unless the policy names another.
         loops = policy.checks.loops.with_marker_id(authserv_id)
