@@ -16,6 +16,7 @@ from trustmilter.checks import all_check_names, build_checks
 from trustmilter.checks.canonicalization import install as install_fast_canonicalization
 from trustmilter.checks.dkimcrypto import install as install_fast_dkim_crypto
 from trustmilter.checks.dkimlinear import install as install_linear_dkim_headers
+from trustmilter.checks.spflinear import install as install_linear_spf_patterns
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
@@ -52,10 +53,11 @@ class App:
         clock: Callable[[], float] = time.time,
     ) -> App:
         """Build every service the policy asks for; raises StartupError if one cannot run."""
-        # pyspf's DNS seam, dkimpy's whitespace folding, byte conversions, key
-        # parsing and header-field parsing, and the email package's parameter
-        # split are process globals: set once, here.
+        # pyspf's DNS seam and domain-spec patterns, dkimpy's whitespace folding,
+        # byte conversions, key parsing and header-field parsing, and the email
+        # package's parameter split are process globals: set once, here.
         install_spf_hook()
+        install_linear_spf_patterns()
         install_fast_canonicalization()
         install_fast_dkim_crypto()
         install_linear_dkim_headers()
