@@ -135,7 +135,8 @@ def authserv_id_of(value: str) -> str | None:
     try:
         parsed: str | None = parse_header_value(value).authserv_id
         return parsed
-    except (authres.AuthResError, ValueError, IndexError):
+    # RecursionError: authres parses nested comments recursively ("((((...").
+    except (authres.AuthResError, ValueError, IndexError, RecursionError):
         match = _AUTHSERV_ID.match(value)
         return match.group(1).lower() if match else None
 
@@ -186,7 +187,7 @@ def upstream_results(
             continue
         try:
             parsed = parse_header_value(value)
-        except (authres.AuthResError, ValueError, IndexError):
+        except (authres.AuthResError, ValueError, IndexError, RecursionError):
             continue
         if parsed.authserv_id not in trusted or parsed.authserv_id in seen:
             continue
