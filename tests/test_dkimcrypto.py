@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import random
+import time
 
 import dkim
 import dkim.crypto
@@ -77,3 +79,54 @@ def test_only_ordinary_key_texts_are_remembered() -> None:
     assert dkimcrypto._remembered_evaluate_pk.cache_info().currsize == 0
     dkimcrypto.evaluate_pk("sel._domainkey.example.com", _key_text(1024))
     assert dkimcrypto._remembered_evaluate_pk.cache_info().currsize == 1
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    if len(body) < 0x80:
+        return bytes([tag, len(body)]) + body
+    size = len(body).to_bytes((len(body).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _rsa_key_record(modulus: int, exponent: int) -> bytes:
+    """A DKIM key record for any modulus and exponent (SubjectPublicKeyInfo, RFC 3279)."""
+    def integer(value: int) -> bytes:
+        return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+    rsa_oid = _der(0x06, bytes.fromhex("2a864886f70d010101"))
+    algorithm = _der(0x30, rsa_oid + b"\x05\x00")
+    key = _der(0x30, integer(modulus) + integer(exponent))
+    info = _der(0x30, algorithm + _der(0x03, b"\x00" + key))
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(info)
+
+
+def test_rsa_keys_too_large_to_verify_are_refused_at_once() -> None:
+    """pow(signature, e, n) with a sender's 64 KB key record (a 200 000-bit modulus
+    and exponent) would hold the GIL for hours; 32 768 bits each took 56 s. Such
+    keys are refused before any arithmetic. The time bound is a guard against that
+    regression, not a speed measurement."""
+    dkimcrypto.install()
+    rng = random.Random(8301)
+    huge = rng.getrandbits(190_000) | (1 << 189_999) | 1
+    largest = rng.getrandbits(8192) | (1 << 8191) | 1
+    raw = sign(message(), rsa_key(1024), "example.com")
+    started = time.monotonic()
+    for record in (_rsa_key_record(huge, huge - 2), _rsa_key_record(huge, 65537),
+                   _rsa_key_record(largest, (1 << 64) + 1)):
+        with pytest.raises(dkim.KeyFormatError, match="too large"):
+            dkimcrypto.evaluate_pk("big._domainkey.example.com", record)
+        assert not dkim.verify(raw, dnsfunc=lambda name, timeout=5, r=record: r)
+    assert time.monotonic() - started < 10
+    # The largest key accepted: an 8192-bit modulus with a 64-bit exponent.
+    _pk, bits, ktag, _ = dkimcrypto.evaluate_pk(
+        "ok._domainkey.example.com", _rsa_key_record(largest, (1 << 64) - 1))
+    assert (bits, ktag) == (8192, b"rsa")
+
+
+def test_ordinary_rsa_keys_still_verify() -> None:
+    dkimcrypto.install()
+    for bits in (1024, 2048, 4096):
+        key = rsa_key(bits)
+        txt = f"v=DKIM1; k=rsa; p={key.public}".encode()
+        raw = sign(message(), key, "example.com")
+        assert dkim.verify(raw, dnsfunc=lambda name, timeout=5, t=txt: t)

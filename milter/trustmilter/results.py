@@ -8,6 +8,7 @@ authentication ones into an Authentication-Results header.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -78,7 +79,7 @@ class CheckResult:
 class Results(Mapping[str, tuple[CheckResult, ...]]):
     """Immutable map from result name to the results that carry it."""
 
-    __slots__ = ("_by_check", "_ordered", "_signals")
+    __slots__ = ("_by_check", "_ordered", "_scored", "_signals")
 
     def __init__(self, results: Iterable[CheckResult] = ()) -> None:
         self._ordered: tuple[CheckResult, ...] = tuple(results)
@@ -87,6 +88,7 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
             by_check.setdefault(result.check, []).append(result)
         self._by_check = {name: tuple(items) for name, items in by_check.items()}
         self._signals: frozenset[str] | None = None
+        self._scored: tuple[Finding, ...] | None = None
 
     def __getitem__(self, check: str) -> tuple[CheckResult, ...]:
         return self._by_check[check]
@@ -110,11 +112,44 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         return self._ordered
 
     def plus(self, more: Iterable[CheckResult]) -> Results:
-        """A new Results with `more` appended."""
-        return Results((*self._ordered, *more))
+        """A new Results with `more` appended.
+
+        Built on this one's index and signals, not from scratch: a transaction
+        adds a few results per recipient to all the earlier ones, and rebuilding
+        them made each RCPT cost as much as all before it (1000: 0.7 s).
+        """
+        added = tuple(more)
+        if not added:
+            return self
+        combined = Results.__new__(Results)
+        combined._ordered = self._ordered + added
+        by_check = dict(self._by_check)
+        for result in added:
+            by_check[result.check] = (*by_check.get(result.check, ()), result)
+        combined._by_check = by_check
+        combined._signals = None
+        if self._signals is not None:
+            combined._signals = self._signals.union(s for r in added for s in r.signals())
+        combined._scored = None
+        if self._scored is not None:
+            combined._scored = self._scored + _scored(added)
+        return combined
 
     def signals(self) -> frozenset[str]:
         """Every signal name any result carries (computed once: Results never change)."""
         if self._signals is None:
             self._signals = frozenset(s for r in self._ordered for s in r.signals())
         return self._signals
+
+    def scored_findings(self) -> tuple[Finding, ...]:
+        """The findings that carry a (finite, non-zero) weight of their own, in order
+        (computed once: Results never change)."""
+        if self._scored is None:
+            self._scored = _scored(self._ordered)
+        return self._scored
+
+
+def _scored(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
+    return tuple(
+        f for r in results for f in r.findings if f.score and math.isfinite(f.score)
+    )

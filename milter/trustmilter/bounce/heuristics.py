@@ -17,6 +17,18 @@ from trustmilter.bounce.dsn import Recipient
 from trustmilter.bounce.status import find_basic, find_enhanced
 
 _ADDRESS = r"[^\s<>@()\"',;]+@[^\s<>@()\"',;:]+"
+# The first address in free text. A search for _ADDRESS alone retried from every
+# character of a long run of local-part characters with no "@" after it
+# (quadratic: 100 KB took 16 s); a match can only start where such a run starts,
+# and there the search finds the same leftmost match.
+_FIRST_ADDRESS = re.compile(rf"(?<![^\s<>@()\"',;]){_ADDRESS}")
+# Gmail's "The response was:", the reply taken after the blanks that follow.
+_GMAIL_REPLY_LEAD = re.compile(r"The response (?:from the remote server )?was:")
+_BLANKS = re.compile(r"\s*")
+# Postfix's "<address>" at the start of a line, and the reply after it up to an
+# empty line (or the end).
+_POSTFIX_HEAD = re.compile(rf"<({_ADDRESS})>")
+_TO_EMPTY_LINE = re.compile(r"(.*?)(?=\n\s*\n|\Z)", re.S)
 
 
 @dataclass(frozen=True)
@@ -86,14 +98,20 @@ def _exchange(body: str) -> TextReport | None:
     diagnostic_part = body.split("Diagnostic information for administrators", 1)[-1]
     diagnostic_part = diagnostic_part.split("Original message headers", 1)[0]
     # "addr\nRemote Server returned '550 5.1.1 ...'" (2013+) or "addr\n#550 5.1.1 ... ##" (2010).
-    pattern = rf"(?m)^\s*<?({_ADDRESS})>?\s*\n(?:Remote Server returned '([^\n]*)'|#([^\n]*))"
+    # Blanks before the address stay on its line: "^\s*" also crossed empty lines,
+    # and was tried from each of them (quadratic in a run of empty lines: 100 KB
+    # took over 20 s). An address can only start a line's first non-blank
+    # character either way, so the matches are the same.
+    pattern = (
+        rf"(?m)^[^\S\n]*<?({_ADDRESS})>?\s*\n(?:Remote Server returned '([^\n]*)'|#([^\n]*))"
+    )
     recipients = [
         _recipient(m.group(1), (m.group(2) or m.group(3) or "").rstrip("#' "), False)
         for m in re.finditer(pattern, diagnostic_part)
     ]
     if not recipients:  # only the user-facing list: "addr (addr)" or "addr"
         listed = body.split("Delivery has failed to these recipients or groups", 1)[1]
-        first = re.search(_ADDRESS, listed)
+        first = _FIRST_ADDRESS.search(listed)
         recipients = [_recipient(first.group(0), None, False)] if first else []
     return TextReport("exchange", server.group(1) if server else None, tuple(recipients))
 
@@ -105,10 +123,9 @@ def _gmail(body: str) -> TextReport | None:
     addresses = re.findall(
         rf"(?:wasn't delivered to|delivering your message to|"
         rf"Your message couldn't be delivered to)\s+<?({_ADDRESS})>?", body)
-    reply = re.search(r"The response (?:from the remote server )?was:\s*\n?\s*([^\n]+)", body)
+    diagnostic = _gmail_reply(body)
     if not addresses:
         return None
-    diagnostic = reply.group(1) if reply else None
     recipients = [_recipient(a.rstrip("."), diagnostic, temporary) for a in addresses]
     return TextReport("gmail", None, tuple(recipients), temporary)
 
@@ -146,11 +163,71 @@ def _postfix(body: str) -> TextReport | None:
     temporary = "This is a warning message only" in body
     # Postfix repeats each reply in the text part: "<addr>: host X said: 550 ..."
     recipients = [
-        _recipient(m.group(1), m.group(2), temporary)
-        for m in re.finditer(rf"(?m)^<({_ADDRESS})>(?: \([^)]*\))?: (.*?)(?=\n\s*\n|\Z)",
-                             body, re.S)
+        _recipient(address, reply, temporary) for address, reply in _postfix_replies(body)
     ]
     return TextReport("postfix", match.group(1), tuple(recipients), temporary)
+
+
+def _gmail_reply(body: str) -> str | None:
+    r"""Group 1 of re.search(r"The response (?:from the remote server )?was:\s*\n?\s*([^\n]+)",
+    body), in linear time.
+
+    Its three runs of blanks could share one run every possible way, and when
+    the run ended the text it tried them all (100 KB of line ends: over 20 s).
+    The reply is the rest of the line from the first character after the run;
+    a run that ends the text gives way back to its last blank that is no line end.
+    """
+    for lead in _GMAIL_REPLY_LEAD.finditer(body):
+        blanks = _BLANKS.match(body, lead.end())
+        assert blanks is not None  # \s* matches the empty string
+        start = blanks.end()
+        if start == len(body):
+            start = len(body.rstrip("\n")) - 1
+            if start < lead.end():
+                continue  # only line ends after the lead: no reply there
+        line_end = body.find("\n", start)
+        return body[start : line_end if line_end >= 0 else len(body)]
+    return None
+
+
+def _postfix_replies(body: str) -> list[tuple[str, str]]:
+    r"""(address, reply) for each match of
+    re.finditer(rf"(?m)^<({_ADDRESS})>(?: \([^)]*\))?: (.*?)(?=\n\s*\n|\Z)", body, re.S),
+    in linear time.
+
+    "[^)]*" looked for the next ")" afresh from every line starting "<address> (",
+    across lines: quadratic in such lines with no ")" after them (100 KB: over
+    20 s). Here each line start is tried in turn as finditer does, and the next
+    ")" is looked for only past the last one found.
+    """
+    found: list[tuple[str, str]] = []
+    close = -1  # the first ")" at or after where one was last looked for; len(body): none
+    line = 0
+    while True:
+        head = _POSTFIX_HEAD.match(body, line)
+        reply_at = -1
+        if head is not None:
+            after = head.end()
+            if body.startswith(" (", after):
+                if close < after + 2:
+                    close = body.find(")", after + 2)
+                    if close < 0:
+                        close = len(body)
+                if close < len(body) and body.startswith(": ", close + 1):
+                    reply_at = close + 3
+            elif body.startswith(": ", after):
+                reply_at = after + 2
+        if head is not None and reply_at >= 0:
+            reply = _TO_EMPTY_LINE.match(body, reply_at)
+            assert reply is not None  # (.*?) up to \Z always matches
+            found.append((head.group(1), reply.group(1)))
+            # A match ends before a line end (or at the end), never at a line start.
+            line = body.find("\n", reply.end())
+        else:
+            line = body.find("\n", line)
+        if line < 0:
+            return found
+        line += 1
 
 
 READERS: tuple[Callable[[str], TextReport | None], ...] = (

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import authres
 import dkim
 
+from trustmilter.authresults import parse_core_header_value
 from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.checks.dkim import DkimpyLog
 from trustmilter.checks.dmarc import aligned
@@ -92,7 +93,7 @@ def read_sealer_results(
     """A report if this ARC-Authentication-Results shows a pass for `author`, else None."""
     payload = _INSTANCE_TAG.sub("", aar_value, count=1).strip()
     try:
-        header = authres.AuthenticationResultsHeader.parse_value(payload)
+        header = parse_core_header_value(payload)
     except authres.AuthResError:
         return None
     results = [r for r in header.results if getattr(r, "method", None)]

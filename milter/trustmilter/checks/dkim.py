@@ -14,7 +14,8 @@ Outcomes, with the finding that says why:
 - temperror: the key lookup failed transiently (RFC 6376 §6.1.2 TEMPFAIL).
 - permerror (RFC 6376 §3.9 PERMFAIL): ``dkim.key_missing`` (NXDOMAIN/NODATA),
   ``dkim.key_revoked`` (empty p=), ``dkim.malformed`` (signature or key
-  syntax, missing required tags, From not signed, key unsuitable for a=);
+  syntax, missing required tags, From not signed, key unsuitable for a=, an
+  RSA key over 8192 bits or with an exponent over 64 bits: dkimcrypto.py);
   also rsa-sha1 (RFC 8301 §3.1) and an expired signature, without finding.
 - neutral: a signature this verifier cannot process at all, such as an
   unknown a= algorithm (RFC 8601 §2.7.1 "not otherwise able to be
@@ -140,7 +141,9 @@ def precheck_signature(tags: Mapping[bytes, bytes], now: float) -> Verdict | Non
         return Verdict(Outcome.PERMERROR, "rsa-sha1 is historic (RFC 8301)")
     if algorithm not in SUPPORTED_ALGORITHMS:
         return Verdict(Outcome.NEUTRAL, f"unsupported algorithm {text(algorithm)[:40]}")
-    signed = [h.strip().lower() for h in re.split(rb"\s*:\s*", tags[b"h"].strip())]
+    # Each name stripped on its own: re.split(rb"\s*:\s*") would give the same
+    # names, but retries from every byte of a run of blanks no colon follows.
+    signed = [h.strip().lower() for h in tags[b"h"].split(b":")]
     if b"from" not in signed:
         return Verdict(Outcome.PERMERROR, "From field not signed", "dkim.malformed")
     try:

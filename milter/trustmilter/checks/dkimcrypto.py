@@ -14,6 +14,7 @@ with one key.
 - ``dkim.evaluate_pk`` with a memo of it: the result depends only on the
   key's name and TXT text, and is never changed by its users. A TXT text
   that changes is a new key; one that fails to parse is not remembered.
+  It also refuses RSA keys too large to verify with safely (below).
 """
 
 from __future__ import annotations
@@ -51,12 +52,36 @@ def str2int(s: bytes | bytearray) -> int:
 # parsed each time rather than filling the memo (4096 of them: 250 MB).
 KEY_MEMO_TEXT = 2048
 
+# RFC 8301 §3.2: verifiers MUST handle RSA keys of 1024 to 4096 bits and MAY
+# handle larger ones. dkimpy verifies with pow(signature, e, n), whose cost is
+# the exponent's bits times the square of the modulus's, and both come from
+# the sender's DNS: a 64 KB key record holds a 200 000-bit modulus and
+# exponent, hours of CPU with the GIL held (32 768 bits each: 56 s). Larger
+# moduli, and exponents over 64 bits (OpenSSL, and so OpenDKIM, refuses those
+# for moduli over 3072 bits; real keys use 65537 or 3), are refused: at most
+# about 10 ms per signature.
+MAX_RSA_MODULUS_BITS = 8192
+MAX_RSA_EXPONENT_BITS = 64
+
 
 def evaluate_pk(name: Any, s: Any) -> tuple[Any, Any, Any, Any]:
-    """dkimpy's evaluate_pk, remembered per (name, key text) for ordinary keys."""
+    """dkimpy's evaluate_pk, remembered per (name, key text) for ordinary keys;
+    raises dkim.KeyFormatError for an RSA key beyond the bounds above."""
     if isinstance(s, bytes | str) and len(s) <= KEY_MEMO_TEXT:
-        return _remembered_evaluate_pk(name, s)
-    return _ORIGINAL_EVALUATE_PK(name, s)  # type: ignore[no-any-return]
+        return _bounded(_remembered_evaluate_pk(name, s))
+    return _bounded(_ORIGINAL_EVALUATE_PK(name, s))
+
+
+def _bounded(key: tuple[Any, Any, Any, Any]) -> tuple[Any, Any, Any, Any]:
+    pk, keysize, ktag, _ = key
+    if ktag == b"rsa":
+        exponent_bits = int(pk["publicExponent"]).bit_length()
+        if keysize > MAX_RSA_MODULUS_BITS or exponent_bits > MAX_RSA_EXPONENT_BITS:
+            raise dkim.KeyFormatError(
+                f"RSA key too large to verify: {keysize}-bit modulus, "
+                f"{exponent_bits}-bit exponent"
+            )
+    return key
 
 
 @functools.lru_cache(maxsize=KEY_MEMO_SIZE)

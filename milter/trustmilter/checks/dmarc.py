@@ -178,12 +178,14 @@ def author_domains(message: Message) -> list[str] | str:
     fields = message.header_values("From")
     if len(fields) != 1:
         return "no From field" if not fields else f"{len(fields)} From fields"
-    domains: list[str] = []
+    # Distinct domains in order of appearance: a dict, not `in` on a list, which
+    # was quadratic in a From of thousands of domains (100 KB: 0.24 s).
+    domains: dict[str, None] = {}
     for _name, address in email.utils.getaddresses(fields):
         domain = domain_of(address)
-        if domain and domain not in domains:
-            domains.append(domain)
-    return domains or "From field has no address with a domain"
+        if domain:
+            domains.setdefault(domain)
+    return list(domains) or "From field has no address with a domain"
 
 
 @dataclass(frozen=True, slots=True)

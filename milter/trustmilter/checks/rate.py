@@ -60,8 +60,9 @@ MAX_KEY_PART = 200
 _SAFE_PART = re.compile(r"[\x21-\x7b\x7d\x7e]*\Z")  # printable ASCII without space and '|'
 # Reply/forward prefixes mail clients add (English, German, Scandinavian,
 # Dutch), optionally counted ("Re[2]:", "AW(3):"), and [ticket] tags.
-_PREFIXES = re.compile(
-    r"\A\s*(?:(?:re|fwd?|aw|wg|sv|antw)\s*(?:\[\d+\]|\(\d+\))?\s*:|\[[^\[\]]{0,100}\])\s*",
+# Matched at a position (no \A): each prefix is passed over, not cut off.
+_REPLY_PREFIX = re.compile(
+    r"\s*(?:(?:re|fwd?|aw|wg|sv|antw)\s*(?:\[\d+\]|\(\d+\))?\s*:|\[[^\[\]]{0,100}\])\s*",
     re.IGNORECASE,
 )
 _TAG = re.compile(r"\[[^\[\]]{0,100}\]")
@@ -151,12 +152,12 @@ def _decoded(value: str) -> str:
 def normalise_subject(subject: str) -> str:
     """The Subject a whole thread shares: no Re:/Fwd:/AW:/WG:/SV:/Antw:, no [tags]."""
     text = _SPACE.sub(" ", _decoded(subject))
-    while True:
-        stripped = _PREFIXES.sub("", text, count=1)
-        if stripped == text:
-            break
-        text = stripped
-    text = _TAG.sub(" ", text)
+    # The prefixes are passed over and the rest cut once: cutting them off one
+    # at a time copied the rest for each (quadratic: a 1 MB "Re: Re: ..." 3.6 s).
+    start = 0
+    while (prefix := _REPLY_PREFIX.match(text, start)) is not None:
+        start = prefix.end()  # never empty: each prefix has a ":" or "[...]"
+    text = _TAG.sub(" ", text[start:])
     return _SPACE.sub(" ", text).strip().casefold()
 
 

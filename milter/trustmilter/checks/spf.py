@@ -29,6 +29,7 @@ from typing import ClassVar
 import spf
 
 from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.spflinear import install as install_linear_spf_patterns
 from trustmilter.domains import is_ip_literal, normalise
 from trustmilter.lookup.shims import install_spf_hook, spf_resolver
 from trustmilter.results import CheckResult, Outcome
@@ -128,6 +129,7 @@ class SpfHeloCheck:
     def __init__(self, config: Config) -> None:
         self.config = config
         install_spf_hook()
+        install_linear_spf_patterns()
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Evaluate the HELO name, or say why it was not evaluated."""
@@ -160,6 +162,7 @@ class SpfMailFromCheck:
     def __init__(self, config: Config) -> None:
         self.config = config
         install_spf_hook()
+        install_linear_spf_patterns()
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Evaluate the envelope sender (postmaster@HELO for the null sender)."""

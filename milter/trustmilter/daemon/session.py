@@ -96,6 +96,9 @@ class Transaction:
     results: Results = field(default_factory=Results)
     # Results of the RCPT-stage checks for the recipients that were accepted.
     rcpt_results: list[CheckResult] = field(default_factory=list)
+    # `results` plus `rcpt_results`, kept as recipients are accepted: built anew
+    # for each RCPT, it made a transaction quadratic in its recipients.
+    accepted: Results | None = None
     early: Verdict | None = None
     early_logged: bool = False
     spent: float = 0.0  # seconds spent waiting on checks so far (the message budget)
@@ -210,7 +213,7 @@ class SmtpSession:
         if tx.kind is not ClientKind.EXTERNAL:
             tx.rcpts.append(recipient)
             return CONTINUE
-        prior = tx.results.plus(tx.rcpt_results)
+        prior = tx.accepted if tx.accepted is not None else tx.results.plus(tx.rcpt_results)
         facts = Facts(self._connection(), Envelope(tx.mail_from, (recipient,)), None)
         results = self._run(tx, facts, RCPT_STAGES, prior)
         verdict = evaluate(tx.app.policy, results)
@@ -220,6 +223,7 @@ class SmtpSession:
             return _refusal(verdict)
         tx.rcpts.append(recipient)
         tx.rcpt_results.extend(results.all()[len(prior.all()):])
+        tx.accepted = results  # `prior` and this recipient's results, in that order
         return CONTINUE
 
     def header(self, name: str, value: bytes) -> None:

@@ -108,12 +108,12 @@ def _points(policy: Policy, results: Results) -> tuple[list[float], set[str]]:
         if value:
             points.append(value)
             reasons.add(signal)
-    for result in results.all():
-        for finding in result.findings:
-            # The list's own weight counts per listing (Finding.score).
-            if finding.score and math.isfinite(finding.score):
-                points.append(finding.score)
-                reasons.add(finding.name)
+    # The list's own weight counts per listing (Finding.score). Kept by `results`
+    # as they grow: a loop over every result here made each RCPT cost as much
+    # as all the recipients before it.
+    for finding in results.scored_findings():
+        points.append(finding.score)
+        reasons.add(finding.name)
     return points, reasons
 
 
