@@ -290,3 +290,14 @@ def test_author_domains_linear_in_distinct_domains() -> None:
     domains = author_domains(Message(raw))
     assert time.monotonic() - started < 60
     assert len(domains) == 200_000
+
+
+def test_a_from_nested_too_deeply_is_a_permerror_not_a_crash(resolver) -> None:
+    """The stdlib's address parser recurses once per comment level: thousands of
+    "(" raised RecursionError, which became an internal-error temperror (and a
+    traceback in the log), so the sender was told to retry for ever."""
+    raw = b"From: " + b"(" * 5000 + b"x" + b")" * 5000 + b" <a@example.com>\r\n\r\nx"
+    assert author_domains(Message(raw)) == "From field nested too deeply to parse"
+    [result] = DmarcCheck(dmarc.Config()).run(make_ctx(resolver, message=raw))
+    assert result.outcome is Outcome.PERMERROR
+    assert result.reason == "From field nested too deeply to parse"

@@ -180,8 +180,14 @@ def author_domains(message: Message) -> list[str] | str:
         return "no From field" if not fields else f"{len(fields)} From fields"
     # Distinct domains in order of appearance: a dict, not `in` on a list, which
     # was quadratic in a From of thousands of domains (100 KB: 0.24 s).
+    try:
+        addresses = email.utils.getaddresses(fields)
+    except RecursionError:
+        # Comments nested thousands deep: RFC 5322 allows nesting, no real
+        # sender needs this much, and the stdlib's parser recurses per level.
+        return "From field nested too deeply to parse"
     domains: dict[str, None] = {}
-    for _name, address in email.utils.getaddresses(fields):
+    for _name, address in addresses:
         domain = domain_of(address)
         if domain:
             domains.setdefault(domain)
