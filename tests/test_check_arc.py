@@ -6,6 +6,7 @@ from helpers import make_ctx
 from keys import key_zone, message, rsa_key, seal, sign
 from trustmilter.checks import arc
 from trustmilter.checks.arc import ArcCheck, oldest_pass, read_sealer_results
+from trustmilter.model import Message
 from trustmilter.results import Outcome
 
 FORWARDER = "forwarder.example.net"
@@ -137,3 +138,11 @@ def test_read_sealer_results_requires_this_from_domain():
     assert read_sealer_results(FORWARDER, 1, aar, "example.com", org) is None
     assert read_sealer_results(FORWARDER, 1, aar, "example.org", org) is not None
     assert read_sealer_results(FORWARDER, 1, "i=1; garbage(((", "example.org", org) is None
+
+
+def test_a_from_nested_too_deeply_has_no_author_domain() -> None:
+    """The stdlib's address parser recurses per comment level; thousands of
+    "(" used to raise RecursionError out of the ARC check."""
+    raw = b"From: " + b"(" * 5000 + b"x" + b")" * 5000 + b" <a@example.com>\r\n\r\nx"
+    assert arc._author(Message(raw)) == ""
+    assert arc._author(Message(b"From: Alice <alice@example.com>\r\n\r\nx")) == "example.com"

@@ -8,6 +8,7 @@ maintained `publicsuffixlist` package; nothing here keeps its own copy.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import ipaddress
 import re
@@ -78,6 +79,17 @@ def parse_ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     try:
         return ipaddress.ip_address(text)
     except ValueError:
+        return None
+
+
+def addresses_in(fields: list[str]) -> list[str] | None:
+    """The addresses of address-list header fields (email.utils.getaddresses), or
+    None when the stdlib cannot read them: it recurses once per comment level,
+    and thousands of nested "(" (RFC 5322 allows nesting; no real sender needs
+    that much) exceed Python's recursion limit."""
+    try:
+        return [address for _name, address in email.utils.getaddresses(fields)]
+    except RecursionError:
         return None
 
 

@@ -27,7 +27,6 @@ results are never read.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +40,7 @@ from trustmilter.authresults import parse_core_header_value
 from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.checks.dkim import DkimpyLog
 from trustmilter.checks.dmarc import aligned
-from trustmilter.domains import domain_of, normalise
+from trustmilter.domains import addresses_in, domain_of, normalise
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.model import Message
 from trustmilter.results import CheckResult, Finding, Outcome
@@ -145,7 +144,7 @@ def _author(message: Message) -> str:
     fields = message.header_values("From")
     if len(fields) != 1:
         return ""
-    domains = {domain_of(a) for _n, a in email.utils.getaddresses(fields)} - {""}
+    domains = {domain_of(a) for a in addresses_in(fields) or ()} - {""}
     return domains.pop() if len(domains) == 1 else ""
 
 
