@@ -43,17 +43,17 @@ def _key_text(bits: int) -> bytes:
 
 def test_key_memo_gives_dkimpy_answer_and_skips_bad_keys() -> None:
     txt = _key_text(1024)
-    dkimcrypto._remembered_evaluate_pk.cache_clear()
+    dkimcrypto.parsed_key.cache_clear()
     first = dkimcrypto.evaluate_pk("sel._domainkey.example.com", txt)
     assert first == dkimcrypto._ORIGINAL_EVALUATE_PK("sel._domainkey.example.com", txt)
     assert first[1:] == (1024, b"rsa", False)
     assert dkimcrypto.evaluate_pk("sel._domainkey.example.com", txt) is first
-    assert dkimcrypto._remembered_evaluate_pk.cache_info().hits == 1
+    assert dkimcrypto.parsed_key.cache_info().hits == 1
     bad = b"v=DKIM1; k=rsa; p=AAAA"
     for _ in range(2):
         with pytest.raises(dkim.KeyFormatError):
             dkimcrypto.evaluate_pk("bad._domainkey.example.com", bad)
-    assert dkimcrypto._remembered_evaluate_pk.cache_info().currsize == 1  # failures are not kept
+    assert dkimcrypto.parsed_key.cache_info().currsize == 1  # failures are not kept
 
 
 def test_installed_dkimpy_still_verifies_and_rejects() -> None:
@@ -72,13 +72,13 @@ def test_installed_dkimpy_still_verifies_and_rejects() -> None:
 def test_only_ordinary_key_texts_are_remembered() -> None:
     """A sender can publish 64 KB of TXT per selector; remembering thousands
     of those would cost hundreds of MB, so long texts are parsed each time."""
-    dkimcrypto._remembered_evaluate_pk.cache_clear()
+    dkimcrypto.parsed_key.cache_clear()
     padded = f"v=DKIM1; k=rsa; n={'x' * 3000}; p={rsa_key(1024).public}".encode()
     for _ in range(2):
         assert dkimcrypto.evaluate_pk("big._domainkey.example.com", padded)[1] == 1024
-    assert dkimcrypto._remembered_evaluate_pk.cache_info().currsize == 0
+    assert dkimcrypto.parsed_key.cache_info().currsize == 0
     dkimcrypto.evaluate_pk("sel._domainkey.example.com", _key_text(1024))
-    assert dkimcrypto._remembered_evaluate_pk.cache_info().currsize == 1
+    assert dkimcrypto.parsed_key.cache_info().currsize == 1
 
 
 def _der(tag: int, body: bytes) -> bytes:

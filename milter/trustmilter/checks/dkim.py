@@ -31,7 +31,6 @@ there are several. Nothing here decides what a failure means for the mail.
 from __future__ import annotations
 
 import binascii
-import functools
 import logging
 import re
 import time
@@ -48,6 +47,7 @@ from trustmilter.checks.dkimcrypto import KEY_MEMO_TEXT
 from trustmilter.checks.dkimparse import Parsed, rfc822_parse
 from trustmilter.lookup import DnsStatus, Resolver
 from trustmilter.lookup.shims import DkimDns
+from trustmilter.memo import remembered_when
 from trustmilter.results import CheckResult, Finding, Outcome
 
 log = logging.getLogger(__name__)
@@ -156,25 +156,14 @@ def precheck_signature(tags: Mapping[bytes, bytes], now: float) -> Verdict | Non
     return None
 
 
+@remembered_when(lambda name, txt, status, algorithm: txt is None or len(txt) <= KEY_MEMO_TEXT)
 def classify_key(
     name: str, txt: bytes | None, status: DnsStatus | None, algorithm: bytes
 ) -> Verdict | None:
-    """Problems with the key record (RFC 6376 §6.1.2), or None if it is usable."""
-    if txt is not None and len(txt) > KEY_MEMO_TEXT:
-        return _classify_key(name, txt, status, algorithm)  # too big to remember
-    return _remembered_classify_key(name, txt, status, algorithm)
+    """Problems with the key record (RFC 6376 §6.1.2), or None if it is usable.
 
-
-@functools.lru_cache(maxsize=4096)  # the same few keys sign most mail
-def _remembered_classify_key(
-    name: str, txt: bytes | None, status: DnsStatus | None, algorithm: bytes
-) -> Verdict | None:
-    return _classify_key(name, txt, status, algorithm)
-
-
-def _classify_key(
-    name: str, txt: bytes | None, status: DnsStatus | None, algorithm: bytes
-) -> Verdict | None:
+    Remembered for key texts of ordinary size: the same few keys sign most mail.
+    """
     if txt is None:
         if status is DnsStatus.TEMPERROR:
             return Verdict(Outcome.TEMPERROR, f"key lookup failed for {name}")

@@ -19,12 +19,13 @@ with one key.
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Any
 
 import dkim
 import dkim.crypto
+
+from trustmilter.memo import remembered_when
 
 # Distinct (selector name, key text) pairs remembered: keys of busy senders.
 KEY_MEMO_SIZE = 4096
@@ -67,9 +68,7 @@ MAX_RSA_EXPONENT_BITS = 64
 def evaluate_pk(name: Any, s: Any) -> tuple[Any, Any, Any, Any]:
     """dkimpy's evaluate_pk, remembered per (name, key text) for ordinary keys;
     raises dkim.KeyFormatError for an RSA key beyond the bounds above."""
-    if isinstance(s, bytes | str) and len(s) <= KEY_MEMO_TEXT:
-        return _bounded(_remembered_evaluate_pk(name, s))
-    return _bounded(_ORIGINAL_EVALUATE_PK(name, s))
+    return _bounded(parsed_key(name, s))
 
 
 def _bounded(key: tuple[Any, Any, Any, Any]) -> tuple[Any, Any, Any, Any]:
@@ -84,9 +83,11 @@ def _bounded(key: tuple[Any, Any, Any, Any]) -> tuple[Any, Any, Any, Any]:
     return key
 
 
-@functools.lru_cache(maxsize=KEY_MEMO_SIZE)
-def _remembered_evaluate_pk(name: Any, s: Any) -> tuple[Any, Any, Any, Any]:
-    return _ORIGINAL_EVALUATE_PK(name, s)  # type: ignore[no-any-return]
+# dkimpy's own evaluate_pk, remembered for key texts of ordinary size.
+parsed_key = remembered_when(
+    lambda name, s: isinstance(s, bytes | str) and len(s) <= KEY_MEMO_TEXT,
+    maxsize=KEY_MEMO_SIZE,
+)(_ORIGINAL_EVALUATE_PK)
 
 
 def install() -> None:

@@ -36,7 +36,6 @@ top of the module; only `DmarcCheck.run` queries, through `ctx.dns`.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable
@@ -48,6 +47,7 @@ from typing import ClassVar
 from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.domains import DomainTools, addresses_in, domain_of, normalise
 from trustmilter.lookup import DnsAnswer, DnsStatus, Resolver
+from trustmilter.memo import remembered_when
 from trustmilter.model import Message
 from trustmilter.results import CheckResult, Finding, Outcome
 
@@ -112,19 +112,9 @@ def _policy(value: str) -> Policy | None:
 MEMO_RECORD_CHARS = 2048
 
 
+@remembered_when(lambda txt: len(txt) <= MEMO_RECORD_CHARS)
 def parse_record(txt: str) -> Record:
     """Parse a record that `is_dmarc_record`; bad optional tags fall back to defaults (§6.3)."""
-    if len(txt) <= MEMO_RECORD_CHARS:
-        return _remembered_record(txt)
-    return _parse_record(txt)
-
-
-@functools.lru_cache(maxsize=4096)
-def _remembered_record(txt: str) -> Record:
-    return _parse_record(txt)
-
-
-def _parse_record(txt: str) -> Record:
     tags: dict[str, str] = {}
     for part in txt.split(";")[1:]:
         name, sep, value = part.partition("=")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
 from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.memo import remembered_when
 from trustmilter.results import CheckResult, Finding, Outcome
 
 MAX_LINE_OCTETS = 998  # RFC 5322 §2.1.1, without the CRLF
@@ -218,28 +218,17 @@ def _mailbox(item: list[Token], problems: list[str]) -> Mailbox | None:
 
 
 # Address lists up to this long are remembered (several checks read each
-# message's From, and senders repeat); longer ones would make the memo big.
+# message's From, and senders repeat); longer ones are parsed each time.
 MEMO_VALUE_CHARS = 512
 
 
+@remembered_when(lambda value: len(value) <= MEMO_VALUE_CHARS, maxsize=2048)
 def parse_address_list(value: str) -> AddressList:
-    """The mailboxes of an RFC 5322 §3.4 address-list (groups included), leniently."""
-    if len(value) <= MEMO_VALUE_CHARS:
-        return _remembered_address_list(value)
-    return _address_list(value)
+    """The mailboxes of an RFC 5322 §3.4 address-list (groups included), leniently.
 
-
-@functools.lru_cache(maxsize=2048)
-def _remembered_address_list(value: str) -> AddressList:
-    return _address_list(value)
-
-
-def _address_list(value: str) -> AddressList:
-    """parse_address_list's work, linear in len(value).
-
-    Empty list elements and a group without its closing ";" are tolerated
-    (both are common and harmless); everything else that is not an address
-    is a problem.
+    Linear in len(value). Empty list elements and a group without its
+    closing ";" are tolerated (both are common and harmless); everything
+    else that is not an address is a problem.
     """
     tokens, problems = _tokens(value)
     mailboxes: list[Mailbox] = []
