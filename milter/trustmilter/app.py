@@ -13,17 +13,12 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from trustmilter.checks import all_check_names, build_checks
-from trustmilter.checks.canonicalization import install as install_fast_canonicalization
-from trustmilter.checks.dkimcrypto import install as install_fast_dkim_crypto
-from trustmilter.checks.dkimlinear import install as install_linear_dkim_headers
-from trustmilter.checks.spflinear import install as install_linear_spf_patterns
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
-from trustmilter.lookup.shims import install_spf_hook
-from trustmilter.mimeparams import install as install_linear_mime_params
 from trustmilter.pipeline import Pipeline
 from trustmilter.policy.model import Policy
+from trustmilter.seams import install_library_seams
 from trustmilter.state.base import StateStore
 
 # Enough threads for every check of a few concurrent messages to wait on DNS at once.
@@ -53,15 +48,7 @@ class App:
         clock: Callable[[], float] = time.time,
     ) -> App:
         """Build every service the policy asks for; raises StartupError if one cannot run."""
-        # pyspf's DNS seam and domain-spec patterns, dkimpy's whitespace folding,
-        # byte conversions, key parsing and header-field parsing, and the email
-        # package's parameter split are process globals: set once, here.
-        install_spf_hook()
-        install_linear_spf_patterns()
-        install_fast_canonicalization()
-        install_fast_dkim_crypto()
-        install_linear_dkim_headers()
-        install_linear_mime_params()
+        install_library_seams()  # process globals (seams.py)
         authserv_id = policy.authserv_id or socket.getfqdn()
         # Our loop marker carries our authserv-id unless the policy names another.
         loops = policy.checks.loops.with_marker_id(authserv_id)

@@ -35,7 +35,7 @@ from trustmilter.command_support import (
     utc,
 )
 from trustmilter.i18n import N_, translator
-from trustmilter.mimeparams import install as install_linear_mime_params
+from trustmilter.seams import install_library_seams
 from trustmilter.state.base import HardBounce
 
 
@@ -119,7 +119,7 @@ def _explain_bounce(args: argparse.Namespace) -> None:
         raw = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
     except OSError as error:
         raise CommandFailure(f"{args.message}: cannot read message: {error.strerror}") from error
-    install_linear_mime_params()  # a stranger's bounce: the parser must stay linear
+    install_library_seams()  # a stranger's bounce: the parsers must stay linear
     bounce = explain(raw, own)
     print(json.dumps(bounce.to_json()) if args.json else report(bounce, translator(args.lang)))
 

@@ -29,9 +29,10 @@ from trustmilter.checks.base import CheckContext
 from trustmilter.checks.spf import evaluate
 from trustmilter.i18n import N_
 from trustmilter.lookup.answer import DnsStatus
-from trustmilter.lookup.shims import DkimDns, install_spf_hook
+from trustmilter.lookup.shims import DkimDns
 from trustmilter.model import Connection, Envelope, Facts
 from trustmilter.results import Outcome, Results
+from trustmilter.seams import install_library_seams
 
 if TYPE_CHECKING:
     from trustmilter.domains import DomainTools
@@ -238,7 +239,7 @@ def with_term(record: str, term: str) -> str:
 def spf_rules(base: CheckContext, domain: str, ips: list[IPAddress],
               mx_addresses: set[str]) -> list[Diagnosis]:
     """SEED-RULES §3: SPF exists, parses, stays within 10 lookups, authorises each IP."""
-    install_spf_hook()
+    install_library_seams()
     spf = spf_record_for(ips, mx_addresses)
     publish = text(N_("Publish this TXT record at %(name)s: %(record)s"), name=domain, record=spf)
     records = [t.decode("utf-8", "replace") for t in
