@@ -51,6 +51,11 @@ def policy_text(dns_server, authserv_id: str) -> str:
     )
 
 
+def listening_pids(log: str) -> list[int]:
+    """The pid of every "listening on ... process N)" line, in order."""
+    return [int(pid) for pid in re.findall(r"listening on .* process (\d+)\)", log)]
+
+
 def authserv_id_seen(daemon: DaemonProcess) -> str:
     """Send one message; the authserv-id of the Authentication-Results it got."""
     outcome = MilterClient(parse_socket(daemon.spec), timeout=20).converse(MAIL)
@@ -126,8 +131,7 @@ def test_several_processes_share_the_socket_reload_and_stop_together(tmp_path: P
         running.wait_for_log("policy reloaded", after=running.log_text().index("policy reloaded", mark) + 1)
         for _ in range(6):  # whichever process answers, it has the new policy
             assert authserv_id_seen(running) == "mx-two.example.org"
-        pids = {int(word.rstrip(")")) for line in running.log_text().splitlines()
-                if "listening on" in line for word in line.split()[-1:]}
+        pids = set(listening_pids(running.log_text()))
         assert len(pids) == 2
     finally:
         assert running.stop() == 0
@@ -143,6 +147,21 @@ def test_several_processes_share_the_socket_reload_and_stop_together(tmp_path: P
 def metrics_policy(dns_server, port: int) -> str:
     return (policy_text(dns_server, "mx-one.example.org")
             + f"milter: {{processes: 2}}\nmetrics: {{listen: '127.0.0.1:{port}'}}\n")
+
+
+def start_with_metrics(tmp_path: Path, dns_server) -> tuple[DaemonProcess, int]:
+    """Two milter processes with metrics on a free port, once both listen."""
+    dns_server.load(ZONE)
+    port = free_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(metrics_policy(dns_server, port))
+    running = DaemonProcess.start(policy, tmp_path / "trustmilter.log")
+    try:
+        running.wait_for_log("listening on", after=running.log_text().index("listening on") + 1)
+    except BaseException:
+        running.stop()
+        raise
+    return running, port
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -205,13 +224,8 @@ def settled(port: int, sent: int) -> dict[tuple[str, frozenset[tuple[str, str]]]
 def test_several_processes_share_one_metrics_endpoint(tmp_path: Path, dns_server):
     """milter.processes: 2 with metrics.listen: /metrics sums both processes'
     counters, whichever served the messages; the directory goes at SIGTERM."""
-    dns_server.load(ZONE)
-    port = free_port()
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(metrics_policy(dns_server, port))
-    running = DaemonProcess.start(policy, tmp_path / "trustmilter.log")
+    running, port = start_with_metrics(tmp_path, dns_server)
     try:
-        running.wait_for_log("listening on", after=running.log_text().index("listening on") + 1)
         directory, server_pid = shared_dir(running)
         assert directory.stat().st_mode & 0o777 == 0o700
         # Both processes record into it from the start (the reload series exist at zero).
@@ -241,16 +255,10 @@ def test_several_processes_share_one_metrics_endpoint(tmp_path: Path, dns_server
 def test_a_worker_that_exits_is_marked_dead(tmp_path: Path, dns_server):
     """Its live gauge drops out of the sum; what it counted stays counted; its
     replacement records into the same directory."""
-    dns_server.load(ZONE)
-    port = free_port()
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(metrics_policy(dns_server, port))
-    running = DaemonProcess.start(policy, tmp_path / "trustmilter.log")
+    running, port = start_with_metrics(tmp_path, dns_server)
     try:
-        running.wait_for_log("listening on", after=running.log_text().index("listening on") + 1)
         directory, server_pid = shared_dir(running)
-        [worker] = {int(line.rstrip(")").split()[-1]) for line in running.log_text().splitlines()
-                    if "listening on" in line} - {server_pid}
+        [worker] = set(listening_pids(running.log_text())) - {server_pid}
         send(running, 8)
         before = counted_by_pid(directory)
         assert (directory / f"gauge_livesum_{worker}.db").exists()
@@ -260,8 +268,7 @@ def test_a_worker_that_exits_is_marked_dead(tmp_path: Path, dns_server):
         running.wait_for_log(f"worker process {worker} was killed by SIGKILL", after=mark)
         assert not (directory / f"gauge_livesum_{worker}.db").exists()
         running.wait_for_log("listening on", after=mark)
-        [newcomer] = {int(line.rstrip(")").split()[-1])
-                      for line in running.log_text()[mark:].splitlines() if "listening on" in line}
+        [newcomer] = listening_pids(running.log_text()[mark:])
         assert (directory / f"gauge_livesum_{newcomer}.db").exists()
         counted = counted_by_pid(directory)
         # A dead worker's counts stay in the sum; its replacement starts at zero.

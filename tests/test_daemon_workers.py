@@ -17,7 +17,7 @@ import signal
 import time
 from pathlib import Path
 
-from test_daemon_process import ZONE, authserv_id_seen, policy_text
+from test_daemon_process import ZONE, authserv_id_seen, listening_pids, policy_text
 from trustmilter.daemon.workers import RestartPolicy
 from trustmilter.policy.model import Policy
 from trustmilter.testing.daemon import DaemonProcess
@@ -80,11 +80,6 @@ def parent_of(pid: int) -> int:
 def children_of(pid: int) -> set[int]:
     return {int(entry) for entry in os.listdir("/proc")
             if entry.isdigit() and parent_of(int(entry)) == pid}
-
-
-def listening_pids(log: str) -> list[int]:
-    """The pid of every "listening on ... process N)" line, in order."""
-    return [int(pid) for pid in re.findall(r"listening on .* process (\d+)\)", log)]
 
 
 def keeper_pid(running: DaemonProcess) -> int:
