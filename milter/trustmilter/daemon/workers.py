@@ -307,8 +307,8 @@ class _KeeperProcess:
         self._handlers: dict[signal.Signals, _Handler] = {}
 
     def run(self) -> int | WorkerStart:
-        """Keep the workers until told to stop; 0, or 1 after an unexpected error.
-        In a worker forked meanwhile: its `WorkerStart`."""
+        """Keep the workers until told to stop; 0, or 1 after an unexpected error
+        or a lost unix socket. In a worker forked meanwhile: its `WorkerStart`."""
         log.info("worker keeper process %d keeps %d worker processes",
                  os.getpid(), len(self._slots))
         try:
