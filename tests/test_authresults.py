@@ -18,8 +18,8 @@ from trustmilter.authresults import (
     find_forged,
     parse_core_header_value,
     parse_header_value,
-    upstream_results,
 )
+from trustmilter.checks.upstream import upstream_results
 from trustmilter.results import CheckResult, Outcome, Results
 
 RESULTS = Results(

@@ -267,56 +267,6 @@ def test_a_failed_connect_callback_is_answered_with_on_error_not_trusted(holder,
     assert rc == Milter.TEMPFAIL and ctx._reply[:2] == ("451", "4.3.0")
 
 
-def test_the_budget_counts_our_time_not_the_clients(holder, dns_server):
-    """A client that takes longer than message_timeout to send DATA is not tempfailed for it."""
-    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
-    now = [1000.0]
-    session = SmtpSession(holder, NullMetrics(), clock=lambda: now[0])
-    session.connect("mail.example.com", "192.0.2.10")
-    session.helo("mail.example.com")
-    assert session.mail_from("<alice@example.com>", {}, None).action == "continue"
-    assert session.rcpt("<support@example.org>").action == "continue"
-    now[0] += 25.0  # the client sends DATA slowly: past the 20 s message_timeout
-    raw = sign(message(), rsa_key(1024), "example.com")
-    parsed = Message(raw)
-    for name, value in parsed.headers:
-        session.header(name, b" " + value.encode())
-    session.end_of_headers()
-    session.body(parsed.body)
-    final = session.end_of_message("4BxYz")
-    assert final.step.action == "continue"
-    results = {(r.method, r.result) for r in parse_header_value(final.insert_headers[0][1]).results}
-    assert ("dmarc", "pass") in results
-
-
-def test_an_undecided_reject_beside_a_final_tempfail_is_not_given_early(dns_server):
-    """A 5xx at RCPT only when the rule forcing it cannot be undone by a later check."""
-    from trustmilter.daemon.session import EARLY_STAGES, _final
-    from trustmilter.policy.evaluate import evaluate
-    from trustmilter.results import CheckResult, Outcome, Results
-
-    policy = parse_policy(
-        f"dns: {{nameservers: ['{dns_server.nameserver}']}}\n"
-        "rules:\n"
-        "  - {name: spf-tempfail, when: [spf.mailfrom.fail], action: tempfail}\n"
-        "  - {name: spf-reject, when: [spf.mailfrom.fail], unless: [dkim.pass], action: reject}\n",
-        "p.yaml",
-    )
-    with ThreadPoolExecutor(2) as pool:
-        app = build_app(policy, pool)
-        verdict = evaluate(policy, Results([CheckResult("spf.mailfrom", Outcome.FAIL, method="spf")]))
-        assert verdict.action.value == "reject"
-        assert not _final(app, verdict, EARLY_STAGES)  # dkim.pass may still come at DATA
-        only_tempfail = parse_policy(
-            f"dns: {{nameservers: ['{dns_server.nameserver}']}}\n"
-            "rules:\n  - {name: spf-tempfail, when: [spf.mailfrom.fail], action: tempfail}\n",
-            "p.yaml",
-        )
-        app = build_app(only_tempfail, pool)
-        verdict = evaluate(only_tempfail, Results([CheckResult("spf.mailfrom", Outcome.FAIL, method="spf")]))
-        assert _final(app, verdict, EARLY_STAGES)
-
-
 LARGE = "milter: {spool_memory_limit: 1000, large_message_slots: 1, message_timeout: 1.0}\n"
 
 

@@ -1,7 +1,8 @@
 """App: the shared services built once from a policy and passed in, never global.
 
-The milter adapter and ``trustmilter check`` both evaluate messages through
-an App, so the command line runs exactly the pipeline the daemon runs.
+The milter adapter and ``trustmilter check`` both drive the engine's
+Transaction (engine/) with an App, so the command line runs exactly the
+transaction the daemon runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from trustmilter.checks import all_check_names, build_checks
+from trustmilter.checks.upstream import UpstreamCheck
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
@@ -57,7 +59,11 @@ class App:
             policy=policy,
             dns=resolver if resolver is not None else build_resolver(policy.dns),
             domains=DomainTools(),
-            pipeline=Pipeline.build(build_checks(policy.checks), all_check_names()),
+            pipeline=Pipeline.build(
+                # Trusted gateways' A-R: a check whose setting is the policy's own.
+                (*build_checks(policy.checks), UpstreamCheck(policy.trusted_authserv_ids)),
+                all_check_names(),
+            ),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
             authserv_id=authserv_id,
             state=state,

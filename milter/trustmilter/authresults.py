@@ -1,17 +1,18 @@
-"""Authentication-Results (RFC 8601): build ours, find forgeries, trust gateways.
+"""Authentication-Results (RFC 8601): build ours, find forgeries, parse any.
 
 We write one header carrying every authentication result the checks
 produced (iprev, spf, dkim per signature, dmarc, arc). An incoming header
 that claims our authserv-id was not written by us and must go (RFC 8601
-§5). Headers from an upstream gateway are believed only when its
-authserv-id is in the policy's `trusted_authserv_ids`.
+§5). Headers from an upstream gateway are read by checks/upstream.py,
+which believes them only when its authserv-id is in the policy's
+`trusted_authserv_ids`.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,45 +167,3 @@ def find_forged(headers: Sequence[tuple[str, str]], our_id: str) -> list[ForgedH
         for header in find_named(headers, HEADER_NAME)
         if (authserv_id_of(header.value) or "") == our_id.lower()
     ]
-
-
-def upstream_results(
-    headers: Iterable[tuple[str, str]], trusted_ids: Iterable[str]
-) -> list[CheckResult]:
-    """Results recorded by trusted upstream gateways, as ``upstream.<method>`` results.
-
-    Only the topmost A-R of each trusted authserv-id counts: older ones
-    may be a sender's own (RFC 8601 §7.1). Headers that do not parse are
-    ignored rather than trusted.
-    """
-    trusted = {t.lower() for t in trusted_ids}
-    if not trusted:
-        return []
-    seen: set[str] = set()
-    found: list[CheckResult] = []
-    for name, value in headers:
-        if name.lower() != HEADER_NAME.lower():
-            continue
-        try:
-            parsed = parse_header_value(value)
-        except (authres.AuthResError, ValueError, IndexError, RecursionError):
-            continue
-        if parsed.authserv_id not in trusted or parsed.authserv_id in seen:
-            continue
-        seen.add(parsed.authserv_id)
-        for clause in parsed.results:
-            try:
-                outcome = Outcome(clause.result)
-            except ValueError:
-                continue
-            found.append(
-                CheckResult(
-                    check=f"upstream.{clause.method}",
-                    outcome=outcome,
-                    reason=f"recorded by {parsed.authserv_id}",
-                    props=tuple(
-                        (f"{p.type}.{p.name}", str(p.value)) for p in clause.properties
-                    ),
-                )
-            )
-    return found

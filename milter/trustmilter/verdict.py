@@ -62,8 +62,3 @@ class Verdict:
     hits: tuple[RuleHit, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()  # verdict headers the policy asks to add
     quarantine_reason: str = ""
-
-    @property
-    def final(self) -> bool:
-        """True when no later stage can change the outcome (reject or tempfail)."""
-        return self.action in (Action.REJECT, Action.TEMPFAIL)

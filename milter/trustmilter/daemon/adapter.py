@@ -1,7 +1,9 @@
 """The pymilter adapter: the only module that imports `Milter`.
 
-It turns libmilter callbacks into `SmtpSession` calls and the session's
-answers into milter replies and header edits. It decides nothing itself.
+It turns libmilter callbacks into `SmtpSession` calls and the engine's
+answers into milter replies and header edits. It decides nothing itself;
+the engine's one vocabulary (`Disposition`) becomes Milter codes here and
+nowhere else.
 
 Protocol economy: connect, HELO, header, end-of-headers and body are
 `@noreply` (the MTA does not wait for us), DATA and unknown commands are
@@ -24,7 +26,9 @@ from typing import Any, TypeVar
 import Milter
 
 from trustmilter.daemon.metrics import Metrics
-from trustmilter.daemon.session import Final, SmtpSession, Step
+from trustmilter.daemon.session import Answer, ErrorAnswer, SmtpSession
+from trustmilter.engine import Disposition, MessageOutcome
+from trustmilter.verdict import Reply
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +54,12 @@ def _guarded(stage: str, replies: bool = True) -> Callable[[F], F]:
                     self.session.record_failure(stage)
                     return Milter.CONTINUE
                 try:
-                    step = self.session.error_step(self.getsymval("{auth_authen}"))
+                    answer = self.session.error_answer(self.getsymval("{auth_authen}"))
                 except Exception:  # even the fallback failed: the safe answer
                     log.exception("on_error lookup failed")
                     self.setreply("451", "4.3.0", "Temporary local problem")
                     return Milter.TEMPFAIL
-                return self.answer(step)
+                return self.answer(answer)
 
         return wrapper  # type: ignore[return-value]
 
@@ -119,9 +123,10 @@ class TrustMilter(Milter.Base):  # type: ignore[misc]
 
     @_guarded("eom")
     def eom(self) -> int:
-        final = self.session.end_of_message(self.getsymval("i") or "")
-        self.apply(final)
-        return self.answer(final.step)
+        outcome = self.session.end_of_message(self.getsymval("i") or "")
+        if isinstance(outcome, ErrorAnswer):
+            return self.answer(outcome)
+        return self.finish(outcome)
 
     def abort(self) -> int:
         self.session.abort()
@@ -141,27 +146,42 @@ class TrustMilter(Milter.Base):  # type: ignore[misc]
 
     # --- replies ------------------------------------------------------------
 
-    def apply(self, final: Final) -> None:
-        """Header edits, in an order that keeps indexes valid; then quarantine."""
+    def finish(self, outcome: MessageOutcome) -> int:
+        """End of message: header edits in an order that keeps indexes valid, then
+        quarantine, then the reply. Delivered mail answers CONTINUE (at end of
+        message the same as ACCEPT)."""
         # chgheader counts occurrences of the name: delete from the last one.
-        for forged in sorted(final.remove_headers, key=lambda f: f.index, reverse=True):
+        for forged in sorted(outcome.remove_headers, key=lambda f: f.index, reverse=True):
             self.chgheader(forged.name, forged.index, "")
         # insheader at 0, 1, ...: ours end up first, in order (RFC 8601 §5: at the top).
         # With P_HDR_LEADSPC negotiated the MTA writes values byte for byte,
         # so the space after the colon is ours to send.
-        for position, (name, value) in enumerate(final.insert_headers):
+        for position, (name, value) in enumerate(outcome.add_headers):
             self.addheader(name, " " + value, position)
-        if final.quarantine_reason:
-            self.quarantine(final.quarantine_reason)
+        if outcome.quarantine_reason:
+            self.quarantine(outcome.quarantine_reason)
+        if outcome.disposition in (Disposition.ACCEPT, Disposition.QUARANTINE):
+            return Milter.CONTINUE
+        return self.reply(outcome.disposition, outcome.reply)
 
-    def answer(self, step: Step) -> int:
-        if step.reply is not None and step.action in ("reject", "tempfail"):
-            reply = step.reply
+    def answer(self, answer: Answer) -> int:
+        """The Milter code for an answer at MAIL, RCPT or on error (None: go on)."""
+        if answer is None:
+            return Milter.CONTINUE
+        return self.reply(answer.disposition, answer.reply)
+
+    def reply(self, disposition: Disposition, reply: Reply | None) -> int:
+        """Set the SMTP reply of a refusal; the Milter code of `disposition`."""
+        if reply is not None and disposition in _REPLIED:
             self.setreply(str(reply.code), reply.dsn, reply.text)
-        return {
-            "continue": Milter.CONTINUE,
-            "accept": Milter.ACCEPT,
-            "reject": Milter.REJECT,
-            "tempfail": Milter.TEMPFAIL,
-            "discard": Milter.DISCARD,
-        }[step.action]
+        return _MILTER_CODES[disposition]
+
+
+_REPLIED = (Disposition.REJECT, Disposition.TEMPFAIL)
+_MILTER_CODES = {
+    Disposition.ACCEPT: Milter.ACCEPT,
+    Disposition.QUARANTINE: Milter.CONTINUE,  # the hold is an action at end of message
+    Disposition.DISCARD: Milter.DISCARD,
+    Disposition.TEMPFAIL: Milter.TEMPFAIL,
+    Disposition.REJECT: Milter.REJECT,
+}

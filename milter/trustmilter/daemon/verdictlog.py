@@ -15,15 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-NO_QUEUE_ID = "NOQUEUE"
+# The keys and their order are the engine's (engine/record.py: VerdictRecord.pairs).
+from trustmilter.engine.record import LEADING_KEYS, TRAILING_KEYS
 
-# Every line carries these keys, in this order; check results follow
-# (``iprev=pass spf.mailfrom=fail dkim=pass,fail ...``), then any check's summary
-# (``bounce_summary="own; 5.1.1 <a@example.net> user unknown"``), before `findings`.
-# A result named like one of these keys is written with "_check" after it
-# (``helo=mail.example.com ... helo_check=pass``).
-LEADING_KEYS = ("action", "reply", "client", "client_name", "helo", "from", "rcpt")
-TRAILING_KEYS = ("findings", "score", "rules", "stage", "ms")
+__all__ = ["LEADING_KEYS", "NO_QUEUE_ID", "TRAILING_KEYS", "format_verdict_line",
+           "parse_verdict_line"]
+
+NO_QUEUE_ID = "NOQUEUE"
 
 _NEEDS_QUOTES = re.compile(r'[\s"\\=]')
 # Anything _quote changes; most values have none of it.

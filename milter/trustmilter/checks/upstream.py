@@ -1,0 +1,87 @@
+"""Results recorded by trusted upstream gateways (RFC 8601 §5, §7.1).
+
+A gateway in front of us (a filtering service, the organisation's own
+edge MTA) may have authenticated the message before it reached us and
+written an Authentication-Results field with its authserv-id. We believe
+such a field only when that authserv-id is in the policy's
+`trusted_authserv_ids`, and only the topmost field of each trusted id
+(older ones may be a sender's own). Each clause becomes a result named
+``upstream.<method>`` (``upstream.dmarc`` pass, ...), so rules can
+exempt mail a trusted gateway authenticated (``unless: [upstream.dmarc.pass]``).
+
+No DNS, no state: it reads header fields. Fields that do not parse are
+ignored rather than trusted. With no trusted ids it reports nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+import authres
+
+from trustmilter.authresults import HEADER_NAME, parse_header_value
+from trustmilter.checks.base import CheckContext, Stage
+from trustmilter.results import CheckResult, Outcome
+
+PREFIX = "upstream"
+
+
+class UpstreamCheck:
+    """The trusted gateways' results, at end of message."""
+
+    name: ClassVar[str] = PREFIX
+    stage: ClassVar[Stage] = Stage.DATA
+    requires: ClassVar[tuple[str, ...]] = ()
+    # It waits on nothing at all, so it may run in the calling thread (pipeline.py).
+    dns_only: ClassVar[bool] = True
+
+    def __init__(self, trusted_ids: Iterable[str]) -> None:
+        self._trusted = frozenset(t.lower() for t in trusted_ids)
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        if ctx.message is None or not self._trusted:
+            return []
+        return upstream_results(ctx.message.headers, self._trusted)
+
+
+def upstream_results(
+    headers: Iterable[tuple[str, str]], trusted_ids: Iterable[str]
+) -> list[CheckResult]:
+    """Results recorded by trusted upstream gateways, as ``upstream.<method>`` results.
+
+    Only the topmost A-R of each trusted authserv-id counts: older ones
+    may be a sender's own (RFC 8601 §7.1). Headers that do not parse are
+    ignored rather than trusted.
+    """
+    trusted = {t.lower() for t in trusted_ids}
+    if not trusted:
+        return []
+    seen: set[str] = set()
+    found: list[CheckResult] = []
+    for name, value in headers:
+        if name.lower() != HEADER_NAME.lower():
+            continue
+        try:
+            parsed = parse_header_value(value)
+        except (authres.AuthResError, ValueError, IndexError, RecursionError):
+            continue
+        if parsed.authserv_id not in trusted or parsed.authserv_id in seen:
+            continue
+        seen.add(parsed.authserv_id)
+        for clause in parsed.results:
+            try:
+                outcome = Outcome(clause.result)
+            except ValueError:
+                continue
+            found.append(
+                CheckResult(
+                    check=f"{PREFIX}.{clause.method}",
+                    outcome=outcome,
+                    reason=f"recorded by {parsed.authserv_id}",
+                    props=tuple(
+                        (f"{p.type}.{p.name}", str(p.value)) for p in clause.properties
+                    ),
+                )
+            )
+    return found

@@ -1,0 +1,58 @@
+"""Who is sending: the SMTP client's facts, and the trust zone they put it in.
+
+The zone decides how much of the engine runs: our own hosts (the
+policy's trusted networks, and local submission without an address) and,
+where the policy says so, SASL-authenticated users are not judged; every
+other client is. The zone also picks the answer given when trustmilter
+itself fails (`milter.on_error`, one per zone, as authentication_milter's
+tempfail_on_error_* knobs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from trustmilter.model import Connection, IPAddress
+
+if TYPE_CHECKING:
+    from trustmilter.daemon.config import MilterConfig, OnErrorConfig
+
+
+class ClientKind(StrEnum):
+    EXTERNAL = "external"
+    AUTHENTICATED = "authenticated"
+    TRUSTED = "trusted"
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """The SMTP client as the MTA reported it; `ip` is None for local submission."""
+
+    ip: IPAddress | None
+    # The name the MTA verified for the client (Postfix's client_name), if any.
+    hostname: str | None = None
+    helo: str | None = None
+
+    def connection(self) -> Connection:
+        """The facts the checks see; only external clients (with an address) are checked."""
+        if self.ip is None:
+            raise ValueError("a client without an address is never checked")
+        return Connection(ip=self.ip, hostname=self.hostname, helo=self.helo)
+
+
+def classify(config: MilterConfig, client: Client, authenticated_as: str | None) -> ClientKind:
+    """Trusted networks and local submission, then SASL users, then everyone else."""
+    ip = client.ip
+    if ip is None or any(ip.version == net.version and ip in net for net in config.networks()):
+        return ClientKind.TRUSTED
+    if authenticated_as and config.skip_authenticated:
+        return ClientKind.AUTHENTICATED
+    return ClientKind.EXTERNAL
+
+
+def on_error(config: MilterConfig, kind: ClientKind) -> OnErrorConfig:
+    """The configured answer when trustmilter itself fails, for this kind of client."""
+    answer: OnErrorConfig = getattr(config.on_error, kind.value)
+    return answer

@@ -1,0 +1,57 @@
+"""Runs the checks of some SMTP stages for a transaction, with the App's services.
+
+A thin owner of what every run needs (resolver, domain tools, executor,
+state store, clocks): the pipeline (pipeline.py) schedules the checks; the
+transaction says which stages, on which facts, after which results, within
+how much time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from trustmilter.app import App
+from trustmilter.checks.base import Stage
+from trustmilter.model import Facts
+from trustmilter.pipeline import result_name
+from trustmilter.results import Results
+from trustmilter.signals import signal_prefixes
+
+
+class CheckRunner:
+    """The checks of one App; cheap to make, one per transaction."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def run(
+        self, facts: Facts, stages: tuple[Stage, ...], prior: Results, timeout: float | None
+    ) -> Results:
+        """`prior` plus the results of the checks of `stages`, within `timeout` seconds."""
+        app = self._app
+        return app.pipeline.run(
+            facts, app.dns, app.domains, app.executor, stages=stages, prior=prior,
+            timeout=timeout, state=app.state, clock=app.clock, state_wait=self.state_wait(),
+        )
+
+    def state_wait(self) -> float:
+        """The longest one state-store operation can take.
+
+        Each backend bounds a wait by `state.timeout`, and an operation waits
+        at most twice: for its turn (SQLite's writer lock in this process,
+        Redis's connection) and for the backend itself.
+        """
+        app = self._app
+        return 2 * app.policy.state.timeout if app.state is not None else 0.0
+
+    def later_prefixes(self, done: Iterable[Stage]) -> frozenset[str]:
+        """The prefixes of every signal the checks of the stages not `done` may emit."""
+        finished = set(done)
+        return frozenset(
+            prefix
+            for check in self._app.pipeline.checks
+            if check.stage not in finished
+            for prefix in signal_prefixes(result_name(check))
+        )

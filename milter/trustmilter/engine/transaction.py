@@ -1,0 +1,253 @@
+"""One message, MAIL FROM to end of message: the engine every front end drives.
+
+    tx = Transaction(app, client, sender, authenticated_as, declared_size)
+    tx.opening()          -> Refusal | None      at MAIL FROM
+    tx.recipient(rcpt)    -> Refusal | None      at each RCPT TO
+    tx.finish(message)    -> MessageOutcome      at end of message
+    tx.refuse(why)        -> MessageOutcome      end of message refused without a rule
+
+The pymilter adapter (daemon/session.py), `trustmilter check`, the
+benchmark and the tests call exactly this; nothing here knows pymilter,
+and no thread is started here (the checks run on the App's executor).
+
+Decisions, as Postfix's smtpd_delay_reject makes them: the connect, HELO
+and MAIL stages are checked at MAIL FROM (only then is it known whether
+the client authenticated). A verdict that no later result can change (a
+reject or tempfail forced by a rule whose exemptions cannot appear any
+more: policy/finality.py) is given at the first RCPT TO, so the log names
+a recipient, and every recipient is refused. RCPT-stage checks (rate
+tiers, recipient domains) run for each recipient alone: a recipient they
+refuse leaves no trace in the message's results. Everything else is
+decided at end of message.
+
+Our own clients (trusted networks, local submission, and SASL users when
+`milter.skip_authenticated`) are not judged: no checks, no refusals, but
+forged headers are still removed and an authenticated user's identity is
+recorded (RFC 8601 §2.7.4).
+
+Every decision is reported once to the `observer` as a VerdictRecord (the
+daemon writes the verdict line and counts metrics from it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from trustmilter.checks.base import Stage
+from trustmilter.engine.budget import Budget
+from trustmilter.engine.client import Client, ClientKind, classify, on_error
+from trustmilter.engine.edits import header_edits
+from trustmilter.engine.ledger import Ledger
+from trustmilter.engine.outcome import Disposition, MessageOutcome, Refusal
+from trustmilter.engine.record import VerdictRecord
+from trustmilter.engine.runner import CheckRunner
+from trustmilter.model import Envelope, Facts, Message
+from trustmilter.policy.evaluate import evaluate
+from trustmilter.policy.finality import is_final
+from trustmilter.results import CheckResult, Outcome, Results
+from trustmilter.verdict import Action, Reply, Verdict
+
+if TYPE_CHECKING:
+    from trustmilter.app import App
+    from trustmilter.daemon.config import OnErrorConfig
+
+EARLY_STAGES = (Stage.CONNECT, Stage.HELO, Stage.MAIL)
+RCPT_STAGES = (Stage.RCPT,)
+LATE_STAGES = (Stage.DATA,)
+# RFC 3463 5.3.4: message too big for system.
+TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
+# RFC 3463 4.3.2: system not accepting network messages (for now).
+BUSY = Reply(451, "4.3.2", "Too many large messages at once, please try again later")
+
+Observer = Callable[[VerdictRecord], None]
+
+
+def envelope_address(text: str) -> str:
+    """An envelope address as the MTA gave it, without its angle brackets."""
+    return text.strip().strip("<>")
+
+
+class Transaction:
+    """One message; used from one thread at a time."""
+
+    def __init__(
+        self,
+        app: App,
+        client: Client,
+        sender: str,
+        authenticated_as: str | None = None,
+        declared_size: int | None = None,
+        *,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.mail_from = envelope_address(sender)
+        self.authenticated_as = authenticated_as
+        self.declared_size = declared_size
+        self.kind = classify(app.policy.milter, client, authenticated_as)
+        self.rcpts: list[str] = []
+        self.budget = Budget(app.policy.milter.message_timeout, clock)
+        self._observer = observer
+        self._clock = clock
+        self._started = clock()
+        self._runner = CheckRunner(app)
+        self._ledger = Ledger()
+        self._early: Verdict | None = None
+        self._early_reported = False
+
+    @property
+    def checked(self) -> bool:
+        """Whether this message is judged (external clients) or passed (our own)."""
+        return self.kind is ClientKind.EXTERNAL
+
+    def on_error(self) -> OnErrorConfig:
+        """The configured answer when trustmilter itself fails on this message."""
+        return on_error(self.app.policy.milter, self.kind)
+
+    # --- the SMTP steps ---------------------------------------------------
+
+    def opening(self) -> Refusal | None:
+        """MAIL FROM: refuse what cannot fit; check the connection, HELO and sender."""
+        limit = self.app.policy.milter.max_message_size
+        if limit and self.declared_size is not None and self.declared_size > limit:
+            # RFC 1870 §6: refuse at MAIL FROM what cannot fit.
+            return self._refusal("too_big", "mail")[0]
+        if not self.checked:
+            return None
+        results = self._run(self._facts(None), EARLY_STAGES, Results())
+        self._ledger.opened(results)
+        # Only the verdict matters before end of message: no header to build yet.
+        verdict = evaluate(self.app.policy, results)
+        if self._is_final(verdict, EARLY_STAGES):
+            self._early = verdict
+        return None
+
+    def recipient(self, address: str) -> Refusal | None:
+        """RCPT TO: refuse when the answer is already certain, else check this recipient."""
+        recipient = envelope_address(address)
+        if self._early is not None:
+            self.rcpts.append(recipient)
+            if not self._early_reported:
+                self._early_reported = True
+                self._report("", self._early, self._ledger.opening, "rcpt")
+            return Refusal.of(self._early.action, self._early.reply)
+        if not self.checked:
+            self.rcpts.append(recipient)
+            return None
+        prior = self._ledger.accepted
+        facts = Facts(self.client.connection(), Envelope(self.mail_from, (recipient,)), None)
+        results = self._run(facts, RCPT_STAGES, prior)
+        verdict = evaluate(self.app.policy, results)
+        if self._is_final(verdict, (*EARLY_STAGES, *RCPT_STAGES)):
+            self._report("", verdict, results, "rcpt", rcpts=(recipient,))
+            return Refusal.of(verdict.action, verdict.reply)
+        self.rcpts.append(recipient)
+        self._ledger.accept(results)
+        return None
+
+    def finish(self, message: Message, queue_id: str = "") -> MessageOutcome:
+        """End of message: judge the whole message (or pass our own) and say what to do.
+
+        For our own clients `message` may be the header alone: only
+        forgeries are looked for.
+        """
+        if not self.checked:
+            return self._pass(message, queue_id)
+        facts = self._facts(message)
+        results = self._run(facts, LATE_STAGES, self._ledger.accepted)
+        verdict = evaluate(self.app.policy, results)
+        record = self._report(queue_id, verdict, results, "eom")
+        disposition = Disposition.of(verdict.action)
+        if disposition not in (Disposition.ACCEPT, Disposition.QUARANTINE):
+            return MessageOutcome(disposition, verdict.reply, record)
+        edits = header_edits(self.app, message, results, verdict.headers)
+        return MessageOutcome(
+            disposition,
+            None,
+            record,
+            add_headers=edits.add,
+            remove_headers=edits.remove,
+            quarantine_reason=(
+                verdict.quarantine_reason if disposition is Disposition.QUARANTINE else None
+            ),
+        )
+
+    def refuse(self, why: Literal["too_big", "busy"], queue_id: str = "") -> MessageOutcome:
+        """End of message refused by no policy rule: the message grew too big, or no
+        large-message slot came free within its budget."""
+        refusal, record = self._refusal(why, "eom", queue_id)
+        return MessageOutcome(refusal.disposition, refusal.reply, record)
+
+    # --- helpers ----------------------------------------------------------
+
+    def _pass(self, message: Message, queue_id: str) -> MessageOutcome:
+        """Our own users and hosts: no trust checks, but forgeries still go (RFC 8601 §5)."""
+        results = Results(self._identity())
+        verdict = Verdict(Action.ACCEPT, None, 0.0, (f"client.{self.kind.value}",))
+        record = self._report(queue_id, verdict, results, "eom")
+        edits = header_edits(
+            self.app, message, results,
+            authentication_results=self.kind is ClientKind.AUTHENTICATED,
+        )
+        return MessageOutcome(
+            Disposition.ACCEPT, None, record, add_headers=edits.add, remove_headers=edits.remove
+        )
+
+    def _identity(self) -> list[CheckResult]:
+        """RFC 8601 §2.7.4: record the SMTP AUTH identity of our own users."""
+        if self.kind is ClientKind.AUTHENTICATED:
+            return [CheckResult("auth", Outcome.PASS, method="auth",
+                                props=(("smtp.auth", self.authenticated_as or ""),))]
+        return []
+
+    def _refusal(self, why: Literal["too_big", "busy"], stage: str, queue_id: str = ""
+                 ) -> tuple[Refusal, VerdictRecord]:
+        """Report a refusal the policy did not decide."""
+        action, reply = (Action.REJECT, TOO_BIG) if why == "too_big" else (Action.TEMPFAIL, BUSY)
+        verdict = Verdict(action, reply, 0.0, (f"message.{why}",))
+        record = self._report(queue_id, verdict, self._ledger.opening, stage)
+        return Refusal.of(action, reply), record
+
+    def _is_final(self, verdict: Verdict, done: tuple[Stage, ...]) -> bool:
+        if verdict.action not in (Action.REJECT, Action.TEMPFAIL):
+            return False  # most verdicts: the later checks need not be worked out
+        return is_final(self.app.policy, verdict, self._runner.later_prefixes(done))
+
+    def _run(self, facts: Facts, stages: tuple[Stage, ...], prior: Results) -> Results:
+        """Run `stages` within what is left of the message's budget."""
+        with self.budget.waiting() as left:
+            return self._runner.run(facts, stages, prior, left)
+
+    def _facts(self, message: Message | None) -> Facts:
+        return Facts(
+            connection=self.client.connection(),
+            envelope=Envelope(mail_from=self.mail_from, rcpt_to=tuple(self.rcpts)),
+            message=message,
+        )
+
+    def _report(
+        self,
+        queue_id: str,
+        verdict: Verdict,
+        results: Results,
+        stage: str,
+        rcpts: tuple[str, ...] | None = None,
+    ) -> VerdictRecord:
+        record = VerdictRecord(
+            queue_id=queue_id,
+            verdict=verdict,
+            results=results,
+            stage=stage,
+            client=self.client,
+            kind=self.kind,
+            mail_from=self.mail_from,
+            rcpts=rcpts or tuple(self.rcpts),
+            elapsed_ms=round((self._clock() - self._started) * 1000),
+        )
+        if self._observer is not None:
+            self._observer(record)
+        return record

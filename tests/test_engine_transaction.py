@@ -1,0 +1,254 @@
+"""The transaction engine without pymilter: MAIL FROM, RCPT TO, end of message.
+
+The engine's logic (client kinds, early and per-recipient refusals, the
+budget, header edits, the record of each decision) driven directly, with
+the real DNS test server behind the project's resolver. The adapter's
+own work (Milter codes, header edit calls) is in test_daemon_adapter.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from keys import key_zone, message, rsa_key, sign
+from trustmilter.authresults import parse_header_value
+from trustmilter.daemon.apps import build_app
+from trustmilter.daemon.verdictlog import format_verdict_line, parse_verdict_line
+from trustmilter.engine import Client, ClientKind, Disposition, Transaction, VerdictRecord
+from trustmilter.model import Message
+from trustmilter.policy.evaluate import evaluate
+from trustmilter.policy.finality import is_final
+from trustmilter.policy.load import parse_policy
+from trustmilter.results import CheckResult, Outcome, Results
+from trustmilter.state.memory import MemoryStore
+
+ZONE = """
+example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
+example.com.               300 IN MX  10 mail.example.com.
+example.com.               300 IN A   192.0.2.10
+mail.example.com.          300 IN A   192.0.2.10
+10.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.
+_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject"
+example.org.               300 IN MX  10 mx.example.org.
+example.org.               300 IN A   192.0.2.20
+$NXDOMAIN nowhere.example.net.
+$NXDOMAIN gone.example.net.
+"""
+GOOD = Client(ipaddress.ip_address("192.0.2.10"), "mail.example.com", "mail.example.com")
+SPOOFER = Client(ipaddress.ip_address("203.0.113.5"), None, "spoofer.example.net")
+
+
+@pytest.fixture
+def pool():
+    with ThreadPoolExecutor(8) as executor:
+        yield executor
+
+
+def make_app(dns_server, pool, extra: str = ""):
+    policy = parse_policy(
+        "authserv_id: mx.example.org\n"
+        f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n"
+        + extra,
+        "test-policy.yaml",
+    )
+    return build_app(policy, pool, state=MemoryStore())
+
+
+def transact(app, client, sender, rcpts, raw=None, auth=None):
+    """One whole transaction; (answers at MAIL and each RCPT, outcome or None, records)."""
+    records: list[VerdictRecord] = []
+    tx = Transaction(app, client, sender, auth, observer=records.append)
+    answers = [tx.opening()]
+    answers += [tx.recipient(r) for r in rcpts]
+    outcome = None
+    if answers[0] is None and any(a is None for a in answers[1:]):
+        outcome = tx.finish(Message(raw if raw is not None else message()), "QID1")
+    return answers, outcome, records
+
+
+def test_a_good_signed_message_is_accepted_with_authentication_results_on_top(dns_server, pool):
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    app = make_app(dns_server, pool)
+    raw = sign(message(), rsa_key(1024), "example.com")
+    answers, outcome, records = transact(app, GOOD, "<alice@example.com>",
+                                         ["<support@example.org>"], raw)
+    assert answers == [None, None]
+    assert outcome is not None and outcome.disposition is Disposition.ACCEPT
+    name, value = outcome.add_headers[0]
+    assert name == "Authentication-Results"
+    methods = {(r.method, r.result) for r in parse_header_value(value).results}
+    assert {("iprev", "pass"), ("spf", "pass"), ("dkim", "pass"), ("dmarc", "pass")} <= methods
+    [record] = records
+    assert record.stage == "eom" and record.queue_id == "QID1"
+    assert record.rcpts == ("support@example.org",) and record.mail_from == "alice@example.com"
+
+
+def test_a_nonexistent_sender_is_refused_at_the_first_rcpt_and_reported_once(dns_server, pool):
+    """smtpd_delay_reject: decided at MAIL, answered at RCPT (the log names a recipient)."""
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool)
+    answers, outcome, records = transact(app, GOOD, "x@nowhere.example.net",
+                                         ["a@example.org", "b@example.org"])
+    assert answers[0] is None
+    assert [a.disposition for a in answers[1:]] == [Disposition.REJECT, Disposition.REJECT]
+    assert answers[1].reply is not None and answers[1].reply.dsn == "5.1.8"
+    assert outcome is None
+    [record] = records
+    assert record.stage == "rcpt" and record.rcpts == ("a@example.org",)
+
+
+def test_each_recipient_is_judged_alone_at_rcpt(dns_server, pool):
+    """A recipient refused at RCPT leaves no trace in the message's results."""
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    app = make_app(dns_server, pool, (
+        "checks: {names: {check_recipients: true}}\n"
+        "rules:\n  - {name: rcpt-gone, when: [names.rcpt_nonexistent], action: reject,"
+        " reply: {code: 550, dsn: 5.1.2, text: No such domain}}\n"
+    ))
+    raw = sign(message(), rsa_key(1024), "example.com")
+    answers, outcome, records = transact(
+        app, GOOD, "alice@example.com", ["a@example.org", "b@gone.example.net", "c@example.org"],
+        raw)
+    assert answers[0] is None and answers[1] is None and answers[3] is None
+    assert answers[2] is not None and answers[2].reply.dsn == "5.1.2"
+    assert outcome is not None and outcome.disposition is Disposition.ACCEPT
+    refused, final = records
+    assert refused.stage == "rcpt" and refused.rcpts == ("b@gone.example.net",)
+    assert final.rcpts == ("a@example.org", "c@example.org")
+    assert "names.rcpt_nonexistent" not in final.results.signals()
+
+
+@pytest.mark.parametrize(("ip", "auth", "kind"), [
+    ("127.0.0.1", None, ClientKind.TRUSTED),
+    ("203.0.113.5", "alice", ClientKind.AUTHENTICATED),
+])
+def test_our_own_clients_are_not_judged_but_forgeries_still_go(dns_server, pool, ip, auth, kind):
+    dns_server.load("")  # any query finds nothing: none must be needed
+    app = make_app(dns_server, pool)
+    raw = message(extra_headers=("Authentication-Results: mx.example.org; dkim=pass",))
+    client = Client(ipaddress.ip_address(ip), None, "localhost")
+    tx = Transaction(app, client, "nobody@nowhere.example.net", auth)
+    assert tx.kind is kind and not tx.checked
+    assert tx.opening() is None and tx.recipient("x@example.org") is None
+    outcome = tx.finish(Message(raw))
+    assert outcome.disposition is Disposition.ACCEPT
+    assert [h.index for h in outcome.remove_headers] == [1]
+    assert dns_server.queries == []
+    if kind is ClientKind.AUTHENTICATED:  # RFC 8601 §2.7.4: the SASL identity is recorded
+        [(name, value)] = outcome.add_headers
+        assert name == "Authentication-Results"
+        assert [(r.method, r.result) for r in parse_header_value(value).results] == [
+            ("auth", "pass")]
+    else:
+        assert outcome.add_headers == ()
+
+
+def test_a_declared_size_over_the_limit_is_refused_at_mail(dns_server, pool):
+    """RFC 1870 §6: refuse at MAIL FROM what cannot fit."""
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool, "milter: {max_message_size: 2000}\n")
+    records: list[VerdictRecord] = []
+    tx = Transaction(app, GOOD, "alice@example.com", None, 9000, observer=records.append)
+    refusal = tx.opening()
+    assert refusal is not None and refusal.disposition is Disposition.REJECT
+    assert str(refusal.reply) == "552 5.3.4 Message size exceeds the fixed limit"
+    assert records[0].stage == "mail" and records[0].verdict.reasons == ("message.too_big",)
+    assert dns_server.queries == []  # refused before any check
+
+
+def test_refusals_no_rule_made_at_end_of_message(dns_server, pool):
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool)
+    tx = Transaction(app, GOOD, "alice@example.com")
+    assert tx.opening() is None and tx.recipient("a@example.org") is None
+    busy = tx.refuse("busy", "QID")
+    assert busy.disposition is Disposition.TEMPFAIL and busy.reply.dsn == "4.3.2"
+    assert busy.record.stage == "eom" and busy.add_headers == ()
+
+
+def test_the_null_sender_is_judged_as_a_bounce(dns_server, pool):
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool)
+    answers, outcome, records = transact(app, GOOD, "<>", ["a@example.org"])
+    assert answers == [None, None] and outcome is not None
+    assert records[-1].mail_from == ""
+    assert records[-1].results.first("spf.mailfrom") is not None
+
+
+def test_the_record_is_the_verdict_line(dns_server, pool):
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    app = make_app(dns_server, pool)
+    raw = sign(message(), rsa_key(1024), "example.com")
+    _, _, [record] = transact(app, GOOD, "alice@example.com", ["support@example.org"], raw)
+    queue_id, fields = parse_verdict_line(format_verdict_line(record.queue_id, record.pairs()))
+    assert queue_id == "QID1"
+    assert list(fields)[:8] == ["action", "reply", "client", "client_name", "helo", "from",
+                                "rcpt", "client_kind"]
+    assert list(fields)[-5:] == ["findings", "score", "rules", "stage", "ms"]
+    assert fields["dmarc"] == "pass" and fields["helo_check"] == "pass"
+    assert fields["client_kind"] == "external" and fields["stage"] == "eom"
+
+
+def test_the_budget_counts_our_time_not_the_clients(dns_server, pool):
+    """A client that takes longer than message_timeout to send DATA is not tempfailed for it."""
+    dns_server.load(ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    app = make_app(dns_server, pool)
+    now = [1000.0]
+    tx = Transaction(app, GOOD, "alice@example.com", clock=lambda: now[0])
+    assert tx.opening() is None and tx.recipient("support@example.org") is None
+    now[0] += 25.0  # the client sends DATA slowly: past the 20 s message_timeout
+    outcome = tx.finish(Message(sign(message(), rsa_key(1024), "example.com")))
+    assert outcome.disposition is Disposition.ACCEPT
+    value = outcome.add_headers[0][1]
+    assert ("dmarc", "pass") in {(r.method, r.result) for r in parse_header_value(value).results}
+    assert outcome.record.elapsed_ms == 25000
+
+
+def test_trusted_upstream_results_are_an_ordinary_check(dns_server, pool):
+    """A gateway's A-R counts only from a trusted authserv-id, as `upstream.<method>`."""
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool, "trusted_authserv_ids: [gw.example.net]\n")
+    raw = message(extra_headers=(
+        "Authentication-Results: gw.example.net; dmarc=pass header.from=example.com",
+        "Authentication-Results: other.example.net; spf=pass smtp.mailfrom=a@example.com",
+    ))
+    _, outcome, _ = transact(app, GOOD, "alice@example.com", ["a@example.org"], raw)
+    results = outcome.record.results
+    assert [r.outcome for r in results["upstream.dmarc"]] == [Outcome.PASS]
+    assert "upstream.spf" not in results
+    assert "upstream" in {c.name for c in app.pipeline.checks}
+
+
+# --- finality (policy/finality.py), a pure function --------------------------
+
+
+def policy_with(rules: str):
+    return parse_policy("rules:\n" + rules, "p.yaml")
+
+
+def test_an_undecided_reject_beside_a_final_tempfail_is_not_given_early():
+    """A 5xx before end of message only when no later check can undo the rule forcing it."""
+    policy = policy_with(
+        "  - {name: spf-tempfail, when: [spf.mailfrom.fail], action: tempfail}\n"
+        "  - {name: spf-reject, when: [spf.mailfrom.fail], unless: [dkim.pass], action: reject}\n"
+    )
+    verdict = evaluate(policy, Results([CheckResult("spf.mailfrom", Outcome.FAIL, method="spf")]))
+    assert verdict.action.value == "reject"
+    assert not is_final(policy, verdict, {"dkim.", "dmarc."})  # dkim.pass may still come
+    assert is_final(policy, verdict, {"dmarc."})  # nothing later can exempt it
+
+
+def test_a_wildcard_exemption_keeps_a_verdict_open_while_its_prefix_may_appear():
+    policy = policy_with(
+        "  - {name: spf-reject, when: [spf.mailfrom.fail], unless: ['upstream.*'],"
+        " action: reject}\n"
+    )
+    verdict = evaluate(policy, Results([CheckResult("spf.mailfrom", Outcome.FAIL, method="spf")]))
+    assert not is_final(policy, verdict, {"upstream."})
+    assert is_final(policy, verdict, {"dkim."})
+    score_only = policy_with("  - {name: points, when: [spf.mailfrom.fail], score: 50}\n")
+    scored = evaluate(score_only, Results([CheckResult("spf.mailfrom", Outcome.FAIL)]))
+    assert not is_final(score_only, scored, ())  # scores are never final
