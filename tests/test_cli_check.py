@@ -76,8 +76,16 @@ def test_authenticated_mail_is_accepted_with_every_result(tmp_path, capsys, dns_
     """SEED-RULES §1-3: PTR, HELO, SPF, DKIM, DMARC all in order -> accept."""
     dns_server.load(GOOD_ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
     out = run_check(capsys, policy_file, signed(tmp_path), *GOOD_ARGS)
-    assert set(out) == {"action", "smtp_reply", "authentication_results", "headers_added",
-                        "headers_removed", "reasons", "score"}
+    assert set(out) == {"action", "smtp_reply", "stage", "client_kind", "mail_from",
+                        "mail_from_source", "rcpt", "rcpt_source", "steps",
+                        "authentication_results", "headers_added", "headers_removed",
+                        "reasons", "score", "verdict_lines"}
+    assert out["stage"] == "eom" and out["client_kind"] == "external"
+    assert out["steps"] == [
+        {"command": "MAIL FROM:<alice@example.com>", "answer": "continue"},
+        {"command": "RCPT TO:<support@example.org>", "answer": "continue"},
+        {"command": "end of message", "answer": "accept"},
+    ]
     assert out["action"] == "accept" and out["smtp_reply"] is None
     parsed = parse_header_value(out["authentication_results"])
     assert parsed.authserv_id == MX
@@ -172,6 +180,9 @@ def test_record_then_replay_gives_the_same_verdict(tmp_path, capsys, dns_server,
     dns_server.load("")  # the network now knows nothing: the replay must not use it
     asked = len(dns_server.queries)
     second = run_check(capsys, policy_file, eml, *GOOD_ARGS, "--dns-fixture", str(record))
+    for out in (first, second):  # the milliseconds taken may differ
+        for line in out["verdict_lines"]:
+            line.pop("ms")
     assert second == first
     assert len(dns_server.queries) == asked
 
@@ -283,3 +294,46 @@ def test_incoming_copies_of_our_verdict_headers_are_removed(tmp_path, capsys, dn
     raw = b"X-Trustmilter-Trust: quarantine; score=9; reasons=auto.bulk\r\n" + message()
     out = run_check(capsys, policy_file, write(tmp_path, raw), *GOOD_ARGS)
     assert ["X-Trustmilter-Trust", "quarantine; score=9; reasons=auto.bulk"] in out["headers_removed"]
+
+
+def test_without_mail_from_it_says_which_sender_it_assumed(tmp_path, capsys, dns_server, policy_file):
+    """Return-Path first, else the From address; never silently the null sender."""
+    dns_server.load(GOOD_ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
+    out = run_check(capsys, policy_file, signed(tmp_path), "--ip", "192.0.2.10",
+                    "--helo", "mail.example.com")
+    assert (out["mail_from"], out["mail_from_source"]) == ("alice@example.com", "From")
+    assert (out["rcpt"], out["rcpt_source"]) == (["support@example.org"], "To/Cc")
+    assert out["action"] == "accept"
+    with_return_path = write(tmp_path, b"Return-Path: <bounces@example.com>\r\n"
+                             + sign(message(), rsa_key(1024), "example.com"), "rp.eml")
+    out = run_check(capsys, policy_file, with_return_path, "--ip", "192.0.2.10")
+    assert (out["mail_from"], out["mail_from_source"]) == ("bounces@example.com", "Return-Path")
+    assert main(["check", str(signed(tmp_path)), "--policy", str(policy_file),
+                 "--ip", "192.0.2.10"]) == 0
+    text = capsys.readouterr().out
+    assert "assumed MAIL FROM:<alice@example.com> from From (give --mail-from to set it)" in text
+    assert "verdict low-trust (at eom)" in text  # no HELO given: helo.missing
+
+
+def test_an_early_refusal_is_shown_at_rcpt_as_the_mta_would_see_it(tmp_path, capsys, dns_server, policy_file):
+    dns_server.load(GOOD_ZONE)
+    out = run_check(capsys, policy_file, signed(tmp_path), "--ip", "192.0.2.10",
+                    "--mail-from", "x@nowhere.example.net", "--rcpt", "a@example.org",
+                    "--rcpt", "b@example.org")
+    assert out["stage"] == "rcpt" and out["action"] == "reject"
+    assert [s["answer"][:9] for s in out["steps"]] == ["continue", "550 5.1.8", "550 5.1.8"]
+    assert out["headers_added"] == [] and len(out["verdict_lines"]) == 1
+
+
+@pytest.mark.parametrize(("args", "kind"), [
+    (("--ip", "127.0.0.1"), "trusted"),
+    (("--ip", "203.0.113.5", "--auth", "alice"), "authenticated"),
+])
+def test_our_own_clients_are_passed_as_inline(tmp_path, capsys, dns_server, policy_file, args, kind):
+    """Trusted networks and SASL users are not judged, as the milter does not judge them."""
+    dns_server.load("")
+    out = run_check(capsys, policy_file, write(tmp_path, message()), *args,
+                    "--mail-from", "x@nowhere.example.net")
+    assert out["client_kind"] == kind and out["action"] == "accept"
+    assert out["verdict_lines"][0]["client_kind"] == kind
+    assert dns_server.queries == []

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     # The decision that ended the message: the end of message, or the refusal that
     # stopped it (an early or per-recipient one: the last recorded).
     decision = outcome.record if outcome is not None else records[-1]
-    report = Report(app, envelope, steps, decision, outcome)
+    report = Report(app, envelope, steps, decision, outcome, records)
     print(json.dumps(report.as_json()) if args.json else report.text())
     return EXIT_OK
 
@@ -148,7 +148,9 @@ class Report:
     """What `check` prints, as text or JSON."""
 
     def __init__(self, app: App, envelope: Envelope, steps: list[Step],
-                 decision: VerdictRecord, outcome: MessageOutcome | None) -> None:
+                 decision: VerdictRecord, outcome: MessageOutcome | None,
+                 records: list[VerdictRecord]) -> None:
+        self.records = records
         self.app = app
         self.envelope = envelope
         self.steps = steps
@@ -180,6 +182,8 @@ class Report:
             ),
             "reasons": list(verdict.reasons),
             "score": verdict.score,
+            # Each decision's verdict line fields, as the milter logs them.
+            "verdict_lines": [dict(record.pairs()) for record in self.records],
         }
 
     def text(self) -> str:
