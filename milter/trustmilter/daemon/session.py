@@ -171,8 +171,8 @@ class SmtpSession:
         self.tx = tx
         self.spool = Spool(app.policy.milter.spool_memory_limit, app.policy.milter.max_message_size)
         self._metrics.in_flight(+1)
-        if self.failed_stage is not None:
-            return self.error_answer(authenticated_as)  # logged when it happened
+        if self.failed_stage is not None:  # its cause was logged when it happened
+            return ErrorAnswer(*tx.failed(self.failed_stage, "mail"))
         return tx.opening()
 
     def rcpt(self, address: str) -> Answer:
@@ -194,8 +194,8 @@ class SmtpSession:
         spool = self._require_spool()
         try:
             if self.tx_failed_stage is not None:
-                # The failure was logged when it happened; now answer on_error.
-                return self.error_answer()
+                # Its cause was logged when it happened; now answer on_error.
+                return ErrorAnswer(*tx.failed(self.tx_failed_stage, "eom", queue_id))
             if spool.oversize:
                 return tx.refuse("too_big", queue_id)
             if not tx.checked:

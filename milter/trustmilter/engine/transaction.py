@@ -5,6 +5,7 @@
     tx.recipient(rcpt)    -> Refusal | None      at each RCPT TO
     tx.finish(message)    -> MessageOutcome      at end of message
     tx.refuse(why)        -> MessageOutcome      end of message refused without a rule
+    tx.failed(...)        -> (disposition, reply) our own failure, answered by on_error
 
 The pymilter adapter (daemon/session.py), `trustmilter check`, the
 benchmark and the tests call exactly this; nothing here knows pymilter,
@@ -181,6 +182,19 @@ class Transaction:
         large-message slot came free within its budget."""
         refusal, record = self._refusal(why, "eom", queue_id)
         return MessageOutcome(refusal.disposition, refusal.reply, record)
+
+    def failed(self, failed_stage: str, stage: str, queue_id: str = ""
+               ) -> tuple[Disposition, Reply | None]:
+        """Our own failure in a step that could not answer (connect, HELO, a header):
+        report it (reason ``error.<failed_stage>``) and give the on_error answer."""
+        config = self.on_error()
+        if config.action == "accept":
+            action, reply = Action.ACCEPT, None
+        else:
+            action, reply = Action.TEMPFAIL, config.reply.reply()
+        verdict = Verdict(action, reply, 0.0, (f"error.{failed_stage}",))
+        self._report(queue_id, verdict, self._ledger.opening, stage)
+        return Disposition.of(action), reply
 
     # --- helpers ----------------------------------------------------------
 
