@@ -178,8 +178,8 @@ class SmtpSession:
         )
         self.tx = tx
         self._metrics.in_flight(+1)
-        if self.failed_stage is not None:
-            return self.error_step(authenticated_as)  # logged when it happened
+        if self.failed_stage is not None:  # its cause was logged when it happened
+            return self._failed(tx, "", self.failed_stage, "mail")
         limit = app.policy.milter.max_message_size
         declared = params.get("SIZE")
         if limit and declared and declared.isdigit() and int(declared) > limit:
@@ -243,7 +243,7 @@ class SmtpSession:
         try:
             if tx.failed_stage is not None:
                 # The failure was logged when it happened; now answer on_error.
-                return Final(self.error_step())
+                return Final(self._failed(tx, queue_id, tx.failed_stage, "eom"))
             if tx.oversize:
                 return Final(self._refused(tx, queue_id, Step("reject", TOO_BIG), "too_big", "eom"))
             if tx.kind is not ClientKind.EXTERNAL:
@@ -362,6 +362,16 @@ class SmtpSession:
         (`why` too_big) or no memory came free for it (busy). Returns `step`."""
         action = Action.REJECT if step.action == "reject" else Action.TEMPFAIL
         verdict = Verdict(action, step.reply, 0.0, (f"message.{why}",))
+        self._log(tx, queue_id, verdict, tx.results, stage)
+        self._count(verdict, tx.results)
+        return step
+
+    def _failed(self, tx: Transaction, queue_id: str, failed_stage: str, stage: str) -> Step:
+        """The on_error answer for a message a no-reply callback failed on, with
+        its verdict line (reason ``error.<failed_stage>``). Returns the step."""
+        step = self.error_step(tx.authenticated_as)
+        action = Action.ACCEPT if step.action == "accept" else Action.TEMPFAIL
+        verdict = Verdict(action, step.reply, 0.0, (f"error.{failed_stage}",))
         self._log(tx, queue_id, verdict, tx.results, stage)
         self._count(verdict, tx.results)
         return step
