@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from miltertest import codec
 from miltertest import constants as c
-
 from trustmilter.testing.daemon import DaemonProcess, write_policy
 from trustmilter.testing.dnsserver import DnsTestServer
 
