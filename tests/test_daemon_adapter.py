@@ -327,3 +327,123 @@ def deliver_body(ctx: RecordingCtx) -> int:
     ctx._eoh()
     ctx._priv.body(parsed.body)
     return ctx._eom()
+
+
+# ---- input that is not UTF-8 ---------------------------------------------------
+
+
+class BytesCtx(RecordingCtx):
+    """TestCtx that calls the adapter as daemon/callbacks.py registers it: the
+    envelope as bytes (libmilter's), header values as bytes. For the HELO name
+    and header names pymilter's C layer fails before any Python runs; the hook
+    in callbacks.py then passes the raw bytes to `undecodable`, as here."""
+
+    def _helo(self, helo):
+        if isinstance(helo, str):
+            return super()._helo(helo)
+        try:
+            helo.decode("utf-8")  # what Py_BuildValue("s") does
+        except UnicodeDecodeError as error:
+            self._priv.undecodable(error.object)
+            return Milter.CONTINUE
+        return super()._helo(helo.decode())
+
+    def _envfrom(self, *args):
+        self._stage = Milter.M_ENVFROM  # TestCtx's getsymval needs it
+        try:
+            return self._priv.envfrom_raw(*(a if isinstance(a, bytes) else a.encode()
+                                            for a in args))
+        finally:
+            self._stage = None
+
+    def _envrcpt(self, rcpt):
+        self._stage = Milter.M_ENVRCPT
+        try:
+            return self._priv.envrcpt_raw(rcpt if isinstance(rcpt, bytes) else rcpt.encode())
+        finally:
+            self._stage = None
+
+    def header_bytes(self, name: bytes, value: bytes):
+        try:
+            text = name.decode("utf-8")
+        except UnicodeDecodeError as error:
+            self._priv.undecodable(error.object)
+            return Milter.CONTINUE
+        return self._priv.header(text, value)
+
+
+def connect_bytes(holder, helo: bytes) -> BytesCtx:
+    ctx = BytesCtx()
+    metrics = NullMetrics()
+    Milter.factory = lambda: TrustMilter(SmtpSession(holder, metrics), metrics)
+    ctx._connect(host="mail.example.com", helo=helo, ip="192.0.2.10")
+    return ctx
+
+
+def deliver_bytes(ctx: BytesCtx, sender: bytes, rcpt: bytes, headers: list[tuple[bytes, bytes]]):
+    for rc in (ctx._envfrom(sender), ctx._envrcpt(rcpt)):
+        if rc not in (Milter.CONTINUE, Milter.NOREPLY):
+            return rc
+    for name, value in headers:
+        ctx.header_bytes(name, value)
+    ctx._eoh()
+    ctx._priv.body(b"hello\r\n")
+    return ctx._eom()
+
+
+HEADERS = [(b"From", b" <alice@example.com>"), (b"To", b" <support@example.org>"),
+           (b"Subject", b" hi"), (b"X-Note", b" caf\xe9")]
+
+
+def one_verdict(caplog) -> dict[str, str]:
+    from trustmilter.daemon.verdictlog import parse_verdict_line
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "trustmilter.verdict"]
+    assert len(lines) == 1, lines
+    lines[0].encode("utf-8")  # what SysLogHandler does with it
+    return parse_verdict_line(lines[0])[1]
+
+
+@pytest.mark.parametrize(
+    ("helo", "sender", "rcpt", "field", "written"),
+    [
+        (b"h\xff.example.com", b"<alice@example.com>", b"<support@example.org>",
+         "helo", "h\\xff.example.com"),
+        (b"mail.example.com", b"<\xff\xfe@example.com>", b"<support@example.org>",
+         "from", "<\\xff\\xfe@example.com>"),
+        (b"mail.example.com", b"<alice@example.com>", b"<\xe9t\xe9@example.org>",
+         "rcpt", "<\\xe9t\\xe9@example.org>"),
+    ],
+    ids=["helo", "mail-from", "rcpt"],
+)
+def test_8bit_helo_and_envelope_are_judged_with_the_bytes_escaped(
+    holder, dns_server, caplog, helo, sender, rcpt, field, written
+):
+    dns_server.load(ZONE)
+    ctx = connect_bytes(holder, helo)
+    with caplog.at_level(logging.INFO, logger="trustmilter"):
+        rc = deliver_bytes(ctx, sender, rcpt, HEADERS)
+    assert rc in (Milter.CONTINUE, Milter.REJECT, Milter.TEMPFAIL)
+    fields = one_verdict(caplog)
+    assert fields[field] == written and fields["stage"] in ("rcpt", "eom")
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+
+
+def test_an_8bit_header_name_is_answered_on_error_with_a_verdict_line(holder, dns_server, caplog):
+    dns_server.load(ZONE)
+    ctx = connect_bytes(holder, b"mail.example.com")
+    ctx._setsymval("i", "4HDR8BIT")
+    with caplog.at_level(logging.INFO, logger="trustmilter"):
+        rc = deliver_bytes(ctx, b"<alice@example.com>", b"<support@example.org>",
+                           [*HEADERS, (b"X-\xc3(", b" v")])
+    assert rc == Milter.TEMPFAIL and ctx._reply[:2] == ("451", "4.3.0")
+    fields = one_verdict(caplog)
+    assert fields["action"] == "tempfail" and fields["stage"] == "eom"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "header field name that is not UTF-8" in warnings[0]
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+    # The next message on the connection is judged afresh.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="trustmilter"):
+        deliver_bytes(ctx, b"<alice@example.com>", b"<support@example.org>", HEADERS)
+    assert one_verdict(caplog)["action"] != "tempfail"

@@ -230,6 +230,20 @@ def test_addresses_are_case_insensitive(state_store: StateStore) -> None:
     assert state_store.reputations() == []
 
 
+def test_an_8bit_sender_is_stored_with_its_bytes_escaped(state_store: StateStore) -> None:
+    """MAIL FROM bytes that are not UTF-8 arrive with surrogate escapes, which SQLite
+    and Redis cannot take as text: every backend stores them as \\xNN, and the
+    escaped form does not meet the valid UTF-8 address with the same letters."""
+    raw = b"\xff\xfe@example.net".decode("utf-8", "surrogateescape")
+    assert state_store.reputation(raw) is None
+    rep = state_store.add_release(raw, ("r",), T0)
+    assert rep.sender == "\\xff\\xfe@example.net"
+    assert state_store.reputation(raw) == rep
+    assert state_store.reputation("\u00ff\u00fe@example.net") is None  # "ÿþ", valid UTF-8
+    assert [r.sender for r in state_store.reputations()] == ["\\xff\\xfe@example.net"]
+    assert state_store.forget(raw) is True
+
+
 def test_a_lapsed_reputation_starts_afresh(state_store: StateStore) -> None:
     """A release after `lapse` seconds without one counts as the first again."""
     now = float(int(time.time()))  # Redis expires a lapsing hash by its own clock

@@ -21,6 +21,11 @@ from trustmilter.daemon.verdictlog import format_verdict_line, parse_verdict_lin
         ("nul\x00 and space", '"nul? and space"', "nul? and space"),
         ("\x7f", "?", "?"),
         ("grüße,例え", "grüße,例え", "grüße,例え"),
+        # Bytes that were not UTF-8 (surrogate escapes): written as \xNN, so the
+        # line encodes as UTF-8 for syslog; read back as that escape text.
+        (b"<\xff\xfe@example.net>".decode("utf-8", "surrogateescape"),
+         '"<\\\\xff\\\\xfe@example.net>"', "<\\xff\\xfe@example.net>"),
+        ("lone \ud800", '"lone \\\\ud800"', "lone \\ud800"),
         ("<a@example.com>,<b@example.org>", "<a@example.com>,<b@example.org>",
          "<a@example.com>,<b@example.org>"),
     ],
@@ -31,3 +36,14 @@ def test_values_are_quoted_only_when_needed_and_read_back(value, written, read_b
     queue_id, fields = parse_verdict_line("Nov 25 mx trustmilter[7]: " + line)
     assert queue_id == "4BxYz1234"
     assert fields == {"action": "accept", "reply": read_back, "ms": "3"}
+
+
+def test_a_line_with_8bit_input_encodes_as_utf8_for_syslog() -> None:
+    """SysLogHandler encodes each line as UTF-8; a lone surrogate made it drop the line."""
+    sender = b"<\xff\xfe@example.net>".decode("utf-8", "surrogateescape")
+    helo = b"h\xff.example.net".decode("utf-8", "surrogateescape")
+    line = format_verdict_line("4BxYz1234", [("action", "quarantine"), ("helo", helo),
+                                             ("from", sender)])
+    line.encode("utf-8")  # raised UnicodeEncodeError before
+    fields = parse_verdict_line(line)[1]
+    assert fields["from"] == "<\\xff\\xfe@example.net>" and fields["helo"] == "h\\xff.example.net"

@@ -14,6 +14,18 @@ Never lose mail: every callback is guarded; an exception is logged once
 with its traceback and answered with the policy's `on_error` reply
 (default 451 4.3.0). A failure in a no-reply callback is remembered and
 answered at end of message.
+
+Input that is not UTF-8: SMTP without SMTPUTF8 is ASCII (RFC 5321 §2.4,
+RFC 6531 §3.2), but MTAs pass 8-bit bytes on (Postfix with
+``smtputf8_enable = no``). The envelope addresses and parameters arrive
+as bytes (`envfrom_raw`, `envrcpt_raw`) and header values stay bytes; we
+decode with ``surrogateescape``, so the session sees `str` and the sender's
+bytes survive (logged and stored as ``\\xNN``). An 8-bit address is judged
+like any other: its domain is still checked, and what is wrong with the
+rest is for the checks and the policy to weigh. pymilter's C layer decodes
+the HELO name, the client's host name and header field *names* itself,
+strictly, before any of our code runs; when that fails it never calls us,
+and `callbacks.py` hands the raw bytes to `undecodable` instead.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ def _guarded(stage: str, replies: bool = True) -> Callable[[F], F]:
     def wrap(func: F) -> F:
         @functools.wraps(func)
         def wrapper(self: TrustMilter, *args: Any) -> Any:
+            self.stage = stage
             try:
                 return func(self, *args)
             except Exception:
@@ -74,6 +87,8 @@ class TrustMilter(Milter.Base):  # type: ignore[misc]
         super().__init__()
         self.session = session
         self.metrics = metrics
+        # The last callback libmilter made: tells `undecodable` which argument it was.
+        self.stage: str | None = None
 
     @Milter.noreply
     @_guarded("connect", replies=False)
@@ -102,6 +117,40 @@ class TrustMilter(Milter.Base):  # type: ignore[misc]
     def envrcpt(self, recipient: str, *params: str) -> int:
         return self.answer(self.session.rcpt(recipient))
 
+    def envfrom_raw(self, sender: bytes, *params: bytes) -> int:
+        """MAIL FROM as libmilter passes it: bytes, decoded here (see the module docstring)."""
+        return self.envfrom(_text(sender), *map(_text, params))
+
+    def envrcpt_raw(self, recipient: bytes, *params: bytes) -> int:
+        """RCPT TO as libmilter passes it: bytes, decoded here."""
+        return self.envrcpt(_text(recipient), *map(_text, params))
+
+    def undecodable(self, raw: bytes) -> None:
+        """pymilter could not decode a callback's argument and did not call us.
+
+        Which callback it was follows from the last one we saw (libmilter
+        calls them in protocol order):
+        - none yet: connect's host name. Without the client's address no
+          message can be judged: on_error, as for any failed connect.
+        - connect, HELO, or a message ended: a HELO/EHLO name. Judged as the
+          bytes the client sent (surrogate escapes): the HELO checks weigh a
+          name that is not even UTF-8, instead of a silent "no HELO".
+        - MAIL, RCPT or a header: a header field name (RFC 5322 §3.6.8 allows
+          only printable ASCII; Postfix never passes one, Sendmail might).
+          Its value never reached us either, so the message cannot be judged
+          as sent: on_error at end of message.
+        """
+        text = _text(raw)
+        if self.stage in ("connect", "helo", "eom", "abort"):
+            self.hello(text)
+            return
+        missed = "connect" if self.stage is None else "header"
+        log.warning("%s: %s that is not UTF-8 from client %s: %r; answering on_error",
+                    missed, "host name" if missed == "connect" else "header field name",
+                    self.session.ip, raw)
+        self.metrics.callback_error(missed)
+        self.session.record_failure(missed)
+
     @Milter.noreply
     @Milter.decode("bytes")
     @_guarded("header", replies=False)
@@ -129,6 +178,7 @@ class TrustMilter(Milter.Base):  # type: ignore[misc]
         return self.finish(outcome)
 
     def abort(self) -> int:
+        self.stage = "abort"
         self.session.abort()
         return Milter.CONTINUE
 
@@ -185,3 +235,9 @@ _MILTER_CODES = {
     Disposition.TEMPFAIL: Milter.TEMPFAIL,
     Disposition.REJECT: Milter.REJECT,
 }
+
+
+def _text(raw: bytes) -> str:
+    """What the client sent, as text: bytes that are not UTF-8 become surrogate escapes."""
+    return raw.decode("utf-8", "surrogateescape")
+

@@ -13,6 +13,19 @@ import os
 import sys
 
 from trustmilter.daemon.config import LoggingConfig
+from trustmilter.surrogates import escape_surrogates
+
+
+class _EncodableFormatter(logging.Formatter):
+    """Writes bytes a sender sent that were not UTF-8 as \\xNN.
+
+    Such bytes reach us as lone surrogates; SysLogHandler (and a UTF-8
+    stderr) cannot encode them, and logging then drops the whole line with
+    "--- Logging error ---" on stderr.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_surrogates(super().format(record))
 
 
 def setup_logging(config: LoggingConfig, force_stderr: bool = False) -> str:
@@ -34,11 +47,11 @@ def setup_logging(config: LoggingConfig, force_stderr: bool = False) -> str:
         facility = logging.handlers.SysLogHandler.facility_names[config.facility]
         handler = logging.handlers.SysLogHandler(address=config.syslog_socket, facility=facility)
         # %(process)d, not the pid now: worker processes fork after this.
-        handler.setFormatter(logging.Formatter("trustmilter[%(process)d]: %(message)s"))
+        handler.setFormatter(_EncodableFormatter("trustmilter[%(process)d]: %(message)s"))
         where = f"syslog ({config.facility}, {config.syslog_socket})"
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("trustmilter: %(message)s"))
+        handler.setFormatter(_EncodableFormatter("trustmilter: %(message)s"))
         where = "stderr"
     root.addHandler(handler)
     return where

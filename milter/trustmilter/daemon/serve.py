@@ -24,7 +24,8 @@ import Milter
 
 from trustmilter.app import App
 from trustmilter.checks import StartupError
-from trustmilter.daemon.adapter import ACTIONS, TrustMilter
+from trustmilter.daemon import callbacks
+from trustmilter.daemon.adapter import TrustMilter
 from trustmilter.daemon.apps import AppHolder, build_app
 from trustmilter.daemon.logsetup import setup_logging
 from trustmilter.daemon.metrics import Metrics, NullMetrics
@@ -39,10 +40,7 @@ from trustmilter.state.base import StateError, StateStore
 
 log = logging.getLogger("trustmilter")
 
-MILTER_NAME = "trustmilter"
-# pymilter's C module, as pymilter itself imports it (our source root is also
-# called milter/, so we never import it by that name).
-libmilter = Milter.milter
+libmilter = callbacks.libmilter  # pymilter's C module
 
 
 class ServeError(Exception):
@@ -118,7 +116,7 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
     except ValueError as error:
         raise ServeError(f"--socket {spec}: {error}") from error
 
-    _register(spec)
+    callbacks.register(spec)
     old_umask = os.umask(0o117)  # the socket: owner and group (postfix) only, 0660
     try:
         libmilter.opensocket(True)
@@ -231,25 +229,3 @@ def _tune_listener(spec: SocketSpec) -> None:
         except (OSError, ValueError, IndexError, TypeError):
             continue
     log.warning("could not tune the listening socket %s; replies may lag", spec)
-
-
-def _register(spec: str) -> None:
-    """Wire the callbacks as Milter.runmilter does, with our action flags."""
-    libmilter.set_flags(ACTIONS)
-    libmilter.set_connect_callback(Milter.connect_callback)
-    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-    libmilter.set_close_callback(Milter.close_callback)
-    libmilter.setconn(spec)
-    libmilter.register(
-        MILTER_NAME,
-        data=lambda ctx: ctx.getpriv().data(),
-        unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
-        negotiate=Milter.negotiate_callback,
-    )

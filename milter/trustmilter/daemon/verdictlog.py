@@ -6,8 +6,11 @@ Shaped like Postfix's own lines so it greps by queue ID::
 
 Messages refused before Postfix assigned a queue ID carry ``NOQUEUE``, as
 Postfix's do. Values with spaces, quotes or backslashes are double-quoted
-with backslash escapes; an empty value is ``-``. `parse_verdict_line`
-reads a line back (for tests and for tools that mine the log).
+with backslash escapes; an empty value is ``-``. Bytes a sender sent that
+are not UTF-8 (lone surrogates from ``surrogateescape``) are written as
+``\\xNN``: a line Python cannot encode as UTF-8 would never reach syslog.
+`parse_verdict_line` reads a line back (for tests and for tools that mine
+the log).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterable
 
 # The keys and their order are the engine's (engine/record.py: VerdictRecord.pairs).
 from trustmilter.engine.record import LEADING_KEYS, TRAILING_KEYS
+from trustmilter.surrogates import escape_surrogates
 
 __all__ = ["LEADING_KEYS", "NO_QUEUE_ID", "TRAILING_KEYS", "format_verdict_line",
            "parse_verdict_line"]
@@ -25,7 +29,7 @@ NO_QUEUE_ID = "NOQUEUE"
 
 _NEEDS_QUOTES = re.compile(r'[\s"\\=]')
 # Anything _quote changes; most values have none of it.
-_PLAIN_UNLESS = re.compile(r'[\s"\\=\x00-\x1f\x7f]')
+_PLAIN_UNLESS = re.compile(r'[\s"\\=\x00-\x1f\x7f\ud800-\udfff]')
 _PAIR = re.compile(r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|\S*)')
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -33,7 +37,7 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 def _quote(value: str) -> str:
     if value and _PLAIN_UNLESS.search(value) is None:
         return value
-    value = _UNPRINTABLE.sub("?", value)
+    value = escape_surrogates(_UNPRINTABLE.sub("?", value))
     if value == "":
         return "-"
     if _NEEDS_QUOTES.search(value):

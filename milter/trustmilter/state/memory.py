@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from trustmilter.state.base import HardBounce, Reputation, is_current
+from trustmilter.surrogates import escape_surrogates
 
 # Sweep keys whose window has passed after this many hits: often enough to
 # bound memory, rarely enough that a hit stays O(its own key).
@@ -38,9 +39,13 @@ def normalize_sender(sender: str) -> str:
 
     The local part is case-sensitive in theory (RFC 5321 §2.4) but not in
     practice; a release must teach about "Alice@Example.COM" and
-    "alice@example.com" alike.
+    "alice@example.com" alike. Bytes that were not UTF-8 (an 8-bit MAIL FROM
+    without SMTPUTF8 arrives with surrogate escapes) are stored as ``\\xNN``:
+    SQLite and Redis take only text that encodes as UTF-8. An address with a
+    literal backslash could only meet that form unquoted, which RFC 5321
+    §4.1.2 does not allow (a backslash is only valid in a quoted local part).
     """
-    return sender.strip().lower()
+    return escape_surrogates(sender.strip().lower())
 
 
 def merge_reasons(old: Iterable[str], new: Iterable[str]) -> tuple[str, ...]:
