@@ -53,7 +53,8 @@ def test_two_hop_chain_passes(dns_server, resolver):
     hop2 = seal(forwarded(), rsa_key(), "relay.example.org", recorded)
     result = run(resolver, hop2)
     assert result.outcome is Outcome.PASS
-    assert result.data["instances"] == "2"
+    assert len(result.evidence.sealers) == 2
+    assert result.evidence.trusted is None
 
 
 def test_body_altered_after_sealing_fails(dns_server, resolver):
@@ -72,10 +73,11 @@ def test_trusted_sealer_vouches_for_dmarc_pass(dns_server, resolver):
     [finding] = result.findings
     assert finding.name == "arc.trusted_pass"
     assert FORWARDER in finding.detail
-    assert result.data["trusted_sealer"] == FORWARDER
-    assert result.data["trusted_method"] == "dmarc"
-    assert result.data["original.dmarc"] == "pass"
-    assert "header.from=example.com" in result.data["original_results"]
+    report = result.evidence.trusted
+    assert report.sealer == FORWARDER
+    assert report.method == "dmarc"
+    assert report.results["dmarc"] == "pass"
+    assert "header.from=example.com" in report.text
 
 
 def test_trusted_sealer_dkim_pass_without_dmarc(dns_server, resolver):
@@ -83,7 +85,7 @@ def test_trusted_sealer_dkim_pass_without_dmarc(dns_server, resolver):
     dns_server.load(keys_zone())
     result = run(resolver, forwarded("dkim=pass header.d=mail.example.com"), trusted=[FORWARDER])
     assert [f.name for f in result.findings] == ["arc.trusted_pass"]
-    assert result.data["trusted_method"] == "dkim"
+    assert result.evidence.trusted.method == "dkim"
     unaligned = run(resolver, forwarded("dkim=pass header.d=example.org"), trusted=[FORWARDER])
     assert not unaligned.findings
 

@@ -54,8 +54,10 @@ def test_our_own_bounce_is_read_and_summarised() -> None:
     result = run(POSTFIX_DSN)
     assert result.outcome is Outcome.FAIL  # bob and dave failed permanently
     assert names(result) == ["bounce.own", "bounce.permanent", "bounce.delayed"]
-    assert result.data["origin"] == "own"
-    assert result.data["summary"] == (
+    assert result.evidence.origin == "own"
+    # The evaluator and the verdict log line read the summary from `data` for now.
+    assert bounce.summary_of(result) == bounce.summary_of(result)
+    assert bounce.summary_of(result) == (
         "own; reporting-mta=mail.example.com; message-id=<q1.20261124@example.com>; "
         "5.1.1 <bob@example.net> user unknown; 4.2.2 <carol@example.org> mailbox full; "
         "5.7.1 <dave@example.org> blocked as spam"
@@ -66,13 +68,13 @@ def test_a_bounce_of_someone_elses_mail_is_foreign() -> None:
     """Backscatter: the returned message did not come from our domains."""
     result = run(POSTFIX_DSN, bounce.Config(own_domains=("example.org",)))
     assert names(result)[0] == "bounce.foreign"
-    assert result.data["summary"].startswith("foreign; ")
+    assert bounce.summary_of(result).startswith("foreign; ")
 
 
 def test_without_own_domains_the_origin_is_unknown() -> None:
     result = run(QMAIL, bounce.Config())
     assert "bounce.own" not in names(result) and "bounce.foreign" not in names(result)
-    assert result.data["summary"].startswith("unknown; reporting-mta=mx.example.net; ")
+    assert bounce.summary_of(result).startswith("unknown; reporting-mta=mx.example.net; ")
 
 
 def test_a_delay_warning_is_neutral() -> None:
@@ -97,7 +99,7 @@ def test_text_bounces_of_other_mtas_are_read(raw: bytes, mail_from: str) -> None
 def test_ordinary_mail_is_not_parsed() -> None:
     assert not may_be_bounce("carol@example.org", Message(NOT_A_BOUNCE))
     result = run(NOT_A_BOUNCE, mail_from="carol@example.org")
-    assert (result.outcome, result.findings, result.data) == (Outcome.NONE, (), {})
+    assert (result.outcome, result.findings, result.evidence) == (Outcome.NONE, (), None)
 
 
 def test_a_null_sender_message_that_is_no_bounce_is_none() -> None:
@@ -109,7 +111,7 @@ def test_hostile_text_stays_one_printable_line() -> None:
                               b"Reporting-MTA: dns; mail.example.com\xe2\x80\x8b\x1b[31m")
     raw = raw.replace(b"Final-Recipient: rfc822; carol@example.org",
                       b"Final-Recipient: rfc822; " + b"c" * 2000 + b"@example.org")
-    summary = run(raw).data["summary"]
+    summary = bounce.summary_of(run(raw))
     assert len(summary) <= bounce.MAX_SUMMARY
     assert all(0x20 <= ord(c) < 0x7F for c in summary)
 
@@ -119,7 +121,7 @@ def test_many_recipients_are_counted_not_listed() -> None:
     many = b"".join(part % i for i in range(12))
     raw = POSTFIX_DSN.replace(b"Final-Recipient: rfc822; bob@example.net", many
                               + b"Final-Recipient: rfc822; bob@example.net")
-    summary = run(raw).data["summary"]
+    summary = bounce.summary_of(run(raw))
     assert summary.count("<r") == bounce.MAX_LISTED and summary.endswith("and 10 more")
 
 
@@ -129,7 +131,7 @@ def test_many_recipients_are_counted_not_listed() -> None:
 def test_our_hard_bounces_are_recorded() -> None:
     store = MemoryStore()
     result = run(POSTFIX_DSN, state=store)
-    assert result.data["summary"].endswith("; recorded=1")
+    assert bounce.summary_of(result).endswith("; recorded=1")
     # Only 5.1.x is a hard bounce: 5.7.1 (policy) and 4.2.2 (full) may change.
     assert store.hard_bounces(NOW) == [HardBounce(
         recipient="bob@example.net", status="5.1.1", cause="user unknown",
@@ -157,7 +159,7 @@ def test_one_bounce_records_a_bounded_number_of_recipients() -> None:
     raw = POSTFIX_DSN.replace(b"Final-Recipient: rfc822; bob@example.net", many
                               + b"Final-Recipient: rfc822; bob@example.net")
     store = MemoryStore()
-    assert run(raw, state=store).data["summary"].endswith(f"recorded={bounce.MAX_RECORDED}")
+    assert bounce.summary_of(run(raw, state=store)).endswith(f"recorded={bounce.MAX_RECORDED}")
     assert len(store.hard_bounces(NOW)) == bounce.MAX_RECORDED
 
 
@@ -177,13 +179,13 @@ def test_nothing_is_recorded_unless_ours_and_wanted(config: bounce.Config) -> No
     store = MemoryStore()
     result = run(POSTFIX_DSN, config, state=store)
     assert store.hard_bounces(NOW) == []
-    assert "recorded" not in result.data["summary"]
+    assert "recorded" not in bounce.summary_of(result)
 
 
 def test_a_state_failure_is_reported_and_the_bounce_still_read() -> None:
     result = run(POSTFIX_DSN, state=BrokenStore())
     assert result.outcome is Outcome.FAIL
-    assert result.data["summary"].endswith(
+    assert bounce.summary_of(result).endswith(
         "; not recorded: redis 127.0.0.1:6379: connection refused")
 
 

@@ -11,6 +11,7 @@ import pytest
 from helpers import domain_tools, make_ctx
 from keys import message
 from trustmilter.checks import dmarc
+from trustmilter.checks.dkim import DkimEvidence
 from trustmilter.checks.dmarc import (
     DmarcCheck,
     Policy,
@@ -20,6 +21,7 @@ from trustmilter.checks.dmarc import (
     parse_record,
     sampled_in,
 )
+from trustmilter.checks.spf import SpfEvidence
 from trustmilter.domains import domain_of
 from trustmilter.model import Message
 from trustmilter.results import CheckResult, Outcome
@@ -43,11 +45,12 @@ $SERVFAIL _dmarc.temp.example.net. TXT
 
 
 def spf_result(outcome, domain):
-    return CheckResult("spf.mailfrom", outcome, method="spf", data={"domain": domain})
+    return CheckResult("spf.mailfrom", outcome, method="spf",
+                       evidence=SpfEvidence(domain, "mailfrom"))
 
 
 def dkim_result(outcome, d):
-    return CheckResult("dkim", outcome, method="dkim", data={"d": d, "s": "sel"})
+    return CheckResult("dkim", outcome, method="dkim", evidence=DkimEvidence(d, "sel"))
 
 
 def run(resolver, from_="alice@example.com", results=(), raw=None, config=None):

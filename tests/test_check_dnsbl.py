@@ -152,8 +152,3 @@ def test_private_clients_skipped(dns_server, resolver, ip):
     assert dns_server.queries == []
 
 
-def test_disabled(dns_server, resolver):
-    """A disabled check reports skipped."""
-    dns_server.load(ZONE)
-    config = dnsbl.Config(enabled=False, lists=(ZEN,))
-    assert run(resolver, "192.0.2.2", config=config).outcome is Outcome.SKIPPED

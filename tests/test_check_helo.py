@@ -211,9 +211,3 @@ def test_huge_garbage_helo_is_clipped(dns_server, resolver):
     assert dns_server.queries == []
 
 
-def test_disabled(dns_server, resolver):
-    """A disabled check reports skipped."""
-    dns_server.load(ZONE)
-    assert run(resolver, "localhost", config=helo.Config(enabled=False)).outcome is (
-        Outcome.SKIPPED
-    )

@@ -8,6 +8,7 @@ from helpers import make_ctx
 from trustmilter.checks import names
 from trustmilter.checks.base import Stage
 from trustmilter.checks.names import EnvelopeNamesCheck, HeaderNamesCheck, RecipientNamesCheck
+from trustmilter.checks.registry import SECTIONS
 from trustmilter.results import Outcome
 
 ZONE = """
@@ -57,12 +58,14 @@ def found(result):
 
 def test_registry_names_and_stages():
     """The sender is judged at MAIL (to reject there, 550 5.1.8), recipients at RCPT."""
-    assert (EnvelopeNamesCheck.name, EnvelopeNamesCheck.stage) == ("names.envelope", Stage.MAIL)
-    assert (RecipientNamesCheck.name, RecipientNamesCheck.stage) == ("names.rcpt", Stage.RCPT)
-    assert (HeaderNamesCheck.name, HeaderNamesCheck.stage) == ("names.header", Stage.DATA)
-    assert (EnvelopeNamesCheck, RecipientNamesCheck, HeaderNamesCheck) == names.CHECKS
-    # The pipeline names error results after `result`, not the registry name.
-    assert {c.result for c in names.CHECKS} == {"names"}
+    checks = (EnvelopeNamesCheck, RecipientNamesCheck, HeaderNamesCheck)
+    assert [(c.spec.name, c.spec.stage) for c in checks] == [
+        ("names.envelope", Stage.MAIL), ("names.rcpt", Stage.RCPT), ("names.header", Stage.DATA),
+    ]
+    section = next(s for s in SECTIONS if s.name == "names")
+    assert section.checks == checks
+    # The pipeline names error results after `result`, not the check's name.
+    assert {c.spec.result for c in checks} == {"names"}
 
 
 @pytest.mark.parametrize(

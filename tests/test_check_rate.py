@@ -101,8 +101,8 @@ def test_findings_carry_count_and_limit():
     assert "more than 20" in results[20].findings[0].detail
     assert results[40].findings[0].name == "rate.tier.reject"
     assert "41 messages" in results[40].findings[0].detail and "more than 40" in results[40].reason
-    assert results[40].data["count"] == "41" and results[40].data["reject_after"] == "40"
-    assert results[40].data["key"] == "rate:s+r:alice@example.com|support@example.org"
+    assert results[40].evidence == rate.RateEvidence(
+        "rate:s+r:alice@example.com|support@example.org", 20, 40, 41)
 
 
 def test_the_window_rolls_over():
@@ -112,7 +112,7 @@ def test_the_window_rolls_over():
     assert tier(one(DEFAULT, store, T0 + 1800)) == ["rate.tier.quarantine"]  # 21st within the hour
     # An hour after the first 20 they have left the window: 2 in it now.
     assert tier(one(DEFAULT, store, T0 + 3600.5)) == ["pass"]
-    assert one(DEFAULT, store, T0 + 3601).data["count"] == "3"
+    assert one(DEFAULT, store, T0 + 3601).evidence.count == 3
 
 
 def test_short_window_from_the_policy():
@@ -171,7 +171,7 @@ def test_sender_key_counts_one_message_once_over_its_recipients():
     prior: list[CheckResult] = []
     for rcpt in ("a@example.org", "b@example.org", "c@example.org"):
         prior += check.run(ctx(store, T0, rcpts=(rcpt,), prior=prior))
-    assert [r.data["count"] for r in prior] == ["1", "1", "1"]
+    assert [r.evidence.count for r in prior] == [1, 1, 1]
     assert store.count(rate_key("sender", "alice@example.com"), T0, 3600) == 1
 
 
@@ -179,7 +179,7 @@ def test_all_recipients_at_once_count_one_hit_each():
     """Offline or at end of message all recipients are known: one result per key."""
     store = MemoryStore()
     results = RateCheck(DEFAULT).run(ctx(store, T0, rcpts=("a@example.org", "b@example.org", "A@example.org")))
-    assert [r.data["key"] for r in results] == [
+    assert [r.evidence.key for r in results] == [
         "rate:s+r:alice@example.com|a@example.org", "rate:s+r:alice@example.com|b@example.org"]
 
 
@@ -194,7 +194,7 @@ def test_sender_plus_thread_counts_per_thread_at_end_of_message():
     # The rate check at RCPT stays silent under this key, and vice versa.
     assert RateCheck(config).run(ctx(store, T0)) == []
     assert ThreadRateCheck(DEFAULT).run(ctx(store, T0, raw=message())) == []
-    assert (RateCheck.stage, ThreadRateCheck.stage) == (Stage.RCPT, Stage.DATA)
+    assert (RateCheck.spec.stage, ThreadRateCheck.spec.stage) == (Stage.RCPT, Stage.DATA)
 
 
 def test_thread_root_prefers_references_then_in_reply_to():
@@ -253,8 +253,6 @@ def test_state_error_is_a_temperror_the_policy_tempfails():
     assert verdict.reply == Reply(451, "4.3.0", "Temporary local problem, please try again later")
 
 
-def test_disabled():
-    assert one(rate.Config(enabled=False), MemoryStore(), T0).outcome is Outcome.SKIPPED
 
 
 # ---- concurrency ------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_a_reputation_lapses_a_year_after_the_last_release() -> None:
 
 
 def test_learned_after_two_releases():
-    assert ReputationCheck.stage is Stage.MAIL
+    assert ReputationCheck.spec.stage is Stage.MAIL
     assert run(released(1)).outcome is Outcome.NONE
     assert run(released(1)).findings == ()
     result = run(released(2, reasons=("auto.bulk", "dmarc.policy.quarantine")))
@@ -80,7 +80,9 @@ def test_learned_after_two_releases():
     [finding] = result.findings
     assert finding.name == "reputation.learned"
     assert finding.detail == "2 releases; learned: auto.bulk, dmarc.policy.quarantine"
-    assert result.data["releases"] == "2"
+    assert result.evidence == reputation.ReputationEvidence(
+        2, ("auto.bulk", "dmarc.policy.quarantine"))
+    assert reputation.learned_reasons(result) == {"auto.bulk", "dmarc.policy.quarantine"}
 
 
 def test_the_sender_is_matched_case_insensitively():
@@ -96,10 +98,9 @@ def test_threshold_is_configurable():
         reputation.Config(releases_to_trust=5))
 
 
-def test_skipped_offline_for_the_null_sender_and_disabled():
+def test_skipped_offline_and_for_the_null_sender():
     assert run(None).reason == "no state store (offline)"
     assert run(released(2), sender="").outcome is Outcome.SKIPPED
-    assert run(released(2), config=reputation.Config(enabled=False)).outcome is Outcome.SKIPPED
 
 
 def test_a_failing_store_teaches_nothing():

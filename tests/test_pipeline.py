@@ -14,12 +14,12 @@ from typing import ClassVar
 
 import pytest
 
-from trustmilter.checks.base import CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import DnsAnswer, DnsStatus
 from trustmilter.model import Connection, Facts
 from trustmilter.pipeline import Pipeline, PipelineError
-from trustmilter.results import CheckResult, Outcome
+from trustmilter.results import AuthMethod, CheckResult, Outcome
 
 
 class NoDns:
@@ -27,14 +27,11 @@ class NoDns:
         return DnsAnswer(name, rdtype, DnsStatus.NXDOMAIN)
 
 
-def make_check(name, requires=(), stage=Stage.DATA, sleep=0.0, fail=False, seen=None):
-    class Fake:
-        stage_: ClassVar = stage
-
-        def __init__(self) -> None:
-            self.name = name
-            self.requires = tuple(requires)
-            self.stage = stage
+def make_check(name, requires=(), stage=Stage.DATA, sleep=0.0, fail=False, seen=None,
+               method=None):
+    class Fake(BaseCheck[None]):
+        spec: ClassVar = CheckSpec(name, result=name, stage=stage, requires=tuple(requires),
+                                   method=method)
 
         def run(self, ctx: CheckContext) -> list[CheckResult]:
             if seen is not None:
@@ -44,7 +41,7 @@ def make_check(name, requires=(), stage=Stage.DATA, sleep=0.0, fail=False, seen=
                 raise RuntimeError("boom")
             return [CheckResult(name, Outcome.PASS)]
 
-    return Fake()
+    return Fake(None)
 
 
 FACTS = Facts(Connection(ip=ipaddress.ip_address("192.0.2.1")))
@@ -77,7 +74,9 @@ def test_independent_checks_run_concurrently():
 
 
 def test_an_exception_is_a_temperror_for_that_check_alone():
-    results = run(Pipeline.build([make_check("spf", fail=True), make_check("iprev")]))
+    """It keeps its spec's RFC 8601 method, so the header still shows spf=temperror."""
+    failing = make_check("spf", fail=True, method=AuthMethod.SPF)
+    results = run(Pipeline.build([failing, make_check("iprev")]))
     assert results.first("spf").outcome is Outcome.TEMPERROR
     assert results.first("spf").method == "spf"
     assert results.first("iprev").outcome is Outcome.PASS
@@ -146,13 +145,11 @@ class HalfCached:
 
 
 def dns_check(name: str, lookups: tuple[str, ...], swallow: bool = False):
-    class Lookups:
-        stage: ClassVar = Stage.DATA
-        requires: ClassVar = ()
-        dns_only: ClassVar = True
+    class Lookups(BaseCheck[None]):
+        spec: ClassVar = CheckSpec(name, result=name, stage=Stage.DATA, waits_on="dns")
 
         def __init__(self) -> None:
-            self.name = name
+            super().__init__(None)
             self.runs: list[str] = []
 
         def run(self, ctx: CheckContext) -> list[CheckResult]:
@@ -192,13 +189,12 @@ def test_a_cache_miss_sends_the_check_to_the_pool_to_start_again(swallow):
 
 
 def state_check(sleep: float = 0.0):
-    class Counts:
-        name = "rate.rcpt"
-        stage: ClassVar = Stage.RCPT
-        requires: ClassVar = ()
-        state_only: ClassVar = True
+    class Counts(BaseCheck[None]):
+        spec: ClassVar = CheckSpec("rate.rcpt", result="rate.rcpt", stage=Stage.RCPT,
+                                   waits_on="state")
 
         def __init__(self) -> None:
+            super().__init__(None)
             self.runs: list[str] = []
 
         def run(self, ctx: CheckContext) -> list[CheckResult]:
@@ -228,19 +224,19 @@ def test_checks_that_need_a_thread_start_before_the_inline_ones():
     batch must already be on their way, or they would wait for it."""
     pooled_started = threading.Event()
 
-    class Pooled:  # says nothing about what it waits on: always a thread
-        name, requires, stage = "pooled", (), Stage.DATA
+    class Pooled(BaseCheck[None]):  # waits on "cpu" (the default): always a thread
+        spec: ClassVar = CheckSpec("pooled", result="pooled", stage=Stage.DATA)
 
         def run(self, ctx: CheckContext) -> list[CheckResult]:
             pooled_started.set()
             return [CheckResult(self.name, Outcome.PASS)]
 
-    class Inline:
-        name, requires, stage, dns_only = "inline", (), Stage.DATA, True
+    class Inline(BaseCheck[None]):
+        spec: ClassVar = CheckSpec("inline", result="inline", stage=Stage.DATA, waits_on="dns")
 
         def run(self, ctx: CheckContext) -> list[CheckResult]:
             ran_alongside = pooled_started.wait(timeout=2.0)
             return [CheckResult(self.name, Outcome.PASS if ran_alongside else Outcome.FAIL)]
 
-    results = run(Pipeline.build([Inline(), Pooled()]))  # listed inline first
+    results = run(Pipeline.build([Inline(None), Pooled(None)]))  # listed inline first
     assert results.first("inline").outcome is Outcome.PASS

@@ -22,12 +22,13 @@ import authres.core
 import authres.dkim_b
 import authres.dmarc
 
-from trustmilter.results import CheckResult, Outcome, Results
+from trustmilter.results import AuthMethod, CheckResult, Outcome, Results
 
 HEADER_NAME = "Authentication-Results"
 
-# Methods in the order RFC 8601 readers expect them: connection first.
-_METHOD_ORDER = ("auth", "iprev", "spf", "dkim", "dmarc", "arc")
+# The methods we report, in the order of the header's clauses: connection
+# first (see AuthMethod); the checks name theirs in their specs.
+_METHOD_ORDER: tuple[str, ...] = tuple(method.value for method in AuthMethod)
 # What authres's parser shows of the unparsed rest of a header (see LinearHeader).
 _SHOWN_REST = 41
 

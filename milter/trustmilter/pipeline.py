@@ -7,13 +7,13 @@ time every check whose requirements are done is started at once, so a
 message waits on DNS for its slowest chain (PTR then forward, SPF
 includes, DMARC after SPF and DKIM), not for the sum.
 
-Where a check starts: a check that waits on nothing but DNS (it says so
-with ``dns_only = True``) is first run in the calling thread with a
+Where a check starts: a check that waits on nothing but DNS (its spec says
+``waits_on="dns"``) is first run in the calling thread with a
 resolver that answers only from the cache (lookup/cacheonly.py). With a
 warm cache that is every such check, and a message costs no thread
 hand-offs; at the first lookup that would wait, the run is dropped and the
 check goes to the thread pool, as every other check does. A check that
-waits on nothing but the state store (``state_only = True``) runs in the
+waits on nothing but the state store (``waits_on="state"``) runs in the
 calling thread while the longest a store operation can take (`state_wait`)
 still fits before the deadline. A check running here is not interrupted:
 no DNS wait can hold it, but its own work can run past the deadline — a
@@ -55,7 +55,7 @@ class PipelineError(Exception):
 
 def result_name(check: Check) -> str:
     """The result name a check reports under (``names.envelope`` reports as ``names``)."""
-    return str(getattr(check, "result", check.name))
+    return check.spec.result
 
 
 def _ordered(checks: Sequence[Check], known: frozenset[str]) -> tuple[Check, ...]:
@@ -187,18 +187,14 @@ class Pipeline:
         return all(r in finished or r not in pending for r in check.requires)
 
 
-# RFC 8601 methods of the checks that report one, so a check that failed
-# still shows up as "<method>=temperror" in Authentication-Results.
-_METHODS = {"iprev": "iprev", "spf": "spf", "dkim": "dkim", "dmarc": "dmarc", "arc": "arc"}
-
-
 def _error_result(check: Check, reason: str) -> CheckResult:
-    name = result_name(check)
+    # With its RFC 8601 method, a check that failed still shows up as
+    # "<method>=temperror" in Authentication-Results.
     return CheckResult(
-        check=name,
+        check=check.spec.result,
         outcome=Outcome.TEMPERROR,
         reason=reason,
-        method=_METHODS.get(name.split(".", 1)[0]),
+        method=check.spec.method,
     )
 
 
@@ -212,12 +208,13 @@ def _start_order(check: Check, state_wait: float | None) -> tuple[bool, float]:
 def _wait_here(check: Check, state_wait: float | None) -> float | None:
     """The longest `check` can wait in the calling thread, or None: it needs a thread.
 
-    Checks say what they wait on (``dns_only``, ``state_only``); a check
-    that does not say always gets a thread.
+    Checks say what they wait on (`CheckSpec.waits_on`); one that waits on
+    anything but DNS or the state store always gets a thread.
     """
-    if getattr(check, "dns_only", False):
+    waits_on = check.spec.waits_on
+    if waits_on == "dns":
         return 0.0  # cache hits only: a lookup that would wait sends it to the pool
-    if getattr(check, "state_only", False) and state_wait is not None:
+    if waits_on == "state" and state_wait is not None:
         return state_wait
     return None
 

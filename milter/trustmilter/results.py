@@ -28,6 +28,23 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # the check did not apply (e.g. no signature, trusted client)
 
 
+class AuthMethod(StrEnum):
+    """The RFC 8601 methods trustmilter writes into Authentication-Results.
+
+    The order of the members is the order of the header's clauses (RFC 8601
+    leaves it open): the SMTP AUTH identity, then the connection (iprev),
+    the envelope (spf), the message (dkim), dmarc after the spf and dkim it
+    is built on, and arc last.
+    """
+
+    AUTH = "auth"
+    IPREV = "iprev"
+    SPF = "spf"
+    DKIM = "dkim"
+    DMARC = "dmarc"
+    ARC = "arc"
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One named observation, e.g. ``iprev.ptr_generic``.
@@ -58,9 +75,14 @@ class CheckResult:
     findings: tuple[Finding, ...] = ()
     method: str | None = None
     props: tuple[tuple[str, str], ...] = ()
-    # Extra machine-readable data for dependent checks (e.g. DMARC reads
-    # the SPF-authenticated domain), never free text.
+    # Strings for consumers outside the checks that do not read `evidence`
+    # yet: the reputation check's learned "reasons" (policy/evaluate.py) and
+    # the bounce check's "summary" (policy/evaluate.py, the verdict log line).
     data: Mapping[str, str] = field(default_factory=dict)
+    # What the check learnt that a later check needs, as a frozen dataclass
+    # of the producing module (e.g. checks.spf.SpfEvidence: the domain SPF
+    # evaluated, which DMARC aligns); read back with that module's functions.
+    evidence: object | None = None
 
     def prop(self, key: str) -> str | None:
         """The value of one ptype.property, or None."""

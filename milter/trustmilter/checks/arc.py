@@ -19,7 +19,8 @@ that instance's ARC-Authentication-Results (parsed with `authres`) tell what
 the sealer saw before it forwarded the message. If it recorded dmarc=pass
 (for this From domain), or, recording no dmarc, a dkim=pass or spf=pass
 aligned with this From domain, the result carries the finding
-``arc.trusted_pass`` naming the sealer, and `data` the original results.
+``arc.trusted_pass`` naming the sealer, and its `ArcEvidence` the sealer's
+report.
 Whether that may override a local DMARC failure is the policy's decision
 (RFC 8617 §7: local policy), not this check's. An untrusted sealer's
 results are never read.
@@ -37,13 +38,13 @@ import authres
 import dkim
 
 from trustmilter.authresults import parse_core_header_value
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.dkim import DkimpyLog
 from trustmilter.checks.dmarc import aligned
 from trustmilter.domains import addresses_in, domain_of, normalise
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.model import Message
-from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.results import AuthMethod, CheckResult, Finding, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,14 @@ class SealerReport:
     method: str  # the method whose pass counts: dmarc, dkim or spf
     text: str  # the A-R payload as recorded (without i=)
     results: Mapping[str, str]  # method -> first result recorded for it
+
+
+@dataclass(frozen=True, slots=True)
+class ArcEvidence:
+    """A valid chain: the sealer of each ARC set, and a trusted sealer's recorded pass."""
+
+    sealers: tuple[str, ...]
+    trusted: SealerReport | None = None
 
 
 def _first_prop(result: Any, ptype: str, pname: str) -> str:
@@ -155,23 +164,24 @@ def preflight(config: Config) -> None:
 
     importlib.import_module("nacl.signing")
 
-class ArcCheck:
+class ArcCheck(BaseCheck[Config]):
     """Validate the ARC chain; surface a trusted sealer's recorded pass."""
 
-    name: ClassVar[str] = "arc"
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "arc", result="arc", stage=Stage.DATA, waits_on="dns", method=AuthMethod.ARC,
+        findings={
+            "arc.trusted_pass":
+                "a valid ARC chain from a trusted sealer vouches for the original",
+        },
+    )
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self._trusted = frozenset(normalise(d) for d in config.trusted_sealers)
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """One `arc` result for the message."""
         message = ctx.message
-        if not self.config.enabled:
-            return [CheckResult(self.name, Outcome.SKIPPED, "disabled", method="arc")]
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message", method="arc")]
         if not any(message.header_values(h) for h in _ARC_FIELDS):
@@ -206,22 +216,15 @@ class ArcCheck:
             return [CheckResult(self.name, Outcome.FAIL, reason, method="arc", props=remote)]
         oldest = oldest_pass([(int(s["instance"]), bool(s["ams-valid"])) for s in sets])
         props = (*remote, ("header.oldest-pass", str(oldest)))
-        sealers = ",".join(_text(s["as-domain"]) for s in sets)
-        data = {"instances": str(len(sets)), "sealers": sealers}
+        sealers = tuple(_text(s["as-domain"]) for s in sets)
         report = self._trusted_report(ctx, message, sets)
         if report is None:
             return [CheckResult(self.name, Outcome.PASS, "chain valid", method="arc",
-                                props=props, data=data)]
+                                props=props, evidence=ArcEvidence(sealers))]
         finding = Finding("arc.trusted_pass",
                           f"{report.sealer} (i={report.instance}) recorded {report.method}=pass")
-        data.update({
-            "trusted_sealer": report.sealer,
-            "trusted_instance": str(report.instance),
-            "trusted_method": report.method,
-            "original_results": report.text,
-            **{f"original.{m}": r for m, r in report.results.items()},
-        })
-        return [CheckResult(self.name, Outcome.PASS, "chain valid", (finding,), "arc", props, data)]
+        return [CheckResult(self.name, Outcome.PASS, "chain valid", (finding,), "arc", props,
+                            evidence=ArcEvidence(sealers, report))]
 
     def _trusted_report(
         self, ctx: CheckContext, message: Message, sets: Sequence[Mapping[str, Any]]
@@ -247,6 +250,3 @@ class ArcCheck:
 def _text(value: bytes | str) -> str:
     """dkimpy's bytes as text."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-CHECKS: tuple[type[Check], ...] = (ArcCheck,)

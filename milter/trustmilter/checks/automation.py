@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import email.message
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage, skipped
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.model import Message
 from trustmilter.policy.errors import InvalidField
@@ -177,34 +179,39 @@ def message_findings(
     return findings
 
 
-def _result(check: str, findings: list[Finding]) -> CheckResult:
-    data = {"check": check}
+def _result(findings: list[Finding]) -> CheckResult:
     if findings:
         reason = "; ".join(f"{f.name.removeprefix('auto.')}: {f.detail}" for f in findings)
-        return CheckResult(RESULT, Outcome.FAIL, clip(reason), tuple(findings), data=data)
-    return CheckResult(RESULT, Outcome.PASS, "no sign of automated mail", data=data)
+        return CheckResult(RESULT, Outcome.FAIL, clip(reason), tuple(findings))
+    return CheckResult(RESULT, Outcome.PASS, "no sign of automated mail")
+
+
+# What each finding means; each check reports those it can see.
+FINDINGS: Mapping[str, str] = MappingProxyType({
+    "auto.noreply_sender": "the sender's local part is no-reply style (noreply, mailer-daemon...)",
+    "auto.bulk": "bulk or list mail (Precedence bulk/junk/list, List-Id, List-Unsubscribe)",
+    "auto.machine_generated": "machine-generated (Auto-Submitted other than no, X-Autoreply...)",
+    "auto.bounce": "a bounce: the null sender, or a multipart/report delivery-status report",
+})
 
 
 # ---- the checks ----------------------------------------------------------------
 
 
-class AutomationSenderCheck:
+class AutomationSenderCheck(BaseCheck[Config]):
     """The envelope sender: the null sender, or a no-reply address."""
 
-    name: ClassVar[str] = "automation.envelope"
-    result: ClassVar[str] = RESULT
-    stage: ClassVar[Stage] = Stage.MAIL
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "automation.envelope", result=RESULT, stage=Stage.MAIL, waits_on="dns",
+        findings={n: FINDINGS[n] for n in ("auto.noreply_sender", "auto.bounce")},
+    )
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self.patterns = config.compiled()
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Classify MAIL FROM."""
-        if not self.config.enabled:
-            return [skipped(RESULT, self.name, "disabled")]
         sender = ctx.envelope.mail_from.strip().strip("<>")
         findings = []
         if not sender:
@@ -212,29 +219,22 @@ class AutomationSenderCheck:
             findings.append(Finding("auto.bounce", "null sender"))
         elif is_noreply(sender, self.patterns):
             findings.append(Finding("auto.noreply_sender", f"MAIL FROM {clip(sender)}"))
-        return [_result(self.name, findings)]
+        return [_result(findings)]
 
 
-class AutomationMessageCheck:
+class AutomationMessageCheck(BaseCheck[Config]):
     """The header: no-reply From, bulk, machine-generated, delivery reports."""
 
-    name: ClassVar[str] = "automation.message"
-    result: ClassVar[str] = RESULT
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "automation.message", result=RESULT, stage=Stage.DATA, waits_on="dns", findings=FINDINGS,
+    )
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self.patterns = config.compiled()
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Report every sign of automation in the header."""
-        if not self.config.enabled:
-            return [skipped(RESULT, self.name, "disabled")]
         if ctx.message is None:
-            return [skipped(RESULT, self.name, "no message yet")]
-        return [_result(self.name, message_findings(ctx.message, self.patterns))]
-
-
-CHECKS: tuple[type[Check], ...] = (AutomationSenderCheck, AutomationMessageCheck)
+            return [skipped(RESULT, "no message yet")]
+        return [_result(message_findings(ctx.message, self.patterns))]

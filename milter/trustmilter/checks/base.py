@@ -1,32 +1,39 @@
 """The one small interface every check implements.
 
-A check is a class with a `name`, the SMTP `stage` whose facts it needs,
-the names of checks whose results it reads (`requires`), and
-``run(ctx) -> list[CheckResult]``. Its I/O is `ctx.dns`, and for the
-rate and reputation checks `ctx.state`. It is built once at start-up from its
-own section of the policy (a frozen `Config` dataclass in the same module)
-and then called from many threads, so it keeps no per-message state.
-A check whose only wait is `ctx.dns` says so with ``dns_only = True``:
-the pipeline may then run it in the calling thread while every lookup is
-a cache hit (see pipeline.py); one whose only wait is `ctx.state` says
-``state_only = True``; a check that says neither always gets a thread.
-It does not raise for bad input: malformed mail is a finding. An
-unexpected exception is caught by the pipeline and turned into a
-`temperror` result for that check alone.
+A check is a class that describes itself once, in a `CheckSpec` (its name,
+the result name it reports under, the SMTP stage whose facts it needs, the
+checks whose results it reads, what it waits on, its RFC 8601 method and
+the findings it may report with their meanings), and has
+``run(ctx) -> list[CheckResult]``. The registry (registry.py) derives the
+rest from the specs: the signal catalogue, the Authentication-Results
+methods, which checks run where. Its I/O is `ctx.dns`, and for the rate,
+reputation and bounce checks `ctx.state`. It is built once at start-up from
+its own section of the policy (a frozen `Config` dataclass in the same
+module), only when that section is enabled, and then called from many
+threads, so it keeps no per-message state. It does not raise for bad
+input: malformed mail is a finding. An unexpected exception is caught by
+the pipeline and turned into a `temperror` result for that check alone.
+
+What a check learnt that a later check needs (the domain SPF evaluated,
+the d= of a DKIM signature) travels as typed, frozen evidence on its
+results (`CheckResult.evidence`), defined in the producing module together
+with the function that reads it back.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.model import Connection, Envelope, Facts, Message
-from trustmilter.results import CheckResult, Outcome, Results
+from trustmilter.results import AuthMethod, CheckResult, Outcome, Results
 
 if TYPE_CHECKING:
     from trustmilter.state.base import StateStore
@@ -68,18 +75,82 @@ class CheckContext:
         return self.facts.message
 
 
-def skipped(result: str, check: str, why: str) -> CheckResult:
-    """A SKIPPED result for a module whose checks share one result name;
-    `data["check"]` says which of them skipped."""
-    return CheckResult(result, Outcome.SKIPPED, why, data={"check": check})
+# What a check waits on, which decides where the pipeline may run it:
+# "dns": only `ctx.dns`; it may run in the calling thread while every lookup
+#        is a cache hit (see pipeline.py);
+# "state": only `ctx.state`; it may run in the calling thread while the
+#        store's longest wait fits before the deadline;
+# "cpu": anything else; it always gets a thread of the pool.
+WaitsOn = Literal["dns", "state", "cpu"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """Everything about a check that is not its code, said once."""
+
+    name: str  # unique: "spf.mailfrom", "names.envelope"
+    result: str  # the result name it reports under; checks of one module may share it
+    stage: Stage
+    requires: tuple[str, ...] = ()  # checks whose results it reads
+    waits_on: WaitsOn = "cpu"
+    # RFC 8601 method its results are reported under in Authentication-Results,
+    # or None when they do not belong there.
+    method: AuthMethod | None = None
+    # Finding name -> what it means (for `policy show` and the signal catalogue).
+    findings: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A read-only copy: a spec is shared by every thread and never changes.
+        object.__setattr__(self, "findings", MappingProxyType(dict(self.findings)))
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+class BaseCheck(ABC, Generic[ConfigT]):
+    """The common part of every check class: built from its section's Config,
+    and its name, stage and requirements read from its `spec`."""
+
+    spec: ClassVar[CheckSpec]
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def stage(self) -> Stage:
+        return self.spec.stage
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return self.spec.requires
+
+    @abstractmethod
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        """Examine `ctx` and report; never raise for bad input or DNS trouble."""
+
+
+def skipped(result: str, why: str) -> CheckResult:
+    """A SKIPPED result: the check did not apply to this message."""
+    return CheckResult(result, Outcome.SKIPPED, why)
 
 
 class Check(Protocol):
-    """A check module's class. See the module docstring for the contract."""
+    """A check class as the pipeline sees it. See the module docstring for the contract."""
 
-    name: ClassVar[str]
-    stage: ClassVar[Stage]
-    requires: ClassVar[tuple[str, ...]]
+    spec: ClassVar[CheckSpec]
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stage(self) -> Stage: ...
+
+    @property
+    def requires(self) -> tuple[str, ...]: ...
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Examine `ctx` and report; never raise for bad input or DNS trouble."""

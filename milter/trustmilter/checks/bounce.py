@@ -13,7 +13,8 @@ The result, named ``bounce``:
   `own_domains`), ``bounce.foreign`` (it came from elsewhere: backscatter,
   or a report meant for someone else), ``bounce.permanent``,
   ``bounce.delayed``;
-- ``data["summary"]``: one printable line — origin, reporting MTA, each
+- `BounceEvidence.summary` (read with `summary_of`, and for now also
+  ``data["summary"]``): one printable line — origin, reporting MTA, each
   recipient with its code and cause — for the verdict log line and the
   help desk's header (`header`, added by the policy evaluator).
 
@@ -33,11 +34,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
 from trustmilter.checks.automation import report_type
-from trustmilter.checks.base import Check, CheckContext, Stage, skipped
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.domains import is_host_name
 from trustmilter.model import Message, is_field_name
@@ -101,7 +102,24 @@ def may_be_bounce(mail_from: str, message: Message) -> bool:
     return False
 
 
-def origin(bounce: Bounce, own_domains: tuple[str, ...]) -> str:
+Origin = Literal["own", "foreign", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class BounceEvidence:
+    """A bounce read: whose mail it returned, and its one-line summary."""
+
+    origin: Origin
+    summary: str
+
+
+def summary_of(result: CheckResult) -> str | None:
+    """The one-line summary of a bounce result, or None (not a bounce)."""
+    evidence = result.evidence
+    return evidence.summary if isinstance(evidence, BounceEvidence) else None
+
+
+def origin(bounce: Bounce, own_domains: tuple[str, ...]) -> Origin:
     """"own", "foreign", or "unknown" (no own domains set, or no returned headers)."""
     if bounce.own:
         return "own"
@@ -147,21 +165,26 @@ def is_hard(recipient: BounceRecipient) -> bool:
 # ---- the check ----------------------------------------------------------------
 
 
-class BounceCheck:
+class BounceCheck(BaseCheck[Config]):
     """Is this a bounce, whose mail did it return, and which recipients are gone for good?"""
 
-    name: ClassVar[str] = "bounce"
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    state_only: ClassVar[bool] = True  # no DNS; writes to the store for our own bounces
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    # No DNS; writes to the store for our own bounces.
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "bounce", result=RESULT, stage=Stage.DATA, waits_on="state",
+        findings={
+            "bounce.own":
+                "a bounce of our own outbound mail (its returned message is from own_domains)",
+            "bounce.foreign":
+                "a bounce of mail that did not come from own_domains (backscatter)",
+            "bounce.permanent": "a bounce reporting a permanent failure (5.x.x) for some recipient",
+            "bounce.delayed": "a bounce reporting a temporary failure or delay (4.x.x)",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         message = ctx.message
         if message is None:
-            return [skipped(RESULT, self.name, "no message yet")]
+            return [skipped(RESULT, "no message yet")]
         if not may_be_bounce(ctx.envelope.mail_from, message):
             return [CheckResult(RESULT, Outcome.NONE, "not a bounce")]
         bounce = explain(message.raw, self.config.own_domains)
@@ -172,14 +195,15 @@ class BounceCheck:
         line = summary(bounce, origin_word, recorded)
         findings = self._findings(bounce, origin_word)
         permanent = any(r.meaning.permanent for r in bounce.recipients)
-        data = {"summary": line, "origin": origin_word}
+        # `data` for the evaluator and the verdict log line, until they read the evidence.
         return [CheckResult(
             RESULT, Outcome.FAIL if permanent else Outcome.NEUTRAL, clip(line),
-            tuple(findings), data=data,
+            tuple(findings), data={"summary": line},
+            evidence=BounceEvidence(origin_word, line),
         )]
 
     @staticmethod
-    def _findings(bounce: Bounce, origin_word: str) -> list[Finding]:
+    def _findings(bounce: Bounce, origin_word: Origin) -> list[Finding]:
         found = []
         if origin_word in ("own", "foreign"):
             found.append(Finding(f"bounce.{origin_word}", clip(bounce.reporting_mta or "")))
@@ -218,6 +242,3 @@ class BounceCheck:
         except StateError as error:
             return f"not recorded: {clip(str(error), 120)}"
         return f"recorded={len(hard)}"
-
-
-CHECKS: tuple[type[Check], ...] = (BounceCheck,)

@@ -3,8 +3,9 @@
 For each DKIM-Signature header field, top to bottom, the check reports one
 result named ``dkim`` (RFC 6376 §6.1: signatures are verified independently;
 RFC 8601 §2.7.1: one resinfo per signature) with the properties header.d,
-header.i, header.s, header.a and header.b, and `data` holding d= and s= for
-DMARC. A message without signatures gets one result, `none`.
+header.i, header.s, header.a and header.b, and `DkimEvidence` holding d= and
+s= for DMARC (read back with `signing_domains`). A message without signatures
+gets one result, `none`.
 
 Outcomes, with the finding that says why:
 - pass: signature verified with an acceptable key.
@@ -34,7 +35,7 @@ import binascii
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -42,13 +43,13 @@ from typing import Any, ClassVar
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.dkimcrypto import KEY_MEMO_TEXT
 from trustmilter.checks.dkimparse import Parsed, rfc822_parse
 from trustmilter.lookup import DnsStatus, Resolver
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.memo import remembered_when
-from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.results import AuthMethod, CheckResult, Finding, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,24 @@ class Config:
     min_key_bits: int = field(default=1024, metadata={"min": 512, "max": 16384})
     # Signatures beyond this many are not verified (a cost bound), only counted.
     max_signatures: int = field(default=10, metadata={"min": 1, "max": 100})
+
+
+@dataclass(frozen=True, slots=True)
+class DkimEvidence:
+    """Whose signature a result is about: d= (lower case, no trailing dot) and s=."""
+
+    domain: str
+    selector: str
+
+
+def signing_domains(results: Iterable[CheckResult], outcome: Outcome) -> list[str]:
+    """The d= domains of the signatures with `outcome`, in header order: for
+    DMARC, the DKIM-authenticated identifiers (RFC 7489 §3.1.1) when `outcome`
+    is pass."""
+    return [
+        r.evidence.domain for r in results
+        if r.outcome is outcome and isinstance(r.evidence, DkimEvidence) and r.evidence.domain
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,32 +283,32 @@ def verify_one(
 
 def _result(verdict: Verdict, tags: Mapping[bytes, bytes]) -> CheckResult:
     """The `dkim` result for one signature."""
-    data: dict[str, str] = {}
-    if tags.get(b"d"):
-        data["d"] = text(tags[b"d"]).lower().rstrip(".")
-    if tags.get(b"s"):
-        data["s"] = text(tags[b"s"])
-    findings = (Finding(verdict.finding, data.get("d", "")),) if verdict.finding else ()
-    return CheckResult("dkim", verdict.outcome, verdict.reason, findings, method="dkim",
-                       props=signature_props(tags), data=data)
+    domain = text(tags[b"d"]).lower().rstrip(".") if tags.get(b"d") else ""
+    selector = text(tags[b"s"]) if tags.get(b"s") else ""
+    findings = (Finding(verdict.finding, domain),) if verdict.finding else ()
+    return CheckResult("dkim", verdict.outcome, verdict.reason, findings,
+                       method=AuthMethod.DKIM, props=signature_props(tags),
+                       evidence=DkimEvidence(domain, selector))
 
 
-class DkimCheck:
+class DkimCheck(BaseCheck[Config]):
     """Verify every DKIM signature of the message."""
 
-    name: ClassVar[str] = "dkim"
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "dkim", result="dkim", stage=Stage.DATA, waits_on="dns", method=AuthMethod.DKIM,
+        findings={
+            "dkim.key_missing": "the signing key is not published",
+            "dkim.key_revoked": "the signing key is revoked (empty p=)",
+            "dkim.body_hash_mismatch": "the body changed after signing",
+            "dkim.signature_mismatch": "the signed headers changed after signing",
+            "dkim.key_too_small": "the RSA key is shorter than the configured minimum",
+            "dkim.malformed": "the DKIM-Signature header cannot be parsed",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """One result per signature, in header order."""
         message = ctx.message
-        if not self.config.enabled:
-            return [CheckResult(self.name, Outcome.SKIPPED, "disabled", method="dkim")]
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message", method="dkim")]
         try:
@@ -348,6 +367,3 @@ class DkimCheck:
                 i: pool.submit(verify_one, parsed, i, tags, ctx.dns, bits) for i, tags in todo
             }
             return {i: future.result() for i, future in futures.items()}
-
-
-CHECKS: tuple[type[Check], ...] = (DkimCheck,)

@@ -1,8 +1,9 @@
 """DMARC (RFC 7489): the From domain's policy and SPF/DKIM alignment.
 
-The check reads the results of ``spf.mailfrom`` and ``dkim`` (never their
-internals) and the DMARC record of the RFC5322.From domain, and reports one
-result ``dmarc`` (method dmarc, props header.from and policy.dmarc):
+The check reads the results of ``spf.mailfrom`` and ``dkim`` through their
+modules' evidence (`spf.evaluated_domains`, `dkim.signing_domains`) and the
+DMARC record of the RFC5322.From domain, and reports one result ``dmarc``
+(method dmarc, props header.from and policy.dmarc):
 
 - pass: an SPF or DKIM pass whose domain is aligned with the From domain
   (RFC 7489 §3.1; relaxed = same organisational domain, strict = equal);
@@ -38,18 +39,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
 from typing import ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks import dkim, spf
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.domains import DomainTools, addresses_in, domain_of, normalise
 from trustmilter.lookup import DnsAnswer, DnsStatus, Resolver
 from trustmilter.memo import remembered_when
 from trustmilter.model import Message
-from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.results import AuthMethod, CheckResult, Finding, Outcome
 
 # RFC 7489 §6.6.1: a From field with several addresses is checked once per
 # domain; bound the number of lookups that can cost.
@@ -93,6 +94,17 @@ class Record:
 @dataclass(frozen=True, slots=True)
 class Config:
     enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcEvidence:
+    """What DMARC decided for one Author Domain: the disposition applied (§6.6.4:
+    none on pass) and the record it came from, when one was found."""
+
+    author: str
+    disposition: Policy = Policy.NONE
+    record_domain: str = ""
+    record: Record | None = None
 
 
 def is_dmarc_record(txt: str) -> bool:
@@ -215,22 +227,27 @@ def discover(dns: Resolver, domains: DomainTools, author: str) -> Discovery:
     return Discovery()
 
 
-class DmarcCheck:
+class DmarcCheck(BaseCheck[Config]):
     """The From domain's DMARC verdict from SPF and DKIM results."""
 
-    name: ClassVar[str] = "dmarc"
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ("spf.mailfrom", "dkim")
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "dmarc", result="dmarc", stage=Stage.DATA, requires=("spf.mailfrom", "dkim"),
+        waits_on="dns", method=AuthMethod.DMARC,
+        findings={
+            "dmarc.policy.none": "the From domain's applicable DMARC policy is none",
+            "dmarc.policy.quarantine":
+                "the From domain's applicable DMARC policy is quarantine",
+            "dmarc.policy.reject": "the From domain's applicable DMARC policy is reject",
+            "dmarc.spf_aligned": "SPF passed for a domain aligned with From",
+            "dmarc.dkim_aligned": "a DKIM signature aligned with From passed",
+            "dmarc.org_domain_record": "the DMARC record came from the organizational domain",
+            "dmarc.pct_sampled_out": "pct= sampling let this failure off with a lighter policy",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """One result for the message (several From domains: the strictest, §6.6.1)."""
         message = ctx.message
-        if not self.config.enabled:
-            return [CheckResult(self.name, Outcome.SKIPPED, "disabled", method="dmarc")]
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message", method="dmarc")]
         domains = author_domains(message)
@@ -245,23 +262,24 @@ class DmarcCheck:
     def _evaluate(self, ctx: CheckContext, author: str, message_id: str) -> CheckResult:
         """The DMARC result for one Author Domain."""
         props: tuple[tuple[str, str], ...] = (("header.from", author),)
+        evidence = DmarcEvidence(author)
         found = discover(ctx.dns, ctx.domains, author)
         if found.temperror:
             return CheckResult(self.name, Outcome.TEMPERROR,
                                f"DMARC record lookup for {found.domain}: {found.temperror}",
-                               method="dmarc", props=props, data={"domain": author})
+                               method="dmarc", props=props, evidence=evidence)
         record = found.record
         if record is None:
             reason = "several DMARC records" if found.domain else "no DMARC record"
             return CheckResult(self.name, Outcome.NONE, reason, method="dmarc", props=props,
-                               data={"domain": author})
+                               evidence=evidence)
         if record.p is None or record.sp_invalid:
             if not record.has_rua:
                 # §6.6.3 step 6.2: no valid p=/sp= and no rua=: no DMARC
                 # processing; §11.2 names this a permerror.
                 return CheckResult(self.name, Outcome.PERMERROR,
                                    f"DMARC record at {found.domain} has no valid p=",
-                                   method="dmarc", props=props, data={"domain": author})
+                                   method="dmarc", props=props, evidence=evidence)
             # Step 6.1: act as if p=none was published.
             record = Record(Policy.NONE, None, False, record.adkim, record.aspf, record.pct, True)
         return self._judge(ctx, author, message_id, record, found, props)
@@ -283,39 +301,34 @@ class DmarcCheck:
             findings.append(Finding("dmarc.org_domain_record", found.domain))
         spf_results = ctx.results.get("spf.mailfrom", ())
         dkim_results = ctx.results.get("dkim", ())
-        spf_match = partial(aligned, author=author, mode=record.aspf, org_domain=org_domain)
-        dkim_match = partial(aligned, author=author, mode=record.adkim, org_domain=org_domain)
-        spf_ok = _aligned_domains(spf_results, "domain", Outcome.PASS, spf_match)
-        dkim_ok = _aligned_domains(dkim_results, "d", Outcome.PASS, dkim_match)
+
+        def spf_aligned(outcome: Outcome) -> list[str]:
+            return [d for d in spf.evaluated_domains(spf_results, outcome)
+                    if aligned(d, author, record.aspf, org_domain)]
+
+        def dkim_aligned(outcome: Outcome) -> list[str]:
+            return [d for d in dkim.signing_domains(dkim_results, outcome)
+                    if aligned(d, author, record.adkim, org_domain)]
+
+        spf_ok, dkim_ok = spf_aligned(Outcome.PASS), dkim_aligned(Outcome.PASS)
         if spf_ok:
             findings.append(Finding("dmarc.spf_aligned", spf_ok[0]))
         if dkim_ok:
             findings.append(Finding("dmarc.dkim_aligned", dkim_ok[0]))
         # A subdomain covered by the org domain's record gets sp=, else p= (§6.3).
         published = record.sp if found.from_org and record.sp is not None else record.p
-        data = {
-            "domain": author,
-            "record_domain": found.domain,
-            "p": record.p.value,
-            "sp": (record.sp or record.p).value,
-            "published": published.value,
-            "adkim": record.adkim,
-            "aspf": record.aspf,
-            "pct": str(record.pct),
-        }
+        evidence = DmarcEvidence(author, Policy.NONE, found.domain, record)
         if spf_ok or dkim_ok:
             how = " and ".join(m for m, ok in (("SPF", spf_ok), ("DKIM", dkim_ok)) if ok)
             return CheckResult(self.name, Outcome.PASS, f"aligned {how} pass",
                                tuple(findings), "dmarc", (*props, ("policy.dmarc", "none")),
-                               {**data, "disposition": "none"})
+                               evidence=evidence)
         # §6.6.2: if neither passes and one that could have aligned failed
         # temporarily, the policy cannot be applied.
-        spf_temp = _aligned_domains(spf_results, "domain", Outcome.TEMPERROR, spf_match)
-        dkim_temp = _aligned_domains(dkim_results, "d", Outcome.TEMPERROR, dkim_match)
-        if spf_temp or dkim_temp:
+        if spf_aligned(Outcome.TEMPERROR) or dkim_aligned(Outcome.TEMPERROR):
             return CheckResult(self.name, Outcome.TEMPERROR,
                                "an aligned identifier could not be checked (temporary error)",
-                               tuple(findings), "dmarc", props, data)
+                               tuple(findings), "dmarc", props, evidence=evidence)
         disposition = published
         if published is not Policy.NONE and not sampled_in(record.pct, author, message_id):
             disposition = published.milder
@@ -324,20 +337,7 @@ class DmarcCheck:
         return CheckResult(self.name, Outcome.FAIL, f"no aligned pass; policy {disposition.value}",
                            tuple(findings), "dmarc",
                            (*props, ("policy.dmarc", disposition.value)),
-                           {**data, "disposition": disposition.value})
-
-
-def _aligned_domains(
-    results: Iterable[CheckResult],
-    key: str,
-    outcome: Outcome,
-    is_aligned: Callable[[str], bool],
-) -> list[str]:
-    """Domains of results with `outcome` whose data[key] is aligned."""
-    return [
-        r.data[key] for r in results
-        if r.outcome is outcome and r.data.get(key) and is_aligned(r.data[key])
-    ]
+                           evidence=DmarcEvidence(author, disposition, found.domain, record))
 
 
 # Which of several per-domain results speaks for the message (§6.6.1: the
@@ -349,8 +349,6 @@ _RANK = {
 
 def _severity(result: CheckResult) -> tuple[int, int]:
     """Sort key: outcome rank, then strictness of the applied disposition."""
-    disposition = _policy(result.data.get("disposition", "none")) or Policy.NONE
+    evidence = result.evidence
+    disposition = evidence.disposition if isinstance(evidence, DmarcEvidence) else Policy.NONE
     return _RANK.get(result.outcome, 1), disposition.strictness
-
-
-CHECKS: tuple[type[Check], ...] = (DmarcCheck,)

@@ -22,7 +22,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.blocklist import BlocklistConfig, ListQuery, ask_lists, summarise
 from trustmilter.domains import client_address
 from trustmilter.lookup.answer import reverse_name
@@ -52,22 +52,20 @@ def is_listable(ip: IPAddress) -> bool:
     return not any(ip.version == net.version and ip in net for net in _UNLISTABLE)
 
 
-class DnsblCheck:
+class DnsblCheck(BaseCheck[Config]):
     """Look the client IP up on each configured DNSBL."""
 
-    name: ClassVar[str] = "dnsbl"
-    stage: ClassVar[Stage] = Stage.CONNECT
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "dnsbl", result="dnsbl", stage=Stage.CONNECT, waits_on="dns",
+        findings={
+            "dnsbl.listed": "the client IP is listed (carries the list's weight)",
+            "dnsbl.error_code": "a blocklist answered with an error code (ignored)",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Ask every list at once and report listings, refusals and gaps."""
         ip = client_address(ctx.connection.ip)
-        if not self.config.enabled:
-            return [CheckResult(self.name, Outcome.SKIPPED, "disabled")]
         if not self.config.lists:
             return [CheckResult(self.name, Outcome.NONE, "no blocklists configured")]
         if not is_listable(ip):
@@ -77,15 +75,4 @@ class DnsblCheck:
             for blocklist in self.config.lists
         ]
         summary = summarise("dnsbl", ask_lists(ctx.dns, queries), with_subject=False)
-        return [
-            CheckResult(
-                self.name,
-                summary.outcome,
-                summary.reason,
-                summary.findings,
-                data={"ip": str(ip)},
-            )
-        ]
-
-
-CHECKS: tuple[type[Check], ...] = (DnsblCheck,)
+        return [CheckResult(self.name, summary.outcome, summary.reason, summary.findings)]

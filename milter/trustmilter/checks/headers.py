@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.memo import remembered_when
 from trustmilter.results import CheckResult, Finding, Outcome
 
@@ -408,21 +408,29 @@ def header_findings(raw: bytes, headers: tuple[tuple[str, str], ...]) -> list[Fi
     return findings
 
 
-class HeadersCheck:
+class HeadersCheck(BaseCheck[Config]):
     """Is the message formatted as RFC 5322 asks?"""
 
-    name: ClassVar[str] = "headers"
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "headers", result="headers", stage=Stage.DATA, waits_on="dns",
+        findings={
+            "headers.from_missing": "no From header",
+            "headers.from_multiple": "more than one From header",
+            "headers.from_unparseable": "the From header is not a valid address list",
+            "headers.date_missing": "no Date header",
+            "headers.date_invalid": "the Date header is not an RFC 5322 date",
+            "headers.subject_malformed": "the Subject header is malformed",
+            "headers.to_malformed": "the To header is malformed",
+            "headers.reply_to_malformed": "the Reply-To header is malformed",
+            "headers.message_id_missing": "no Message-ID header",
+            "headers.nul_bytes": "the message contains NUL bytes",
+            "headers.line_too_long": "a line is longer than 998 characters",
+            "headers.8bit_unencoded": "a header contains raw 8-bit bytes",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Report every header defect found; never raises for bad input."""
-        if not self.config.enabled:
-            return [CheckResult(self.name, Outcome.SKIPPED, "disabled")]
         message = ctx.message
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message yet")]
@@ -431,6 +439,3 @@ class HeadersCheck:
             return [CheckResult(self.name, Outcome.PASS, "headers well-formed")]
         what = ", ".join(dict.fromkeys(f.name.removeprefix("headers.") for f in findings))
         return [CheckResult(self.name, Outcome.FAIL, what, findings)]
-
-
-CHECKS: tuple[type[Check], ...] = (HeadersCheck,)

@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.domains import (
     ascii_name,
     client_address,
@@ -101,23 +101,28 @@ def _matches(answers: tuple[DnsAnswer, ...], ip: IPAddress) -> bool:
     return False
 
 
-class HeloCheck:
+class HeloCheck(BaseCheck[Config]):
     """Is the HELO name a real, resolvable name of this client and sender?"""
 
-    name: ClassVar[str] = "helo"
-    stage: ClassVar[Stage] = Stage.MAIL
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "helo", result="helo", stage=Stage.MAIL, waits_on="dns",
+        findings={
+            "helo.missing": "the client sent no HELO/EHLO name",
+            "helo.ip_literal": "the HELO name is an IP address literal",
+            "helo.ip_literal_mismatch": "the HELO address literal is not the client IP",
+            "helo.localhost": "the HELO name is localhost or a loopback address",
+            "helo.single_label": "the HELO name has no dot",
+            "helo.unknown_tld": "the HELO name does not end in a known public suffix",
+            "helo.nxdomain": "the HELO name does not exist in the DNS",
+            "helo.not_client_ip": "the HELO name does not resolve to the client IP",
+            "helo.not_sender_domain": "the HELO name is not in the envelope sender's domain",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Judge the HELO name by its form, then by what the DNS says of it."""
         raw = (ctx.connection.helo or "").strip()
         helo = shown(raw)
-        if not self.config.enabled:
-            return [self._result(Outcome.SKIPPED, "disabled", helo, [])]
         if not helo:
             return [self._result(Outcome.FAIL, "no HELO", helo, [Finding("helo.missing")])]
         client = client_address(ctx.connection.ip)
@@ -191,8 +196,4 @@ class HeloCheck:
                 findings: list[Finding]) -> CheckResult:
         """One helo result; `smtp.helo` names the identity for logs."""
         props = (("smtp.helo", helo),) if helo else ()
-        return CheckResult(self.name, outcome, reason, tuple(findings), props=props,
-                           data={"helo": helo} if helo else {})
-
-
-CHECKS: tuple[type[Check], ...] = (HeloCheck,)
+        return CheckResult(self.name, outcome, reason, tuple(findings), props=props)

@@ -32,11 +32,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.domains import client_address, domain_of, is_host_name, is_ip_literal, normalise
 from trustmilter.lookup.answer import DnsStatus, reverse_name
 from trustmilter.lookup.parallel import query_many
-from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.results import AuthMethod, CheckResult, Finding, Outcome
 
 if TYPE_CHECKING:
     from trustmilter.domains import DomainTools
@@ -121,31 +121,47 @@ def sender_domain(ctx: CheckContext) -> str:
     return domain if is_host_name(domain) and not is_ip_literal(domain) else ""
 
 
+@dataclass(frozen=True, slots=True)
+class IprevEvidence:
+    """The client's name: the first PTR name that resolved back, else the first one."""
+
+    client_name: str
+
+
+def client_name(result: CheckResult) -> str:
+    """The client's PTR name an iprev result judged ('' when it had none)."""
+    evidence = result.evidence
+    return evidence.client_name if isinstance(evidence, IprevEvidence) else ""
+
+
 def _result(outcome: Outcome, reason: str, ip: IPAddress, findings: list[Finding],
             name: str = "") -> CheckResult:
     """The iprev result with its RFC 8601 §3 property."""
-    data = {"ptr": name} if name else {}
-    return CheckResult("iprev", outcome, reason, tuple(findings), method="iprev",
-                       props=(("policy.iprev", str(ip)),), data=data)
+    return CheckResult("iprev", outcome, reason, tuple(findings), method=AuthMethod.IPREV,
+                       props=(("policy.iprev", str(ip)),),
+                       evidence=IprevEvidence(name) if name else None)
 
 
-class IprevCheck:
+class IprevCheck(BaseCheck[Config]):
     """Forward-confirmed reverse DNS of the client, plus what its name says."""
 
-    name: ClassVar[str] = "iprev"
-    stage: ClassVar[Stage] = Stage.MAIL
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "iprev", result="iprev", stage=Stage.MAIL, waits_on="dns", method=AuthMethod.IPREV,
+        findings={
+            "iprev.ptr_missing": "the client IP has no PTR record",
+            "iprev.ptr_generic": "the PTR name looks like a consumer or dynamic line",
+            "iprev.ptr_not_sender_domain": "the PTR name is not in the envelope sender's domain",
+            "iprev.forward_mismatch": "no PTR name resolves back to the client IP",
+        },
+    )
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self.words = frozenset(w.lower() for w in config.generic_words)
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Look up PTR, then the PTR names' addresses, and report."""
         ip = client_address(ctx.connection.ip)
-        if not self.config.enabled:
-            return [_result(Outcome.SKIPPED, "disabled", ip, [])]
         ptr = ctx.dns.query(reverse_name(ip), "PTR")
         if ptr.status is DnsStatus.TEMPERROR:
             return [_result(Outcome.TEMPERROR, f"PTR lookup: {ptr.error or 'temporary error'}",
@@ -199,5 +215,3 @@ def _same_ip(text: str, ip: IPAddress) -> bool:
     except ValueError:
         return False
 
-
-CHECKS: tuple[type[Check], ...] = (IprevCheck,)

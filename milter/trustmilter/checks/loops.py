@@ -29,10 +29,12 @@ parsing helpers are pure. Nothing here raises for odd input.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage, skipped
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.model import Message, is_field_name
 from trustmilter.policy.errors import InvalidField
@@ -142,91 +144,80 @@ def support_pairs(config: Config, senders: list[str], rcpts: tuple[str, ...]) ->
     return pairs
 
 
-def _result(check: str, findings: list[Finding], fine: str) -> CheckResult:
-    data = {"check": check}
+def _result(findings: list[Finding], fine: str) -> CheckResult:
     if findings:
         reason = "; ".join(clip(f.detail) for f in findings)
-        return CheckResult(RESULT, Outcome.FAIL, reason, tuple(findings), data=data)
-    return CheckResult(RESULT, Outcome.PASS, fine, data=data)
+        return CheckResult(RESULT, Outcome.FAIL, reason, tuple(findings))
+    return CheckResult(RESULT, Outcome.PASS, fine)
+
+
+# What each finding means; each check reports those it can see.
+FINDINGS: Mapping[str, str] = MappingProxyType({
+    "loop.support_sender": "MAIL FROM or From is one of our own support addresses",
+    "loop.support_to_support": "a support address receives mail from another support address",
+    "loop.too_many_received": "more Received headers than checks.loops.max_received",
+    "loop.marker_seen": "our own loop marker header is already present: the mail came back",
+})
 
 
 # ---- the checks ----------------------------------------------------------------
 
 
-class LoopSenderCheck:
+class LoopSenderCheck(BaseCheck[Config]):
     """MAIL FROM is not one of our support addresses."""
 
-    name: ClassVar[str] = "loops.envelope"
-    result: ClassVar[str] = RESULT
-    stage: ClassVar[Stage] = Stage.MAIL
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "loops.envelope", result=RESULT, stage=Stage.MAIL, waits_on="dns",
+        findings={n: FINDINGS[n] for n in ("loop.support_sender",)},
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Compare the envelope sender with the support addresses."""
-        if not self.config.enabled:
-            return [skipped(RESULT, self.name, "disabled")]
         if not self.config.support_addresses:
-            return [skipped(RESULT, self.name, "no support addresses configured")]
+            return [skipped(RESULT, "no support addresses configured")]
         sender = normalise_address(ctx.envelope.mail_from)
         if not sender:
-            return [skipped(RESULT, self.name, "null sender")]
+            return [skipped(RESULT, "null sender")]
         findings = []
         if self.config.is_support(sender):
             # SEED-RULES §5: a support address is never a user address.
             detail = f"MAIL FROM {sender} is a support address"
             findings.append(Finding("loop.support_sender", detail))
-        return [_result(self.name, findings, "the sender is not a support address")]
+        return [_result(findings, "the sender is not a support address")]
 
 
-class LoopRecipientCheck:
+class LoopRecipientCheck(BaseCheck[Config]):
     """No support address writes to another support address."""
 
-    name: ClassVar[str] = "loops.rcpt"
-    result: ClassVar[str] = RESULT
-    stage: ClassVar[Stage] = Stage.RCPT
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "loops.rcpt", result=RESULT, stage=Stage.RCPT, waits_on="dns",
+        findings={n: FINDINGS[n] for n in ("loop.support_to_support",)},
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Pair the envelope sender with the recipient(s) of this call."""
-        if not self.config.enabled:
-            return [skipped(RESULT, self.name, "disabled")]
         if not self.config.support_addresses:
-            return [skipped(RESULT, self.name, "no support addresses configured")]
+            return [skipped(RESULT, "no support addresses configured")]
         if not ctx.envelope.rcpt_to:
-            return [skipped(RESULT, self.name, "no recipient yet")]
+            return [skipped(RESULT, "no recipient yet")]
         pairs = support_pairs(self.config, [ctx.envelope.mail_from], ctx.envelope.rcpt_to)
         findings = [Finding("loop.support_to_support", f"support to support: {p}") for p in pairs]
-        return [_result(self.name, findings, "no support-to-support mail")]
+        return [_result(findings, "no support-to-support mail")]
 
 
-class LoopMessageCheck:
+class LoopMessageCheck(BaseCheck[Config]):
     """From, hop count and our marker: has this message looped?"""
 
-    name: ClassVar[str] = "loops.message"
-    result: ClassVar[str] = RESULT
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "loops.message", result=RESULT, stage=Stage.DATA, waits_on="dns", findings=FINDINGS,
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Report every loop sign in the header."""
         config = self.config
-        if not config.enabled:
-            return [skipped(RESULT, self.name, "disabled")]
         message = ctx.message
         if message is None:
-            return [skipped(RESULT, self.name, "no message yet")]
+            return [skipped(RESULT, "no message yet")]
         findings: list[Finding] = []
         senders = from_addresses(message)
         support_from = [a for a in dict.fromkeys(map(normalise_address, senders))
@@ -249,7 +240,4 @@ class LoopMessageCheck:
             findings.append(Finding(
                 "loop.marker_seen", f"{config.loop_header}: {clip(config.marker_id)} is ours"
             ))
-        return [_result(self.name, findings, f"no loop signs ({hops} Received fields)")]
-
-
-CHECKS: tuple[type[Check], ...] = (LoopSenderCheck, LoopRecipientCheck, LoopMessageCheck)
+        return [_result(findings, f"no loop signs ({hops} Received fields)")]

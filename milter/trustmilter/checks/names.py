@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage, skipped
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.domains import ascii_name, domain_of, is_host_name, normalise
 from trustmilter.lookup.answer import DnsStatus
@@ -46,6 +46,7 @@ from trustmilter.results import CheckResult, Finding, Outcome
 if TYPE_CHECKING:
     from trustmilter.lookup.answer import DnsAnswer, Resolver
 
+RESULT = "names"
 _RDTYPES = ("A", "AAAA", "MX")
 # Distinct recipient / From domains looked up per message; the rest are skipped.
 MAX_DOMAINS = 20
@@ -122,8 +123,7 @@ def judge_all(resolver: Resolver, domains: list[str]) -> list[DomainState]:
     return states
 
 
-def report(check: str, states: list[DomainState], nonexistent: str,
-           no_address: str = "") -> CheckResult:
+def report(states: list[DomainState], nonexistent: str, no_address: str = "") -> CheckResult:
     """One ``names`` result: `nonexistent` / `no_address` name the findings to use."""
     findings: list[Finding] = []
     undecided: list[str] = []
@@ -135,99 +135,86 @@ def report(check: str, states: list[DomainState], nonexistent: str,
             findings.append(Finding(no_address, detail))
         elif state.existence is Existence.UNDECIDED:
             undecided.append(detail)
-    data = {"check": check}
     if findings:
         reason = "; ".join(f.detail for f in findings)
-        return CheckResult("names", Outcome.FAIL, reason, tuple(findings), data=data)
+        return CheckResult(RESULT, Outcome.FAIL, reason, tuple(findings))
     if undecided:
-        return CheckResult("names", Outcome.TEMPERROR, undecided[0], data=data)
+        return CheckResult(RESULT, Outcome.TEMPERROR, undecided[0])
     shown = ", ".join(clip(state.domain) for state in states[:5])
-    return CheckResult("names", Outcome.PASS, f"{shown}: exists", data=data)
+    return CheckResult(RESULT, Outcome.PASS, f"{shown}: exists")
 
 
-class EnvelopeNamesCheck:
+class EnvelopeNamesCheck(BaseCheck[Config]):
     """The MAIL FROM domain exists and takes mail."""
 
-    name: ClassVar[str] = "names.envelope"
-    result: ClassVar[str] = "names"
-    stage: ClassVar[Stage] = Stage.MAIL
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "names.envelope", result=RESULT, stage=Stage.MAIL, waits_on="dns",
+        findings={
+            "names.sender_nonexistent": "the envelope sender's domain does not exist",
+            "names.sender_no_address":
+                "the envelope sender's domain has no A/AAAA/MX, or a null MX",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Judge the sender's domain."""
-        if not self.config.enabled:
-            return [skipped("names", self.name, "disabled")]
         sender = ctx.envelope.mail_from.strip()
         if not sender.strip("<>"):
-            return [skipped("names", self.name, "null sender")]
+            return [skipped(RESULT, "null sender")]
         domain = domain_of(sender)
         if not domain:
-            return [skipped("names", self.name, "the sender address has no domain")]
+            return [skipped(RESULT, "the sender address has no domain")]
         states = judge_all(ctx.dns, [domain])
         if not states:
-            return [skipped("names", self.name, "address-literal domain")]
-        return [report(self.name, states, "names.sender_nonexistent", "names.sender_no_address")]
+            return [skipped(RESULT, "address-literal domain")]
+        return [report(states, "names.sender_nonexistent", "names.sender_no_address")]
 
 
-class RecipientNamesCheck:
+class RecipientNamesCheck(BaseCheck[Config]):
     """With `check_recipients`, the RCPT TO domains exist."""
 
-    name: ClassVar[str] = "names.rcpt"
-    result: ClassVar[str] = "names"
-    stage: ClassVar[Stage] = Stage.RCPT
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "names.rcpt", result=RESULT, stage=Stage.RCPT, waits_on="dns",
+        findings={"names.rcpt_nonexistent": "a recipient domain does not exist"},
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Judge every recipient domain known so far."""
-        if not (self.config.enabled and self.config.check_recipients):
-            return [skipped("names", self.name, "recipient domains not checked")]
+        if not self.config.check_recipients:
+            return [skipped(RESULT, "recipient domains not checked")]
         # RFC 5321 §4.1.1.3: RCPT TO:<postmaster> has no domain; it is skipped.
         domains = [d for d in (domain_of(r) for r in ctx.envelope.rcpt_to) if d]
         states = judge_all(ctx.dns, domains)
         if not states:
-            return [skipped("names", self.name, "no recipient domain to look up")]
+            return [skipped(RESULT, "no recipient domain to look up")]
         # A recipient domain without addresses is for the MTA to bounce: no finding.
-        return [report(self.name, states, "names.rcpt_nonexistent")]
+        return [report(states, "names.rcpt_nonexistent")]
 
 
-class HeaderNamesCheck:
+class HeaderNamesCheck(BaseCheck[Config]):
     """The From header's domains exist and take mail."""
 
-    name: ClassVar[str] = "names.header"
-    result: ClassVar[str] = "names"
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "names.header", result=RESULT, stage=Stage.DATA, waits_on="dns",
+        findings={
+            "names.from_nonexistent": "the From header's domain does not exist",
+            "names.from_no_address": "the From header's domain has no A/AAAA/MX, or a null MX",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Judge the domain of every From mailbox."""
-        if not self.config.enabled:
-            return [skipped("names", self.name, "disabled")]
         message = ctx.message
         if message is None:
-            return [skipped("names", self.name, "no message yet")]
+            return [skipped(RESULT, "no message yet")]
         domains = [
             mailbox.domain.lower()
             for value in message.header_values("From")
             for mailbox in parse_address_list(value).mailboxes
         ]
         if not domains:
-            return [skipped("names", self.name, "no From mailbox with a domain")]
+            return [skipped(RESULT, "no From mailbox with a domain")]
         states = judge_all(ctx.dns, domains)
         if not states:
-            return [skipped("names", self.name, "only address-literal domains")]
-        return [report(self.name, states, "names.from_nonexistent", "names.from_no_address")]
-
-
-CHECKS: tuple[type[Check], ...] = (EnvelopeNamesCheck, RecipientNamesCheck, HeaderNamesCheck)
+            return [skipped(RESULT, "only address-literal domains")]
+        return [report(states, "names.from_nonexistent", "names.from_no_address")]

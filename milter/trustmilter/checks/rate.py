@@ -31,7 +31,7 @@ Result ``rate``: pass (count within quarantine_after), fail with
 ``rate.tier.reject`` (count > reject_after); skipped for the null sender
 (bounces are the automation check's business) and offline (no state
 store); temperror with ``rate.state_unavailable`` when the store fails.
-`data` carries key, count and limits for logs and dependent checks.
+`RateEvidence` carries the key, the count and the limits.
 """
 
 from __future__ import annotations
@@ -40,10 +40,12 @@ import email.header
 import fnmatch
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import ClassVar, Literal
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.loops import normalise_address
 from trustmilter.model import Message
 from trustmilter.policy.errors import InvalidField
@@ -184,10 +186,21 @@ def tier(count: int, limits: tuple[int, int]) -> str | None:
 # ---- the checks ----------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RateEvidence:
+    """What was counted: the key, its limits, and the count (None: the store failed)."""
+
+    key: str
+    quarantine_after: int
+    reject_after: int
+    count: int | None = None
+
+
 def _earlier(ctx: CheckContext, key: str) -> CheckResult | None:
     """This message's result for `key` if it was counted already."""
     for result in ctx.results.get(RESULT, ()):
-        if result.data.get("key") == key and result.outcome is not Outcome.SKIPPED:
+        evidence = result.evidence
+        if isinstance(evidence, RateEvidence) and evidence.key == key:
             return result
     return None
 
@@ -196,22 +209,21 @@ def _count(config: Config, ctx: CheckContext, sender: str, key: str) -> CheckRes
     """Count one message for `key` and judge the tier."""
     assert ctx.state is not None
     limits = config.limits(sender)
-    data = {"key": key, "quarantine_after": str(limits[0]), "reject_after": str(limits[1])}
     try:
         count = ctx.state.hit(key, ctx.clock(), config.window)
     except StateError as error:
         finding = Finding("rate.state_unavailable", str(error)[:200])
         return CheckResult(RESULT, Outcome.TEMPERROR, f"cannot count: {finding.detail}",
-                           (finding,), data=data)
-    data["count"] = str(count)
+                           (finding,), evidence=RateEvidence(key, *limits))
+    evidence = RateEvidence(key, *limits, count)
     window = f"{config.window:g} s"
     name = tier(count, limits)
     if name is None:
         return CheckResult(RESULT, Outcome.PASS,
-                           f"{count} of {limits[0]} in {window}", data=data)
+                           f"{count} of {limits[0]} in {window}", evidence=evidence)
     limit = limits[1] if name == "rate.tier.reject" else limits[0]
     detail = f"{count} messages in {window} for {key}, more than {limit}"
-    return CheckResult(RESULT, Outcome.FAIL, detail, (Finding(name, detail),), data=data)
+    return CheckResult(RESULT, Outcome.FAIL, detail, (Finding(name, detail),), evidence=evidence)
 
 
 def _run(config: Config, ctx: CheckContext, keys: list[str]) -> list[CheckResult]:
@@ -223,10 +235,8 @@ def _run(config: Config, ctx: CheckContext, keys: list[str]) -> list[CheckResult
     return results
 
 
-def _precheck(config: Config, ctx: CheckContext) -> CheckResult | None:
+def _precheck(ctx: CheckContext) -> CheckResult | None:
     """A skipped result when there is nothing to count, else None."""
-    if not config.enabled:
-        return CheckResult(RESULT, Outcome.SKIPPED, "disabled")
     if not normalise_address(ctx.envelope.mail_from):
         # Bounces are not rate-limited here; the automation check holds them.
         return CheckResult(RESULT, Outcome.SKIPPED, "null sender")
@@ -235,23 +245,26 @@ def _precheck(config: Config, ctx: CheckContext) -> CheckResult | None:
     return None
 
 
-class RateCheck:
+# Both checks report every finding (which one counts depends on `key`).
+FINDINGS: Mapping[str, str] = MappingProxyType({
+    "rate.tier.quarantine": "more messages in the window than rate.quarantine_after",
+    "rate.tier.reject": "more messages in the window than rate.reject_after",
+    "rate.state_unavailable": "the state backend failed, so the messages could not be counted",
+})
+
+
+class RateCheck(BaseCheck[Config]):
     """Count per sender, or per sender and recipient, at RCPT TO."""
 
-    name: ClassVar[str] = "rate.rcpt"
-    result: ClassVar[str] = RESULT
-    stage: ClassVar[Stage] = Stage.RCPT
-    requires: ClassVar[tuple[str, ...]] = ()
-    state_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "rate.rcpt", result=RESULT, stage=Stage.RCPT, waits_on="state", findings=FINDINGS,
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """One result per key this call counts (or counted earlier for this message)."""
         if self.config.key == "sender+thread":
             return []  # ThreadRateCheck counts at end of message
-        skipped = _precheck(self.config, ctx)
+        skipped = _precheck(ctx)
         if skipped is not None:
             return [skipped]
         sender = ctx.envelope.mail_from
@@ -263,29 +276,21 @@ class RateCheck:
         return _run(self.config, ctx, [rate_key("sender+recipient", sender, r) for r in rcpts])
 
 
-class ThreadRateCheck:
+class ThreadRateCheck(BaseCheck[Config]):
     """Count per sender and thread (the seeds' "per ticket") at end of message."""
 
-    name: ClassVar[str] = "rate.thread"
-    result: ClassVar[str] = RESULT
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    state_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "rate.thread", result=RESULT, stage=Stage.DATA, waits_on="state", findings=FINDINGS,
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """One result for the message's thread."""
         if self.config.key != "sender+thread":
             return []  # RateCheck counted at RCPT TO
-        skipped = _precheck(self.config, ctx)
+        skipped = _precheck(ctx)
         if skipped is not None:
             return [skipped]
         if ctx.message is None:
             return [CheckResult(RESULT, Outcome.SKIPPED, "no message yet")]
         key = rate_key("sender+thread", ctx.envelope.mail_from, thread_root(ctx.message))
         return _run(self.config, ctx, [key])
-
-
-CHECKS: tuple[type[Check], ...] = (RateCheck, ThreadRateCheck)

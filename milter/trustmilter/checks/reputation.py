@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.headers import clip
 from trustmilter.checks.loops import normalise_address
 from trustmilter.results import CheckResult, Finding, Outcome
@@ -51,21 +51,34 @@ class Config:
         return self.forget_after_days * DAY
 
 
-class ReputationCheck:
+@dataclass(frozen=True, slots=True)
+class ReputationEvidence:
+    """What releases taught about the sender: how many, and the reasons the
+    released mail had been held for (what learning may vouch for)."""
+
+    releases: int
+    reasons: tuple[str, ...]
+
+
+def learned_reasons(result: CheckResult) -> frozenset[str]:
+    """The held-for reasons a reputation result's releases vouch for (none if it has none)."""
+    evidence = result.evidence
+    return frozenset(evidence.reasons) if isinstance(evidence, ReputationEvidence) else frozenset()
+
+
+class ReputationCheck(BaseCheck[Config]):
     """Has releasing this sender's mail taught us to trust it?"""
 
-    name: ClassVar[str] = "reputation"
-    stage: ClassVar[Stage] = Stage.MAIL
-    requires: ClassVar[tuple[str, ...]] = ()
-    state_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "reputation", result=RESULT, stage=Stage.MAIL, waits_on="state",
+        findings={
+            "reputation.learned":
+                "mail from this sender was released from quarantine often enough",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Look the envelope sender up in the state store."""
-        if not self.config.enabled:
-            return [CheckResult(RESULT, Outcome.SKIPPED, "disabled")]
         sender = normalise_address(ctx.envelope.mail_from)
         if not sender:
             return [CheckResult(RESULT, Outcome.SKIPPED, "null sender")]
@@ -81,19 +94,20 @@ class ReputationCheck:
             return [CheckResult(RESULT, Outcome.NONE, "lapsed: no release in "
                                 f"{self.config.forget_after_days:g} days")]
         # The reasons the released mail was held for: what learning vouches for
-        # (policy/evaluate.py lets it lift only rules and points of those).
-        data = {"releases": str(known.releases), "reasons": ",".join(known.reasons)}
+        # (policy/evaluate.py lets it lift only rules and points of those; it
+        # reads them from `data` until it reads `learned_reasons`).
+        evidence = ReputationEvidence(known.releases, tuple(known.reasons))
+        data = {"reasons": ",".join(known.reasons)}
         if known.releases < self.config.releases_to_trust:
             return [CheckResult(
                 RESULT, Outcome.NONE,
-                f"{known.releases} of {self.config.releases_to_trust} releases", data=data,
+                f"{known.releases} of {self.config.releases_to_trust} releases",
+                data=data, evidence=evidence,
             )]
         shown = ", ".join(known.reasons[:MAX_REASONS_SHOWN])
         if len(known.reasons) > MAX_REASONS_SHOWN:
             shown += f" and {len(known.reasons) - MAX_REASONS_SHOWN} more"
         detail = f"{known.releases} releases; learned: {shown or '-'}"
         finding = Finding("reputation.learned", clip(detail))
-        return [CheckResult(RESULT, Outcome.PASS, finding.detail, (finding,), data=data)]
-
-
-CHECKS: tuple[type[Check], ...] = (ReputationCheck,)
+        return [CheckResult(RESULT, Outcome.PASS, finding.detail, (finding,), data=data,
+                            evidence=evidence)]

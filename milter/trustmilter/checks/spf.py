@@ -5,8 +5,9 @@ Two checks share this module: `SpfHeloCheck` evaluates the HELO identity
 (§2.4) once MAIL FROM is known; for the null sender that identity is
 ``postmaster@<helo>``. Each reports one result with the seven RFC 7208 §2.6
 results (pass, fail, softfail, neutral, none, temperror, permerror), the
-explanation pyspf gives as the reason, and the domain SPF evaluated in
-`data["domain"]` (DMARC's SPF-authenticated identifier, RFC 7489 §4.1).
+explanation pyspf gives as the reason, and the domain SPF evaluated as
+`SpfEvidence` (DMARC's SPF-authenticated identifier, RFC 7489 §4.1), read
+back with `evaluated_domains`.
 
 pyspf does the evaluation, in its default strict (RFC 7208) mode, including
 the limits of §4.6.4 (10 DNS-querying terms, 2 void lookups -> permerror).
@@ -23,16 +24,17 @@ It raises nothing for bad input; a name that cannot be an SPF domain gives
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import spf
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.spflinear import install as install_linear_spf_patterns
 from trustmilter.domains import is_ip_literal, normalise
 from trustmilter.lookup.shims import install_spf_hook, spf_resolver
-from trustmilter.results import CheckResult, Outcome
+from trustmilter.results import AuthMethod, CheckResult, Outcome
 
 # RFC 7208 §4.6.4: an SPF implementation MAY limit the total time of one
 # evaluation; it SHOULD be at least 20 seconds. pyspf turns overruns into
@@ -60,6 +62,23 @@ class Config:
     enabled: bool = True
     # Also evaluate the HELO identity (RFC 7208 §2.3), reported as smtp.helo.
     check_helo: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SpfEvidence:
+    """The domain check_host() evaluated, and for which identity (RFC 7208 §2.3, §2.4)."""
+
+    domain: str
+    identity: Literal["mailfrom", "helo"]
+
+
+def evaluated_domains(results: Iterable[CheckResult], outcome: Outcome) -> list[str]:
+    """The domains SPF evaluated with `outcome`, in order: for DMARC, the
+    SPF-authenticated identifiers (RFC 7489 §4.1) when `outcome` is pass."""
+    return [
+        r.evidence.domain for r in results
+        if r.outcome is outcome and isinstance(r.evidence, SpfEvidence) and r.evidence.domain
+    ]
 
 
 def spf_domain(name: str) -> str | None:
@@ -109,32 +128,30 @@ def _result(
     identity: str,
     outcome: Outcome,
     reason: str,
-    domain: str = "",
-    kind: str = "",
+    evidence: SpfEvidence | None = None,
 ) -> CheckResult:
     """One SPF result with its RFC 8601 §2.7.2 property."""
-    data = {"domain": domain, "identity": kind} if domain else {}
     props = ((prop, identity),) if identity else ()
-    return CheckResult(check, outcome, reason, method="spf", props=props, data=data)
+    return CheckResult(check, outcome, reason, method=AuthMethod.SPF, props=props,
+                       evidence=evidence)
 
 
-class SpfHeloCheck:
+class SpfHeloCheck(BaseCheck[Config]):
     """SPF for the HELO identity (RFC 7208 §2.3)."""
 
-    name: ClassVar[str] = "spf.helo"
-    stage: ClassVar[Stage] = Stage.HELO
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "spf.helo", result="spf.helo", stage=Stage.HELO, waits_on="dns", method=AuthMethod.SPF,
+    )
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         install_spf_hook()
         install_linear_spf_patterns()
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Evaluate the HELO name, or say why it was not evaluated."""
         helo = (ctx.connection.helo or "").strip()
-        if not (self.config.enabled and self.config.check_helo):
+        if not self.config.check_helo:
             return [_result(self.name, "smtp.helo", helo, Outcome.SKIPPED, "disabled")]
         if not helo:
             return [_result(self.name, "smtp.helo", "", Outcome.SKIPPED, "no HELO")]
@@ -148,19 +165,20 @@ class SpfHeloCheck:
                             "HELO is not a multi-label domain name (RFC 7208 §4.3)")]
         # §2.3: the HELO identity is checked as "postmaster@<helo>".
         outcome, reason = evaluate(ctx, f"postmaster@{domain}", domain, domain)
-        return [_result(self.name, "smtp.helo", helo, outcome, reason, domain, "helo")]
+        return [_result(self.name, "smtp.helo", helo, outcome, reason,
+                        SpfEvidence(domain, "helo"))]
 
 
-class SpfMailFromCheck:
+class SpfMailFromCheck(BaseCheck[Config]):
     """SPF for the MAIL FROM identity (RFC 7208 §2.4)."""
 
-    name: ClassVar[str] = "spf.mailfrom"
-    stage: ClassVar[Stage] = Stage.MAIL
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "spf.mailfrom", result="spf.mailfrom", stage=Stage.MAIL, waits_on="dns",
+        method=AuthMethod.SPF,
+    )
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         install_spf_hook()
         install_linear_spf_patterns()
 
@@ -168,8 +186,6 @@ class SpfMailFromCheck:
         """Evaluate the envelope sender (postmaster@HELO for the null sender)."""
         sender = ctx.envelope.mail_from.strip().strip("<>").strip()
         helo = (ctx.connection.helo or "").strip()
-        if not self.config.enabled:
-            return [_result(self.name, "smtp.mailfrom", sender, Outcome.SKIPPED, "disabled")]
         if sender:
             local, _, domain_part = sender.rpartition("@")
             # §4.3: a sender without a local-part is checked as postmaster@domain.
@@ -188,7 +204,5 @@ class SpfMailFromCheck:
                             "sender domain is not a multi-label domain name (RFC 7208 §4.3)")]
         local = identity.rpartition("@")[0] or "postmaster"
         outcome, reason = evaluate(ctx, f"{local}@{domain}", domain, normalise(helo))
-        return [_result(self.name, "smtp.mailfrom", identity, outcome, reason, domain, "mailfrom")]
-
-
-CHECKS: tuple[type[Check], ...] = (SpfHeloCheck, SpfMailFromCheck)
+        return [_result(self.name, "smtp.mailfrom", identity, outcome, reason,
+                        SpfEvidence(domain, "mailfrom"))]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import unquote
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.blocklist import (
     BlocklistConfig,
     ListQuery,
@@ -148,21 +148,21 @@ def link_domains(message: EmailMessage, tools: DomainTools) -> list[str]:
     return list(domains)
 
 
-class UriblCheck:
+class UriblCheck(BaseCheck[Config]):
     """Look the registered domains of the message's links up on URI blocklists."""
 
-    name: ClassVar[str] = "uribl"
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    dns_only: ClassVar[bool] = True
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "uribl", result="uribl", stage=Stage.DATA, waits_on="dns",
+        findings={
+            "uribl.listed": "a linked domain is listed (carries the list's weight)",
+            "uribl.error_code": "a URI blocklist answered with an error code (ignored)",
+            "uribl.lookup_limit":
+                "more linked domains than the lookup limit; the rest were skipped",
+        },
+    )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Collect link domains, ask every list about each at once, report."""
-        if not self.config.enabled:
-            return [CheckResult(self.name, Outcome.SKIPPED, "disabled")]
         if not self.config.lists:
             return [CheckResult(self.name, Outcome.NONE, "no URI blocklists configured")]
         message = ctx.message
@@ -184,10 +184,4 @@ class UriblCheck:
                 Finding("uribl.lookup_limit",
                         f"{len(found)} domains, looked up the first {len(domains)}"),
             )
-        return [
-            CheckResult(self.name, summary.outcome, summary.reason, findings,
-                        data={"domains": " ".join(domains)})
-        ]
-
-
-CHECKS: tuple[type[Check], ...] = (UriblCheck,)
+        return [CheckResult(self.name, summary.outcome, summary.reason, findings)]

@@ -126,7 +126,7 @@ def ip_rules(ctx: CheckContext, config: iprev_check.Config, domain: str,
         what = (text(N_("no PTR record")) if "iprev.ptr_missing" in found
                 else text("%(reason)s", reason=result.reason))
         return [diag("ptr.exists", "fail", what, set_ptr, ip)]
-    name = result.data.get("ptr", "")
+    name = iprev_check.client_name(result)
     out = [diag("ptr.exists", "pass", text(N_("PTR %(name)s"), name=name), None, ip)]
     if "iprev.ptr_not_sender_domain" in found:
         out.append(diag("ptr.in_domain", "fail",

@@ -1,0 +1,143 @@
+"""The registry: every policy section of checks, and what follows from their specs.
+
+`SECTIONS` is the one explicit list, in pipeline order: a section's name
+(its key under ``checks:`` in policy.yaml), its frozen `Config`, its check
+classes (one per SMTP stage it works at) and an optional `preflight` that
+stops start-up when an enabled section cannot run. No import magic: a new
+check is its module, one line here and its tests.
+
+From the specs follow the signal catalogue (signals.py), the Authentication-
+Results methods (authresults.py), where the pipeline runs each check, and
+which signals a later stage can still add (finality). `policy.model.ChecksConfig`
+is written out by hand, so that mypy and readers see each section's type;
+a test holds it to this list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from trustmilter.checks import (
+    arc,
+    automation,
+    bounce,
+    dkim,
+    dmarc,
+    dnsbl,
+    headers,
+    helo,
+    iprev,
+    loops,
+    names,
+    rate,
+    reputation,
+    spf,
+    uribl,
+)
+from trustmilter.checks.base import BaseCheck, Check, CheckSpec
+
+if TYPE_CHECKING:
+    from trustmilter.policy.model import ChecksConfig
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True, slots=True)
+class Section(Generic[ConfigT]):
+    """One ``checks:`` section of the policy and the checks built from it."""
+
+    name: str
+    config: type[ConfigT]
+    checks: tuple[type[BaseCheck[ConfigT]], ...]
+    # Raises when an enabled section cannot run (a missing library).
+    preflight: Callable[[ConfigT], None] | None = None
+
+    @property
+    def specs(self) -> tuple[CheckSpec, ...]:
+        return tuple(check.spec for check in self.checks)
+
+
+SECTIONS: tuple[Section[Any], ...] = (
+    Section("iprev", iprev.Config, (iprev.IprevCheck,)),
+    Section("helo", helo.Config, (helo.HeloCheck,)),
+    Section("dnsbl", dnsbl.Config, (dnsbl.DnsblCheck,)),
+    Section("spf", spf.Config, (spf.SpfHeloCheck, spf.SpfMailFromCheck)),
+    Section("names", names.Config,
+            (names.EnvelopeNamesCheck, names.RecipientNamesCheck, names.HeaderNamesCheck)),
+    Section("headers", headers.Config, (headers.HeadersCheck,)),
+    Section("dkim", dkim.Config, (dkim.DkimCheck,), dkim.preflight),
+    Section("arc", arc.Config, (arc.ArcCheck,), arc.preflight),
+    Section("dmarc", dmarc.Config, (dmarc.DmarcCheck,)),
+    Section("uribl", uribl.Config, (uribl.UriblCheck,)),
+    # Loops, automation, rate tiers and learned reputation.
+    Section("loops", loops.Config,
+            (loops.LoopSenderCheck, loops.LoopRecipientCheck, loops.LoopMessageCheck)),
+    Section("automation", automation.Config,
+            (automation.AutomationSenderCheck, automation.AutomationMessageCheck)),
+    Section("rate", rate.Config, (rate.RateCheck, rate.ThreadRateCheck)),
+    Section("reputation", reputation.Config, (reputation.ReputationCheck,)),
+    # Inbound bounces read, and our own hard bounces recorded.
+    Section("bounce", bounce.Config, (bounce.BounceCheck,)),
+)
+
+# Every check's spec, in pipeline order.
+SPECS: tuple[CheckSpec, ...] = tuple(spec for section in SECTIONS for spec in section.specs)
+
+
+def all_check_names() -> frozenset[str]:
+    """The name of every check there is, enabled or not."""
+    return frozenset(spec.name for spec in SPECS)
+
+
+def result_names() -> tuple[str, ...]:
+    """Every result name a check reports under, in pipeline order, once each."""
+    return tuple(dict.fromkeys(spec.result for spec in SPECS))
+
+
+def findings() -> dict[str, str]:
+    """Every finding name any check may report -> its meaning.
+
+    Raises ValueError when two checks give one finding different meanings:
+    a finding means one thing, whichever check of a module reports it.
+    """
+    catalogue: dict[str, str] = {}
+    for spec in SPECS:
+        for name, meaning in spec.findings.items():
+            if catalogue.setdefault(name, meaning) != meaning:
+                raise ValueError(f"finding {name} has two meanings ({spec.name})")
+    return catalogue
+
+
+def finding_prefixes() -> dict[str, tuple[str, ...]]:
+    """Result name -> the prefixes of the findings its checks report
+    (``loops`` reports ``loop.*``), for results that report any."""
+    prefixes: dict[str, dict[str, None]] = {}
+    for spec in SPECS:
+        for name in spec.findings:
+            prefixes.setdefault(spec.result, {})[name.split(".", 1)[0] + "."] = None
+    return {result: tuple(found) for result, found in prefixes.items()}
+
+
+class StartupError(Exception):
+    """An enabled check cannot run (a missing dependency, an unusable setting)."""
+
+
+def build_checks(config: ChecksConfig) -> Iterator[Check]:
+    """Instances of every enabled check; raises StartupError for one that cannot run.
+
+    A disabled section builds no checks at all, so a check never sees its own
+    section disabled.
+    """
+    for section in SECTIONS:
+        section_config = getattr(config, section.name)
+        if not section_config.enabled:
+            continue
+        if section.preflight is not None:
+            try:
+                section.preflight(section_config)
+            except Exception as error:
+                raise StartupError(f"checks.{section.name}: cannot run: {error}") from error
+        for check_class in section.checks:
+            yield check_class(section_config)
