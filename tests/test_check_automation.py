@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from helpers import make_ctx
-from trustmilter.checks import automation, loops
+from trustmilter.checks import automation
 from trustmilter.checks.automation import (
     AutomationMessageCheck,
     AutomationSenderCheck,
@@ -21,7 +21,7 @@ from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.load import PolicyError, parse_policy
 from trustmilter.policy.model import ChecksConfig, HeadersConfig, Policy
 from trustmilter.policy.rules import Rule
-from trustmilter.results import CheckResult, Finding, Outcome, Results
+from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome, Results
 from trustmilter.verdict import Action
 
 BUILT_IN = automation.Config().compiled()
@@ -196,13 +196,14 @@ def test_accepted_bulk_mail_gets_the_suppression_headers():
     assert verdict.headers == SUPPRESS
 
 
-def test_the_loop_marker_is_added_with_them_when_the_id_is_known():
-    policy = accepting()
-    policy = replace(policy, checks=replace(policy.checks, loops=loops.Config(marker_id="mx1.example.org")))
-    assert evaluate(policy, BULK).headers == (*SUPPRESS, ("X-Trustmilter-Loop", "mx1.example.org"))
-    no_marker = replace(policy, checks=replace(
-        policy.checks, loops=loops.Config(marker_id="mx1.example.org", add_marker=False)))
-    assert evaluate(no_marker, BULK).headers == SUPPRESS
+def test_the_loop_marker_is_added_with_them_when_the_loop_check_asks():
+    marker = HeaderRequest("X-Trustmilter-Loop", "mx1.example.org", "suppressed")
+    marked = BULK.plus([CheckResult("loops", Outcome.PASS, "", headers=(marker,))])
+    assert evaluate(accepting(), marked).headers == (
+        *SUPPRESS, ("X-Trustmilter-Loop", "mx1.example.org"))
+    clean = Results([CheckResult("automation", Outcome.PASS, ""),
+                     CheckResult("loops", Outcome.PASS, "", headers=(marker,))])
+    assert evaluate(accepting(), clean).headers == ()  # not suppressed: no marker
 
 
 def test_ordinary_mail_and_refused_mail_get_no_suppression_headers():

@@ -14,8 +14,8 @@ from trustmilter.checks.bounce import BounceCheck, may_be_bounce
 from trustmilter.model import Message
 from trustmilter.policy.errors import InvalidField
 from trustmilter.policy.evaluate import evaluate
-from trustmilter.policy.model import ChecksConfig, Policy
-from trustmilter.results import CheckResult, Finding, Outcome, Results
+from trustmilter.policy.model import Policy
+from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome, Results
 from trustmilter.state.base import HardBounce, StateError
 from trustmilter.state.memory import MemoryStore
 from trustmilter.verdict import Action
@@ -55,8 +55,10 @@ def test_our_own_bounce_is_read_and_summarised() -> None:
     assert result.outcome is Outcome.FAIL  # bob and dave failed permanently
     assert names(result) == ["bounce.own", "bounce.permanent", "bounce.delayed"]
     assert result.evidence.origin == "own"
-    # The evaluator and the verdict log line read the summary from `data` for now.
-    assert bounce.summary_of(result) == bounce.summary_of(result)
+    # The verdict line's summary, and the header asked for on delivered mail.
+    assert result.summary == bounce.summary_of(result)
+    assert [(h.name, h.value, h.when) for h in result.headers] == [
+        ("X-Trustmilter-Bounce", result.summary, "delivered")]
     assert bounce.summary_of(result) == (
         "own; reporting-mta=mail.example.com; message-id=<q1.20261124@example.com>; "
         "5.1.1 <bob@example.net> user unknown; 4.2.2 <carol@example.org> mailbox full; "
@@ -210,9 +212,9 @@ def test_bad_configuration_is_refused(field: str, value: object) -> None:
 
 def bounce_result(origin: str) -> CheckResult:
     finding = Finding(f"bounce.{origin}") if origin in ("own", "foreign") else None
-    return CheckResult("bounce", Outcome.FAIL, "", (finding,) if finding else (),
-                       data={"summary": f"{origin}; 5.1.1 <bob@example.net> user unknown",
-                             "origin": origin})
+    line = f"{origin}; 5.1.1 <bob@example.net> user unknown"
+    return CheckResult("bounce", Outcome.FAIL, "", (finding,) if finding else (), summary=line,
+                       headers=(HeaderRequest(bounce.Config().header, line),))
 
 
 def bounce_results(origin: str) -> Results:
@@ -246,9 +248,8 @@ def test_a_policy_can_deliver_own_bounces() -> None:
 
 
 def test_the_summary_header_can_be_turned_off_and_is_not_added_to_refused_mail() -> None:
-    quiet = Policy(checks=ChecksConfig(bounce=bounce.Config(header="")))
-    assert not [h for h in evaluate(quiet, bounce_results("own")).headers
-                if h[0] == "X-Trustmilter-Bounce"]
+    quiet = run(POSTFIX_DSN, replace(OWN, header=""))
+    assert quiet.summary and quiet.headers == ()  # logged, but no header asked for
     rejecting = Policy(thresholds=replace(Policy().thresholds, reject=10.0),
                        scores={**Policy().scores, "bounce.foreign": 20.0})
     verdict = evaluate(rejecting, bounce_results("foreign"))

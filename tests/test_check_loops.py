@@ -158,6 +158,17 @@ def test_marker_id_is_filled_from_the_authserv_id_unless_set():
     assert SUPPORT.with_marker_id("mx.example.org") is SUPPORT
 
 
+def test_the_message_check_asks_for_our_marker_only_when_it_is_known_and_wanted():
+    """The marker is written by the policy on suppressed mail; the check only asks."""
+    config = loops.Config(loop_header="X-Loop", marker_id="desk.example.org")
+    [request] = run(LoopMessageCheck, config, message=message()).headers
+    assert (request.name, request.value, request.when) == (
+        "X-Loop", "desk.example.org", "suppressed")
+    assert run(LoopMessageCheck, loops.Config(), message=message()).headers == ()
+    quiet = loops.Config(marker_id="desk.example.org", add_marker=False)
+    assert run(LoopMessageCheck, quiet, message=message()).headers == ()
+
+
 def test_marker_header_name_is_configurable():
     config = loops.Config(loop_header="X-Loop", marker_id="desk.example.org")
     raw = message(extra=["X-Loop: desk.example.org"])

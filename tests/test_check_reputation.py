@@ -49,8 +49,8 @@ def released(times, sender=SENDER, reasons=("auto.bulk",)):
 
 def learned(*vouched):
     """A learned sender whose released mail had been held for `vouched`."""
-    return CheckResult("reputation", Outcome.PASS, "", (Finding("reputation.learned"),),
-                       data={"releases": "2", "reasons": ",".join(vouched)})
+    finding = Finding("reputation.learned", vouches_for=frozenset(vouched))
+    return CheckResult("reputation", Outcome.PASS, "", (finding,))
 
 
 def failing(check, *findings):

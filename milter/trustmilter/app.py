@@ -61,7 +61,7 @@ class App:
             domains=DomainTools(),
             pipeline=Pipeline.build(
                 # Trusted gateways' A-R: a check whose setting is the policy's own.
-                (*build_checks(policy.checks), UpstreamCheck(policy.trusted_authserv_ids)),
+                (*build_checks(policy.checks), UpstreamCheck.trusting(policy.trusted_authserv_ids)),
                 all_check_names(),
             ),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),

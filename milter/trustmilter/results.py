@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 
 class Outcome(StrEnum):
@@ -56,6 +57,26 @@ class Finding:
     name: str
     detail: str = ""
     score: float = 0.0
+    # A finding that vouches for the sender only as far as these signals go
+    # (``reputation.learned``: what its released mail was held for). The
+    # policy lets it exempt from rules and points of those signals only.
+    vouches_for: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRequest:
+    """A header field a check asks to be added to delivered mail.
+
+    `when` is "delivered" (every delivered message: the bounce summary for
+    the help desk) or "suppressed" (delivered mail the policy marks as
+    automated or looping, after its RFC 3834 fields: our loop marker).
+    The policy decides whether the message is delivered or suppressed;
+    the check says only what it wants written then.
+    """
+
+    name: str
+    value: str
+    when: Literal["delivered", "suppressed"] = "delivered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +96,10 @@ class CheckResult:
     findings: tuple[Finding, ...] = ()
     method: str | None = None
     props: tuple[tuple[str, str], ...] = ()
-    # Strings for consumers outside the checks that do not read `evidence`
-    # yet: the reputation check's learned "reasons" (policy/evaluate.py) and
-    # the bounce check's "summary" (policy/evaluate.py, the verdict log line).
-    data: Mapping[str, str] = field(default_factory=dict)
+    # One printable line for the verdict line (``<check>_summary=``).
+    summary: str = ""
+    # Header fields it wants on delivered mail (see HeaderRequest).
+    headers: tuple[HeaderRequest, ...] = ()
     # What the check learnt that a later check needs, as a frozen dataclass
     # of the producing module (e.g. checks.spf.SpfEvidence: the domain SPF
     # evaluated, which DMARC aligns); read back with that module's functions.
@@ -101,7 +122,7 @@ class CheckResult:
 class Results(Mapping[str, tuple[CheckResult, ...]]):
     """Immutable map from result name to the results that carry it."""
 
-    __slots__ = ("_by_check", "_ordered", "_scored", "_signals")
+    __slots__ = ("_by_check", "_ordered", "_requests", "_scored", "_signals", "_vouchers")
 
     def __init__(self, results: Iterable[CheckResult] = ()) -> None:
         self._ordered: tuple[CheckResult, ...] = tuple(results)
@@ -111,6 +132,8 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         self._by_check = {name: tuple(items) for name, items in by_check.items()}
         self._signals: frozenset[str] | None = None
         self._scored: tuple[Finding, ...] | None = None
+        self._requests: tuple[HeaderRequest, ...] | None = None
+        self._vouchers: tuple[Finding, ...] | None = None
 
     def __getitem__(self, check: str) -> tuple[CheckResult, ...]:
         return self._by_check[check]
@@ -155,6 +178,12 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         combined._scored = None
         if self._scored is not None:
             combined._scored = self._scored + _scored(added)
+        combined._requests = None
+        if self._requests is not None:
+            combined._requests = self._requests + _requests(added)
+        combined._vouchers = None
+        if self._vouchers is not None:
+            combined._vouchers = self._vouchers + _vouchers(added)
         return combined
 
     def signals(self) -> frozenset[str]:
@@ -163,12 +192,33 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
             self._signals = frozenset(s for r in self._ordered for s in r.signals())
         return self._signals
 
+    def header_requests(self) -> tuple[HeaderRequest, ...]:
+        """Every header field the checks asked for, in order (computed once, and
+        kept as results grow: the evaluator asks at every RCPT)."""
+        if self._requests is None:
+            self._requests = _requests(self._ordered)
+        return self._requests
+
+    def vouchers(self) -> tuple[Finding, ...]:
+        """The findings that vouch only so far (`Finding.vouches_for`), in order."""
+        if self._vouchers is None:
+            self._vouchers = _vouchers(self._ordered)
+        return self._vouchers
+
     def scored_findings(self) -> tuple[Finding, ...]:
         """The findings that carry a (finite, non-zero) weight of their own, in order
         (computed once: Results never change)."""
         if self._scored is None:
             self._scored = _scored(self._ordered)
         return self._scored
+
+
+def _requests(results: Iterable[CheckResult]) -> tuple[HeaderRequest, ...]:
+    return tuple(request for r in results for request in r.headers)
+
+
+def _vouchers(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
+    return tuple(f for r in results for f in r.findings if f.vouches_for is not None)
 
 
 def _scored(results: Iterable[CheckResult]) -> tuple[Finding, ...]:

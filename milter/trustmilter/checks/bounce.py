@@ -13,10 +13,10 @@ The result, named ``bounce``:
   `own_domains`), ``bounce.foreign`` (it came from elsewhere: backscatter,
   or a report meant for someone else), ``bounce.permanent``,
   ``bounce.delayed``;
-- `BounceEvidence.summary` (read with `summary_of`, and for now also
-  ``data["summary"]``): one printable line — origin, reporting MTA, each
-  recipient with its code and cause — for the verdict log line and the
-  help desk's header (`header`, added by the policy evaluator).
+- its `summary` (also `BounceEvidence.summary`, read with `summary_of`):
+  one printable line — origin, reporting MTA, each recipient with its
+  code and cause — for the verdict log line, and asked for as the help
+  desk's header (`header`) on delivered bounces.
 
 Hard bounces of our own mail (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10: the
 address or its domain does not exist) are recorded in the state store for
@@ -43,7 +43,7 @@ from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.domains import is_host_name
 from trustmilter.model import Message, is_field_name
 from trustmilter.policy.errors import InvalidField
-from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
 from trustmilter.state.base import HardBounce, StateError
 
 RESULT = "bounce"
@@ -195,10 +195,10 @@ class BounceCheck(BaseCheck[Config]):
         line = summary(bounce, origin_word, recorded)
         findings = self._findings(bounce, origin_word)
         permanent = any(r.meaning.permanent for r in bounce.recipients)
-        # `data` for the evaluator and the verdict log line, until they read the evidence.
         return [CheckResult(
             RESULT, Outcome.FAIL if permanent else Outcome.NEUTRAL, clip(line),
-            tuple(findings), data={"summary": line},
+            tuple(findings), summary=line,
+            headers=(HeaderRequest(self.config.header, line),) if self.config.header else (),
             evidence=BounceEvidence(origin_word, line),
         )]
 

@@ -38,7 +38,7 @@ from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, s
 from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.model import Message, is_field_name
 from trustmilter.policy.errors import InvalidField
-from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
 
 RESULT = "loops"
 # The marker value: an authserv-id-like token (RFC 8601 §2.2), printable, no space.
@@ -240,4 +240,10 @@ class LoopMessageCheck(BaseCheck[Config]):
             findings.append(Finding(
                 "loop.marker_seen", f"{config.loop_header}: {clip(config.marker_id)} is ours"
             ))
-        return [_result(findings, f"no loop signs ({hops} Received fields)")]
+        result = _result(findings, f"no loop signs ({hops} Received fields)")
+        if config.add_marker and config.marker_id:
+            # Marked when the policy suppresses it as automated or looping, so that
+            # this mail coming back through us is a loop (loop.marker_seen).
+            marker = HeaderRequest(config.loop_header, config.marker_id, "suppressed")
+            result = replace(result, headers=(marker,))
+        return [result]

@@ -94,20 +94,21 @@ class ReputationCheck(BaseCheck[Config]):
             return [CheckResult(RESULT, Outcome.NONE, "lapsed: no release in "
                                 f"{self.config.forget_after_days:g} days")]
         # The reasons the released mail was held for: what learning vouches for
-        # (policy/evaluate.py lets it lift only rules and points of those; it
-        # reads them from `data` until it reads `learned_reasons`).
+        # (the policy lets the finding lift only rules and points of those).
         evidence = ReputationEvidence(known.releases, tuple(known.reasons))
-        data = {"reasons": ",".join(known.reasons)}
         if known.releases < self.config.releases_to_trust:
             return [CheckResult(
                 RESULT, Outcome.NONE,
                 f"{known.releases} of {self.config.releases_to_trust} releases",
-                data=data, evidence=evidence,
+                evidence=evidence,
             )]
         shown = ", ".join(known.reasons[:MAX_REASONS_SHOWN])
         if len(known.reasons) > MAX_REASONS_SHOWN:
             shown += f" and {len(known.reasons) - MAX_REASONS_SHOWN} more"
         detail = f"{known.releases} releases; learned: {shown or '-'}"
-        finding = Finding("reputation.learned", clip(detail))
-        return [CheckResult(RESULT, Outcome.PASS, finding.detail, (finding,), data=data,
+        # The reasons as they were stored, split on commas as before (a reason is
+        # a signal name, which has none).
+        vouched = frozenset(r for r in ",".join(known.reasons).split(",") if r)
+        finding = Finding("reputation.learned", clip(detail), vouches_for=vouched)
+        return [CheckResult(RESULT, Outcome.PASS, finding.detail, (finding,),
                             evidence=evidence)]

@@ -21,28 +21,33 @@ from typing import ClassVar
 import authres
 
 from trustmilter.authresults import HEADER_NAME, parse_header_value
-from trustmilter.checks.base import CheckContext, Stage
+from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.results import CheckResult, Outcome
 
 PREFIX = "upstream"
 
 
-class UpstreamCheck:
-    """The trusted gateways' results, at end of message."""
+class UpstreamCheck(BaseCheck[frozenset[str]]):
+    """The trusted gateways' results, at end of message.
 
-    name: ClassVar[str] = PREFIX
-    stage: ClassVar[Stage] = Stage.DATA
-    requires: ClassVar[tuple[str, ...]] = ()
-    # It waits on nothing at all, so it may run in the calling thread (pipeline.py).
-    dns_only: ClassVar[bool] = True
+    Its setting is the policy's own `trusted_authserv_ids` (lower-cased), not
+    a section of `checks`, so App.build adds it to every pipeline. Its
+    results are named by the gateway's methods, which the signal catalogue
+    accepts by shape (``upstream.<method>.<outcome>``, signals.py).
+    """
 
-    def __init__(self, trusted_ids: Iterable[str]) -> None:
-        self._trusted = frozenset(t.lower() for t in trusted_ids)
+    # It waits on nothing at all, so it may run in the calling thread ("dns":
+    # every lookup it makes, none, is a cache hit).
+    spec: ClassVar[CheckSpec] = CheckSpec(PREFIX, result=PREFIX, stage=Stage.DATA, waits_on="dns")
+
+    @classmethod
+    def trusting(cls, trusted_ids: Iterable[str]) -> UpstreamCheck:
+        return cls(frozenset(t.lower() for t in trusted_ids))
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
-        if ctx.message is None or not self._trusted:
+        if ctx.message is None or not self.config:
             return []
-        return upstream_results(ctx.message.headers, self._trusted)
+        return upstream_results(ctx.message.headers, self.config)
 
 
 def upstream_results(

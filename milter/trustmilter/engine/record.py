@@ -63,8 +63,8 @@ class VerdictRecord:
         )
         # A check's one-line summary (the bounce check's), after all outcomes.
         for result in self.results.all():
-            if "summary" in result.data:
-                yield f"{result.check}_summary", result.data["summary"]
+            if result.summary:
+                yield f"{result.check}_summary", result.summary
         yield "findings", ",".join(f.name for r in self.results.all() for f in r.findings)
         yield "score", f"{self.verdict.score:g}"
         yield "rules", ",".join(

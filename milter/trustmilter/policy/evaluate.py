@@ -15,10 +15,13 @@ How the verdict is reached:
      most severe of that and the forced ones (`Action.severity`).
   4. The reply (reject and tempfail only) is the first forcing rule's own
      reply for the final action, else the policy default for that action.
-A learned sender (`reputation.learned`) is trusted only for what its
-released mail was held for: a rule it exempts still applies, and its
-points do not count, when the message shows a signal the releases did not
-vouch for (`vouched_for`).
+A finding that vouches for the sender only so far (`Finding.vouches_for`:
+``reputation.learned``, what its released mail was held for) is trusted
+only that far: a rule it exempts still applies, and its points do not
+count, when the message shows a signal it did not vouch for.
+Header fields checks ask for (`CheckResult.headers`: the bounce summary,
+the loop marker) are added as asked when the message is delivered; the
+evaluator knows no particular check.
 It raises nothing for any Results.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from trustmilter.policy.model import Policy
 from trustmilter.policy.rules import Rule
@@ -42,8 +46,6 @@ _WOULD_HAVE = {
     Action.TEMPFAIL: "tempfailed",
     Action.REJECT: "rejected",
 }
-# Learned reputation (checks/reputation.py): exempts only what releases vouched for.
-LEARNED = "reputation.learned"
 # Actions whose message is delivered, so headers added to it are seen.
 _DELIVERED = (Action.ACCEPT, Action.LOW_TRUST, Action.QUARANTINE)
 
@@ -66,26 +68,34 @@ def match(rule: Rule, signals: frozenset[str]) -> tuple[str, ...] | None:
     return tuple(sorted(found))
 
 
-def vouched_for(results: Results) -> frozenset[str] | None:
-    """What a learned sender's releases vouch for: the reasons its released mail
-    had been held for (SEED-RULES §7: "the same sender passes later" — with
-    the same kind of mail). None when the sender is not learned."""
-    result = results.first("reputation")
-    if result is None or LEARNED not in {f.name for f in result.findings}:
-        return None
-    return frozenset(r for r in result.data.get("reasons", "").split(",") if r)
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    """A finding that vouches for the sender only as far as `signals` go."""
+
+    name: str
+    signals: frozenset[str]
 
 
-def _unvouched(rule: Rule, signals: frozenset[str], vouched: frozenset[str]
+def voucher(results: Results) -> Voucher | None:
+    """The first finding that vouches only so far (a learned sender: the reasons its
+    released mail had been held for — "the same sender passes later", with the
+    same kind of mail), or None."""
+    for finding in results.vouchers():
+        if finding.vouches_for is not None:
+            return Voucher(finding.name, finding.vouches_for)
+    return None
+
+
+def _unvouched(rule: Rule, signals: frozenset[str], vouched: Voucher
                ) -> tuple[str, ...] | None:
-    """The signals of a rule that only `reputation.learned` exempted, when they are
-    not what the releases vouched for (then the rule applies after all), else None.
+    """The signals of a rule that only the voucher exempted, when they are not what
+    it vouched for (then the rule applies after all), else None.
 
     Learning is keyed by the envelope sender, which anyone can write: mail in
     that sender's name that fails in a new way (DMARC, SPF) is not let
     through by what releases of its bulk mail taught."""
-    without = match(rule, signals - {LEARNED})
-    if without is None or set(without) <= vouched:
+    without = match(rule, signals - {vouched.name})
+    if without is None or set(without) <= vouched.signals:
         return None
     return without
 
@@ -93,16 +103,17 @@ def _unvouched(rule: Rule, signals: frozenset[str], vouched: frozenset[str]
 def _points(policy: Policy, results: Results) -> tuple[list[float], set[str]]:
     """Score contributions of the signals, and the signals that contributed.
 
-    The points of `reputation.learned` count only when every other signal
-    that adds points is one the releases vouched for."""
+    The points of a voucher (`reputation.learned`) count only when every other
+    signal that adds points is one it vouched for."""
     points: list[float] = []
     reasons: set[str] = set()
     signals = results.signals()
-    vouched = vouched_for(results)
+    vouched = voucher(results)
     if vouched is not None and any(
-        policy.scores.get(s, 0.0) > 0 and s not in vouched for s in signals - {LEARNED}
+        policy.scores.get(s, 0.0) > 0 and s not in vouched.signals
+        for s in signals - {vouched.name}
     ):
-        signals = signals - {LEARNED}
+        signals = signals - {vouched.name}
     for signal in sorted(signals):
         value = policy.scores.get(signal, 0.0)
         if value:
@@ -129,7 +140,7 @@ def evaluate(policy: Policy, results: Results) -> Verdict:
     """The verdict `policy` gives a message with these `results`."""
     signals = results.signals()
     points, reasons = _points(policy, results)
-    vouched = vouched_for(results)
+    vouched = voucher(results)
     hits: list[RuleHit] = []
     shadow: list[tuple[RuleHit, Rule]] = []
     forcing: list[Rule] = []
@@ -164,8 +175,8 @@ def evaluate(policy: Policy, results: Results) -> Verdict:
         hits=tuple(hits),
         headers=(
             *_headers(policy, action, score, reasons, deciding, shadow),
-            *_auto_suppress(policy, action, signals),
-            *_bounce_summary(policy, action, results),
+            *_auto_suppress(policy, action, signals, results),
+            *_requested(action, results, "delivered"),
         ),
         quarantine_reason=_quarantine_reason(policy, action, score, deciding),
     )
@@ -189,36 +200,33 @@ def _quarantine_reason(policy: Policy, action: Action, score: float, deciding: l
 
 
 def _auto_suppress(
-    policy: Policy, action: Action, signals: frozenset[str]
+    policy: Policy, action: Action, signals: frozenset[str], results: Results
 ) -> tuple[tuple[str, str], ...]:
-    """RFC 3834 fields (and our loop marker) for delivered automated or looping mail.
+    """RFC 3834 fields (and what checks ask for then: our loop marker) for
+    delivered automated or looping mail.
 
-    Held mail gets them too: SEED-RULES §5 keeps notifications suppressed
-    when such a message is released from the suspended queue.
+    Held mail gets them too: notifications stay suppressed when such a
+    message is released from the suspended queue.
     """
     config = policy.headers
     if action not in _DELIVERED or not any(
         matching(pattern, signals) for pattern in config.auto_suppress_when
     ):
         return ()
-    added = list(config.auto_suppress_fields())
-    loops = policy.checks.loops
-    if loops.enabled and loops.add_marker and loops.marker_id:
-        # Marked, so that this mail coming back through us is a loop (loop.marker_seen).
-        added.append((loops.loop_header, loops.marker_id))
-    return tuple(added)
+    return (*config.auto_suppress_fields(), *_requested(action, results, "suppressed"))
 
 
-def _bounce_summary(
-    policy: Policy, action: Action, results: Results
+def _requested(
+    action: Action, results: Results, when: str
 ) -> tuple[tuple[str, str], ...]:
-    """The bounce check's summary for the help desk, on delivered bounces (SEED-RULES §6)."""
-    name = policy.checks.bounce.header
-    bounce = results.first("bounce")
-    summary = bounce.data.get("summary") if bounce is not None else None
-    if not name or not summary or action not in _DELIVERED:
+    """The header fields checks asked for on delivered mail, for `when`, in order."""
+    if action not in _DELIVERED:
         return ()
-    return ((name, summary),)
+    return tuple(
+        (request.name, request.value)
+        for request in results.header_requests()
+        if request.when == when
+    )
 
 
 def _headers(
