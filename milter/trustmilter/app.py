@@ -12,13 +12,13 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from trustmilter import compat
 from trustmilter.checks import all_check_names, build_checks
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
 from trustmilter.pipeline import Pipeline
 from trustmilter.policy.model import Policy
-from trustmilter.seams import install_library_seams
 from trustmilter.state.base import StateStore
 
 # Enough threads for every check of a few concurrent messages to wait on DNS at once.
@@ -48,7 +48,7 @@ class App:
         clock: Callable[[], float] = time.time,
     ) -> App:
         """Build every service the policy asks for; raises StartupError if one cannot run."""
-        install_library_seams()  # process globals (seams.py)
+        compat.install()  # library patches, checked against the installed versions
         authserv_id = policy.authserv_id or socket.getfqdn()
         # Our loop marker carries our authserv-id unless the policy names another.
         loops = policy.checks.loops.with_marker_id(authserv_id)

@@ -29,6 +29,9 @@ from trustmilter.checks import (
     spf,
     uribl,
 )
+from trustmilter.startup import StartupError
+
+__all__ = ["SECTIONS", "StartupError", "all_check_names", "build_checks"]
 
 if TYPE_CHECKING:
     from trustmilter.checks.base import Check
@@ -58,10 +61,6 @@ SECTIONS: dict[str, ModuleType] = {
 def all_check_names() -> frozenset[str]:
     """The name of every check there is, enabled or not."""
     return frozenset(c.name for module in SECTIONS.values() for c in module.CHECKS)
-
-
-class StartupError(Exception):
-    """An enabled check cannot run (a missing dependency, an unusable setting)."""
 
 
 def build_checks(config: ChecksConfig) -> Iterator[Check]:

@@ -28,10 +28,10 @@ from typing import ClassVar
 
 import spf
 
+from trustmilter import compat
 from trustmilter.checks.base import Check, CheckContext, Stage
-from trustmilter.checks.spflinear import install as install_linear_spf_patterns
+from trustmilter.compat.pyspf import spf_resolver
 from trustmilter.domains import is_ip_literal, normalise
-from trustmilter.lookup.shims import install_spf_hook, spf_resolver
 from trustmilter.results import CheckResult, Outcome
 
 # RFC 7208 §4.6.4: an SPF implementation MAY limit the total time of one
@@ -128,8 +128,7 @@ class SpfHeloCheck:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        install_spf_hook()
-        install_linear_spf_patterns()
+        compat.install(compat.pyspf.PATCHES)  # pyspf's DNS hook and patterns, when built alone
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Evaluate the HELO name, or say why it was not evaluated."""
@@ -161,8 +160,7 @@ class SpfMailFromCheck:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        install_spf_hook()
-        install_linear_spf_patterns()
+        compat.install(compat.pyspf.PATCHES)  # pyspf's DNS hook and patterns, when built alone
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Evaluate the envelope sender (postmaster@HELO for the null sender)."""
