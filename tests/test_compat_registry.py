@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -56,7 +57,7 @@ def test_originals_are_the_librarys_even_after_install() -> None:
 
 
 @pytest.fixture
-def fakelib(tmp_path: Path) -> ModuleType:
+def fakelib(tmp_path: Path) -> Iterator[ModuleType]:
     """A module with a slow function, loaded from a file (inspect reads its source)."""
     source = tmp_path / "fakelib.py"
     source.write_text(textwrap.dedent('''
