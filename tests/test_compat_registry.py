@@ -188,3 +188,15 @@ def test_a_reliance_that_no_longer_holds_falls_back(fakelib: ModuleType) -> None
     assert compat.status([reliance]) == [
         f"fakelib.slow: pyspf {installed_version('pyspf')} not in {{0.0.1}}: "
         "keeping the original (linear-time protection lost)"]
+
+
+def test_the_upgrade_helper_prints_status_and_fingerprints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from trustmilter.compat.__main__ import main
+
+    assert main() == 0
+    out = capsys.readouterr().out
+    assert "dkim.select_headers: in place" in out
+    for patch in compat.REGISTRY:
+        assert f"sha256 {patch.fingerprint}" in out, patch.name
