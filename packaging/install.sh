@@ -64,9 +64,11 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
+# The exact versions the project is tested with (README: "Upgrading the pinned
+# libraries"); the library patches in trustmilter/compat/ are written for them.
 if [ "$with_tests" = 1 ]; then
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -c packaging/constraints.txt -e '.[test]'
 else
-    .venv/bin/python -m pip install -q -e .
+    .venv/bin/python -m pip install -q -c packaging/constraints.txt -e .
 fi
 echo "trustmilter installed: $(.venv/bin/trustmilter --version)"

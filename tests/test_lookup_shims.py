@@ -11,10 +11,11 @@ import pytest
 import spf
 
 from keys import rsa_key
+from trustmilter.compat.pyspf.dns import spf_dns_lookup, spf_resolver
 from trustmilter.lookup import DnsStatus, NetworkResolver
 from trustmilter.lookup.answer import DnsAnswer
 from trustmilter.lookup.fixture import Fixture, FixtureResolver
-from trustmilter.lookup.shims import DkimDns, install_spf_hook, spf_dns_lookup, spf_resolver
+from trustmilter.lookup.shims import DkimDns
 from trustmilter.testing.dnsserver import DnsTestServer
 
 SPF_ZONE = """\
@@ -35,7 +36,7 @@ $TIMEOUT slow.example.org. TXT
 def _hook() -> Iterator[None]:
     """pyspf's DNSLookup is a process global: install ours, put pyspf's back after."""
     original = spf.DNSLookup
-    install_spf_hook()
+    spf.DNSLookup = spf_dns_lookup
     yield
     spf.DNSLookup = original
 

@@ -9,6 +9,7 @@ is installed, started or enabled.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import shlex
 import shutil
@@ -247,3 +248,46 @@ def test_readme_shows_the_commands() -> None:
     assert "/var/spool/postfix" in readme  # the chroot caveat
     assert "systemctl reload trustmilter" in readme
     assert "miltertest" in readme
+
+
+# ---- pinned versions (packaging/constraints.txt) -----------------------------------
+
+
+def pinned() -> dict[str, str]:
+    """packaging/constraints.txt as {distribution (lower case): version}."""
+    pins = {}
+    for line in (PACKAGING / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_install_script_installs_the_pinned_versions() -> None:
+    text = (PACKAGING / "install.sh").read_text()
+    assert text.count("pip install -q -c packaging/constraints.txt -e") == 2
+
+
+def test_the_tests_run_with_the_pinned_versions() -> None:
+    """Fails when the environment drifted from the pins (or the pins from it)."""
+    for name, version in pinned().items():
+        assert importlib.metadata.version(name) == version, name
+
+
+def test_every_declared_requirement_is_pinned() -> None:
+    pins = pinned()
+    requires = importlib.metadata.requires("trustmilter") or []
+    for requirement in requires:
+        name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower()
+        assert name in pins, requirement
+
+
+def test_the_pins_are_versions_the_compat_registry_was_written_for() -> None:
+    from trustmilter import compat
+    from trustmilter.compat.patches import PYTHON, version_accepted
+
+    pins = pinned()
+    for patch in compat.REGISTRY:
+        if patch.dist != PYTHON:
+            assert version_accepted(pins[patch.dist], patch.versions), patch.name

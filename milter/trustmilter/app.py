@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from trustmilter import compat
 from trustmilter.checks import all_check_names, build_checks
 from trustmilter.checks.upstream import UpstreamCheck
 from trustmilter.domains import DomainTools
@@ -20,7 +21,6 @@ from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
 from trustmilter.pipeline import Pipeline
 from trustmilter.policy.model import Policy
-from trustmilter.seams import install_library_seams
 from trustmilter.state.base import StateStore
 
 # Enough threads for every check of a few concurrent messages to wait on DNS at once.
@@ -50,7 +50,7 @@ class App:
         clock: Callable[[], float] = time.time,
     ) -> App:
         """Build every service the policy asks for; raises StartupError if one cannot run."""
-        install_library_seams()  # process globals (seams.py)
+        compat.install()  # library patches, checked against the installed versions
         authserv_id = policy.authserv_id or socket.getfqdn()
         # Our loop marker carries our authserv-id unless the policy names another.
         loops = policy.checks.loops.with_marker_id(authserv_id)

@@ -10,11 +10,9 @@ which believes them only when its authserv-id is in the policy's
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import authres
 import authres.arc
@@ -22,6 +20,7 @@ import authres.core
 import authres.dkim_b
 import authres.dmarc
 
+from trustmilter.compat.authres import linear_features
 from trustmilter.results import AuthMethod, CheckResult, Outcome, Results
 
 HEADER_NAME = "Authentication-Results"
@@ -29,56 +28,12 @@ HEADER_NAME = "Authentication-Results"
 # The methods we report, in the order of the header's clauses: connection
 # first (see AuthMethod); the checks name theirs in their specs.
 _METHOD_ORDER: tuple[str, ...] = tuple(method.value for method in AuthMethod)
-# What authres's parser shows of the unparsed rest of a header (see LinearHeader).
-_SHOWN_REST = 41
-
-
-@functools.lru_cache(maxsize=256)
-def _token_pattern(pattern: str) -> re.Pattern[str]:
-    """authres's token pattern, to be matched where the parse has got to."""
-    # authres anchors it with "^"; match(text, pos) anchors it at pos instead.
-    return re.compile(pattern.lstrip("^"), re.IGNORECASE)
-
-
-class LinearHeader(authres.core.AuthenticationResultsHeader):  # type: ignore[misc]
-    """authres's header class, parsing by position.
-
-    authres 1.2 consumes each token by rebuilding the rest of the text without
-    it (``re.sub(..., count=1)``): a copy of the rest per token, quadratic in
-    a long field (100 KB of properties: 0.5 s, 1 MB: 19 s), and every message's
-    A-R fields are parsed (our authserv-id is looked for in each). Here a token
-    moves a position instead. authres reads the rest itself only to test it for
-    "" or r";|$" and to quote up to 40 characters in a SyntaxError: the first 41
-    characters give the same answers to all three.
-    """
-
-    _text = ""
-    _pos = 0
-
-    @property
-    def _parse_text(self) -> str:
-        return self._text[self._pos : self._pos + _SHOWN_REST]
-
-    @_parse_text.setter
-    def _parse_text(self, text: str) -> None:
-        self._text, self._pos = text, 0
-
-    def _parse_pattern(self, pattern: str) -> re.Match[str] | None:
-        match = _token_pattern(pattern).match(self._text, self._pos)
-        if match is not None:
-            self._pos = match.end()
-        return match
-
-
-def _linear(features: Any) -> Any:
-    """`features` (an authres FeatureContext) parsing with LinearHeader."""
-    features.header_class = LinearHeader
-    return features
-
-
-_FEATURES = _linear(authres.FeatureContext(authres.dkim_b, authres.dmarc, authres.arc))
-# authres's core features only (authres.parse_value), parsing with LinearHeader.
-_CORE_FEATURES = _linear(authres.FeatureContext())
+# authres parsing by position (compat/authres.py), with the methods we write
+_FEATURES = linear_features(
+    authres.FeatureContext(authres.dkim_b, authres.dmarc, authres.arc)
+)
+# and with authres's core features only (authres.parse_value).
+_CORE_FEATURES = linear_features(authres.FeatureContext())
 _COMMENT_UNSAFE = re.compile(r"[^\x20-\x7e]|[()\\]")
 _VALUE_UNSAFE = re.compile(r"[^\x21-\x7e]")
 _AUTHSERV_ID = re.compile(r"\s*(?:\([^)]*\)\s*)*([^\s;()]+)")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trustmilter import compat
 from trustmilter.bounce.explain import Bounce, explain
 from trustmilter.command_support import (
     CommandFailure,
@@ -35,7 +36,6 @@ from trustmilter.command_support import (
     utc,
 )
 from trustmilter.i18n import N_, translator
-from trustmilter.seams import install_library_seams
 from trustmilter.state.base import HardBounce
 
 
@@ -119,7 +119,7 @@ def _explain_bounce(args: argparse.Namespace) -> None:
         raw = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
     except OSError as error:
         raise CommandFailure(f"{args.message}: cannot read message: {error.strerror}") from error
-    install_library_seams()  # a stranger's bounce: the parsers must stay linear
+    compat.install()  # a stranger's bounce: the parsers must stay linear
     bounce = explain(raw, own)
     print(json.dumps(bounce.to_json()) if args.json else report(bounce, translator(args.lang)))
 

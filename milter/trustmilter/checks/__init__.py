@@ -7,6 +7,7 @@ here for the application and its tests.
 
 from __future__ import annotations
 
-from trustmilter.checks.registry import StartupError, all_check_names, build_checks
+from trustmilter.checks.registry import all_check_names, build_checks
+from trustmilter.startup import StartupError
 
 __all__ = ["StartupError", "all_check_names", "build_checks"]

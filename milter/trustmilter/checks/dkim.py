@@ -16,7 +16,7 @@ Outcomes, with the finding that says why:
 - permerror (RFC 6376 §3.9 PERMFAIL): ``dkim.key_missing`` (NXDOMAIN/NODATA),
   ``dkim.key_revoked`` (empty p=), ``dkim.malformed`` (signature or key
   syntax, missing required tags, From not signed, key unsuitable for a=, an
-  RSA key over 8192 bits or with an exponent over 64 bits: dkimcrypto.py);
+  RSA key over 8192 bits or with an exponent over 64 bits: compat/dkimpy/crypto.py);
   also rsa-sha1 (RFC 8301 §3.1) and an expired signature, without finding.
 - neutral: a signature this verifier cannot process at all, such as an
   unknown a= algorithm (RFC 8601 §2.7.1 "not otherwise able to be
@@ -38,14 +38,14 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
-from trustmilter.checks.dkimcrypto import KEY_MEMO_TEXT
-from trustmilter.checks.dkimparse import Parsed, rfc822_parse
+from trustmilter.compat.dkimpy import DkimpyLog, Parsed, rfc822_parse, verifier
+from trustmilter.compat.dkimpy.crypto import KEY_MEMO_TEXT
 from trustmilter.lookup import DnsStatus, Resolver
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.memo import remembered_when
@@ -106,25 +106,6 @@ def preflight(config: Config) -> None:
     import importlib
 
     importlib.import_module("nacl.signing")
-
-class DkimpyLog:
-    """A logger for dkimpy that demotes its error lines to debug.
-
-    dkimpy logs every bad key or signature at ERROR; for a filter those are
-    facts about the sender, reported as results, not operational errors.
-    """
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._logger = logger
-
-    def debug(self, msg: object, *args: Any) -> None:
-        self._logger.debug(msg, *args)
-
-    info = warning = error = debug
-
-    def isEnabledFor(self, level: int) -> bool:
-        return False  # never ask dkimpy to keep canonicalised content
-
 
 _DKIMPY_LOG = DkimpyLog(log)
 
@@ -236,15 +217,13 @@ class _RecordingDns:
 
 
 def verify_one(
-    parsed: Parsed, index: int, tags: Mapping[bytes, bytes], resolver: Resolver,
+    raw: bytes, parsed: Parsed, index: int, tags: Mapping[bytes, bytes], resolver: Resolver,
     min_key_bits: int,
 ) -> Verdict:
-    """Verify signature number `index` with its own dkimpy object."""
+    """Verify signature number `index` of `raw` with its own dkimpy object."""
     dns = _RecordingDns(resolver)
-    signer = dkim.DKIM(logger=_DKIMPY_LOG, minkey=min_key_bits)
-    # What DKIM(raw) would parse again (its set_message is this very split);
-    # verifying only reads it, so one split serves every signature.
-    signer.headers, signer.body = parsed
+    # One split of the message serves every signature (compat.dkimpy.verifier).
+    signer = verifier(dkim.DKIM, raw, parsed, logger=_DKIMPY_LOG, minkey=min_key_bits)
     crypto_error: Verdict | None = None
     verified = False
     try:
@@ -343,7 +322,7 @@ class DkimCheck(BaseCheck[Config]):
                 verdicts[index] = problem
             else:
                 todo.append((index, tags))
-        verdicts.update(self._verify_all(ctx, parsed, todo))
+        verdicts.update(self._verify_all(ctx, message.raw, parsed, todo))
         return [_result(verdicts[i], all_tags[i]) for i in range(len(values_raw))]
 
     @staticmethod
@@ -356,14 +335,16 @@ class DkimCheck(BaseCheck[Config]):
         return tags
 
     def _verify_all(
-        self, ctx: CheckContext, parsed: Parsed, todo: list[tuple[int, Mapping[bytes, bytes]]]
+        self, ctx: CheckContext, raw: bytes, parsed: Parsed,
+        todo: list[tuple[int, Mapping[bytes, bytes]]],
     ) -> dict[int, Verdict]:
         """Verify the signatures in `todo`, each in its own thread when there are several."""
         bits = self.config.min_key_bits
         if len(todo) <= 1:
-            return {i: verify_one(parsed, i, tags, ctx.dns, bits) for i, tags in todo}
+            return {i: verify_one(raw, parsed, i, tags, ctx.dns, bits) for i, tags in todo}
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(todo))) as pool:
             futures = {
-                i: pool.submit(verify_one, parsed, i, tags, ctx.dns, bits) for i, tags in todo
+                i: pool.submit(verify_one, raw, parsed, i, tags, ctx.dns, bits)
+                for i, tags in todo
             }
             return {i: future.result() for i, future in futures.items()}

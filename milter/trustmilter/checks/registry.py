@@ -37,6 +37,7 @@ from trustmilter.checks import (
     uribl,
 )
 from trustmilter.checks.base import BaseCheck, Check, CheckSpec
+from trustmilter.startup import StartupError
 
 if TYPE_CHECKING:
     from trustmilter.policy.model import ChecksConfig
@@ -118,10 +119,6 @@ def finding_prefixes() -> dict[str, tuple[str, ...]]:
         for name in spec.findings:
             prefixes.setdefault(spec.result, {})[name.split(".", 1)[0] + "."] = None
     return {result: tuple(found) for result, found in prefixes.items()}
-
-
-class StartupError(Exception):
-    """An enabled check cannot run (a missing dependency, an unusable setting)."""
 
 
 def build_checks(config: ChecksConfig) -> Iterator[Check]:

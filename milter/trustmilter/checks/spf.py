@@ -30,10 +30,10 @@ from typing import ClassVar, Literal
 
 import spf
 
+from trustmilter import compat
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
-from trustmilter.checks.spflinear import install as install_linear_spf_patterns
+from trustmilter.compat.pyspf import spf_resolver
 from trustmilter.domains import is_ip_literal, normalise
-from trustmilter.lookup.shims import install_spf_hook, spf_resolver
 from trustmilter.results import AuthMethod, CheckResult, Outcome
 
 # RFC 7208 §4.6.4: an SPF implementation MAY limit the total time of one
@@ -145,8 +145,7 @@ class SpfHeloCheck(BaseCheck[Config]):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        install_spf_hook()
-        install_linear_spf_patterns()
+        compat.install(compat.pyspf.PATCHES)  # pyspf's DNS hook and patterns, when built alone
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Evaluate the HELO name, or say why it was not evaluated."""
@@ -179,8 +178,7 @@ class SpfMailFromCheck(BaseCheck[Config]):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        install_spf_hook()
-        install_linear_spf_patterns()
+        compat.install(compat.pyspf.PATCHES)  # pyspf's DNS hook and patterns, when built alone
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Evaluate the envelope sender (postmaster@HELO for the null sender)."""

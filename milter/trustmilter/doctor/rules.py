@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 from dkim import DKIMException, evaluate_pk
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from trustmilter import compat
 from trustmilter.checks import dkim as dkim_check
 from trustmilter.checks import dmarc as dmarc_check
 from trustmilter.checks import helo as helo_check
@@ -32,7 +33,6 @@ from trustmilter.lookup.answer import DnsStatus
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.model import Connection, Envelope, Facts
 from trustmilter.results import Outcome, Results
-from trustmilter.seams import install_library_seams
 
 if TYPE_CHECKING:
     from trustmilter.domains import DomainTools
@@ -239,7 +239,7 @@ def with_term(record: str, term: str) -> str:
 def spf_rules(base: CheckContext, domain: str, ips: list[IPAddress],
               mx_addresses: set[str]) -> list[Diagnosis]:
     """SEED-RULES §3: SPF exists, parses, stays within 10 lookups, authorises each IP."""
-    install_library_seams()
+    compat.install()  # pyspf must ask DNS through our resolver
     spf = spf_record_for(ips, mx_addresses)
     publish = text(N_("Publish this TXT record at %(name)s: %(record)s"), name=domain, record=spf)
     records = [t.decode("utf-8", "replace") for t in

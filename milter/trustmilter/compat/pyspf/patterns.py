@@ -13,13 +13,14 @@ it does not fit a UDP answer) reaches three regular expressions of pyspf
   label, with ``RE_INVALID_MACRO``, the same search every time
   (10 KB: 0.5 s).
 
-`install()` points pyspf's module globals at the objects here, once per
-process (like lookup/shims.py): a top-label test that allows one way of
+The registry (compat/pyspf/__init__.py) points pyspf's module globals at
+the objects here: a top-label test that allows one way of
 matching, "%{" tried for its "}" only up to the last "}" of the text, and
 the bad-macro search remembered for the text it was last asked about, per
 thread. pyspf calls only `split`, `finditer` and `search` on them; each
 gives the same answer as pyspf's own for every text
-(tests/test_spflinear.py compares them).
+(tests/test_compat_spfpatterns.py compares them with the installed
+originals).
 """
 
 from __future__ import annotations
@@ -31,15 +32,13 @@ from typing import Any
 
 import spf
 
-# pyspf's macro-char pattern, and the same with "%{...}" never matching: after
-# the last "}" of a text none can.
-_MACRO = spf.PAT_CHAR
+# pyspf's macro-char pattern (as 2.0.14 writes it, should it go), and the same
+# with "%{...}" never matching: after the last "}" of a text none can.
+_MACRO: str = getattr(spf, "PAT_CHAR", r"%(%|_|-|(\{[^\}]*\}))")
 _MACRO_WITHOUT_BRACES = r"%(%|_|-|(\{(?!)))"
 # pyspf's top label: [0-9a-z]*[a-z][0-9a-z]* is a run of letters and digits
 # with a letter in it, written so that it can be matched one way only.
 _TOPLAB = r"\.(?:(?=[0-9]*[a-z])[0-9a-z]+|[0-9a-z]+-[0-9a-z-]*[0-9a-z])\.?$"
-_ORIGINALS = (spf.RE_TOPLAB, spf.RE_CHAR, spf.RE_INVALID_MACRO)
-_install_lock = threading.Lock()
 
 
 class BraceSafePattern:
@@ -97,12 +96,7 @@ class RememberedSearch:
 
 RE_TOPLAB = BraceSafePattern(_TOPLAB + "|", re.IGNORECASE)
 RE_CHAR = BraceSafePattern("")
-RE_INVALID_MACRO = RememberedSearch(_ORIGINALS[2])
-
-
-def install() -> None:
-    """Make pyspf use the three patterns above (idempotent)."""
-    with _install_lock:
-        spf.RE_TOPLAB = RE_TOPLAB
-        spf.RE_CHAR = RE_CHAR
-        spf.RE_INVALID_MACRO = RE_INVALID_MACRO
+# pyspf's own pattern (as 2.0.14 writes it, should it go), searched less often.
+RE_INVALID_MACRO = RememberedSearch(
+    getattr(spf, "RE_INVALID_MACRO", re.compile(r"(?<!%)%[^{%_-]|%$"))
+)

@@ -7,10 +7,10 @@ and parses the key record (tag list, base64, ASN.1 in Python) anew for
 every signature it checks, although a sender signs thousands of messages
 with one key.
 
-`install()` replaces, by name, like canonicalization.py:
+The registry (compat/dkimpy/__init__.py) replaces, by name:
 - ``dkim.crypto.int2str`` / ``str2int`` with `int.to_bytes` /
   `int.from_bytes` versions that return the same values for every input
-  (tests/test_dkimcrypto.py compares them);
+  (tests/test_compat_dkimcrypto.py compares them);
 - ``dkim.evaluate_pk`` with a memo of it: the result depends only on the
   key's name and TXT text, and is never changed by its users. A TXT text
   that changes is a new key; one that fails to parse is not remembered.
@@ -19,7 +19,6 @@ with one key.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import dkim
@@ -30,8 +29,15 @@ from trustmilter.memo import remembered_when
 # Distinct (selector name, key text) pairs remembered: keys of busy senders.
 KEY_MEMO_SIZE = 4096
 
-_install_lock = threading.Lock()
-_ORIGINAL_EVALUATE_PK = dkim.evaluate_pk
+
+
+def _no_evaluate_pk(name: Any, s: Any) -> tuple[Any, Any, Any, Any]:
+    """Stands in for a dkimpy without evaluate_pk, where the registry refuses start-up."""
+    raise dkim.KeyFormatError("this dkimpy has no evaluate_pk")
+
+
+# dkimpy's own, read before anything is installed.
+_ORIGINAL_EVALUATE_PK = getattr(dkim, "evaluate_pk", _no_evaluate_pk)
 
 
 def int2str(n: int, length: int = -1) -> bytearray:
@@ -89,10 +95,3 @@ parsed_key = remembered_when(
     maxsize=KEY_MEMO_SIZE,
 )(_ORIGINAL_EVALUATE_PK)
 
-
-def install() -> None:
-    """Make dkimpy use the three functions above (idempotent)."""
-    with _install_lock:
-        dkim.crypto.int2str = int2str
-        dkim.crypto.str2int = str2int
-        dkim.evaluate_pk = evaluate_pk

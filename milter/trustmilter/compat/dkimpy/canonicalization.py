@@ -15,24 +15,19 @@ change, the usual case for a line end and often for a whole body.
 
 dkimpy calls its module-level ``compress_whitespace`` and
 ``strip_trailing_whitespace`` by name at run time (DKIM and ARC, headers
-and bodies alike), so `install()` points those names at ours, once per
-process, like the pyspf DNS hook (lookup/shims.py): a process-global seam
-of the library, set in one place (App.build).
+and bodies alike), so the registry (compat/dkimpy/__init__.py) points
+those names at ours when `compat.install()` runs.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-
-import dkim.canonicalization
 
 # A whole run of spaces and tabs before CRLF. The lookbehind starts a match
 # only where a run starts: dkimpy's own pattern retries from every byte of
 # a long run that is not followed by CRLF, quadratic in its length (a
 # 160 KB run took 24 s, holding the GIL).
 _TRAILING_RUN = re.compile(rb"(?<![\t ])[\t ]+\r\n")
-_install_lock = threading.Lock()
 
 
 def compress_whitespace(content: bytes) -> bytes:
@@ -50,10 +45,3 @@ def strip_trailing_whitespace(content: bytes) -> bytes:
     if b" \r\n" not in content and b"\t\r\n" not in content:
         return content
     return _TRAILING_RUN.sub(b"\r\n", content)
-
-
-def install() -> None:
-    """Make dkimpy use our two functions (idempotent)."""
-    with _install_lock:
-        dkim.canonicalization.compress_whitespace = compress_whitespace
-        dkim.canonicalization.strip_trailing_whitespace = strip_trailing_whitespace

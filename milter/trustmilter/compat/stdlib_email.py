@@ -5,25 +5,24 @@ field) into its ``;`` parameters. Python 3.11's version re-counts the
 quotes from the start of the rest of the field at every ``;`` it meets
 inside an unclosed quote, and slices the rest off anew for every
 parameter: a 100 KB field of ``a=";;;;...`` took 5 s (CPython gh-136063,
-bpo-42909; fixed only in later Pythons). It runs on text the sender
+bpo-42909; a fix was merged upstream in 2025). It runs on text the sender
 chooses, for every message: `get_param`, `get_content_charset` and
 `get_boundary` call it, and so does the parser itself for each multipart
 part, so the automation check, the URI and bounce readers all reach it.
 
-`install()` puts the version here in its place, once per process (App.build
-and the bounce command): the same list for every input
-(tests/test_mimeparams.py compares them), counting each stretch of the
-field once.
+`compat.install()` puts the version here in its place: the same list for
+every input (tests/test_compat_mimeparams.py compares them), counting each
+stretch of the field once. It is gated on the source of the standard
+library's function, not only on the Python version: a Python whose
+_parseparam is not the unfixed one we measured (a release carrying the
+upstream fix) keeps its own, with one start-up line.
 """
 
 from __future__ import annotations
 
 import email.message
-import threading
 
-_install_lock = threading.Lock()
-# The standard library's own, kept for the tests' comparison.
-STDLIB_PARSEPARAM = email.message._parseparam  # type: ignore[attr-defined]
+from trustmilter.compat.patches import PYTHON, Patch
 
 
 def parseparam(value: object) -> list[str]:
@@ -57,7 +56,12 @@ def parseparam(value: object) -> list[str]:
     return params
 
 
-def install() -> None:
-    """Make the email package split parameters with `parseparam` (idempotent)."""
-    with _install_lock:
-        email.message._parseparam = parseparam  # type: ignore[attr-defined]
+PATCHES: tuple[Patch, ...] = (
+    # Python's series without a release we know carries the upstream fix; the
+    # fingerprint (3.11.7's, unchanged for years before the fix) decides within.
+    Patch(
+        email.message, "_parseparam", parseparam, PYTHON, frozenset({"3.11", "3.12", "3.13"}),
+        fingerprint="134d298cc0c98045177ba3978ecf719fda7c3effaf9a68e2b6457e9f5b4357e2",
+        lost="linear-time protection lost, unless this Python carries the gh-136063 fix",
+    ),
+)

@@ -16,18 +16,18 @@ into a DKIM-Signature or ARC header field, and hold the GIL while they run
 - ``select_headers`` scans the whole header from the bottom for every name
   of h= it cannot find (10 000 fields and 10 KB of h= names: 0.6 s).
 
-`install()` points dkimpy at the versions here, once per process, like
-canonicalization.py: the h= split goes through `DkimpyRe` (dkimpy's view of
-the `re` module: every other call is passed on untouched), the other three
-replace dkimpy's module globals by name. Each gives the same value (or
-raises the same exception) as dkimpy's own for every input: the tests
-(tests/test_dkimlinear.py) compare them on random texts.
+The registry (compat/dkimpy/__init__.py) points dkimpy at the versions
+here: the h= split goes through `DkimpyRe` (dkimpy's view of the `re`
+module: every other call is passed on untouched), the other three replace
+dkimpy's module globals by name. Each gives the same value (or raises the
+same exception) as dkimpy's own for every input: the tests
+(tests/test_compat_dkimheaders.py) compare them with the installed
+originals.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,12 +41,20 @@ _DKIMPY_B64 = rb"[\s0-9A-Za-z+/]+[\s=]*$"
 # optionally followed by "=" and then "[\s=]*" (blanks before the first "=" can
 # go to the first part). The first part stops where the second must start.
 _B64 = re.compile(rb"[\s0-9A-Za-z+/]+(?:=[\s=]*)?$")
-_ORIGINAL_VALIDATE = dkim.validate_signature_fields
+
+
+def _no_validate(sig: Any, *args: Any, **kwargs: Any) -> None:
+    """Stands in for a dkimpy without validate_signature_fields (the registry
+    reports it and never installs the version here)."""
+    raise dkim.ValidationError("this dkimpy has no validate_signature_fields")
+
+
+# dkimpy's own, read before anything is installed.
+_ORIGINAL_VALIDATE = getattr(dkim, "validate_signature_fields", _no_validate)
 # dkimpy's RE_BTAG with its FWS, (?:(?:\s*\r?\n)?\s+)?, written as the \s* it
 # matches (any run of blanks, line ends included): each run is then taken
 # whole, once, instead of being split at every line end it holds.
 RE_BTAG = re.compile(rb"([;\s]b\s*=)(?:\s*[a-zA-Z0-9+/=])*(?:\r?\n\Z)?")
-_install_lock = threading.Lock()
 
 
 def split_header_list(value: bytes) -> list[bytes]:
@@ -128,12 +136,3 @@ def select_headers(
             selected.append(headers[found[count]])
             taken[name] = count + 1
     return selected
-
-
-def install() -> None:
-    """Make dkimpy use the versions above (idempotent)."""
-    with _install_lock:
-        dkim.re = DkimpyRe()
-        dkim.validate_signature_fields = validate_signature_fields
-        dkim.RE_BTAG = RE_BTAG
-        dkim.select_headers = select_headers

@@ -7,7 +7,7 @@ import time
 
 import dkim
 
-from trustmilter.checks.dkimparse import rfc822_parse
+from trustmilter.compat.dkimpy.parse import rfc822_parse
 
 
 def _outcome(parse, raw: bytes) -> object:  # type: ignore[no-untyped-def]

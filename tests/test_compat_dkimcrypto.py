@@ -5,16 +5,21 @@ from __future__ import annotations
 import base64
 import random
 import time
+from collections.abc import Callable
+from typing import Any, cast
 
 import dkim
 import dkim.crypto
 import pytest
 
 from keys import message, rsa_key, sign
-from trustmilter.checks import dkimcrypto
+from trustmilter import compat
+from trustmilter.compat.dkimpy import crypto as dkimcrypto
 
-ORIGINAL_INT2STR = dkim.crypto.int2str
-ORIGINAL_STR2INT = dkim.crypto.str2int
+# The installed dkimpy's own, captured before anything was installed.
+ORIGINAL_INT2STR = cast(Callable[..., bytearray], compat.original("dkim.crypto.int2str"))
+ORIGINAL_STR2INT = cast(Callable[[bytes], int], compat.original("dkim.crypto.str2int"))
+ORIGINAL_EVALUATE_PK = cast(Callable[..., Any], compat.original("dkim.evaluate_pk"))
 
 
 def test_int2str_matches_dkimpy_for_every_length_rule() -> None:
@@ -45,7 +50,7 @@ def test_key_memo_gives_dkimpy_answer_and_skips_bad_keys() -> None:
     txt = _key_text(1024)
     dkimcrypto.parsed_key.cache_clear()
     first = dkimcrypto.evaluate_pk("sel._domainkey.example.com", txt)
-    assert first == dkimcrypto._ORIGINAL_EVALUATE_PK("sel._domainkey.example.com", txt)
+    assert first == ORIGINAL_EVALUATE_PK("sel._domainkey.example.com", txt)
     assert first[1:] == (1024, b"rsa", False)
     assert dkimcrypto.evaluate_pk("sel._domainkey.example.com", txt) is first
     assert dkimcrypto.parsed_key.cache_info().hits == 1
@@ -57,7 +62,7 @@ def test_key_memo_gives_dkimpy_answer_and_skips_bad_keys() -> None:
 
 
 def test_installed_dkimpy_still_verifies_and_rejects() -> None:
-    dkimcrypto.install()
+    compat.install()
     assert dkim.crypto.int2str is dkimcrypto.int2str
     assert dkim.crypto.str2int is dkimcrypto.str2int
     assert dkim.evaluate_pk is dkimcrypto.evaluate_pk
@@ -105,7 +110,7 @@ def test_rsa_keys_too_large_to_verify_are_refused_at_once() -> None:
     and exponent) would hold the GIL for hours; 32 768 bits each took 56 s. Such
     keys are refused before any arithmetic. The time bound is a guard against that
     regression, not a speed measurement."""
-    dkimcrypto.install()
+    compat.install()
     rng = random.Random(8301)
     huge = rng.getrandbits(190_000) | (1 << 189_999) | 1
     largest = rng.getrandbits(8192) | (1 << 8191) | 1
@@ -124,7 +129,7 @@ def test_rsa_keys_too_large_to_verify_are_refused_at_once() -> None:
 
 
 def test_ordinary_rsa_keys_still_verify() -> None:
-    dkimcrypto.install()
+    compat.install()
     for bits in (1024, 2048, 4096):
         key = rsa_key(bits)
         txt = f"v=DKIM1; k=rsa; p={key.public}".encode()
