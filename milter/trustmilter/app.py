@@ -53,10 +53,11 @@ class App:
         # Our loop marker carries our authserv-id unless the policy names another.
         loops = policy.checks.loops.with_marker_id(authserv_id)
         policy = replace(policy, checks=replace(policy.checks, loops=loops))
+        domains = DomainTools()
         return cls(
             policy=policy,
-            dns=resolver if resolver is not None else build_resolver(policy.dns),
-            domains=DomainTools(),
+            dns=resolver if resolver is not None else build_resolver(policy.dns, domains=domains),
+            domains=domains,
             pipeline=Pipeline.build(build_checks(policy.checks), all_check_names()),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
             authserv_id=authserv_id,
