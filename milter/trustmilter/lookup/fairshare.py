@@ -163,9 +163,10 @@ class FairShareResolver:
             now = self._clock()
             if self._slow(domain, now) and len(domain.waiters) >= self._share:
                 return _not_answering(name, rdtype)
-            flight = domain.flights.get((name, rdtype))
-            if flight is None:
-                flight = self._launch(key, domain, (name, rdtype), now)
+            flight = domain.flights.get((name, rdtype)) or self._launch(
+                key, domain, (name, rdtype), now)
+            if flight is None:  # no thread to be had: ask here, as before this layer
+                return self._inner.query(name, rdtype)
             domain.waiters[ticket] = None
         try:
             if self._wait(domain, flight, ticket):
@@ -198,33 +199,46 @@ class FairShareResolver:
             return True
         return any(now - f.started >= self._slow_after for f in domain.flights.values())
 
-    def _launch(self, key: str, domain: _Domain, question: Question, now: float) -> _Flight:
-        """Start asking `question` on its own thread (the lock is held)."""
+    def _launch(
+        self, key: str, domain: _Domain, question: Question, now: float
+    ) -> _Flight | None:
+        """Start asking `question` on its own thread (the lock is held); None when
+        the process cannot start one more thread."""
         flight = _Flight(started=now)
-        domain.flights[question] = flight
-        threading.Thread(
+        thread = threading.Thread(
             target=self._fly, args=(key, domain, question, flight),
             name=f"dns {question[0]}/{question[1]}", daemon=True,
-        ).start()
+        )
+        domain.flights[question] = flight
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread"
+            del domain.flights[question]
+            return None
         return flight
 
     def _fly(self, key: str, domain: _Domain, question: Question, flight: _Flight) -> None:
         """Ask the inner resolver; record what the answer says about the domain."""
-        answer: DnsAnswer | None = None
         try:
-            answer = self._inner.query(*question)
+            flight.answer = self._inner.query(*question)
         except Exception as error:  # a programming error: the callers raise it
             flight.error = error
-        flight.answer = answer
-        with self._lock:
-            del domain.flights[question]
-            if answer is not None and answer.status is DnsStatus.TEMPERROR:
-                if answer.error == "timeout":
-                    domain.held_until = self._clock() + self._hold
-            elif answer is not None:
-                domain.held_until = 0.0  # it answers again
-            flight.done.set()
-            self._forget_if_idle(key, domain)
+        finally:
+            # Always: a waiting probe has no timeout of its own.
+            with self._lock:
+                del domain.flights[question]
+                self._judge(domain, flight.answer)
+                flight.done.set()
+                self._forget_if_idle(key, domain)
+
+    def _judge(self, domain: _Domain, answer: DnsAnswer | None) -> None:
+        """A timeout holds the domain (slow); any answer from it ends the hold."""
+        if answer is None:
+            return
+        if answer.status is not DnsStatus.TEMPERROR:
+            domain.held_until = 0.0
+        elif answer.error == "timeout":
+            domain.held_until = self._clock() + self._hold
 
     def _domain(self, key: str) -> _Domain:
         """The entry for `key`, made if new (the lock is held)."""

@@ -28,7 +28,9 @@ went to the network, with its record type, latency and outcome; cache hits
 and names refused locally are not reported, since they cost no network time.
 
 It does not validate DNSSEC, apply per-transaction budgets, or search
-domains (every name is absolute).
+domains (every name is absolute). `build_resolver` puts it behind
+`FairShareResolver` (lookup/fairshare.py): one thread per question in
+flight, and a bounded share for a domain that does not answer.
 
 DIAGNOSTICS: `NetworkResolver(config)` raises ValueError for a nameserver
 that is not "IP", "IP:port", "[IPv6]:port" or a bare IPv6 address, and
