@@ -34,6 +34,7 @@ from trustmilter.checks import StartupError
 from trustmilter.command_support import CommandFailure, policy_from
 from trustmilter.doctor import add_parser as add_doctor_parser
 from trustmilter.doctor import run_command as run_doctor
+from trustmilter.domains import DomainTools
 from trustmilter.evaluation import Evaluation, evaluate_message
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.fixture import Fixture, FixtureError, FixtureResolver, RecordingResolver
@@ -140,7 +141,7 @@ def _facts(args: argparse.Namespace, raw: bytes) -> Facts:
     )
 
 
-def _resolver(args: argparse.Namespace, policy: Policy) -> Resolver:
+def _resolver(args: argparse.Namespace, policy: Policy, domains: DomainTools) -> Resolver:
     if args.dns_fixture is not None:
         try:
             return FixtureResolver(Fixture.load(args.dns_fixture))
@@ -148,7 +149,7 @@ def _resolver(args: argparse.Namespace, policy: Policy) -> Resolver:
             raise CommandFailure(str(error)) from error
         except OSError as error:
             raise CommandFailure(f"{args.dns_fixture}: cannot read: {error.strerror}") from error
-    resolver = build_resolver(policy.dns)
+    resolver = build_resolver(policy.dns, domains=domains)
     return RecordingResolver(resolver) if args.record_dns is not None else resolver
 
 
@@ -194,9 +195,10 @@ def _report(evaluation: Evaluation, facts: Facts) -> str:
 def _check(args: argparse.Namespace) -> int:
     policy = policy_from(args.policy)
     facts = _facts(args, _read_message(args.message))
-    resolver = _resolver(args, policy)
+    domains = DomainTools()
+    resolver = _resolver(args, policy, domains)
     try:
-        app = App.build(policy, resolver=resolver)
+        app = App.build(policy, resolver=resolver, domains=domains)
     except (StartupError, PipelineError) as error:
         raise CommandFailure(str(error)) from error
     try:

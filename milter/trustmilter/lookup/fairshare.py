@@ -165,9 +165,10 @@ class FairShareResolver:
                 return _not_answering(name, rdtype)
             flight = domain.flights.get((name, rdtype)) or self._launch(
                 key, domain, (name, rdtype), now)
-            if flight is None:  # no thread to be had: ask here, as before this layer
-                return self._inner.query(name, rdtype)
-            domain.waiters[ticket] = None
+            if flight is not None:
+                domain.waiters[ticket] = None
+        if flight is None:  # no thread to be had: ask here, as before this layer
+            return self._inner.query(name, rdtype)
         try:
             if self._wait(domain, flight, ticket):
                 return flight.outcome()
