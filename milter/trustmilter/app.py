@@ -48,17 +48,23 @@ class App:
         executor: Executor | None = None,
         state: StateStore | None = None,
         clock: Callable[[], float] = time.time,
+        domains: DomainTools | None = None,
     ) -> App:
-        """Build every service the policy asks for; raises StartupError if one cannot run."""
+        """Build every service the policy asks for; raises StartupError if one cannot run.
+
+        `domains` is the caller's when it already built one for `resolver`
+        (building the public suffix list costs a tenth of a second or more).
+        """
         compat.install()  # library patches, checked against the installed versions
         authserv_id = policy.authserv_id or socket.getfqdn()
         # Our loop marker carries our authserv-id unless the policy names another.
         loops = policy.checks.loops.with_marker_id(authserv_id)
         policy = replace(policy, checks=replace(policy.checks, loops=loops))
+        domains = domains if domains is not None else DomainTools()
         return cls(
             policy=policy,
-            dns=resolver if resolver is not None else build_resolver(policy.dns),
-            domains=DomainTools(),
+            dns=resolver if resolver is not None else build_resolver(policy.dns, domains=domains),
+            domains=domains,
             pipeline=Pipeline.build(
                 # Trusted gateways' A-R: a check whose setting is the policy's own.
                 (*build_checks(policy.checks), UpstreamCheck.trusting(policy.trusted_authserv_ids)),

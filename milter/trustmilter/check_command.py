@@ -29,6 +29,7 @@ from trustmilter.authresults import build_header_value
 from trustmilter.checks import StartupError
 from trustmilter.checks.headers import parse_address_list
 from trustmilter.command_support import CommandFailure, policy_from
+from trustmilter.domains import DomainTools
 from trustmilter.engine import Client, MessageOutcome, Refusal, Transaction, VerdictRecord
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.fixture import Fixture, FixtureError, FixtureResolver, RecordingResolver
@@ -93,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
     policy = policy_from(args.policy)
     message = Message(_read_message(args.message))
     envelope = _envelope(args, message)
-    resolver = _resolver(args, policy)
+    domains = DomainTools()
+    resolver = _resolver(args, policy, domains)
     try:
         app = App.build(
-            policy, resolver=resolver, state=MemoryStore() if args.state == "memory" else None
+            policy, resolver=resolver, domains=domains,
+            state=MemoryStore() if args.state == "memory" else None,
         )
     except (StartupError, PipelineError) as error:
         raise CommandFailure(str(error)) from error
@@ -275,7 +278,7 @@ def _read_message(source: str) -> bytes:
         raise CommandFailure(f"{source}: cannot read message: {error.strerror}") from error
 
 
-def _resolver(args: argparse.Namespace, policy: Policy) -> Resolver:
+def _resolver(args: argparse.Namespace, policy: Policy, domains: DomainTools) -> Resolver:
     if args.dns_fixture is not None:
         try:
             return FixtureResolver(Fixture.load(args.dns_fixture))
@@ -283,5 +286,5 @@ def _resolver(args: argparse.Namespace, policy: Policy) -> Resolver:
             raise CommandFailure(str(error)) from error
         except OSError as error:
             raise CommandFailure(f"{args.dns_fixture}: cannot read: {error.strerror}") from error
-    resolver = build_resolver(policy.dns)
+    resolver = build_resolver(policy.dns, domains=domains)
     return RecordingResolver(resolver) if args.record_dns is not None else resolver

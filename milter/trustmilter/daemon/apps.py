@@ -15,6 +15,7 @@ from pathlib import Path
 from trustmilter.app import App
 from trustmilter.checks import StartupError
 from trustmilter.daemon.metrics import Metrics
+from trustmilter.domains import DomainTools
 from trustmilter.lookup.resolver import build_resolver
 from trustmilter.pipeline import PipelineError
 from trustmilter.policy.load import PolicyError, load_policy
@@ -110,5 +111,6 @@ def build_app(
     """An App for the daemon: the check executor and the state store survive
     reloads, and every network DNS lookup is reported to `metrics`."""
     observer = metrics.dns_query if metrics is not None else None
-    resolver = build_resolver(policy.dns, observer=observer)
-    return App.build(policy, resolver=resolver, executor=executor, state=state)
+    domains = DomainTools()
+    resolver = build_resolver(policy.dns, observer=observer, domains=domains)
+    return App.build(policy, resolver=resolver, executor=executor, state=state, domains=domains)

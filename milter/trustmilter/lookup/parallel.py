@@ -8,7 +8,9 @@ short-lived thread pool and returns the answers in the order asked.
 There is deliberately no shared, module-level executor (no global mutable
 state): each call makes its own small pool and closes it before returning.
 Identical (name, type) pairs are asked once. Nothing here caches; the
-resolver does. It raises only what the resolver raises, which by the
+resolver does (and the daemon's resolver also asks a question once for all
+concurrent callers, and turns away the extra callers of a domain that does
+not answer: lookup/fairshare.py). It raises only what the resolver raises, which by the
 `Resolver` contract is nothing for DNS conditions.
 """
 

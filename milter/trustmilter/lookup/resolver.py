@@ -28,7 +28,9 @@ went to the network, with its record type, latency and outcome; cache hits
 and names refused locally are not reported, since they cost no network time.
 
 It does not validate DNSSEC, apply per-transaction budgets, or search
-domains (every name is absolute).
+domains (every name is absolute). `build_resolver` puts it behind
+`FairShareResolver` (lookup/fairshare.py): one thread per question in
+flight, and a bounded share for a domain that does not answer.
 
 DIAGNOSTICS: `NetworkResolver(config)` raises ValueError for a nameserver
 that is not "IP", "IP:port", "[IPv6]:port" or a bare IPv6 address, and
@@ -58,6 +60,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 import dns.resolver
 
+from trustmilter.domains import DomainTools
 from trustmilter.lookup.answer import DnsAnswer, DnsStatus, Resolver
 from trustmilter.lookup.config import parse_nameserver
 
@@ -309,16 +312,24 @@ def build_resolver(
     fixture_path: Path | None = None,
     record_to: Path | None = None,
     observer: DnsObserver | None = None,
+    domains: DomainTools | None = None,
 ) -> Resolver:
     """The resolver the CLI asked for: replay a fixture, record, or plain network.
 
     `observer` (the daemon's metrics) hears of each network lookup; a
-    replayed fixture makes none.
+    replayed fixture makes none. Network lookups get a fair share per
+    domain (lookup/fairshare.py), counted by `domains`' organisational
+    domains (built here when not given).
     """
-    # Imported here because the fixture module uses this module's name helpers.
+    # Imported here because these modules use this module's name helpers.
+    from trustmilter.lookup.fairshare import SLOW_AFTER, FairShareResolver
     from trustmilter.lookup.fixture import Fixture, FixtureResolver, RecordingResolver
 
     if fixture_path is not None:
         return FixtureResolver(Fixture.load(fixture_path))
-    network = NetworkResolver(config, observer)
+    org_domain = (domains if domains is not None else DomainTools()).org_domain
+    # A lookup unanswered for one server timeout has already lost a try.
+    slow_after = min(SLOW_AFTER, config.timeout)
+    network = FairShareResolver(
+        NetworkResolver(config, observer), org_domain, slow_after=slow_after)
     return RecordingResolver(network, record_to) if record_to is not None else network
