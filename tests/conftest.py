@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from trustmilter.lookup.config import DnsConfig
+from trustmilter.config.dns import DnsConfig
 from trustmilter.lookup.resolver import NetworkResolver
 from trustmilter.testing.dnsserver import DnsTestServer
 
@@ -88,7 +88,7 @@ def postfix(postfix_installed: None) -> Iterator[PostfixInstance]:
 import uuid  # noqa: E402
 
 from trustmilter.state.base import StateStore  # noqa: E402
-from trustmilter.state.config import StateConfig  # noqa: E402
+from trustmilter.config.state import StateConfig  # noqa: E402
 from trustmilter.state.open import open_store  # noqa: E402
 from trustmilter.testing.redisserver import RedisServer, redis_unavailable  # noqa: E402
 

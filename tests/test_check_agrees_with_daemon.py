@@ -27,8 +27,8 @@ from trustmilter.daemon.metrics import NullMetrics
 from trustmilter.daemon.session import SmtpSession
 from trustmilter.daemon.verdictlog import parse_verdict_line
 from trustmilter.model import Message
-from trustmilter.policy.dump import policy_to_yaml
-from trustmilter.policy.load import load_policy, parse_policy
+from trustmilter.config.dump import settings_to_yaml
+from trustmilter.config.load import load_settings, parse_settings
 from trustmilter.state.memory import MemoryStore
 
 ZONE = """
@@ -83,19 +83,19 @@ CASES = [
 @pytest.fixture
 def policy_file(tmp_path: Path, dns_server) -> Path:
     """The shipped rules plus one that refuses a recipient whose domain does not exist."""
-    base = parse_policy(
+    base = parse_settings(
         "authserv_id: mx.example.org\n"
         f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n"
         "checks: {names: {check_recipients: true}}\n",
         "base.yaml",
     )
-    refuse_gone = parse_policy(
+    refuse_gone = parse_settings(
         "rules:\n  - {name: rcpt-gone, when: [names.rcpt_nonexistent], action: reject,"
         " reply: {code: 550, dsn: 5.1.2, text: No such domain}}\n",
         "rule.yaml",
     ).rules
     path = tmp_path / "policy.yaml"
-    path.write_text(policy_to_yaml(replace(base, rules=(*base.rules, *refuse_gone))))
+    path.write_text(settings_to_yaml(replace(base, rules=(*base.rules, *refuse_gone))))
     return path
 
 
@@ -107,7 +107,7 @@ def raw_message(case: Case) -> bytes:
 def through_the_daemon(case: Case, policy_file: Path, raw: bytes, caplog) -> tuple[list, list]:
     """(answers of each step, verdict lines) as the milter gives them over libmilter."""
     with ThreadPoolExecutor(8) as pool:
-        holder = AppHolder(build_app(load_policy(policy_file), pool, state=MemoryStore()),
+        holder = AppHolder(build_app(load_settings(policy_file), pool, state=MemoryStore()),
                            None, pool)
         metrics = NullMetrics()
         Milter.factory = lambda: TrustMilter(SmtpSession(holder, metrics), metrics)

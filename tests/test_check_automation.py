@@ -16,9 +16,9 @@ from trustmilter.checks.automation import (
     is_noreply,
     report_type,
 )
-from trustmilter.policy.errors import InvalidField
+from trustmilter.config.errors import InvalidField
 from trustmilter.policy.evaluate import evaluate
-from trustmilter.policy.load import PolicyError, parse_policy
+from trustmilter.config.load import ConfigError, parse_settings
 from trustmilter.policy.model import ChecksConfig, HeadersConfig, Policy
 from trustmilter.policy.rules import Rule
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome, Results
@@ -231,8 +231,8 @@ def test_suppression_is_configurable():
     ("auto_suppress_headers", "['Bad Name: x']", "expected a header field like"),
 ])
 def test_bad_suppression_settings(key, value, message):
-    with pytest.raises(PolicyError, match=re.escape(f"headers.{key}[0]: {message}")):
-        parse_policy(f"headers:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"headers.{key}[0]: {message}")):
+        parse_settings(f"headers:\n  {key}: {value}\n")
 
 
 def test_the_default_checks_section_has_automation():

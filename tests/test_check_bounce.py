@@ -12,7 +12,7 @@ from test_bounce_explain import EXCHANGE, NOT_A_BOUNCE, POSTFIX_DSN, QMAIL, SEND
 from trustmilter.checks import bounce
 from trustmilter.checks.bounce import BounceCheck, may_be_bounce
 from trustmilter.model import Message
-from trustmilter.policy.errors import InvalidField
+from trustmilter.config.errors import InvalidField
 from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.model import Policy
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome, Results

@@ -7,9 +7,9 @@ import pytest
 from helpers import make_ctx
 from trustmilter.checks import loops
 from trustmilter.checks.loops import LoopMessageCheck, LoopRecipientCheck, LoopSenderCheck
-from trustmilter.policy.errors import InvalidField
+from trustmilter.config.errors import InvalidField
 from trustmilter.policy.evaluate import evaluate
-from trustmilter.policy.load import PolicyError, parse_policy
+from trustmilter.config.load import ConfigError, parse_settings
 from trustmilter.policy.model import Policy
 from trustmilter.results import Outcome, Results
 from trustmilter.verdict import Action, Reply
@@ -194,9 +194,9 @@ def test_bad_configuration_is_refused(kwargs):
 
 
 def test_policy_yaml_section():
-    policy = parse_policy(
+    policy = parse_settings(
         "checks:\n  loops:\n    support_addresses: [support@example.org]\n    max_received: 25\n")
     assert policy.checks.loops.support_addresses == ("support@example.org",)
     assert policy.checks.loops.max_received == 25
-    with pytest.raises(PolicyError, match=r"<policy>:3: checks.loops.support_addresses\[0\]: expected an address"):
-        parse_policy("checks:\n  loops:\n    support_addresses: [nobody]\n")
+    with pytest.raises(ConfigError, match=r"<policy>:3: checks.loops.support_addresses\[0\]: expected an address"):
+        parse_settings("checks:\n  loops:\n    support_addresses: [nobody]\n")

@@ -24,9 +24,9 @@ from trustmilter.checks.rate import (
     thread_root,
 )
 from trustmilter.model import Message
-from trustmilter.policy.errors import InvalidField
+from trustmilter.config.errors import InvalidField
 from trustmilter.policy.evaluate import evaluate
-from trustmilter.policy.load import PolicyError, parse_policy
+from trustmilter.config.load import ConfigError, parse_settings
 from trustmilter.policy.model import Policy
 from trustmilter.results import CheckResult, Outcome, Results
 from trustmilter.state.base import StateError
@@ -284,15 +284,15 @@ def test_parallel_sessions_get_the_exact_tiers():
 
 
 def test_policy_yaml_section():
-    policy = parse_policy(
+    policy = parse_settings(
         "checks:\n  rate:\n    key: sender+thread\n    window: 60\n"
         "    allowlist: ['@example.com']\n    allowlist_factor: 3\n")
     assert policy.checks.rate == rate.Config(
         key="sender+thread", window=60.0, allowlist=("@example.com",), allowlist_factor=3.0)
-    with pytest.raises(PolicyError, match=r"checks\.rate\.key: expected one of: sender, sender\+recipient"):
-        parse_policy("checks:\n  rate:\n    key: recipient\n")
-    with pytest.raises(PolicyError, match=r"checks.rate.reject_after: expected an integer >= quarantine_after \(20\)"):
-        parse_policy("checks:\n  rate:\n    reject_after: 10\n")
+    with pytest.raises(ConfigError, match=r"checks\.rate\.key: expected one of: sender, sender\+recipient"):
+        parse_settings("checks:\n  rate:\n    key: recipient\n")
+    with pytest.raises(ConfigError, match=r"checks.rate.reject_after: expected an integer >= quarantine_after \(20\)"):
+        parse_settings("checks:\n  rate:\n    reject_after: 10\n")
 
 
 @pytest.mark.parametrize("entry", ["", "example.com", "a b@example.com"])

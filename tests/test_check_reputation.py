@@ -12,7 +12,7 @@ from trustmilter.checks import reputation
 from trustmilter.checks.base import Stage
 from trustmilter.checks.reputation import ReputationCheck
 from trustmilter.policy.evaluate import evaluate
-from trustmilter.policy.load import parse_policy
+from trustmilter.config.load import parse_settings
 from trustmilter.policy.model import Policy
 from trustmilter.results import CheckResult, Finding, Outcome, Results
 from trustmilter.state.base import StateError
@@ -94,7 +94,7 @@ def test_threshold_is_configurable():
     config = reputation.Config(releases_to_trust=3)
     assert run(released(2), config=config).findings == ()
     assert run(released(3), config=config).findings[0].name == "reputation.learned"
-    assert parse_policy("checks:\n  reputation:\n    releases_to_trust: 5\n").checks.reputation == (
+    assert parse_settings("checks:\n  reputation:\n    releases_to_trust: 5\n").checks.reputation == (
         reputation.Config(releases_to_trust=5))
 
 

@@ -23,7 +23,7 @@ from trustmilter.daemon.apps import AppHolder, build_app
 from trustmilter.daemon.metrics import NullMetrics
 from trustmilter.daemon.session import SmtpSession
 from trustmilter.model import Message
-from trustmilter.policy.load import parse_policy
+from trustmilter.config.load import parse_settings
 
 ZONE = """
 example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
@@ -68,7 +68,7 @@ class RecordingCtx(MilterTestCtx):
 
 @pytest.fixture
 def holder(dns_server):
-    policy = parse_policy(
+    policy = parse_settings(
         f"authserv_id: mx.example.org\n"
         f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n",
         "test-policy.yaml",
@@ -212,7 +212,7 @@ def test_one_verdict_line_per_message_with_every_field(holder, dns_server, caplo
 
 
 def holder_with(dns_server, pool, extra: str) -> AppHolder:
-    policy = parse_policy(
+    policy = parse_settings(
         f"authserv_id: mx.example.org\n"
         f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 2, lifetime: 5}}\n" + extra,
         "test-policy.yaml",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trustmilter.daemon.config import LoggingConfig
+from trustmilter.config.daemon import LoggingConfig
 from trustmilter.daemon.logsetup import setup_logging
 
 

@@ -25,7 +25,7 @@ from keys import message
 from trustmilter.authresults import parse_header_value
 from trustmilter.bench.client import MilterClient
 from trustmilter.bench.corpus import BenchMessage
-from trustmilter.daemon.config import MetricsConfig, MilterConfig
+from trustmilter.config.daemon import MetricsConfig, MilterConfig
 from trustmilter.daemon.socketspec import parse_socket
 from trustmilter.policy.model import Policy
 from trustmilter.testing.daemon import DaemonProcess, free_port

@@ -21,7 +21,7 @@ from trustmilter.engine import Client, ClientKind, Disposition, Transaction, Ver
 from trustmilter.model import Message
 from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.finality import is_final
-from trustmilter.policy.load import parse_policy
+from trustmilter.config.load import parse_settings
 from trustmilter.results import CheckResult, Outcome, Results
 from trustmilter.state.memory import MemoryStore
 
@@ -48,7 +48,7 @@ def pool():
 
 
 def make_app(dns_server, pool, extra: str = ""):
-    policy = parse_policy(
+    policy = parse_settings(
         "authserv_id: mx.example.org\n"
         f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n"
         + extra,
@@ -226,7 +226,7 @@ def test_trusted_upstream_results_are_an_ordinary_check(dns_server, pool):
 
 
 def policy_with(rules: str):
-    return parse_policy("rules:\n" + rules, "p.yaml")
+    return parse_settings("rules:\n" + rules, "p.yaml")
 
 
 def test_an_undecided_reject_beside_a_final_tempfail_is_not_given_early():

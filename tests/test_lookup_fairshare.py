@@ -14,7 +14,7 @@ import pytest
 
 from trustmilter.domains import DomainTools
 from trustmilter.lookup.answer import DnsStatus
-from trustmilter.lookup.config import DnsConfig
+from trustmilter.config.dns import DnsConfig
 from trustmilter.lookup.fairshare import NOT_ANSWERING, FairShareResolver, question_domain
 from trustmilter.lookup.resolver import NetworkResolver
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from trustmilter.daemon.config import MetricsConfig
+from trustmilter.config.daemon import MetricsConfig
 from trustmilter.daemon.metrics import Metrics, NullMetrics
 from trustmilter.daemon.prometheus import PrometheusMetrics, split_listen, start_metrics
 from trustmilter.lookup import DnsConfig, DnsStatus, NetworkResolver

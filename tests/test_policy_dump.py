@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from trustmilter.policy.dump import policy_to_yaml
-from trustmilter.policy.load import load_policy, parse_policy
+from trustmilter.config.dump import settings_to_yaml
+from trustmilter.config.load import load_settings, parse_settings
 from trustmilter.policy.model import Policy
 from trustmilter.signals import KNOWN_SIGNALS
 
@@ -50,7 +50,7 @@ headers: {trust_header: X-Trust, add_shadow_header: false}
 
 
 def test_shipped_policy_is_the_built_in_policy() -> None:
-    assert load_policy(SHIPPED) == Policy()
+    assert load_settings(SHIPPED) == Policy()
 
 
 def test_shipped_policy_scores_every_default_explicitly() -> None:
@@ -61,23 +61,23 @@ def test_shipped_policy_scores_every_default_explicitly() -> None:
 
 
 def test_default_policy_round_trips() -> None:
-    text = policy_to_yaml(Policy())
+    text = settings_to_yaml(Policy())
     assert text.startswith("# trustmilter effective policy")
-    assert parse_policy(text, "show") == Policy()
+    assert parse_settings(text, "show") == Policy()
 
 
 def test_custom_policy_round_trips() -> None:
-    policy = parse_policy(CUSTOM, "custom.yaml")
+    policy = parse_settings(CUSTOM, "custom.yaml")
     assert policy != Policy()
     assert policy.rules[0].reply is not None and policy.thresholds.reject == 15.0
-    again = parse_policy(policy_to_yaml(policy), "show")
+    again = parse_settings(settings_to_yaml(policy), "show")
     assert again == policy
     # ...and the dump is stable.
-    assert policy_to_yaml(again) == policy_to_yaml(policy)
+    assert settings_to_yaml(again) == settings_to_yaml(policy)
 
 
 def test_dump_fills_in_every_field() -> None:
-    data = yaml.safe_load(policy_to_yaml(Policy()))
+    data = yaml.safe_load(settings_to_yaml(Policy()))
     assert set(data) == {
         "authserv_id", "trusted_authserv_ids", "dns", "checks", "scores", "rules",
         "thresholds", "actions", "headers", "milter", "logging", "metrics", "state",

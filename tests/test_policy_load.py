@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from trustmilter.checks.blocklist import BlocklistConfig
-from trustmilter.policy.errors import InvalidField
-from trustmilter.policy.load import PolicyError, load_policy, parse_policy
+from trustmilter.config.errors import InvalidField
+from trustmilter.config.load import ConfigError, load_settings, parse_settings
 from trustmilter.policy.model import Policy, Thresholds
 from trustmilter.policy.rules import ReplyConfig, Rule
 from trustmilter.signals import (
@@ -23,11 +23,11 @@ from trustmilter.verdict import Action
 
 
 def parse(text: str) -> Policy:
-    return parse_policy(textwrap.dedent(text), "policy.yaml")
+    return parse_settings(textwrap.dedent(text), "policy.yaml")
 
 
 def error(text: str) -> str:
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse(text)
     message = str(caught.value)
     assert "\n" not in message
@@ -443,18 +443,18 @@ def test_alias_bomb_stops_quickly() -> None:
 def test_load_policy_reads_files_and_reports_bad_utf8(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("thresholds:\n  low_trust: 2\n", encoding="utf-8")
-    assert load_policy(good).thresholds.low_trust == 2.0
+    assert load_settings(good).thresholds.low_trust == 2.0
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"authserv_id: a\nthresholds:\n  low_trust: \xff\n")
-    with pytest.raises(PolicyError) as caught:
-        load_policy(bad)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bad)
     assert str(caught.value) == f"{bad}:3: expected UTF-8 text, got invalid bytes"
     with pytest.raises(OSError):
-        load_policy(tmp_path / "missing.yaml")
+        load_settings(tmp_path / "missing.yaml")
 
 
 def test_policy_error_carries_its_parts() -> None:
-    with pytest.raises(PolicyError) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse("dns:\n  timeout: x\n")
     assert (caught.value.source, caught.value.line, caught.value.path) == (
         "policy.yaml", 2, ("dns", "timeout"),

@@ -20,7 +20,7 @@ import pytest
 
 from test_state_backends import NOW, hard_bounce
 from trustmilter.state.base import StateError
-from trustmilter.state.config import StateConfig
+from trustmilter.config.state import StateConfig
 from trustmilter.state.open import ResilientStore, open_store
 from trustmilter.state.redis import RedisStore
 from trustmilter.state.sqlite import SqliteStore

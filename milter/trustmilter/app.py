@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from trustmilter import compat
 from trustmilter.checks import all_check_names, build_checks
 from trustmilter.checks.upstream import UpstreamCheck
+from trustmilter.config.checks import ChecksConfig
+from trustmilter.config.settings import Settings
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
@@ -29,7 +31,10 @@ DEFAULT_WORKERS = 64
 
 @dataclass(frozen=True, slots=True)
 class App:
-    policy: Policy
+    """The settings as loaded (never rewritten), the policy they carry, the values
+    derived from them, and the services built from them."""
+
+    settings: Settings
     dns: Resolver
     domains: DomainTools
     pipeline: Pipeline
@@ -39,10 +44,15 @@ class App:
     state: StateStore | None = None
     clock: Callable[[], float] = field(default=time.time)
 
+    @property
+    def policy(self) -> Policy:
+        """What decides the verdicts: scores, rules, thresholds, actions, headers."""
+        return self.settings.policy
+
     @classmethod
     def build(
         cls,
-        policy: Policy,
+        settings: Settings,
         *,
         resolver: Resolver | None = None,
         executor: Executor | None = None,
@@ -56,18 +66,16 @@ class App:
         (building the public suffix list costs a tenth of a second or more).
         """
         compat.install()  # library patches, checked against the installed versions
-        authserv_id = policy.authserv_id or socket.getfqdn()
-        # Our loop marker carries our authserv-id unless the policy names another.
-        loops = policy.checks.loops.with_marker_id(authserv_id)
-        policy = replace(policy, checks=replace(policy.checks, loops=loops))
+        authserv_id = settings.authserv_id or socket.getfqdn()
         domains = domains if domains is not None else DomainTools()
         return cls(
-            policy=policy,
-            dns=resolver if resolver is not None else build_resolver(policy.dns, domains=domains),
+            settings=settings,
+            dns=resolver if resolver is not None else build_resolver(settings.dns, domains=domains),
             domains=domains,
             pipeline=Pipeline.build(
                 # Trusted gateways' A-R: a check whose setting is the policy's own.
-                (*build_checks(policy.checks), UpstreamCheck.trusting(policy.trusted_authserv_ids)),
+                (*build_checks(effective_checks(settings, authserv_id)),
+                 UpstreamCheck.trusting(settings.trusted_authserv_ids)),
                 all_check_names(),
             ),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
@@ -75,3 +83,11 @@ class App:
             state=state,
             clock=clock,
         )
+
+
+def effective_checks(settings: Settings, authserv_id: str) -> ChecksConfig:
+    """The checks' settings with what is derived filled in: our loop marker carries
+    our authserv-id unless the settings name another. A copy for building the
+    checks; the settings themselves stay as loaded."""
+    loops = settings.checks.loops.with_marker_id(authserv_id)
+    return replace(settings.checks, loops=loops)

@@ -29,6 +29,7 @@ from trustmilter.authresults import build_header_value
 from trustmilter.checks import StartupError
 from trustmilter.checks.headers import parse_address_list
 from trustmilter.command_support import CommandFailure, policy_from
+from trustmilter.config.settings import Settings
 from trustmilter.domains import DomainTools
 from trustmilter.engine import Client, MessageOutcome, Refusal, Transaction, VerdictRecord
 from trustmilter.lookup import Resolver
@@ -36,7 +37,6 @@ from trustmilter.lookup.fixture import Fixture, FixtureError, FixtureResolver, R
 from trustmilter.lookup.resolver import build_resolver
 from trustmilter.model import Message
 from trustmilter.pipeline import PipelineError
-from trustmilter.policy.model import Policy
 from trustmilter.state.memory import MemoryStore
 
 EXIT_OK = 0
@@ -91,14 +91,14 @@ class Envelope:
 
 
 def run(args: argparse.Namespace) -> int:
-    policy = policy_from(args.policy)
+    settings = policy_from(args.policy)
     message = Message(_read_message(args.message))
     envelope = _envelope(args, message)
     domains = DomainTools()
-    resolver = _resolver(args, policy, domains)
+    resolver = _resolver(args, settings, domains)
     try:
         app = App.build(
-            policy, resolver=resolver, domains=domains,
+            settings, resolver=resolver, domains=domains,
             state=MemoryStore() if args.state == "memory" else None,
         )
     except (StartupError, PipelineError) as error:
@@ -278,7 +278,7 @@ def _read_message(source: str) -> bytes:
         raise CommandFailure(f"{source}: cannot read message: {error.strerror}") from error
 
 
-def _resolver(args: argparse.Namespace, policy: Policy, domains: DomainTools) -> Resolver:
+def _resolver(args: argparse.Namespace, settings: Settings, domains: DomainTools) -> Resolver:
     if args.dns_fixture is not None:
         try:
             return FixtureResolver(Fixture.load(args.dns_fixture))
@@ -286,5 +286,5 @@ def _resolver(args: argparse.Namespace, policy: Policy, domains: DomainTools) ->
             raise CommandFailure(str(error)) from error
         except OSError as error:
             raise CommandFailure(f"{args.dns_fixture}: cannot read: {error.strerror}") from error
-    resolver = build_resolver(policy.dns, domains=domains)
+    resolver = build_resolver(settings.dns, domains=domains)
     return RecordingResolver(resolver) if args.record_dns is not None else resolver

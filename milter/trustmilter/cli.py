@@ -29,9 +29,9 @@ from trustmilter.bounce.commands import (
 from trustmilter.check_command import add_parser as add_check_parser
 from trustmilter.check_command import run as run_check
 from trustmilter.command_support import CommandFailure, policy_from
+from trustmilter.config.dump import settings_to_yaml
 from trustmilter.doctor import add_parser as add_doctor_parser
 from trustmilter.doctor import run_command as run_doctor
-from trustmilter.policy.dump import policy_to_yaml
 from trustmilter.quarantine.commands import (
     add_quarantine_parser,
     add_reputation_parser,
@@ -90,7 +90,7 @@ def _policy(args: argparse.Namespace) -> int:
         policy_from(args.file)
         print(f"{args.file}: ok")
     else:
-        sys.stdout.write(policy_to_yaml(policy_from(args.policy)))
+        sys.stdout.write(settings_to_yaml(policy_from(args.policy)))
     return EXIT_OK
 
 

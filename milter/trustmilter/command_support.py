@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trustmilter.policy.load import PolicyError, load_policy
-from trustmilter.policy.model import Policy
+from trustmilter.config.load import ConfigError, load_settings
+from trustmilter.config.settings import Settings
 from trustmilter.state.base import StateError
 
 if TYPE_CHECKING:
@@ -57,25 +57,25 @@ def guarded(
     return EXIT_OK
 
 
-def policy_from(path: Path | None) -> Policy:
+def policy_from(path: Path | None) -> Settings:
     """The policy at `path` (built-in defaults for None); CommandFailure if unusable."""
     if path is None:
-        return Policy()
+        return Settings()
     try:
-        return load_policy(path)
-    except PolicyError as error:
+        return load_settings(path)
+    except ConfigError as error:
         raise CommandFailure(str(error)) from error
     except OSError as error:
         raise CommandFailure(f"{path}: cannot read policy: {error.strerror}") from error
 
 
 @contextmanager
-def state_store(policy: Policy) -> Iterator[StateStore]:
+def state_store(settings: Settings) -> Iterator[StateStore]:
     """The state store the policy configures, closed afterwards."""
     # The same opener the daemon uses, so a command reads and writes exactly its data.
     from trustmilter.state.open import open_store
 
-    store = open_store(policy.state)
+    store = open_store(settings.state)
     try:
         yield store
     finally:

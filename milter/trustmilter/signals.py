@@ -12,7 +12,8 @@ Results recorded by a trusted upstream gateway arrive as
 accepted by shape rather than listed one by one.
 
 A policy may end a name with ``*`` to match every signal with that prefix
-(``dnsbl.*``). Nothing here does I/O; everything is immutable.
+(``dnsbl.*``; policy/patterns.py). Nothing here does I/O; everything is
+immutable.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from __future__ import annotations
 import difflib
 import re
 
+__all__ = ["FINDINGS", "KNOWN_SIGNALS", "RESULT_NAMES", "UPSTREAM_PREFIX", "WILDCARD",
+           "is_known_pattern", "is_known_signal", "matches", "matching", "signal_prefixes",
+           "suggestion"]
+
 from trustmilter.checks import registry
+from trustmilter.policy.patterns import WILDCARD, matches, matching
 from trustmilter.results import Outcome
 
 # Result names (CheckResult.check) of the checks; each yields one signal per
@@ -61,7 +67,6 @@ _UPSTREAM = re.compile(
     + "|".join(re.escape(o.value) for o in Outcome)
     + r")\Z"
 )
-WILDCARD = "*"
 
 
 def is_known_signal(name: str) -> bool:
@@ -79,23 +84,6 @@ def is_known_pattern(pattern: str) -> bool:
     if prefix.startswith(UPSTREAM_PREFIX) or UPSTREAM_PREFIX.startswith(prefix):
         return True
     return any(signal.startswith(prefix) for signal in KNOWN_SIGNALS)
-
-
-def matches(pattern: str, signal: str) -> bool:
-    """True if `signal` is `pattern`, or starts with it when it ends in ``*``."""
-    return bool(matching(pattern, frozenset((signal,))))
-
-
-def matching(pattern: str, signals: frozenset[str]) -> frozenset[str]:
-    """The signals of `signals` that `pattern` matches: itself, or with a
-    trailing ``*`` every signal that starts with what comes before it.
-
-    A pattern without ``*`` is one set lookup, not a scan of every signal.
-    """
-    if pattern.endswith(WILDCARD):
-        prefix = pattern[: -len(WILDCARD)]
-        return frozenset(s for s in signals if s.startswith(prefix))
-    return frozenset((pattern,)) if pattern in signals else frozenset()
 
 
 def suggestion(name: str) -> str | None:

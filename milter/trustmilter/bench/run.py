@@ -50,9 +50,9 @@ from typing import Any, TextIO
 from trustmilter.bench.client import MilterClient, MilterProtocolError, Negotiated, Outcome
 from trustmilter.bench.corpus import Corpus, make_corpus
 from trustmilter.bench.options import BenchOptions
+from trustmilter.config.load import load_settings
 from trustmilter.daemon.socketspec import SocketSpec, parse_socket
 from trustmilter.daemon.verdictlog import parse_verdict_line
-from trustmilter.policy.load import load_policy
 from trustmilter.testing.dnsserver import DnsTestServer
 
 READY_TIMEOUT = 60.0  # seconds a milter may take to start listening
@@ -389,13 +389,13 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda _m
         dns.load(corpus.zone)
         trust_spec = _socket_spec(options.socket_kind, workdir, "trustmilter")
         null_spec = _socket_spec(options.socket_kind, workdir, "null")
-        policy = workdir / "policy.yaml"
-        policy.write_text(policy_text(dns.nameserver, trust_spec, workdir, options.processes))
-        load_policy(policy)  # a policy this version refuses should fail here, not in the daemon
+        settings = workdir / "policy.yaml"
+        settings.write_text(policy_text(dns.nameserver, trust_spec, workdir, options.processes))
+        load_settings(settings)  # a policy this version refuses should fail here, not in the daemon
         argv = list(trustmilter_argv or [sys.executable, "-m", "trustmilter", "run"])
         trust = MilterProcess(
             "trustmilter",
-            [*argv, "--policy", str(policy), "--socket", str(trust_spec), "--foreground-log"],
+            [*argv, "--policy", str(settings), "--socket", str(trust_spec), "--foreground-log"],
             trust_spec, workdir / "trustmilter.log")
         trust_client = MilterClient(trust_spec, options.timeout)
         processes = [trust]

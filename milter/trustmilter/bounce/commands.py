@@ -145,8 +145,8 @@ def run_bounces(args: argparse.Namespace, now: Callable[[], float] = time.time) 
 
 
 def _bounces(args: argparse.Namespace, now: float) -> None:
-    policy = policy_from(args.policy)
-    with state_store(policy) as store:
+    settings = policy_from(args.policy)
+    with state_store(settings) as store:
         if args.bounces_command == "list":
             records = store.hard_bounces(now)
             output(args, {"bounces": [record.as_json() for record in records]},

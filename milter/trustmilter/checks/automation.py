@@ -35,8 +35,8 @@ from typing import ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
+from trustmilter.config.errors import InvalidField
 from trustmilter.model import Message
-from trustmilter.policy.errors import InvalidField
 from trustmilter.results import CheckResult, Finding, Outcome
 
 RESULT = "automation"

@@ -40,9 +40,9 @@ from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
 from trustmilter.checks.automation import report_type
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
 from trustmilter.checks.headers import clip, parse_address_list
+from trustmilter.config.errors import InvalidField
 from trustmilter.domains import is_host_name
 from trustmilter.model import Message, is_field_name
-from trustmilter.policy.errors import InvalidField
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
 from trustmilter.state.base import HardBounce, StateError
 

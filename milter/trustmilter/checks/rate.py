@@ -47,8 +47,8 @@ from typing import ClassVar, Literal
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.loops import normalise_address
+from trustmilter.config.errors import InvalidField
 from trustmilter.model import Message
-from trustmilter.policy.errors import InvalidField
 from trustmilter.results import CheckResult, Finding, Outcome
 from trustmilter.state.base import StateError
 

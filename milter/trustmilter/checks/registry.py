@@ -40,7 +40,7 @@ from trustmilter.checks.base import BaseCheck, Check, CheckSpec
 from trustmilter.startup import StartupError
 
 if TYPE_CHECKING:
-    from trustmilter.policy.model import ChecksConfig
+    from trustmilter.config.checks import ChecksConfig
 
 ConfigT = TypeVar("ConfigT")
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from trustmilter.app import App
 from trustmilter.checks import StartupError
+from trustmilter.config.load import ConfigError, load_settings
+from trustmilter.config.settings import Settings
 from trustmilter.daemon.metrics import Metrics
 from trustmilter.domains import DomainTools
 from trustmilter.lookup.resolver import build_resolver
 from trustmilter.pipeline import PipelineError
-from trustmilter.policy.load import PolicyError, load_policy
-from trustmilter.policy.model import Policy
 from trustmilter.state.base import StateStore
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class AppHolder:
         self._lock = threading.Lock()
         # Fixed at start-up (see MilterConfig.large_message_slots): held by the
         # sessions checking a message that spooled to disk.
-        self.large_messages = threading.BoundedSemaphore(app.policy.milter.large_message_slots)
+        self.large_messages = threading.BoundedSemaphore(app.settings.milter.large_message_slots)
 
     def current(self) -> App:
         with self._lock:
@@ -56,9 +56,9 @@ class AppHolder:
             log.info("reload: no policy file (built-in defaults); nothing to re-read")
             return True
         try:
-            policy = load_policy(self._path)
-            app = build_app(policy, self._executor, self._metrics, self._state)
-        except (PolicyError, StartupError, PipelineError) as error:
+            settings = load_settings(self._path)
+            app = build_app(settings, self._executor, self._metrics, self._state)
+        except (ConfigError, StartupError, PipelineError) as error:
             log.error("policy reload refused, keeping the old policy: %s", error)
             self._count(ok=False)
             return False
@@ -73,7 +73,7 @@ class AppHolder:
             return False
         with self._lock:
             old, self._app = self._app, app
-        pending = _needs_restart(old.policy, policy)
+        pending = _needs_restart(old.settings, settings)
         if pending:
             log.warning("policy reloaded from %s; %s take effect at the next restart",
                         self._path, ", ".join(pending))
@@ -87,7 +87,7 @@ class AppHolder:
             self._metrics.policy_reload(ok)
 
 
-def _needs_restart(old: Policy, new: Policy) -> list[str]:
+def _needs_restart(old: Settings, new: Settings) -> list[str]:
     """Settings fixed at start-up: the socket, the thread pool, the large-message
     slots, the state store, metrics, logging."""
     fixed = {
@@ -103,7 +103,7 @@ def _needs_restart(old: Policy, new: Policy) -> list[str]:
 
 
 def build_app(
-    policy: Policy,
+    settings: Settings,
     executor: Executor,
     metrics: Metrics | None = None,
     state: StateStore | None = None,
@@ -112,5 +112,5 @@ def build_app(
     reloads, and every network DNS lookup is reported to `metrics`."""
     observer = metrics.dns_query if metrics is not None else None
     domains = DomainTools()
-    resolver = build_resolver(policy.dns, observer=observer, domains=domains)
-    return App.build(policy, resolver=resolver, executor=executor, state=state, domains=domains)
+    resolver = build_resolver(settings.dns, observer=observer, domains=domains)
+    return App.build(settings, resolver=resolver, executor=executor, state=state, domains=domains)

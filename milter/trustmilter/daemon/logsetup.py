@@ -12,7 +12,7 @@ import logging.handlers
 import os
 import sys
 
-from trustmilter.daemon.config import LoggingConfig
+from trustmilter.config.daemon import LoggingConfig
 from trustmilter.surrogates import escape_surrogates
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from wsgiref.simple_server import WSGIServer
 
-    from trustmilter.daemon.config import MetricsConfig
+    from trustmilter.config.daemon import MetricsConfig
 
 PREFIX = "trustmilter"
 # DNS latency buckets: a warm recursive resolver answers in about a millisecond,

@@ -24,6 +24,8 @@ import Milter
 
 from trustmilter.app import App
 from trustmilter.checks import StartupError
+from trustmilter.config.load import ConfigError, load_settings
+from trustmilter.config.settings import Settings
 from trustmilter.daemon import callbacks
 from trustmilter.daemon.adapter import TrustMilter
 from trustmilter.daemon.apps import AppHolder, build_app
@@ -34,8 +36,6 @@ from trustmilter.daemon.sharedmetrics import SharedMetricsDir
 from trustmilter.daemon.socketspec import SocketSpec, parse_socket
 from trustmilter.daemon.workers import Keeper, ServingPolicy, start_keeper
 from trustmilter.pipeline import PipelineError
-from trustmilter.policy.load import PolicyError, load_policy
-from trustmilter.policy.model import Policy
 from trustmilter.state.base import StateError, StateStore
 
 log = logging.getLogger("trustmilter")
@@ -47,10 +47,10 @@ class ServeError(Exception):
     """Start-up failed; the message says why in one line."""
 
 
-def _shared_metrics_dir(policy: Policy) -> SharedMetricsDir | None:
+def _shared_metrics_dir(settings: Settings) -> SharedMetricsDir | None:
     """With metrics and several processes: their shared directory, made before
     any of them imports prometheus_client (see sharedmetrics.py)."""
-    if not policy.metrics.listen or policy.milter.processes == 1:
+    if not settings.metrics.listen or settings.milter.processes == 1:
         return None
     try:
         return SharedMetricsDir.create()
@@ -58,29 +58,29 @@ def _shared_metrics_dir(policy: Policy) -> SharedMetricsDir | None:
         raise ServeError(f"metrics: cannot share them between processes: {error}") from error
 
 
-def _start_metrics(policy: Policy, shared: SharedMetricsDir | None) -> Metrics:
+def _start_metrics(settings: Settings, shared: SharedMetricsDir | None) -> Metrics:
     """This process's metrics; with `shared`, only the parent serves them."""
-    if not policy.metrics.listen:
+    if not settings.metrics.listen:
         return NullMetrics()
     from trustmilter.daemon.prometheus import start_metrics  # optional dependency
 
     if shared is None:
-        return start_metrics(policy.metrics)
+        return start_metrics(settings.metrics)
     try:
-        return start_metrics(policy.metrics, shared.path, serve=shared.owned)
+        return start_metrics(settings.metrics, shared.path, serve=shared.owned)
     except OSError as error:
-        raise ServeError(f"metrics.listen {policy.metrics.listen}: {error}") from error
+        raise ServeError(f"metrics.listen {settings.metrics.listen}: {error}") from error
 
 
-def _open_state(policy: Policy) -> StateStore:
+def _open_state(settings: Settings) -> StateStore:
     """The policy's state store, wrapped so an outage follows `state.on_error`."""
     from trustmilter.state.open import ResilientStore, open_store
 
     try:
-        store = open_store(policy.state)
+        store = open_store(settings.state)
     except StateError as error:
         raise ServeError(f"state: {error}") from error
-    resilient: StateStore = ResilientStore(store, policy.state.on_error, log)
+    resilient: StateStore = ResilientStore(store, settings.state.on_error, log)
     return resilient
 
 
@@ -104,13 +104,13 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
     # thread inherits the block and only libmilter's sigwait thread sees them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
     try:
-        policy = load_policy(policy_path) if policy_path else Policy()
-    except PolicyError as error:
+        settings = load_settings(policy_path) if policy_path else Settings()
+    except ConfigError as error:
         raise ServeError(str(error)) from error
     except OSError as error:
         raise ServeError(f"{policy_path}: cannot read policy: {error.strerror}") from error
-    where = setup_logging(policy.logging, force_stderr=foreground_log)
-    spec = socket_spec or policy.milter.socket
+    where = setup_logging(settings.logging, force_stderr=foreground_log)
+    spec = socket_spec or settings.milter.socket
     try:
         parsed = parse_socket(spec)
     except ValueError as error:
@@ -123,16 +123,16 @@ def serve(policy_path: Path | None, socket_spec: str | None, foreground_log: boo
     finally:
         os.umask(old_umask)
     _tune_listener(parsed)
-    shared = _shared_metrics_dir(policy)
+    shared = _shared_metrics_dir(settings)
     try:
-        return _run_processes(policy, policy_path, shared, parsed, where)
+        return _run_processes(settings, policy_path, shared, parsed, where)
     finally:
         if shared is not None:
             shared.remove()  # in the parent; a worker leaves it alone
 
 
 def _run_processes(
-    policy: Policy,
+    settings: Settings,
     policy_path: Path | None,
     shared: SharedMetricsDir | None,
     listening: SocketSpec,
@@ -140,21 +140,21 @@ def _run_processes(
 ) -> int:
     """Start the other processes, then run this process's milter until libmilter stops."""
     keeper: Keeper | None = None
-    if policy.milter.processes > 1:
+    if settings.milter.processes > 1:
         # Python runs one thread at a time: more processes on the one listening
         # socket use more cores (the kernel spreads the connections). Forked
         # here, before this process has any thread, the keeper starts the
         # workers clean and replaces any that dies (workers.py).
         started = start_keeper(
-            policy.milter.processes - 1, shared, ServingPolicy(policy, policy_path),
+            settings.milter.processes - 1, shared, ServingPolicy(settings, policy_path),
             listening.path if listening.family == "unix" else None,
         )
         if isinstance(started, Keeper):
             keeper = started
         else:  # we are a worker: a replacement runs what its siblings run now
-            policy = started.policy
+            settings = started.settings
     try:
-        app, holder, executor, metrics = _start_services(policy, policy_path, shared)
+        app, holder, executor, metrics = _start_services(settings, policy_path, shared)
     except ServeError:
         if keeper is not None:
             keeper.stop()
@@ -163,7 +163,7 @@ def _run_processes(
         keeper.watch()
     if shared is not None and shared.owned:
         log.info("metrics of %d processes recorded in %s, served by process %d",
-                 policy.milter.processes, shared.path, os.getpid())
+                 settings.milter.processes, shared.path, os.getpid())
     threading.Thread(target=_listen_for_reloads, args=(holder, keeper), daemon=True).start()
     log.info(
         "listening on %s (policy %s, authserv-id %s, logging to %s, process %d)",
@@ -183,14 +183,14 @@ def _run_processes(
 
 
 def _start_services(
-    policy: Policy, policy_path: Path | None, shared: SharedMetricsDir | None
+    settings: Settings, policy_path: Path | None, shared: SharedMetricsDir | None
 ) -> tuple[App, AppHolder, Executor, Metrics]:
     """This process's thread pool, metrics, state store and App, wired to pymilter."""
-    executor = ThreadPoolExecutor(policy.milter.check_threads, "trustmilter-check")
-    metrics = _start_metrics(policy, shared)
-    state = _open_state(policy)
+    executor = ThreadPoolExecutor(settings.milter.check_threads, "trustmilter-check")
+    metrics = _start_metrics(settings, shared)
+    state = _open_state(settings)
     try:
-        app = build_app(policy, executor, metrics, state)
+        app = build_app(settings, executor, metrics, state)
     except (StartupError, PipelineError) as error:
         raise ServeError(str(error)) from error
     holder = AppHolder(app, policy_path, executor, metrics, state)

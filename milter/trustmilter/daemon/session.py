@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from trustmilter.config.daemon import OnErrorConfig
 from trustmilter.daemon.apps import AppHolder
-from trustmilter.daemon.config import OnErrorConfig
 from trustmilter.daemon.metrics import Metrics
 from trustmilter.daemon.verdictlog import format_verdict_line
 from trustmilter.engine import Client, Disposition, MessageOutcome, Refusal, Transaction
@@ -147,7 +147,7 @@ class SmtpSession:
         """The configured answer when trustmilter itself fails, for this client."""
         if self.tx is not None:
             return self.tx.on_error()
-        config = self._apps.current().policy.milter
+        config = self._apps.current().settings.milter
         return on_error(config, classify(config, self.client(), authenticated_as))
 
     # --- transaction ------------------------------------------------------
@@ -169,7 +169,8 @@ class SmtpSession:
             clock=self._clock,
         )
         self.tx = tx
-        self.spool = Spool(app.policy.milter.spool_memory_limit, app.policy.milter.max_message_size)
+        limits = app.settings.milter
+        self.spool = Spool(limits.spool_memory_limit, limits.max_message_size)
         self._metrics.in_flight(+1)
         if self.failed_stage is not None:  # its cause was logged when it happened
             return ErrorAnswer(*tx.failed(self.failed_stage, "mail"))

@@ -24,11 +24,11 @@ from types import FrameType
 STOP_GRACE_SECONDS = 30
 
 
-def run(policy: Path | None, socket_spec: str | None, foreground_log: bool) -> int:
+def run(settings: Path | None, socket_spec: str | None, foreground_log: bool) -> int:
     """Start the milter process and supervise it; returns its exit status."""
     command = [sys.executable, "-m", "trustmilter", "_serve"]
-    if policy is not None:
-        command += ["--policy", str(policy)]
+    if settings is not None:
+        command += ["--policy", str(settings)]
     if socket_spec:
         command += ["--socket", socket_spec]
     if foreground_log:

@@ -59,10 +59,10 @@ from types import FrameType
 from typing import Any
 
 from trustmilter.app import App
+from trustmilter.config.load import load_settings
+from trustmilter.config.settings import Settings
 from trustmilter.daemon.sharedmetrics import SharedMetricsDir
 from trustmilter.daemon.supervisor import STOP_GRACE_SECONDS
-from trustmilter.policy.load import load_policy
-from trustmilter.policy.model import Policy
 
 log = logging.getLogger("trustmilter")
 
@@ -115,7 +115,7 @@ class WorkerStart:
 
     # The policy its siblings run: the start-up one, or the last one a reload
     # accepted (not the file as it is now, which may since have changed).
-    policy: Policy
+    settings: Settings
 
 
 @dataclass
@@ -251,19 +251,19 @@ class ServingPolicy:
     since or one they refused.
     """
 
-    policy: Policy
+    settings: Settings
     path: Path | None
 
     def reload(self) -> None:
         if self.path is None:
             return
         try:
-            policy = load_policy(self.path)
-            App.build(policy)  # what each milter process builds; raises what it refuses
+            settings = load_settings(self.path)
+            App.build(settings)  # what each milter process builds; raises what it refuses
         except Exception as error:  # the milter processes log the refusal
             log.debug("worker keeper keeps its policy: %s", error)
             return
-        self.policy = policy
+        self.settings = settings
 
 
 @dataclass(slots=True)
@@ -453,7 +453,7 @@ class _KeeperProcess:
                 self._become_worker(read_end)
             except BaseException:  # never back into the keeper's loop
                 os._exit(1)
-            return WorkerStart(self._serving.policy)
+            return WorkerStart(self._serving.settings)
         os.close(read_end)
         slot.pid, slot.control, slot.started = pid, write_end, time.monotonic()
         return None

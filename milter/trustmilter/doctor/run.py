@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trustmilter.command_support import CommandFailure, policy_from
+from trustmilter.config.settings import Settings
 from trustmilter.doctor.rules import (
     Diagnosis,
     context,
@@ -36,7 +37,6 @@ from trustmilter.domains import DomainTools, normalise
 from trustmilter.i18n import N_, translator
 from trustmilter.lookup.parallel import query_many
 from trustmilter.lookup.resolver import build_resolver
-from trustmilter.policy.model import Policy
 
 if TYPE_CHECKING:
     from trustmilter.lookup.answer import Resolver
@@ -52,17 +52,17 @@ _SUMMARY = N_("%(failed)s failed, %(warnings)s warnings, %(passed)s passed")
 
 
 def diagnose(domain: str, ips: list[IPAddress], helo: str | None, selectors: list[str],
-             resolver: Resolver, policy: Policy | None = None,
+             resolver: Resolver, settings: Settings | None = None,
              domains: DomainTools | None = None) -> list[Diagnosis]:
     """Every SEED-RULES §1-3 rule for mail from `domain` sent by `ips` greeting as `helo`."""
-    policy = policy or Policy()
+    settings = settings or Settings()
     domains = domains or DomainTools()
     domain = normalise(domain)
     base = context(resolver, domains, domain, helo=helo)
     host = suggested_host(domain, helo, domains)
     mx = resolver.query(domain, "MX")
     mx_hosts = [h for _, h in mx.mx_hosts() if h not in ("", ".")]
-    iprev_config = replace(policy.checks.iprev, enabled=True)
+    iprev_config = replace(settings.checks.iprev, enabled=True)
 
     def mx_addresses() -> set[str]:
         answers = query_many(resolver, [(h, t) for h in mx_hosts for t in ("A", "AAAA")])
@@ -76,7 +76,7 @@ def diagnose(domain: str, ips: list[IPAddress], helo: str | None, selectors: lis
         jobs.append(lambda: helo_rules(base, domain, mx, host))
     jobs.append(lambda: [mx_rule(domain, mx, host)])
     jobs.append(lambda: spf_rules(base, domain, ips, mx_addresses()))
-    min_bits = policy.checks.dkim.min_key_bits
+    min_bits = settings.checks.dkim.min_key_bits
     jobs.extend(partial(_one, dkim_rule, resolver, domain, s, min_bits) for s in selectors)
     jobs.append(lambda: dmarc_rules(base, domain))
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(jobs)),
@@ -153,13 +153,13 @@ def add_parser(commands: Any) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """The `doctor` subcommand: 0 when nothing fails, 1 otherwise."""
     try:
-        policy = policy_from(args.policy)
+        settings = policy_from(args.policy)
     except CommandFailure as error:
         print(f"trustmilter: {error}", file=sys.stderr)
         return 1
     domain = normalise(args.domain)
     diagnoses = diagnose(domain, list(args.ip), args.helo, list(args.dkim_selector),
-                         build_resolver(policy.dns), policy)
+                         build_resolver(settings.dns), settings)
     if args.json:
         print(json.dumps(as_json(domain, diagnoses)))
     else:

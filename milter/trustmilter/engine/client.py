@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from trustmilter.model import Connection, IPAddress
 
 if TYPE_CHECKING:
-    from trustmilter.daemon.config import MilterConfig, OnErrorConfig
+    from trustmilter.config.daemon import MilterConfig, OnErrorConfig
 
 
 class ClientKind(StrEnum):

@@ -38,10 +38,8 @@ class HeaderEdits:
 def forged_headers(app: App, message: Message) -> tuple[ForgedHeader, ...]:
     """Incoming header fields that only we write."""
     forged = find_forged(message.headers, app.authserv_id)
-    policy = app.policy
-    for name in (
-        policy.headers.trust_header, policy.headers.shadow_header, policy.checks.bounce.header,
-    ):
+    headers = app.policy.headers
+    for name in (headers.trust_header, headers.shadow_header, app.settings.checks.bounce.header):
         if name:
             forged.extend(find_named(message.headers, name))
     return tuple(forged)

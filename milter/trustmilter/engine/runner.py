@@ -44,7 +44,7 @@ class CheckRunner:
         Redis's connection) and for the backend itself.
         """
         app = self._app
-        return 2 * app.policy.state.timeout if app.state is not None else 0.0
+        return 2 * app.settings.state.timeout if app.state is not None else 0.0
 
     def later_prefixes(self, done: Iterable[Stage]) -> frozenset[str]:
         """The prefixes of every signal the checks of the stages not `done` may emit."""

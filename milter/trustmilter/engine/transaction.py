@@ -52,7 +52,7 @@ from trustmilter.verdict import Action, Reply, Verdict
 
 if TYPE_CHECKING:
     from trustmilter.app import App
-    from trustmilter.daemon.config import OnErrorConfig
+    from trustmilter.config.daemon import OnErrorConfig
 
 EARLY_STAGES = (Stage.CONNECT, Stage.HELO, Stage.MAIL)
 RCPT_STAGES = (Stage.RCPT,)
@@ -89,9 +89,9 @@ class Transaction:
         self.mail_from = envelope_address(sender)
         self.authenticated_as = authenticated_as
         self.declared_size = declared_size
-        self.kind = classify(app.policy.milter, client, authenticated_as)
+        self.kind = classify(app.settings.milter, client, authenticated_as)
         self.rcpts: list[str] = []
-        self.budget = Budget(app.policy.milter.message_timeout, clock)
+        self.budget = Budget(app.settings.milter.message_timeout, clock)
         self._observer = observer
         self._clock = clock
         self._started = clock()
@@ -107,13 +107,13 @@ class Transaction:
 
     def on_error(self) -> OnErrorConfig:
         """The configured answer when trustmilter itself fails on this message."""
-        return on_error(self.app.policy.milter, self.kind)
+        return on_error(self.app.settings.milter, self.kind)
 
     # --- the SMTP steps ---------------------------------------------------
 
     def opening(self) -> Refusal | None:
         """MAIL FROM: refuse what cannot fit; check the connection, HELO and sender."""
-        limit = self.app.policy.milter.max_message_size
+        limit = self.app.settings.milter.max_message_size
         if limit and self.declared_size is not None and self.declared_size > limit:
             # RFC 1870 §6: refuse at MAIL FROM what cannot fit.
             return self._refusal("too_big", "mail")[0]

@@ -60,12 +60,12 @@ import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 import dns.resolver
 
+from trustmilter.config.dns import parse_nameserver
 from trustmilter.domains import DomainTools
 from trustmilter.lookup.answer import DnsAnswer, DnsStatus, Resolver
-from trustmilter.lookup.config import parse_nameserver
 
 if TYPE_CHECKING:
-    from trustmilter.lookup.config import DnsConfig
+    from trustmilter.config.dns import DnsConfig
 
 # Told of each network lookup: (record type, seconds, status). The status is the
 # DnsStatus value ("answer", "nxdomain", "nodata", "temperror"), except that a

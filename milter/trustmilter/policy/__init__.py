@@ -1,8 +1,8 @@
-"""policy.yaml: the model, its validating loader, and the pure evaluator.
+"""The policy: what decides a verdict, and the pure functions that apply it.
 
-model.py (Policy and its sections), rules.py (Rule, ReplyConfig),
-defaults.py (the built-in scores and rules), errors.py (InvalidField),
-load.py (load_policy, parse_policy, PolicyError), evaluate.py (evaluate),
-dump.py (policy_to_yaml). Nothing is re-exported here, so that check
-modules can import policy.errors without pulling in the whole model.
+model.py (Policy: scores, rules, thresholds, actions, headers), rules.py
+(Rule, ReplyConfig), defaults.py (the built-in scores and rules),
+patterns.py (how a signal pattern matches), evaluate.py (evaluate),
+finality.py (is_final). It imports no check and nothing of the daemon:
+what a check wants from the policy arrives as data on its results.
 """

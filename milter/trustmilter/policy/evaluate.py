@@ -32,9 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trustmilter.policy.model import Policy
+from trustmilter.policy.patterns import matching
 from trustmilter.policy.rules import Rule
 from trustmilter.results import Results
-from trustmilter.signals import matching
 from trustmilter.verdict import Action, Reply, RuleHit, Verdict
 
 # How a shadow hit reads in the shadow header: "would have <this>".

@@ -1,12 +1,14 @@
-"""The policy as typed, frozen values: what policy.yaml can say, and its defaults.
+"""The policy as typed, frozen values: scores, rules, thresholds, actions, headers.
 
-`Policy()` is the built-in policy and equals the shipped policy.yaml. Each
-section is a frozen dataclass whose fields are the YAML keys; the loader
-(load.py) builds them generically from their type hints, so adding a
-section or a setting means adding a field here, nothing else. Fields may
-carry ``metadata={"min": .., "max": ..}`` (for a tuple or mapping the
-bounds apply to each element). Cross-field rules live in `__post_init__`
-and raise `InvalidField`, so a policy built in code is checked too.
+`Policy()` is the built-in policy and equals the shipped policy.yaml's
+policy part. It is the part of policy.yaml that decides (the rest —
+DNS, the milter, logging, metrics, state, each check's settings — is
+configuration: config/settings.py). Its keys sit at the top of
+policy.yaml beside the configuration's (`Settings.policy` is read inline).
+Fields may carry ``metadata={"min": .., "max": ..}`` for the loader.
+Cross-field rules live in `__post_init__` and raise `InvalidField`. Whether
+a signal a rule names exists is the configuration's question (it knows the
+checks); this package knows none.
 
 This module decides nothing: evaluate.py applies a Policy to Results.
 """
@@ -15,60 +17,16 @@ from __future__ import annotations
 
 import math
 import re
-import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trustmilter.checks import arc as arc_check
-from trustmilter.checks import automation as automation_check
-from trustmilter.checks import bounce as bounce_check
-from trustmilter.checks import dkim as dkim_check
-from trustmilter.checks import dmarc as dmarc_check
-from trustmilter.checks import dnsbl as dnsbl_check
-from trustmilter.checks import headers as headers_check
-from trustmilter.checks import helo as helo_check
-from trustmilter.checks import iprev as iprev_check
-from trustmilter.checks import loops as loops_check
-from trustmilter.checks import names as names_check
-from trustmilter.checks import rate as rate_check
-from trustmilter.checks import reputation as reputation_check
-from trustmilter.checks import spf as spf_check
-from trustmilter.checks import uribl as uribl_check
-from trustmilter.daemon.config import LoggingConfig, MetricsConfig, MilterConfig
-from trustmilter.lookup.config import DnsConfig
+from trustmilter.config.errors import InvalidField
 from trustmilter.model import is_field_name
 from trustmilter.policy.defaults import DEFAULT_RULES, DEFAULT_SCORES
-from trustmilter.policy.errors import InvalidField
 from trustmilter.policy.rules import ReplyConfig, Rule, check_reply_class
-from trustmilter.signals import WILDCARD, is_known_pattern, is_known_signal, suggestion
-from trustmilter.state.config import StateConfig
 from trustmilter.verdict import Action
 
-# RFC 8601 §2.2: authserv-id is a value (token); in practice a host name.
-_AUTHSERV_ID = re.compile(r"[A-Za-z0-9._-]{1,253}\Z")
 _NO_CONTROLS = re.compile(r"[\x20-\x7e]*\Z")
 SCORE_LIMIT = 1000.0
-
-
-@dataclass(frozen=True, slots=True)
-class ChecksConfig:
-    """One section per check, typed by that check module's own Config."""
-
-    iprev: iprev_check.Config = field(default_factory=iprev_check.Config)
-    helo: helo_check.Config = field(default_factory=helo_check.Config)
-    dnsbl: dnsbl_check.Config = field(default_factory=dnsbl_check.Config)
-    spf: spf_check.Config = field(default_factory=spf_check.Config)
-    names: names_check.Config = field(default_factory=names_check.Config)
-    headers: headers_check.Config = field(default_factory=headers_check.Config)
-    dkim: dkim_check.Config = field(default_factory=dkim_check.Config)
-    arc: arc_check.Config = field(default_factory=arc_check.Config)
-    dmarc: dmarc_check.Config = field(default_factory=dmarc_check.Config)
-    uribl: uribl_check.Config = field(default_factory=uribl_check.Config)
-    loops: loops_check.Config = field(default_factory=loops_check.Config)
-    automation: automation_check.Config = field(default_factory=automation_check.Config)
-    rate: rate_check.Config = field(default_factory=rate_check.Config)
-    reputation: reputation_check.Config = field(default_factory=reputation_check.Config)
-    bounce: bounce_check.Config = field(default_factory=bounce_check.Config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +128,6 @@ class HeadersConfig:
                     "a header field name (printable ASCII, no ':' or space)",
                     getattr(self, key),
                 )
-        for index, pattern in enumerate(self.auto_suppress_when):
-            if not is_known_pattern(pattern):
-                close = suggestion(pattern)
-                hint = f" (did you mean {close!r}?)" if close else ""
-                raise InvalidField(
-                    ("auto_suppress_when", index), f"a known signal name{hint}", pattern
-                )
         for index, text in enumerate(self.auto_suppress_headers):
             name, colon, value = text.partition(":")
             if not colon or not is_field_name(name) or not value.strip() or (
@@ -196,14 +147,8 @@ class HeadersConfig:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Everything policy.yaml says. `Policy()` is the built-in default policy."""
+    """What decides a verdict. `Policy()` is the built-in default policy."""
 
-    # Our RFC 8601 authserv-id; empty means this host's name (see effective_authserv_id).
-    authserv_id: str = ""
-    # Upstream gateways whose Authentication-Results we believe (RFC 8601 §5).
-    trusted_authserv_ids: tuple[str, ...] = ()
-    dns: DnsConfig = field(default_factory=DnsConfig)
-    checks: ChecksConfig = field(default_factory=ChecksConfig)
     # Signal -> points. A mapping in policy.yaml is merged over these defaults.
     scores: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_SCORES),
@@ -214,27 +159,9 @@ class Policy:
     thresholds: Thresholds = field(default_factory=Thresholds)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
     headers: HeadersConfig = field(default_factory=HeadersConfig)
-    milter: MilterConfig = field(default_factory=MilterConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
-        for key, ids in (
-            ("authserv_id", (self.authserv_id,)),
-            ("trusted_authserv_ids", self.trusted_authserv_ids),
-        ):
-            for index, value in enumerate(ids):
-                if value == "" and key == "authserv_id":
-                    continue
-                if _AUTHSERV_ID.match(value) is None:
-                    path: tuple[str | int, ...] = (key,) if key == "authserv_id" else (key, index)
-                    raise InvalidField(path, "a host name like mx.example.com", value)
         for signal, points in self.scores.items():
-            if signal.endswith(WILDCARD) or not is_known_signal(signal):
-                close = suggestion(signal)
-                hint = f" (did you mean {close!r}?)" if close else ""
-                raise InvalidField(("scores", signal), f"a known signal name{hint}", signal)
             if not math.isfinite(points) or abs(points) > SCORE_LIMIT:
                 raise InvalidField(
                     ("scores", signal),
@@ -249,6 +176,16 @@ class Policy:
                 )
             seen.add(rule.name)
 
-    def effective_authserv_id(self, hostname: Callable[[], str] = socket.getfqdn) -> str:
-        """`authserv_id`, or this host's name when the policy leaves it empty."""
-        return self.authserv_id or hostname()
+    def signal_patterns(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Every signal name or pattern this policy names, with its place (for the
+        configuration, which checks that each can ever appear)."""
+        places: list[tuple[tuple[str | int, ...], str]] = [
+            (("scores", signal), signal) for signal in self.scores
+        ]
+        for index, rule in enumerate(self.rules):
+            for key in ("when", "any", "unless"):
+                places += [(("rules", index, key, at), pattern)
+                           for at, pattern in enumerate(getattr(rule, key))]
+        places += [(("headers", "auto_suppress_when", at), pattern)
+                   for at, pattern in enumerate(self.headers.auto_suppress_when)]
+        return places

@@ -15,8 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from trustmilter.policy.errors import InvalidField
-from trustmilter.signals import is_known_pattern, suggestion
+from trustmilter.config.errors import InvalidField
 from trustmilter.verdict import Action, Reply
 
 Mode = Literal["enforce", "shadow"]
@@ -75,14 +74,6 @@ def check_reply_class(reply: ReplyConfig, action: Action, path: tuple[str | int,
         )
 
 
-def _check_patterns(key: str, patterns: tuple[str, ...]) -> None:
-    for index, pattern in enumerate(patterns):
-        if not is_known_pattern(pattern):
-            close = suggestion(pattern)
-            hint = f" (did you mean {close!r}?)" if close else ""
-            raise InvalidField((key, index), f"a known signal name{hint}", pattern)
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     """A named condition on signals, and what it does when it holds."""
@@ -100,8 +91,6 @@ class Rule:
     def __post_init__(self) -> None:
         if _RULE_NAME.match(self.name) is None:
             raise InvalidField(("name",), "1 to 64 letters, digits, '.', '_' or '-'", self.name)
-        for key in ("when", "any", "unless"):
-            _check_patterns(key, getattr(self, key))
         if not self.when and not self.any:
             raise InvalidField(("when",), "at least one signal in `when` or `any`", [])
         if self.action is None and self.score == 0:

@@ -26,7 +26,7 @@ from trustmilter.command_support import (
     state_store,
     utc,
 )
-from trustmilter.policy.model import Policy
+from trustmilter.config.settings import Settings
 from trustmilter.quarantine.postfix import PostfixQueue
 from trustmilter.quarantine.review import (
     HeldMessage,
@@ -85,9 +85,10 @@ def run_reputation(args: argparse.Namespace) -> int:
 
 
 def _quarantine(args: argparse.Namespace) -> None:
-    policy = policy_from(args.policy)
-    review = QuarantineReview(PostfixQueue(args.postfix_config), policy.headers.trust_header,
-                              lapse=policy.checks.reputation.lapse)
+    settings = policy_from(args.policy)
+    review = QuarantineReview(PostfixQueue(args.postfix_config),
+                              settings.policy.headers.trust_header,
+                              lapse=settings.checks.reputation.lapse)
     action = args.quarantine_command
     if action == "list":
         messages = review.held()
@@ -100,7 +101,7 @@ def _quarantine(args: argparse.Namespace) -> None:
         if args.no_learn:
             released = review.release(args.queue_ids, None)
         else:
-            with state_store(policy) as store:
+            with state_store(settings) as store:
                 released = review.release(args.queue_ids, store)
         lines = []
         for item in released:
@@ -115,11 +116,11 @@ def _quarantine(args: argparse.Namespace) -> None:
 
 
 def _reputation(args: argparse.Namespace) -> None:
-    policy = policy_from(args.policy)
-    needed = releases_to_trust(policy)
-    with state_store(policy) as store:
+    settings = policy_from(args.policy)
+    needed = releases_to_trust(settings)
+    with state_store(settings) as store:
         if args.reputation_command == "list":
-            now, lapse = time.time(), policy.checks.reputation.lapse
+            now, lapse = time.time(), settings.checks.reputation.lapse
             known = [r for r in store.reputations() if is_current(r, now, lapse)]
             output(args, {"releases_to_trust": needed,
                         "reputations": [reputation_json(r, needed) for r in known]},
@@ -131,9 +132,9 @@ def _reputation(args: argparse.Namespace) -> None:
         output(args, {"forgotten": address}, [f"{address}: forgotten"])
 
 
-def releases_to_trust(policy: Policy) -> int | None:
+def releases_to_trust(settings: Settings) -> int | None:
     """Releases before the reputation check trusts a sender (None: the check is off)."""
-    config = policy.checks.reputation
+    config = settings.checks.reputation
     return config.releases_to_trust if config.enabled else None
 
 

@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
+from trustmilter.config.state import StateConfig
 from trustmilter.state.base import HardBounce, Reputation, StateError, StateStore
-from trustmilter.state.config import StateConfig
 from trustmilter.state.memory import MemoryStore
 
 T = TypeVar("T")

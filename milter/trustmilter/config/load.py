@@ -1,16 +1,19 @@
-"""Read policy.yaml into a `Policy`, or say in one line exactly what is wrong.
+"""Read policy.yaml into `Settings`, or say in one line exactly what is wrong.
 
 The YAML is composed into a node tree with the safe loader (never
-constructed as arbitrary objects), then converted into the policy's
+constructed as arbitrary objects), then converted into the settings'
 dataclasses by their type hints: nested dataclasses, ``tuple[X, ...]``,
 ``list[X]``, ``dict[str, X]``, ``X | None``, Enum (by value), Literal,
 bool, int (not bool), float (int accepted) and str. A YAML value of the
 wrong type is an error, not a coercion: ``"3"`` is not a number and
 ``yes`` is not a string. Keys left out take the dataclass defaults; a
 mapping-typed field (``scores``) is merged over its default, a list
-(``rules``) replaces it; an empty section means all defaults.
+(``rules``) replaces it; an empty section means all defaults. A field
+marked ``metadata={"inline": True}`` (`Settings.policy`) is built from
+the keys of its own dataclass found in the same mapping, so its keys sit
+beside the others in the file and in error messages.
 
-DIAGNOSTICS: every problem raises `PolicyError`, whose str() is one line:
+DIAGNOSTICS: every problem raises `ConfigError`, whose str() is one line:
 ``FILE:LINE: KEY.PATH: expected WHAT, got GOT``, or ``...: unknown key;
 expected one of: ...``. YAML syntax errors, duplicate keys, bad UTF-8,
 out-of-range numbers and unknown signal names are all reported that way.
@@ -34,8 +37,8 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from trustmilter.policy.errors import InvalidField
-from trustmilter.policy.model import Policy
+from trustmilter.config.errors import InvalidField
+from trustmilter.config.settings import Settings
 
 Path = tuple[str | int, ...]
 
@@ -45,7 +48,7 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
 
 
-class PolicyError(ValueError):
+class ConfigError(ValueError):
     """A policy file that cannot be used, with the place that is wrong."""
 
     def __init__(self, source: str, line: int, path: Path, message: str) -> None:
@@ -69,8 +72,8 @@ def format_path(path: Path) -> str:
     return text.lstrip(".")
 
 
-def load_policy(path: str | os.PathLike[str]) -> Policy:
-    """The policy in the file at `path`; raises PolicyError or OSError."""
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """The settings in the file at `path`; raises ConfigError or OSError."""
     source = os.fspath(path)
     with open(path, "rb") as stream:
         data = stream.read()
@@ -78,25 +81,25 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise PolicyError(source, line, (), "expected UTF-8 text, got invalid bytes") from None
-    return parse_policy(text, source)
+        raise ConfigError(source, line, (), "expected UTF-8 text, got invalid bytes") from None
+    return parse_settings(text, source)
 
 
-def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    """The policy `text` describes; `source` names it in error messages."""
+def parse_settings(text: str, source: str = "<policy>") -> Settings:
+    """The settings `text` describes; `source` names it in error messages."""
     try:
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         problem = error.problem or error.context or "cannot parse"
         line = mark.line + 1 if mark is not None else 1
-        raise PolicyError(source, line, (), f"YAML syntax error: {problem}") from None
+        raise ConfigError(source, line, (), f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as error:  # ReaderError: a character YAML does not allow
         position = getattr(error, "position", 0)
         line = text[:position].count("\n") + 1
-        raise PolicyError(source, line, (), "YAML error: a non-printable character") from None
-    policy: Policy = _Builder(source).convert(root, Policy, (), {})
-    return policy
+        raise ConfigError(source, line, (), "YAML error: a non-printable character") from None
+    settings: Settings = _Builder(source).convert(root, Settings, (), {})
+    return settings
 
 
 def _got(node: Node | None) -> str:
@@ -166,11 +169,11 @@ class _Builder:
         self.values = 0
         self.constructor = SafeConstructor()
 
-    def fail(self, node: Node | None, path: Path, message: str) -> PolicyError:
+    def fail(self, node: Node | None, path: Path, message: str) -> ConfigError:
         line = node.start_mark.line + 1 if node is not None else 1
-        return PolicyError(self.source, line, path, message)
+        return ConfigError(self.source, line, path, message)
 
-    def expected(self, node: Node | None, path: Path, what: str) -> PolicyError:
+    def expected(self, node: Node | None, path: Path, what: str) -> ConfigError:
         return self.fail(node, path, f"expected {what}, got {_got(node)}")
 
     def describe(self, hint: Any, meta: Mapping[str, Any]) -> str:
@@ -198,7 +201,7 @@ class _Builder:
         raise TypeError(f"policy loader: unsupported type {hint!r}")
 
     def convert(self, node: Node | None, hint: Any, path: Path, meta: Mapping[str, Any]) -> Any:
-        """The value of type `hint` that `node` describes; raises PolicyError."""
+        """The value of type `hint` that `node` describes; raises ConfigError."""
         self.values += 1
         if self.values > MAX_VALUES:
             raise self.fail(node, path, f"more than {MAX_VALUES} values (alias expansion?)")
@@ -305,21 +308,41 @@ class _Builder:
             raise self.expected(node, path, "a mapping")
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        # Inline fields: their dataclass's keys are read from this same mapping.
+        inline = {name: hints[name] for name, f in fields.items() if f.metadata.get("inline")}
+        owner = {key: name for name, hint in inline.items() for key in _init_fields(hint)}
+        known = {*(name for name in fields if name not in inline), *owner}
         kwargs: dict[str, Any] = {}
+        inline_kwargs: dict[str, dict[str, Any]] = {name: {} for name in inline}
         pairs = self.keys(node, path) if isinstance(node, MappingNode) else []
         for key, key_node, value_node in pairs:
-            if key not in fields:
-                expected = ", ".join(sorted(fields))
+            if key not in known:
+                expected = ", ".join(sorted(known))
                 raise self.fail(key_node, (*path, key), f"unknown key; expected one of: {expected}")
-            spec = fields[key]
-            value = self.convert(value_node, hints[key], (*path, key), spec.metadata)
+            if key in owner:
+                target_cls = inline[owner[key]]
+                spec = _init_fields(target_cls)[key]
+                hint = typing.get_type_hints(target_cls)[key]
+                target = inline_kwargs[owner[key]]
+            else:
+                spec, hint, target = fields[key], hints[key], kwargs
+            value = self.convert(value_node, hint, (*path, key), spec.metadata)
             default = _default(spec)
             if isinstance(value, dict) and isinstance(default, Mapping):
                 value = {**default, **value}  # a mapping merges over its default
-            kwargs[key] = value
+            target[key] = value
+        for name, target_cls in inline.items():
+            kwargs[name] = self.construct(target_cls, inline_kwargs[name], node, path, at)
         for name, spec in fields.items():
             if name not in kwargs and _default(spec) is dataclasses.MISSING:
                 raise self.fail(at, (*path, name), "required key missing")
+        return self.construct(cls, kwargs, node, path, at)
+
+    def construct(
+        self, cls: type[Any], kwargs: dict[str, Any], node: Node | None, path: Path,
+        at: Node | None,
+    ) -> Any:
+        """`cls(**kwargs)`, its InvalidField placed at the YAML line it names."""
         try:
             return cls(**kwargs)
         except InvalidField as error:
@@ -348,6 +371,11 @@ class _Builder:
             else:
                 break
         return node
+
+
+def _init_fields(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    """The fields of dataclass `cls` that its constructor takes, by name."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
 
 
 def _default(spec: dataclasses.Field[Any]) -> Any:

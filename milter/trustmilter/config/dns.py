@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from trustmilter.policy.errors import InvalidField
+from trustmilter.config.errors import InvalidField
 
 DNS_PORT = 53
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from trustmilter.policy.errors import InvalidField
+from trustmilter.config.errors import InvalidField
 
 
 @dataclass(frozen=True, slots=True)

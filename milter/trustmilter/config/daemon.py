@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from trustmilter.config.errors import InvalidField
 from trustmilter.daemon.socketspec import parse_socket
-from trustmilter.policy.errors import InvalidField
 from trustmilter.policy.rules import ReplyConfig
 
 

@@ -1,8 +1,10 @@
-"""The effective policy as YAML, every default filled in (``trustmilter policy show``).
+"""The effective settings as YAML, every default filled in (``trustmilter policy show``).
 
-The output loads back (load.py) to an equal Policy for any policy the
-loader produced; a test keeps it so. It carries no comments: the shipped
-policy.yaml is the commented version. Pure; raises nothing for a valid Policy.
+The output loads back (load.py) to equal Settings for any the loader
+produced; a test keeps it so. It carries no comments: the shipped
+policy.yaml is the commented version. Inline fields (`Settings.policy`)
+are written at their parent's level, as the file has them. Pure; raises
+nothing for valid Settings.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from trustmilter.policy.model import Policy
+from trustmilter.config.settings import Settings
 
 _HEADER = "# trustmilter effective policy: every setting, defaults filled in.\n"
 
@@ -21,7 +23,14 @@ _HEADER = "# trustmilter effective policy: every setting, defaults filled in.\n"
 def plain(value: Any) -> Any:
     """`value` as YAML-ready builtins: dataclass -> dict in field order, enum -> value."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            inner = plain(getattr(value, f.name))
+            if f.metadata.get("inline"):
+                fields.update(inner)
+            else:
+                fields[f.name] = inner
+        return fields
     if isinstance(value, enum.Enum):
         return plain(value.value)
     if isinstance(value, dict):
@@ -50,7 +59,9 @@ _Dumper.add_representer(list, _list)
 _Dumper.add_representer(dict, _dict)
 
 
-def policy_to_yaml(policy: Policy) -> str:
-    """The whole policy as a YAML document the loader reads back unchanged."""
-    body = yaml.dump(plain(policy), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+def settings_to_yaml(settings: Settings) -> str:
+    """The whole file as a YAML document the loader reads back unchanged."""
+    body = yaml.dump(
+        plain(settings), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
     return _HEADER + body

@@ -1,0 +1,72 @@
+"""Everything policy.yaml says, as typed, frozen values: the configuration and the policy.
+
+`Settings()` is the built-in configuration and equals the shipped
+policy.yaml. Each section is a frozen dataclass whose fields are the YAML
+keys; the loader (load.py) builds them generically from their type hints.
+The policy proper (scores, rules, thresholds, actions, headers:
+policy/model.py) is read *inline*, from the same top-level keys, so the
+file stays one flat document while the evaluator sees only the policy.
+
+What is checked here and not in the policy: that every signal the policy
+names is one some check (or a trusted gateway) can produce — the
+configuration knows the checks (the signal catalogue, signals.py), the
+policy knows none. Once loaded, settings are never rewritten: values
+derived from them (the authserv-id when empty, the loop marker's id) live
+on the App.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from trustmilter.config.checks import ChecksConfig
+from trustmilter.config.daemon import LoggingConfig, MetricsConfig, MilterConfig
+from trustmilter.config.dns import DnsConfig
+from trustmilter.config.errors import InvalidField
+from trustmilter.config.state import StateConfig
+from trustmilter.policy.model import Policy
+from trustmilter.signals import WILDCARD, is_known_pattern, is_known_signal, suggestion
+
+# RFC 8601 §2.2: authserv-id is a value (token); in practice a host name.
+_AUTHSERV_ID = re.compile(r"[A-Za-z0-9._-]{1,253}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything policy.yaml says. `Settings()` is the built-in default."""
+
+    # Our RFC 8601 authserv-id; empty means this host's name (App.build).
+    authserv_id: str = ""
+    # Upstream gateways whose Authentication-Results we believe (RFC 8601 §5).
+    trusted_authserv_ids: tuple[str, ...] = ()
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
+    # scores, rules, thresholds, actions, headers: top-level keys of the file.
+    policy: Policy = field(default_factory=Policy, metadata={"inline": True})
+    milter: MilterConfig = field(default_factory=MilterConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+
+    def __post_init__(self) -> None:
+        for key, ids in (
+            ("authserv_id", (self.authserv_id,)),
+            ("trusted_authserv_ids", self.trusted_authserv_ids),
+        ):
+            for index, value in enumerate(ids):
+                if value == "" and key == "authserv_id":
+                    continue
+                if _AUTHSERV_ID.match(value) is None:
+                    path: tuple[str | int, ...] = (key,) if key == "authserv_id" else (key, index)
+                    raise InvalidField(path, "a host name like mx.example.com", value)
+        for place, pattern in self.policy.signal_patterns():
+            # A score names one signal; rules and headers may name a prefix with "*".
+            known = (
+                not pattern.endswith(WILDCARD) and is_known_signal(pattern)
+                if place[0] == "scores" else is_known_pattern(pattern)
+            )
+            if not known:
+                close = suggestion(pattern)
+                hint = f" (did you mean {close!r}?)" if close else ""
+                raise InvalidField(place, f"a known signal name{hint}", pattern)

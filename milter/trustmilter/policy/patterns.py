@@ -1,0 +1,27 @@
+"""How a signal pattern in the policy matches the signals of a message.
+
+A pattern is a signal name (``dmarc.fail``), or a prefix ending in ``*``
+that matches every signal starting with it (``dnsbl.*``). Pure; which
+names exist is the signal catalogue's business (signals.py).
+"""
+
+from __future__ import annotations
+
+WILDCARD = "*"
+
+
+def matches(pattern: str, signal: str) -> bool:
+    """True if `signal` is `pattern`, or starts with it when it ends in ``*``."""
+    return bool(matching(pattern, frozenset((signal,))))
+
+
+def matching(pattern: str, signals: frozenset[str]) -> frozenset[str]:
+    """The signals of `signals` that `pattern` matches: itself, or with a
+    trailing ``*`` every signal that starts with what comes before it.
+
+    A pattern without ``*`` is one set lookup, not a scan of every signal.
+    """
+    if pattern.endswith(WILDCARD):
+        prefix = pattern[: -len(WILDCARD)]
+        return frozenset(s for s in signals if s.startswith(prefix))
+    return frozenset((pattern,)) if pattern in signals else frozenset()
