@@ -87,8 +87,8 @@ def postfix(postfix_installed: None) -> Iterator[PostfixInstance]:
 
 import uuid  # noqa: E402
 
-from trustmilter.state.base import StateStore  # noqa: E402
 from trustmilter.config.state import StateConfig  # noqa: E402
+from trustmilter.state.base import StateStore  # noqa: E402
 from trustmilter.state.open import open_store  # noqa: E402
 from trustmilter.testing.redisserver import RedisServer, redis_unavailable  # noqa: E402
 

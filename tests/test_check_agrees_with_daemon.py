@@ -21,14 +21,14 @@ import pytest
 from keys import key_zone, message, rsa_key, sign
 from test_daemon_adapter import RecordingCtx
 from trustmilter.cli import main
+from trustmilter.config.dump import settings_to_yaml
+from trustmilter.config.load import load_settings, parse_settings
 from trustmilter.daemon.adapter import TrustMilter
 from trustmilter.daemon.apps import AppHolder, build_app
 from trustmilter.daemon.metrics import NullMetrics
 from trustmilter.daemon.session import SmtpSession
 from trustmilter.daemon.verdictlog import parse_verdict_line
 from trustmilter.model import Message
-from trustmilter.config.dump import settings_to_yaml
-from trustmilter.config.load import load_settings, parse_settings
 from trustmilter.state.memory import MemoryStore
 
 ZONE = """
@@ -93,9 +93,10 @@ def policy_file(tmp_path: Path, dns_server) -> Path:
         "rules:\n  - {name: rcpt-gone, when: [names.rcpt_nonexistent], action: reject,"
         " reply: {code: 550, dsn: 5.1.2, text: No such domain}}\n",
         "rule.yaml",
-    ).rules
+    ).policy.rules
+    policy = replace(base.policy, rules=(*base.policy.rules, *refuse_gone))
     path = tmp_path / "policy.yaml"
-    path.write_text(settings_to_yaml(replace(base, rules=(*base.rules, *refuse_gone))))
+    path.write_text(settings_to_yaml(replace(base, policy=policy)))
     return path
 
 

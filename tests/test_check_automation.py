@@ -16,10 +16,11 @@ from trustmilter.checks.automation import (
     is_noreply,
     report_type,
 )
+from trustmilter.config.checks import ChecksConfig
 from trustmilter.config.errors import InvalidField
-from trustmilter.policy.evaluate import evaluate
 from trustmilter.config.load import ConfigError, parse_settings
-from trustmilter.policy.model import ChecksConfig, HeadersConfig, Policy
+from trustmilter.policy.evaluate import evaluate
+from trustmilter.policy.model import HeadersConfig, Policy
 from trustmilter.policy.rules import Rule
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome, Results
 from trustmilter.verdict import Action

@@ -11,8 +11,8 @@ from helpers import make_ctx
 from test_bounce_explain import EXCHANGE, NOT_A_BOUNCE, POSTFIX_DSN, QMAIL, SENDMAIL
 from trustmilter.checks import bounce
 from trustmilter.checks.bounce import BounceCheck, may_be_bounce
-from trustmilter.model import Message
 from trustmilter.config.errors import InvalidField
+from trustmilter.model import Message
 from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.model import Policy
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome, Results

@@ -8,8 +8,8 @@ from helpers import make_ctx
 from trustmilter.checks import loops
 from trustmilter.checks.loops import LoopMessageCheck, LoopRecipientCheck, LoopSenderCheck
 from trustmilter.config.errors import InvalidField
-from trustmilter.policy.evaluate import evaluate
 from trustmilter.config.load import ConfigError, parse_settings
+from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.model import Policy
 from trustmilter.results import Outcome, Results
 from trustmilter.verdict import Action, Reply

@@ -23,10 +23,10 @@ from trustmilter.checks.rate import (
     rate_key,
     thread_root,
 )
-from trustmilter.model import Message
 from trustmilter.config.errors import InvalidField
-from trustmilter.policy.evaluate import evaluate
 from trustmilter.config.load import ConfigError, parse_settings
+from trustmilter.model import Message
+from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.model import Policy
 from trustmilter.results import CheckResult, Outcome, Results
 from trustmilter.state.base import StateError

@@ -11,7 +11,8 @@ from trustmilter import authresults, signals
 from trustmilter.checks import build_checks, registry
 from trustmilter.checks.base import Stage
 from trustmilter.checks.registry import SECTIONS, SPECS, Section
-from trustmilter.policy.model import ChecksConfig, Policy
+from trustmilter.config.checks import ChecksConfig
+from trustmilter.config.settings import Settings
 from trustmilter.results import AuthMethod, Outcome
 
 
@@ -38,7 +39,7 @@ def test_a_disabled_section_builds_none_of_its_checks(section: Section[object]):
 
 
 def test_every_check_is_built_from_its_section_with_the_spec_of_its_class():
-    built = list(build_checks(Policy().checks))
+    built = list(build_checks(Settings().checks))
     assert [check.spec for check in built] == list(SPECS)
     assert [(c.name, c.stage, c.requires) for c in built] == [
         (s.name, s.stage, s.requires) for s in SPECS
@@ -98,7 +99,7 @@ def test_a_failing_check_reports_temperror_under_its_spec_method():
     """The pipeline's error result: the spec's result name and method, so A-R shows it."""
     from trustmilter.pipeline import _error_result
 
-    for check in build_checks(Policy().checks):
+    for check in build_checks(Settings().checks):
         result = _error_result(check, "did not finish in time")
         assert (result.check, result.method, result.outcome) == (
             check.spec.result, check.spec.method, Outcome.TEMPERROR

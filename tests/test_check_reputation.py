@@ -11,8 +11,8 @@ from helpers import make_ctx
 from trustmilter.checks import reputation
 from trustmilter.checks.base import Stage
 from trustmilter.checks.reputation import ReputationCheck
-from trustmilter.policy.evaluate import evaluate
 from trustmilter.config.load import parse_settings
+from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.model import Policy
 from trustmilter.results import CheckResult, Finding, Outcome, Results
 from trustmilter.state.base import StateError

@@ -8,7 +8,7 @@ import pytest
 
 from trustmilter.cli import main
 from trustmilter.config.load import parse_settings
-from trustmilter.policy.model import Policy
+from trustmilter.config.settings import Settings
 
 SHIPPED = Path(__file__).resolve().parent.parent / "policy.yaml"
 
@@ -41,11 +41,11 @@ def test_show_prints_every_default_and_loads_back_equal(capsys):
     shown = capsys.readouterr().out
     for section in ("dns:", "checks:", "scores:", "rules:", "thresholds:", "actions:", "headers:"):
         assert section in shown
-    assert parse_settings(shown, "<shown>") == Policy()
+    assert parse_settings(shown, "<shown>") == Settings()
 
 
 def test_show_reflects_a_policy_file(tmp_path, capsys):
     path = tmp_path / "policy.yaml"
     path.write_text("thresholds:\n  low_trust: 4\n  quarantine: 9\n")
     assert main(["policy", "show", "--policy", str(path)]) == 0
-    assert parse_settings(capsys.readouterr().out, "<shown>").thresholds.quarantine == 9
+    assert parse_settings(capsys.readouterr().out, "<shown>").policy.thresholds.quarantine == 9

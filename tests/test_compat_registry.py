@@ -16,7 +16,7 @@ import pytest
 from trustmilter import compat
 from trustmilter.app import App
 from trustmilter.compat.patches import MISSING, Patch, fingerprint, installed_version
-from trustmilter.policy.model import Policy
+from trustmilter.config.settings import Settings
 from trustmilter.startup import StartupError
 
 IDS = [patch.name for patch in compat.REGISTRY]
@@ -177,7 +177,7 @@ def test_app_build_refuses_to_start_on_a_required_mismatch(
     broken = patch_of(fakelib, fingerprint_="0" * 64, required=True)
     monkeypatch.setattr(compat, "REGISTRY", (*compat.REGISTRY, broken))
     with pytest.raises(StartupError, match=r"^compat: fakelib\.slow: .*refusing to start$"):
-        App.build(Policy(authserv_id="mx.example.com"))
+        App.build(Settings(authserv_id="mx.example.com"))
 
 
 def test_a_reliance_that_no_longer_holds_falls_back(fakelib: ModuleType) -> None:

@@ -18,12 +18,12 @@ from Milter.testctx import TestCtx as MilterTestCtx
 
 from keys import key_zone, message, rsa_key, sign
 from trustmilter.authresults import parse_header_value
+from trustmilter.config.load import parse_settings
 from trustmilter.daemon.adapter import TrustMilter
 from trustmilter.daemon.apps import AppHolder, build_app
 from trustmilter.daemon.metrics import NullMetrics
 from trustmilter.daemon.session import SmtpSession
 from trustmilter.model import Message
-from trustmilter.config.load import parse_settings
 
 ZONE = """
 example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"

@@ -26,8 +26,8 @@ from trustmilter.authresults import parse_header_value
 from trustmilter.bench.client import MilterClient
 from trustmilter.bench.corpus import BenchMessage
 from trustmilter.config.daemon import MetricsConfig, MilterConfig
+from trustmilter.config.settings import Settings
 from trustmilter.daemon.socketspec import parse_socket
-from trustmilter.policy.model import Policy
 from trustmilter.testing.daemon import DaemonProcess, free_port
 
 ZONE = """
@@ -284,6 +284,6 @@ def test_a_worker_that_exits_is_marked_dead(tmp_path: Path, dns_server):
 
 def test_metrics_with_several_processes_is_a_valid_policy() -> None:
     """It used to be refused: one endpoint could not speak for several processes."""
-    policy = Policy(milter=MilterConfig(processes=4),
+    policy = Settings(milter=MilterConfig(processes=4),
                     metrics=MetricsConfig(listen="127.0.0.1:9425"))
     assert policy.milter.processes == 4 and policy.metrics.listen == "127.0.0.1:9425"

@@ -17,8 +17,9 @@ from helpers import domain_tools
 from keys import ed25519_key, key_zone, rsa_key
 from trustmilter.checks import dkim as dkim_check
 from trustmilter.cli import main
+from trustmilter.config.checks import ChecksConfig
+from trustmilter.config.settings import Settings
 from trustmilter.doctor import Diagnosis, diagnose
-from trustmilter.policy.model import ChecksConfig, Policy
 
 GOOD_ZONE = """
 example.com.                 300 IN MX  10 mail.example.com.
@@ -89,7 +90,7 @@ def test_correct_setup_passes_every_rule(dns_server, resolver):
 
 def bad_runs(resolver) -> list[Diagnosis]:
     """Four broken setups that together break every rule."""
-    strict = Policy(checks=ChecksConfig(dkim=dkim_check.Config(min_key_bits=2048)))
+    strict = Settings(checks=ChecksConfig(dkim=dkim_check.Config(min_key_bits=2048)))
     tools = domain_tools()
     runs = [
         diagnose("example.org", BAD_IPS, "nothing.example.net",

@@ -15,13 +15,13 @@ import pytest
 
 from keys import key_zone, message, rsa_key, sign
 from trustmilter.authresults import parse_header_value
+from trustmilter.config.load import parse_settings
 from trustmilter.daemon.apps import build_app
 from trustmilter.daemon.verdictlog import format_verdict_line, parse_verdict_line
 from trustmilter.engine import Client, ClientKind, Disposition, Transaction, VerdictRecord
 from trustmilter.model import Message
 from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.finality import is_final
-from trustmilter.config.load import parse_settings
 from trustmilter.results import CheckResult, Outcome, Results
 from trustmilter.state.memory import MemoryStore
 
@@ -226,7 +226,7 @@ def test_trusted_upstream_results_are_an_ordinary_check(dns_server, pool):
 
 
 def policy_with(rules: str):
-    return parse_settings("rules:\n" + rules, "p.yaml")
+    return parse_settings("rules:\n" + rules, "p.yaml").policy
 
 
 def test_an_undecided_reject_beside_a_final_tempfail_is_not_given_early():

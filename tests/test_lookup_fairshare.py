@@ -12,9 +12,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import pytest
 
+from trustmilter.config.dns import DnsConfig
 from trustmilter.domains import DomainTools
 from trustmilter.lookup.answer import DnsStatus
-from trustmilter.config.dns import DnsConfig
 from trustmilter.lookup.fairshare import NOT_ANSWERING, FairShareResolver, question_domain
 from trustmilter.lookup.resolver import NetworkResolver
 

@@ -8,6 +8,7 @@ import yaml
 
 from trustmilter.config.dump import settings_to_yaml
 from trustmilter.config.load import load_settings, parse_settings
+from trustmilter.config.settings import Settings
 from trustmilter.policy.model import Policy
 from trustmilter.signals import KNOWN_SIGNALS
 
@@ -50,7 +51,7 @@ headers: {trust_header: X-Trust, add_shadow_header: false}
 
 
 def test_shipped_policy_is_the_built_in_policy() -> None:
-    assert load_settings(SHIPPED) == Policy()
+    assert load_settings(SHIPPED) == Settings()
 
 
 def test_shipped_policy_scores_every_default_explicitly() -> None:
@@ -61,15 +62,15 @@ def test_shipped_policy_scores_every_default_explicitly() -> None:
 
 
 def test_default_policy_round_trips() -> None:
-    text = settings_to_yaml(Policy())
+    text = settings_to_yaml(Settings())
     assert text.startswith("# trustmilter effective policy")
-    assert parse_settings(text, "show") == Policy()
+    assert parse_settings(text, "show") == Settings()
 
 
 def test_custom_policy_round_trips() -> None:
     policy = parse_settings(CUSTOM, "custom.yaml")
-    assert policy != Policy()
-    assert policy.rules[0].reply is not None and policy.thresholds.reject == 15.0
+    assert policy != Settings()
+    assert policy.policy.rules[0].reply is not None and policy.policy.thresholds.reject == 15.0
     again = parse_settings(settings_to_yaml(policy), "show")
     assert again == policy
     # ...and the dump is stable.
@@ -77,7 +78,7 @@ def test_custom_policy_round_trips() -> None:
 
 
 def test_dump_fills_in_every_field() -> None:
-    data = yaml.safe_load(settings_to_yaml(Policy()))
+    data = yaml.safe_load(settings_to_yaml(Settings()))
     assert set(data) == {
         "authserv_id", "trusted_authserv_ids", "dns", "checks", "scores", "rules",
         "thresholds", "actions", "headers", "milter", "logging", "metrics", "state",

@@ -10,6 +10,7 @@ import pytest
 from trustmilter.checks.blocklist import BlocklistConfig
 from trustmilter.config.errors import InvalidField
 from trustmilter.config.load import ConfigError, load_settings, parse_settings
+from trustmilter.config.settings import Settings
 from trustmilter.policy.model import Policy, Thresholds
 from trustmilter.policy.rules import ReplyConfig, Rule
 from trustmilter.signals import (
@@ -22,7 +23,7 @@ from trustmilter.signals import (
 from trustmilter.verdict import Action
 
 
-def parse(text: str) -> Policy:
+def parse(text: str) -> Settings:
     return parse_settings(textwrap.dedent(text), "policy.yaml")
 
 
@@ -39,11 +40,11 @@ def error(text: str) -> str:
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n", "~\n"])
 def test_empty_document_is_the_default_policy(text: str) -> None:
-    assert parse(text) == Policy()
+    assert parse(text) == Settings()
 
 
 def test_empty_sections_take_defaults() -> None:
-    assert parse("dns:\nchecks:\n  dnsbl:\nthresholds: {}\n") == Policy()
+    assert parse("dns:\nchecks:\n  dnsbl:\nthresholds: {}\n") == Settings()
 
 
 def test_values_are_read_into_typed_fields() -> None:
@@ -70,10 +71,10 @@ def test_values_are_read_into_typed_fields() -> None:
     assert policy.checks.dnsbl.lists == (
         BlocklistConfig(zone="bl.example.org", weight=2.5, codes={"127.0.0.2": "spam source"}),
     )
-    assert policy.thresholds == Thresholds(low_trust=2, quarantine=6, reject=12)
+    assert policy.policy.thresholds == Thresholds(low_trust=2, quarantine=6, reject=12)
     # Untouched sections keep their defaults.
-    assert policy.checks.dkim == Policy().checks.dkim
-    assert policy.rules == Policy().rules
+    assert policy.checks.dkim == Settings().checks.dkim
+    assert policy.policy.rules == Policy().rules
 
 
 def test_scores_merge_over_the_defaults_and_rules_replace_them() -> None:
@@ -88,10 +89,10 @@ def test_scores_merge_over_the_defaults_and_rules_replace_them() -> None:
             action: quarantine
         """
     )
-    assert policy.scores["dnsbl.listed"] == 5.0
-    assert policy.scores["dmarc.pass"] == -2.0
-    assert policy.scores["iprev.ptr_missing"] == Policy().scores["iprev.ptr_missing"]
-    assert policy.rules == (Rule(name="listed", when=("dnsbl.*",), action=Action.QUARANTINE),)
+    assert policy.policy.scores["dnsbl.listed"] == 5.0
+    assert policy.policy.scores["dmarc.pass"] == -2.0
+    assert policy.policy.scores["iprev.ptr_missing"] == Policy().scores["iprev.ptr_missing"]
+    assert policy.policy.rules == (Rule(name="listed", when=("dnsbl.*",), action=Action.QUARANTINE),)
 
 
 def test_rule_fields() -> None:
@@ -108,7 +109,7 @@ def test_rule_fields() -> None:
             mode: shadow
             reason: testing
         """
-    ).rules
+    ).policy.rules
     assert rule == Rule(
         name="try-me",
         when=("iprev.ptr_missing",),
@@ -443,7 +444,7 @@ def test_alias_bomb_stops_quickly() -> None:
 def test_load_policy_reads_files_and_reports_bad_utf8(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("thresholds:\n  low_trust: 2\n", encoding="utf-8")
-    assert load_settings(good).thresholds.low_trust == 2.0
+    assert load_settings(good).policy.thresholds.low_trust == 2.0
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"authserv_id: a\nthresholds:\n  low_trust: \xff\n")
     with pytest.raises(ConfigError) as caught:
@@ -477,8 +478,16 @@ def test_signal_catalogue() -> None:
 
 
 def test_policy_built_in_code_is_validated_too() -> None:
+    """The policy checks its own shape; the settings check the signals it names
+    (they know the checks, the policy knows none)."""
     with pytest.raises(InvalidField):
-        Policy(scores={"dmarc.fial": 1.0})
+        Policy(scores={"dmarc.fail": 5000.0})
+    with pytest.raises(InvalidField) as raised:
+        Settings(policy=Policy(scores={"dmarc.fial": 1.0}))
+    assert raised.value.path == ("scores", "dmarc.fial")
+    with pytest.raises(InvalidField) as raised:
+        Settings(policy=Policy(rules=(Rule(name="r", when=("dkim.pas",), score=1),)))
+    assert raised.value.path == ("rules", 0, "when", 0)
     with pytest.raises(InvalidField):
         Rule(name="bad name", when=("dkim.fail",), score=1)
     with pytest.raises(InvalidField):

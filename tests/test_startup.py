@@ -8,13 +8,13 @@ import pytest
 
 from trustmilter.checks import StartupError, build_checks
 from trustmilter.config.load import ConfigError, parse_settings
-from trustmilter.policy.model import Policy
+from trustmilter.config.settings import Settings
 
 
 def test_enabled_dkim_without_its_crypto_library_stops_start_up(monkeypatch):
     monkeypatch.setitem(sys.modules, "nacl.signing", None)  # as if PyNaCl were not installed
     with pytest.raises(StartupError, match=r"checks\.dkim: cannot run"):
-        list(build_checks(Policy().checks))
+        list(build_checks(Settings().checks))
 
 
 def test_a_disabled_check_needs_nothing(monkeypatch):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from trustmilter.state.base import HardBounce, Reputation, StateError, StateStore, is_current
 from trustmilter.config.state import StateConfig
+from trustmilter.state.base import HardBounce, Reputation, StateError, StateStore, is_current
 from trustmilter.state.memory import SWEEP_EVERY, MemoryStore
 from trustmilter.state.open import open_store
 from trustmilter.state.sqlite import SqliteStore

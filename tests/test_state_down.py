@@ -19,8 +19,8 @@ from typing import Literal, TypeVar
 import pytest
 
 from test_state_backends import NOW, hard_bounce
-from trustmilter.state.base import StateError
 from trustmilter.config.state import StateConfig
+from trustmilter.state.base import StateError
 from trustmilter.state.open import ResilientStore, open_store
 from trustmilter.state.redis import RedisStore
 from trustmilter.state.sqlite import SqliteStore
