@@ -40,6 +40,9 @@ def run(raw: bytes, config: bounce.Config = OWN, mail_from: str = "",
     ctx = replace(ctx, state=state, clock=lambda: NOW)
     [result] = BounceCheck(config).run(ctx)
     assert result.check == "bounce"
+    if state is not None:  # as the engine does for a delivered bounce
+        for effect in result.effects:
+            effect.apply(state)
     return result
 
 
@@ -62,7 +65,7 @@ def test_our_own_bounce_is_read_and_summarised() -> None:
     assert bounce.summary_of(result) == (
         "own; reporting-mta=mail.example.com; message-id=<q1.20261124@example.com>; "
         "5.1.1 <bob@example.net> user unknown; 4.2.2 <carol@example.org> mailbox full; "
-        "5.7.1 <dave@example.org> blocked as spam"
+        "5.7.1 <dave@example.org> blocked as spam; hard=1"
     )
 
 
@@ -124,7 +127,7 @@ def test_many_recipients_are_counted_not_listed() -> None:
     raw = POSTFIX_DSN.replace(b"Final-Recipient: rfc822; bob@example.net", many
                               + b"Final-Recipient: rfc822; bob@example.net")
     summary = bounce.summary_of(run(raw))
-    assert summary.count("<r") == bounce.MAX_LISTED and summary.endswith("and 10 more")
+    assert summary.count("<r") == bounce.MAX_LISTED and summary.endswith("and 10 more; hard=13")
 
 
 # ---- recording ----------------------------------------------------------------------
@@ -133,7 +136,7 @@ def test_many_recipients_are_counted_not_listed() -> None:
 def test_our_hard_bounces_are_recorded() -> None:
     store = MemoryStore()
     result = run(POSTFIX_DSN, state=store)
-    assert bounce.summary_of(result).endswith("; recorded=1")
+    assert bounce.summary_of(result).endswith("; hard=1")
     # Only 5.1.x is a hard bounce: 5.7.1 (policy) and 4.2.2 (full) may change.
     assert store.hard_bounces(NOW) == [HardBounce(
         recipient="bob@example.net", status="5.1.1", cause="user unknown",
@@ -161,7 +164,7 @@ def test_one_bounce_records_a_bounded_number_of_recipients() -> None:
     raw = POSTFIX_DSN.replace(b"Final-Recipient: rfc822; bob@example.net", many
                               + b"Final-Recipient: rfc822; bob@example.net")
     store = MemoryStore()
-    assert bounce.summary_of(run(raw, state=store)).endswith(f"recorded={bounce.MAX_RECORDED}")
+    assert bounce.summary_of(run(raw, state=store)).endswith(f"hard={bounce.MAX_RECORDED}")
     assert len(store.hard_bounces(NOW)) == bounce.MAX_RECORDED
 
 
@@ -181,14 +184,18 @@ def test_nothing_is_recorded_unless_ours_and_wanted(config: bounce.Config) -> No
     store = MemoryStore()
     result = run(POSTFIX_DSN, config, state=store)
     assert store.hard_bounces(NOW) == []
-    assert "recorded" not in bounce.summary_of(result)
+    assert "hard=" not in bounce.summary_of(result) and result.effects == ()
 
 
-def test_a_state_failure_is_reported_and_the_bounce_still_read() -> None:
-    result = run(POSTFIX_DSN, state=BrokenStore())
-    assert result.outcome is Outcome.FAIL
-    assert bounce.summary_of(result).endswith(
-        "; not recorded: redis 127.0.0.1:6379: connection refused")
+def test_the_check_itself_writes_nothing() -> None:
+    """It observes; the engine writes its effects once the bounce is delivered."""
+    store = MemoryStore()
+    ctx = replace(make_ctx(NoDns(), ip="192.0.2.25", message=POSTFIX_DSN), state=store,
+                  clock=lambda: NOW)
+    [result] = BounceCheck(OWN).run(ctx)
+    assert store.hard_bounces(NOW) == [] and len(result.effects) == 1
+    with pytest.raises(StateError):
+        result.effects[0].apply(BrokenStore())
 
 
 def test_keep_days_sets_the_expiry() -> None:

@@ -9,6 +9,7 @@ own work (Milter codes, header edit calls) is in test_daemon_adapter.py.
 from __future__ import annotations
 
 import ipaddress
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -252,3 +253,65 @@ def test_a_wildcard_exemption_keeps_a_verdict_open_while_its_prefix_may_appear()
     score_only = policy_with("  - {name: points, when: [spf.mailfrom.fail], score: 50}\n")
     scored = evaluate(score_only, Results([CheckResult("spf.mailfrom", Outcome.FAIL)]))
     assert not is_final(score_only, scored, ())  # scores are never final
+
+
+# --- effects: what checks ask to remember is written after the verdict --------
+
+
+def bounce_app(dns_server, pool, store, extra: str = ""):
+    """Our own bounces read (own_domains example.com) and delivered (held by default)."""
+    policy = parse_settings(
+        "authserv_id: mx.example.org\n"
+        f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n"
+        "checks: {bounce: {own_domains: [example.com]}}\n" + extra,
+        "test-policy.yaml",
+    )
+    return build_app(policy, pool, state=store)
+
+
+# The bounce's From (MAILER-DAEMON@mail.example.com) under no DMARC policy.
+BOUNCE_ZONE = ZONE.replace('_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject"\n', "")
+
+
+def bounce_of_ours() -> bytes:
+    from test_bounce_explain import POSTFIX_DSN
+
+    return POSTFIX_DSN.replace(b"\n", b"\r\n")
+
+
+def test_a_delivered_bounce_of_our_mail_is_remembered_once_decided(dns_server, pool):
+    dns_server.load(BOUNCE_ZONE)
+    store = MemoryStore()
+    app = bounce_app(dns_server, pool, store)
+    _, outcome, _ = transact(app, GOOD, "<>", ["alice@example.com"], bounce_of_ours())
+    assert outcome.disposition in (Disposition.ACCEPT, Disposition.QUARANTINE)
+    assert [b.recipient for b in store.hard_bounces(time.time())] == ["bob@example.net"]
+    assert outcome.record.results.first("bounce").summary.endswith("; hard=1")
+
+
+def test_a_refused_bounce_teaches_the_store_nothing(dns_server, pool):
+    """A forged bounce we reject is not a hard bounce of ours."""
+    dns_server.load(BOUNCE_ZONE)
+    store = MemoryStore()
+    app = bounce_app(dns_server, pool, store,
+                     "rules:\n  - {name: no-bounces, when: [bounce.own], action: reject}\n")
+    _, outcome, _ = transact(app, GOOD, "<>", ["alice@example.com"], bounce_of_ours())
+    assert outcome.disposition is Disposition.REJECT
+    assert store.hard_bounces(time.time()) == []
+
+
+def test_a_store_that_fails_costs_the_memory_not_the_message(dns_server, pool, caplog):
+    from trustmilter.state.base import StateError
+
+    class BrokenStore(MemoryStore):
+        def add_bounce(self, record):
+            raise StateError("redis 127.0.0.1:6379: connection refused")
+
+    dns_server.load(BOUNCE_ZONE)
+    app = bounce_app(dns_server, pool, BrokenStore())
+    with caplog.at_level("WARNING", logger="trustmilter.engine"):
+        _, outcome, _ = transact(app, GOOD, "<>", ["alice@example.com"], bounce_of_ours())
+    assert outcome.disposition in (Disposition.ACCEPT, Disposition.QUARANTINE)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "trustmilter.engine"]
+    assert line == ("QID1: bounce: 1 hard bounce(s) not remembered: "
+                    "redis 127.0.0.1:6379: connection refused")

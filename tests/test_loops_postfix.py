@@ -290,7 +290,7 @@ def test_a_bounce_of_our_own_mail_is_summarised_held_and_recorded(mta: Rig) -> N
     out = send_one(mta.postfix.smtp_port, raw, mail_from="", **CLIENT)
     assert fate(mta, out) == "hold"
     expected = (f"own; reporting-mta=mail.example.com; message-id={returned_id}; "
-                f"5.1.1 <{gone}> user unknown; recorded=1")
+                f"5.1.1 <{gone}> user unknown; hard=1")
     fields = verdict(mta, out).fields
     assert (fields["bounce"], fields["bounce_summary"]) == ("fail", expected)
     assert {"bounce.own", "bounce.permanent", "auto.bounce"} <= set(fields["findings"].split(","))

@@ -12,7 +12,10 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from trustmilter.state.base import StateStore
 
 
 class Outcome(StrEnum):
@@ -79,6 +82,19 @@ class HeaderRequest:
     when: Literal["delivered", "suppressed"] = "delivered"
 
 
+class Effect(Protocol):
+    """A write to the state store a check asks for (state/effects.py); the
+    engine applies it once the message is decided, to delivered mail only."""
+
+    def apply(self, store: StateStore) -> None:
+        """Write it; raises StateError when the store cannot."""
+        ...
+
+    def describe(self) -> str:
+        """What it writes, in a few words, for a log line."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """What one check (or one identity of it) concluded.
@@ -100,6 +116,8 @@ class CheckResult:
     summary: str = ""
     # Header fields it wants on delivered mail (see HeaderRequest).
     headers: tuple[HeaderRequest, ...] = ()
+    # Writes to the state store it wants once the message is delivered.
+    effects: tuple[Effect, ...] = ()
     # What the check learnt that a later check needs, as a frozen dataclass
     # of the producing module (e.g. checks.spf.SpfEvidence: the domain SPF
     # evaluated, which DMARC aligns); read back with that module's functions.

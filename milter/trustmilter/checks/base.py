@@ -98,6 +98,10 @@ class CheckSpec:
     method: AuthMethod | None = None
     # Finding name -> what it means (for `policy show` and the signal catalogue).
     findings: Mapping[str, str] = field(default_factory=dict)
+    # It writes to the state store while it runs (the rate count: atomic, and
+    # its own answer). Every other write is an effect on its results, applied
+    # by the engine after the verdict (state/effects.py).
+    writes_state: bool = False
 
     def __post_init__(self) -> None:
         # A read-only copy: a spec is shared by every thread and never changes.

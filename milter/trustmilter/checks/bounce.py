@@ -19,14 +19,15 @@ The result, named ``bounce``:
   desk's header (`header`) on delivered bounces.
 
 Hard bounces of our own mail (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10: the
-address or its domain does not exist) are recorded in the state store for
-`keep_days`, at most `MAX_RECORDED` per message, where ``trustmilter
-bounces list`` shows them. "Own" is the reporter's word, from the returned
+address or its domain does not exist) are remembered for `keep_days`, at
+most `MAX_RECORDED` per message, where ``trustmilter bounces list`` shows
+them: the check returns them as an effect (state/effects.py) and the
+engine writes them once the bounce is delivered (accepted or held), never
+for a bounce we refuse; the summary says ``hard=N``. "Own" is the reporter's word, from the returned
 copy inside the bounce: a forged bounce can name any of our addresses, so
 the default policy does not let ``bounce.own`` lift any rule, and each
 record carries the IP address that delivered it, for whoever reviews the
-list. Nothing here raises for odd input; a state failure is reported in
-the result and the bounce is still read.
+list. Nothing here raises for odd input.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from trustmilter.config.errors import InvalidField
 from trustmilter.domains import is_host_name
 from trustmilter.model import Message, is_field_name
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
-from trustmilter.state.base import HardBounce, StateError
+from trustmilter.state.base import HardBounce
+from trustmilter.state.effects import RecordHardBounces
 
 RESULT = "bounce"
 DAY = 86400.0
@@ -131,7 +133,7 @@ def origin(bounce: Bounce, own_domains: tuple[str, ...]) -> Origin:
 
 def summary(bounce: Bounce, origin_word: str, recorded: str | None = None) -> str:
     """One printable line: ``own; reporting-mta=..; 5.1.1 <a@example.net> user unknown``,
-    and what was recorded in the state store when anything was to be."""
+    and how many hard bounces of ours it reports (``hard=N``) when any."""
     parts = [origin_word]
     if bounce.reporting_mta:
         parts.append(f"reporting-mta={bounce.reporting_mta}")
@@ -168,9 +170,9 @@ def is_hard(recipient: BounceRecipient) -> bool:
 class BounceCheck(BaseCheck[Config]):
     """Is this a bounce, whose mail did it return, and which recipients are gone for good?"""
 
-    # No DNS; writes to the store for our own bounces.
+    # No DNS and no store: it may run in the calling thread ("dns" with no lookups).
     spec: ClassVar[CheckSpec] = CheckSpec(
-        "bounce", result=RESULT, stage=Stage.DATA, waits_on="state",
+        "bounce", result=RESULT, stage=Stage.DATA, waits_on="dns",
         findings={
             "bounce.own":
                 "a bounce of our own outbound mail (its returned message is from own_domains)",
@@ -191,14 +193,16 @@ class BounceCheck(BaseCheck[Config]):
         if not bounce.is_bounce:
             return [CheckResult(RESULT, Outcome.NONE, "not a bounce")]
         origin_word = origin(bounce, self.config.own_domains)
-        recorded = self._record(ctx, bounce) if origin_word == "own" else None
-        line = summary(bounce, origin_word, recorded)
+        # Remembered by the engine once the bounce is delivered (state/effects.py).
+        hard = self._hard_bounces(ctx, bounce) if origin_word == "own" else ()
+        line = summary(bounce, origin_word, f"hard={len(hard)}" if hard else None)
         findings = self._findings(bounce, origin_word)
         permanent = any(r.meaning.permanent for r in bounce.recipients)
         return [CheckResult(
             RESULT, Outcome.FAIL if permanent else Outcome.NEUTRAL, clip(line),
             tuple(findings), summary=line,
             headers=(HeaderRequest(self.config.header, line),) if self.config.header else (),
+            effects=(RecordHardBounces(hard),) if hard else (),
             evidence=BounceEvidence(origin_word, line),
         )]
 
@@ -215,30 +219,26 @@ class BounceCheck(BaseCheck[Config]):
             found.append(Finding("bounce.delayed", clip(", ".join(delayed))))
         return found
 
-    def _record(self, ctx: CheckContext, bounce: Bounce) -> str | None:
-        """Store the hard-bounced recipients: "recorded=N", "not recorded: why", or
-        None when there was nothing to record."""
+    def _hard_bounces(self, ctx: CheckContext, bounce: Bounce) -> tuple[HardBounce, ...]:
+        """The hard-bounced recipients to remember (at most MAX_RECORDED), or none."""
         hard = [r for r in bounce.recipients if is_hard(r) and "@" in r.address]
-        if not hard or not self.config.record_hard_bounces or ctx.state is None:
-            return None
-        hard = hard[:MAX_RECORDED]
+        if not hard or not self.config.record_hard_bounces:
+            return ()
         now = ctx.clock()
         returned = bounce.returned
-        try:
-            for recipient in hard:
-                ctx.state.add_bounce(HardBounce(
-                    recipient=clip(recipient.address.strip("<> "), 320),
-                    status=recipient.status or "",
-                    cause=recipient.cause.value,
-                    reporting_mta=clip(bounce.reporting_mta or "", 255),
-                    sender=clip(parseaddr(returned.from_ or "")[1] if returned else "", 320),
-                    message_id=clip((returned.message_id or "") if returned else "", 255),
-                    diagnostic=clip(recipient.diagnostic or "", 300),
-                    client=str(ctx.connection.ip),
-                    first_seen=now,
-                    last_seen=now,
-                    expires=now + self.config.keep_days * DAY,
-                ))
-        except StateError as error:
-            return f"not recorded: {clip(str(error), 120)}"
-        return f"recorded={len(hard)}"
+        return tuple(
+            HardBounce(
+                recipient=clip(recipient.address.strip("<> "), 320),
+                status=recipient.status or "",
+                cause=recipient.cause.value,
+                reporting_mta=clip(bounce.reporting_mta or "", 255),
+                sender=clip(parseaddr(returned.from_ or "")[1] if returned else "", 320),
+                message_id=clip((returned.message_id or "") if returned else "", 255),
+                diagnostic=clip(recipient.diagnostic or "", 300),
+                client=str(ctx.connection.ip),
+                first_seen=now,
+                last_seen=now,
+                expires=now + self.config.keep_days * DAY,
+            )
+            for recipient in hard[:MAX_RECORDED]
+        )

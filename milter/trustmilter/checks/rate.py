@@ -258,6 +258,7 @@ class RateCheck(BaseCheck[Config]):
 
     spec: ClassVar[CheckSpec] = CheckSpec(
         "rate.rcpt", result=RESULT, stage=Stage.RCPT, waits_on="state", findings=FINDINGS,
+        writes_state=True,
     )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
@@ -281,6 +282,7 @@ class ThreadRateCheck(BaseCheck[Config]):
 
     spec: ClassVar[CheckSpec] = CheckSpec(
         "rate.thread", result=RESULT, stage=Stage.DATA, waits_on="state", findings=FINDINGS,
+        writes_state=True,
     )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:

@@ -27,11 +27,14 @@ forged headers are still removed and an authenticated user's identity is
 recorded (RFC 8601 §2.7.4).
 
 Every decision is reported once to the `observer` as a VerdictRecord (the
-daemon writes the verdict line and counts metrics from it).
+daemon writes the verdict line and counts metrics from it). What the
+checks ask to remember (their effects: state/effects.py) is written once
+the message is decided, and only for delivered mail.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
@@ -48,6 +51,7 @@ from trustmilter.model import Envelope, Facts, Message
 from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.finality import is_final
 from trustmilter.results import CheckResult, Outcome, Results
+from trustmilter.state.base import StateError
 from trustmilter.verdict import Action, Reply, Verdict
 
 if TYPE_CHECKING:
@@ -63,6 +67,8 @@ TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
 BUSY = Reply(451, "4.3.2", "Too many large messages at once, please try again later")
 
 Observer = Callable[[VerdictRecord], None]
+NO_QUEUE_ID = "NOQUEUE"  # as Postfix writes a message without one
+log = logging.getLogger("trustmilter.engine")
 
 
 def envelope_address(text: str) -> str:
@@ -161,9 +167,12 @@ class Transaction:
         facts = self._facts(message)
         results = self._run(facts, LATE_STAGES, self._ledger.accepted)
         verdict = evaluate(self.app.policy, results)
-        record = self._report(queue_id, verdict, results, "eom")
         disposition = Disposition.of(verdict.action)
-        if disposition not in (Disposition.ACCEPT, Disposition.QUARANTINE):
+        delivered = disposition in (Disposition.ACCEPT, Disposition.QUARANTINE)
+        if delivered:
+            self._apply_effects(results, queue_id)
+        record = self._report(queue_id, verdict, results, "eom")
+        if not delivered:
             return MessageOutcome(disposition, verdict.reply, record)
         edits = header_edits(self.app, message, results, verdict.headers)
         return MessageOutcome(
@@ -197,6 +206,21 @@ class Transaction:
         return Disposition.of(action), reply
 
     # --- helpers ----------------------------------------------------------
+
+    def _apply_effects(self, results: Results, queue_id: str) -> None:
+        """Write what the checks asked to remember (state/effects.py): once, after the
+        verdict, for delivered mail only. A store that fails costs the memory,
+        not the message: one warning line."""
+        store = self.app.state
+        if store is None:
+            return
+        for result in results.all():
+            for effect in result.effects:
+                try:
+                    effect.apply(store)
+                except StateError as error:
+                    log.warning("%s: %s: %s not remembered: %s", queue_id or NO_QUEUE_ID,
+                                result.check, effect.describe(), error)
 
     def _pass(self, message: Message, queue_id: str) -> MessageOutcome:
         """Our own users and hosts: no trust checks, but forgeries still go (RFC 8601 §5)."""
