@@ -122,6 +122,14 @@ def test_client_completes_conversations_with_a_null_milter(milters, corpus, name
     for message in corpus.messages[:10]:
         outcome = client.converse(message)
         assert (outcome.action, outcome.stage, outcome.modifications) == ("accept", "eom", ())
+        # Every reply is recorded: one per step the milter answers, the final one last.
+        stages = [stage for stage, _cmd, _fields in outcome.replies]
+        if name == "null-all":
+            assert stages.count("header") == len(split_message(message.raw, False)[0])
+            assert stages.count("rcpt") == len(message.rcpts)
+        else:
+            assert "header" not in stages and "body" not in stages
+        assert outcome.replies[-1][:2] == ("eom", c.SMFIR_ACCEPT)
 
 
 def test_trustmilter_gives_the_verdicts_the_corpus_is_built_for(milters, corpus):
@@ -144,9 +152,14 @@ def test_trustmilter_gives_the_verdicts_the_corpus_is_built_for(milters, corpus)
     assert forged.stage == "eom"
     assert forged.quarantine or forged.action == "reject", forged
 
-    gone = client.converse(first(corpus, "nxdomain"))
+    gone_message = first(corpus, "nxdomain")
+    gone = client.converse(gone_message)
     assert (gone.action, gone.stage) == ("reject", "rcpt")
     assert gone.reply.startswith("550 5.1.8"), gone.reply
+    # Each recipient's refusal is in the replies, not only the first one.
+    refusals = [fields["smtpcode"] for stage, cmd, fields in gone.replies
+                if stage == "rcpt" and cmd == c.SMFIR_REPLYCODE]
+    assert refusals == ["550"] * len(gone_message.rcpts)
 
 
 def test_measure_reports_figures_for_both_milters(milters, corpus):

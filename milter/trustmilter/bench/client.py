@@ -88,6 +88,10 @@ class Outcome:
     quarantine: str = ""  # the reason, when the milter asked to quarantine
     # End-of-message modifications: (reply code, fields) in the order received.
     modifications: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # Every reply the milter sent, in order, as (stage, reply code, fields): the
+    # CONTINUEs and each recipient's answer too, which `action` sums up
+    # (tools/compare_commits.py compares them between two commits).
+    replies: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
     def headers(self, name: str) -> list[str]:
         """Values of headers named `name` that the milter added or inserted."""
@@ -251,12 +255,14 @@ def _decode_optneg(payload: bytes) -> Negotiated:
     return Negotiated(version, actions, protocol, tuple(symlists))
 
 
-def _final(cmd: str, fields: dict[str, Any], stage: str) -> Outcome:
+def _final(cmd: str, fields: dict[str, Any], stage: str,
+           replies: list[tuple[str, str, dict[str, Any]]]) -> Outcome:
     if cmd == c.SMFIR_REPLYCODE:
         code = fields["smtpcode"]
         reply = f"{code}{fields['space']}{fields['text']}".rstrip()
-        return Outcome("tempfail" if code.startswith("4") else "reject", stage, reply)
-    return Outcome(_NAMES[cmd], stage)
+        return Outcome("tempfail" if code.startswith("4") else "reject", stage, reply,
+                       replies=tuple(replies))
+    return Outcome(_NAMES[cmd], stage, replies=tuple(replies))
 
 
 class MilterClient:
@@ -320,14 +326,16 @@ class MilterClient:
     def _play(self, conn: _Connection, steps: list[_Step]) -> Outcome:
         rcpts_total = sum(1 for step in steps if step.stage == "rcpt")
         rcpts_refused: list[Outcome] = []
+        replies: list[tuple[str, str, dict[str, Any]]] = []
         skip_body = False
         for step in steps:
             if skip_body and step.stage == "body":
                 continue
             conn.sock.sendall(step.data)
             if step.stage == "eom":
-                return self._end_of_message(conn)
+                return self._end_of_message(conn, replies)
             cmd, fields = conn.reply()
+            replies.append((step.stage, cmd, fields))
             if cmd == c.SMFIR_CONTINUE:
                 continue
             if cmd == c.SMFIR_SKIP and step.stage == "body":
@@ -335,21 +343,25 @@ class MilterClient:
                 continue
             if cmd not in _FINAL:
                 raise MilterProtocolError(f"reply {cmd!r} not allowed after {step.stage}")
-            outcome = _final(cmd, fields, step.stage)
+            outcome = _final(cmd, fields, step.stage, replies)
             if step.stage == "rcpt" and outcome.action in ("reject", "tempfail"):
                 # Only this recipient is refused; the transaction goes on if any is left.
                 rcpts_refused.append(outcome)
                 if len(rcpts_refused) == rcpts_total:
-                    return rcpts_refused[0]
+                    first = rcpts_refused[0]
+                    return Outcome(first.action, first.stage, first.reply,
+                                   replies=tuple(replies))
                 continue
             return outcome
         raise MilterProtocolError("conversation ended without end of message")
 
-    def _end_of_message(self, conn: _Connection) -> Outcome:
+    def _end_of_message(self, conn: _Connection,
+                        replies: list[tuple[str, str, dict[str, Any]]]) -> Outcome:
         modifications: list[tuple[str, dict[str, Any]]] = []
         quarantine = ""
         while True:
             cmd, fields = conn.reply()
+            replies.append(("eom", cmd, fields))
             if cmd in _EOM_ACTIONS:
                 modifications.append((cmd, fields))
                 if cmd == c.SMFIR_QUARANTINE:
@@ -357,6 +369,6 @@ class MilterClient:
                 continue
             if cmd not in _FINAL and cmd != c.SMFIR_CONTINUE:
                 raise MilterProtocolError(f"reply {cmd!r} not allowed at end of message")
-            outcome = _final(cmd, fields, "eom")
+            outcome = _final(cmd, fields, "eom", replies)
             return Outcome(outcome.action, "eom", outcome.reply, quarantine,
-                           tuple(modifications))
+                           tuple(modifications), tuple(replies))
