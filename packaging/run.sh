@@ -45,10 +45,10 @@ main() {
     if [ -z "$socket" ]; then
         socket=$("$bin/python" -c '
 import sys
-from trustmilter.policy.load import PolicyError, load_policy
+from trustmilter.config.load import ConfigError, load_settings
 try:
-    print(load_policy(sys.argv[1]).milter.socket)
-except (PolicyError, OSError) as error:
+    print(load_settings(sys.argv[1]).milter.socket)
+except (ConfigError, OSError) as error:
     sys.exit(f"run.sh: {error}")
     ' "$policy")
     fi

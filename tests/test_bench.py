@@ -35,7 +35,7 @@ from trustmilter.bench.run import (
     tree_pids,
 )
 from trustmilter.cli import main
-from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.config.socket import parse_socket
 from trustmilter.testing.dnsserver import DnsTestServer
 
 # No reply to headers, end of headers and body; no DATA or unknown-command events.

@@ -27,7 +27,7 @@ from trustmilter.bench.client import MilterClient
 from trustmilter.bench.corpus import BenchMessage
 from trustmilter.config.daemon import MetricsConfig, MilterConfig
 from trustmilter.config.settings import Settings
-from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.config.socket import parse_socket
 from trustmilter.testing.daemon import DaemonProcess, free_port
 
 ZONE = """

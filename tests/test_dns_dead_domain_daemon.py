@@ -24,7 +24,7 @@ import pytest
 from keys import message
 from trustmilter.bench.client import MilterClient, Outcome
 from trustmilter.bench.corpus import BenchMessage, make_corpus
-from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.config.socket import parse_socket
 from trustmilter.testing.daemon import DaemonProcess, write_policy
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.config.socket import parse_socket
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGING = ROOT / "packaging"

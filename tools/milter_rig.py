@@ -34,7 +34,7 @@ from pathlib import Path
 from trustmilter.bench.client import MilterClient, MilterProtocolError, Negotiated
 from trustmilter.bench.corpus import Corpus, make_corpus
 from trustmilter.bench.run import tree_pids
-from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.config.socket import parse_socket
 from trustmilter.testing.daemon import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -35,7 +35,7 @@ from typing import Any
 from miltertest import codec
 from miltertest import constants as c
 from trustmilter.bench.corpus import BenchMessage
-from trustmilter.daemon.socketspec import SocketSpec
+from trustmilter.config.socket import SocketSpec
 
 MILTER_VERSION = 6
 # Postfix offers these actions and these skippable steps with milter_protocol = 6.

@@ -30,7 +30,7 @@ from typing import Any
 
 import Milter
 
-from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.config.socket import parse_socket
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ from trustmilter.bench.client import MilterClient, MilterProtocolError, Negotiat
 from trustmilter.bench.corpus import Corpus, make_corpus
 from trustmilter.bench.options import BenchOptions
 from trustmilter.config.load import load_settings
-from trustmilter.daemon.socketspec import SocketSpec, parse_socket
+from trustmilter.config.socket import SocketSpec, parse_socket
 from trustmilter.daemon.verdictlog import parse_verdict_line
 from trustmilter.testing.dnsserver import DnsTestServer
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from trustmilter.config.errors import InvalidField
-from trustmilter.daemon.socketspec import parse_socket
+from trustmilter.config.socket import parse_socket
 from trustmilter.policy.rules import ReplyConfig
 
 

@@ -26,6 +26,7 @@ from trustmilter.app import App
 from trustmilter.checks import StartupError
 from trustmilter.config.load import ConfigError, load_settings
 from trustmilter.config.settings import Settings
+from trustmilter.config.socket import SocketSpec, parse_socket
 from trustmilter.daemon import callbacks
 from trustmilter.daemon.adapter import TrustMilter
 from trustmilter.daemon.apps import AppHolder, build_app
@@ -33,7 +34,6 @@ from trustmilter.daemon.logsetup import setup_logging
 from trustmilter.daemon.metrics import Metrics, NullMetrics
 from trustmilter.daemon.session import SmtpSession
 from trustmilter.daemon.sharedmetrics import SharedMetricsDir
-from trustmilter.daemon.socketspec import SocketSpec, parse_socket
 from trustmilter.daemon.workers import Keeper, ServingPolicy, start_keeper
 from trustmilter.pipeline import PipelineError
 from trustmilter.state.base import StateError, StateStore
