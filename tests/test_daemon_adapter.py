@@ -23,14 +23,9 @@ from trustmilter.daemon.apps import AppHolder, build_app
 from trustmilter.daemon.metrics import NullMetrics
 from trustmilter.daemon.session import SmtpSession
 from trustmilter.model import Message
+from zones import GOOD_SENDER
 
-ZONE = """
-example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
-example.com.               300 IN MX  10 mail.example.com.
-example.com.               300 IN A   192.0.2.10
-mail.example.com.          300 IN A   192.0.2.10
-10.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.
-_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject"
+ZONE = GOOD_SENDER + """
 $NXDOMAIN nowhere.example.net.
 """
 

@@ -22,15 +22,9 @@ from trustmilter.daemon.session import ErrorAnswer, SmtpSession
 from trustmilter.daemon.verdictlog import parse_verdict_line
 from trustmilter.engine import Disposition, MessageOutcome, Refusal
 from trustmilter.model import Message
+from zones import GOOD_SENDER
 
-ZONE = """
-example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
-example.com.               300 IN MX  10 mail.example.com.
-example.com.               300 IN A   192.0.2.10
-mail.example.com.          300 IN A   192.0.2.10
-10.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.
-_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject"
-"""
+ZONE = GOOD_SENDER
 LARGE = "milter: {spool_memory_limit: 1000, large_message_slots: 1, message_timeout: 1.0}\n"
 
 

@@ -40,16 +40,11 @@ from smtp_helpers import Outcome, send_one
 from trustmilter.testing.daemon import DaemonProcess, Verdict, write_policy
 from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.testing.postfix import PostfixInstance
+from zones import GOOD_SENDER
 
 AUTHSERV_ID = "mx.example.org"
 SUPPORT = "support@example.org"
-ZONE = """
-example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
-example.com.               300 IN MX  10 mail.example.com.
-example.com.               300 IN A   192.0.2.10
-mail.example.com.          300 IN A   192.0.2.10
-10.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.
-_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject"
+ZONE = GOOD_SENDER + """
 example.org.               300 IN MX  10 mx.example.org.
 mx.example.org.            300 IN A   198.51.100.25
 """ + key_zone(rsa_key(1024), "sel", "example.com")

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trustmilter.policy.model import Policy
 from trustmilter.testing.daemon import DaemonProcess, free_port, write_policy
 from trustmilter.testing.dnsserver import DnsTestServer
+from zones import GOOD_SENDER
 
 MILTERTEST = shutil.which("miltertest")
 pytestmark = pytest.mark.skipif(
@@ -41,13 +42,7 @@ SCRIPTS = Path(__file__).parent / "miltertest"
 AUTHSERV_ID = "mx.example.org"
 SCRIPT_TIMEOUT = 60.0
 
-ZONE = """
-example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
-example.com.               300 IN MX  10 mail.example.com.
-example.com.               300 IN A   192.0.2.10
-mail.example.com.          300 IN A   192.0.2.10
-10.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.
-_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject"
+ZONE = GOOD_SENDER + """
 example.net.               300 IN TXT "v=spf1 ip4:192.0.2.20 -all"
 example.net.               300 IN A   192.0.2.20
 _dmarc.example.net.        300 IN TXT "v=DMARC1; p=quarantine"
