@@ -40,7 +40,7 @@ from trustmilter.checks.automation import report_type
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
 from trustmilter.config.errors import InvalidField
 from trustmilter.domains import is_host_name
-from trustmilter.mail.addresses import parse_address_list
+from trustmilter.mail.addresses import first_address
 from trustmilter.mail.text import clip
 from trustmilter.model import Message, is_field_name
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
@@ -94,13 +94,6 @@ def may_be_bounce(mail_from: str, message: Message) -> bool:
     if any(report_type(value) is not None for value in message.header_values("Content-Type")):
         return True
     return any(m.local.lower() in DAEMON_LOCAL_PARTS for m in message.from_mailboxes)
-
-
-def returned_sender(from_field: str | None) -> str:
-    """The first mailbox of the returned message's From (RFC 3462 §2: the
-    message part of a report), by the same parser as every other From."""
-    mailboxes = parse_address_list(from_field or "").mailboxes
-    return mailboxes[0].address if mailboxes else ""
 
 
 Origin = Literal["own", "foreign", "unknown"]
@@ -232,7 +225,7 @@ class BounceCheck(BaseCheck[Config]):
                     status=recipient.status or "",
                     cause=recipient.cause.value,
                     reporting_mta=clip(bounce.reporting_mta or "", 255),
-                    sender=clip(returned_sender(returned.from_) if returned else "", 320),
+                    sender=clip(first_address(returned.from_ or "") if returned else "", 320),
                     message_id=clip((returned.message_id or "") if returned else "", 255),
                     diagnostic=clip(recipient.diagnostic or "", 300),
                     client=str(ctx.connection.ip),

@@ -87,6 +87,13 @@ def normalise_address(address: str) -> str:
     return envelope_address(address).lower()
 
 
+def first_address(value: str) -> str:
+    """The first mailbox's local@domain in an address field, as written, or ''
+    (for fields read whole elsewhere, like a returned message's From)."""
+    mailboxes = parse_address_list(value).mailboxes
+    return mailboxes[0].address if mailboxes else ""
+
+
 def _tokens(value: str) -> tuple[list[Token], list[str]]:
     """Split an address field into RFC 5322 §3.2 tokens; comments are dropped."""
     tokens: list[Token] = []
