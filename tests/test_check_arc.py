@@ -142,9 +142,11 @@ def test_read_sealer_results_requires_this_from_domain():
     assert read_sealer_results(FORWARDER, 1, "i=1; garbage(((", "example.org", org) is None
 
 
-def test_a_from_nested_too_deeply_has_no_author_domain() -> None:
-    """The stdlib's address parser recurses per comment level; thousands of
-    "(" used to raise RecursionError out of the ARC check."""
+def test_a_from_nested_deeply_has_its_author_domain() -> None:
+    """The stdlib's address parser recursed per comment level; thousands of
+    "(" raised RecursionError out of the ARC check, then left no author. Comments
+    nest and mean nothing (RFC 5322 §3.2.2): the author is example.com."""
     raw = b"From: " + b"(" * 5000 + b"x" + b")" * 5000 + b" <a@example.com>\r\n\r\nx"
-    assert arc._author(Message(raw)) == ""
+    assert arc._author(Message(raw)) == "example.com"
+    assert arc._author(Message(b"From: a@example.com, b@example.net\r\n\r\nx")) == ""
     assert arc._author(Message(b"From: Alice <alice@example.com>\r\n\r\nx")) == "example.com"

@@ -8,7 +8,8 @@ import pytest
 
 from helpers import make_ctx
 from trustmilter.checks import headers
-from trustmilter.checks.headers import HeadersCheck, parse_address_list
+from trustmilter.checks.headers import HeadersCheck
+from trustmilter.mail.addresses import parse_address_list
 from trustmilter.results import Outcome
 
 GOOD = {

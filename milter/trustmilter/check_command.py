@@ -27,7 +27,6 @@ from typing import Any
 from trustmilter.app import App
 from trustmilter.authresults import build_header_value
 from trustmilter.checks import StartupError
-from trustmilter.checks.headers import parse_address_list
 from trustmilter.command_support import CommandFailure, policy_from
 from trustmilter.config.settings import Settings
 from trustmilter.domains import DomainTools
@@ -35,6 +34,7 @@ from trustmilter.engine import Client, MessageOutcome, Refusal, Transaction, Ver
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.fixture import Fixture, FixtureError, FixtureResolver, RecordingResolver
 from trustmilter.lookup.resolver import build_resolver
+from trustmilter.mail.addresses import AddressList, envelope_address
 from trustmilter.model import Message
 from trustmilter.pipeline import PipelineError
 from trustmilter.state.memory import MemoryStore
@@ -234,32 +234,24 @@ def _envelope(args: argparse.Namespace, message: Message) -> Envelope:
         sender, sender_source = args.mail_from, "--mail-from"
     elif (return_path := message.header("Return-Path")) is not None:
         sender, sender_source = return_path, "Return-Path"
-    elif (author := _first_address(message.header_values("From"))) is not None:
-        sender, sender_source = author, "From"
+    elif message.from_mailboxes:
+        sender, sender_source = message.from_mailboxes[0].address, "From"
     else:
         sender, sender_source = "", "none"
     if args.rcpt:
         recipients, recipients_source = tuple(args.rcpt), "--rcpt"
     else:
-        found = _addresses(message.header_values("To") + message.header_values("Cc"))
+        found = _addresses(message.address_lists("To") + message.address_lists("Cc"))
         recipients, recipients_source = (found, "To/Cc") if found else ((), "none")
     if not recipients:
         raise CommandFailure("no recipient: give --rcpt (the message has no To or Cc address)")
-    return Envelope(sender.strip().strip("<>"), sender_source, recipients, recipients_source)
+    return Envelope(envelope_address(sender), sender_source, recipients, recipients_source)
 
 
-def _addresses(values: list[str]) -> tuple[str, ...]:
-    found: list[str] = []
-    for value in values:
-        for mailbox in parse_address_list(value).mailboxes:
-            if mailbox.address and mailbox.address not in found:
-                found.append(mailbox.address)
+def _addresses(lists: tuple[AddressList, ...]) -> tuple[str, ...]:
+    """Each mailbox's address once, in order of appearance."""
+    found = dict.fromkeys(mailbox.address for parsed in lists for mailbox in parsed.mailboxes)
     return tuple(found)
-
-
-def _first_address(values: list[str]) -> str | None:
-    found = _addresses(values)
-    return found[0] if found else None
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -8,13 +8,14 @@ maintained `publicsuffixlist` package; nothing here keeps its own copy.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import ipaddress
 import re
 from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
+
+from trustmilter.mail.addresses import envelope_address
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -82,20 +83,9 @@ def parse_ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
         return None
 
 
-def addresses_in(fields: list[str]) -> list[str] | None:
-    """The addresses of address-list header fields (email.utils.getaddresses), or
-    None when the stdlib cannot read them: it recurses once per comment level,
-    and thousands of nested "(" (RFC 5322 allows nesting; no real sender needs
-    that much) exceed Python's recursion limit."""
-    try:
-        return [address for _name, address in email.utils.getaddresses(fields)]
-    except RecursionError:
-        return None
-
-
 def domain_of(address: str) -> str:
     """The domain part of an address (``<a@b.example>`` too), lower-cased; '' if none."""
-    address = address.strip().strip("<>")
+    address = envelope_address(address)
     if "@" not in address:
         return ""
     return normalise(address.rsplit("@", 1)[1])

@@ -3,7 +3,10 @@
 These are plain values collected by the milter adapter (or by
 ``trustmilter check`` from the command line). They hold no logic beyond
 tolerant parsing: a message with broken headers still yields a Message,
-and the `headers` check reports what is wrong with it.
+and the `headers` check reports what is wrong with it. What several
+checks read is parsed here once and shared: the envelope's addresses are
+normalised when an Envelope is made, a message's address fields the
+first time a check asks (`Message.address_lists`, `from_mailboxes`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message as EmailMessage
 from functools import cached_property
+
+from trustmilter.mail.addresses import AddressList, Mailbox, envelope_address, parse_address_list
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -43,10 +48,26 @@ class Connection:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """MAIL FROM and RCPT TO; `mail_from` is '' for the null sender (bounces)."""
+    """MAIL FROM and RCPT TO without angle brackets; `mail_from` is '' for the
+    null sender (bounces).
+
+    The addresses stay strings: the MTA has checked their RFC 5321 syntax,
+    and policy, rate keys and the verdict line use them whole. They are
+    normalised here, once, whoever builds the envelope (the engine, the
+    `check` command, a test), so no check strips "<>" again.
+    """
 
     mail_from: str = ""
     rcpt_to: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mail_from", envelope_address(self.mail_from))
+        object.__setattr__(self, "rcpt_to", tuple(map(envelope_address, self.rcpt_to)))
+
+    @property
+    def null_sender(self) -> bool:
+        """MAIL FROM:<> (RFC 5321 §4.5.5): a notification, such as a bounce."""
+        return not self.mail_from
 
 
 class Message:
@@ -101,6 +122,32 @@ class Message:
         """The first value of header `name`, or None."""
         values = self.header_values(name)
         return values[0] if values else None
+
+    @cached_property
+    def _address_lists(self) -> dict[str, tuple[AddressList, ...]]:
+        return {}
+
+    def address_lists(self, name: str) -> tuple[AddressList, ...]:
+        """Each `name` field (From, Sender, Reply-To, To, Cc...) parsed as an
+        RFC 5322 §3.4 address-list, in order; parsed once per message, so every
+        check reads the same mailboxes from the same field."""
+        key = name.lower()
+        cache = self._address_lists
+        parsed = cache.get(key)
+        if parsed is None:
+            parsed = tuple(parse_address_list(value) for value in self.header_values(key))
+            cache[key] = parsed  # a concurrent reader at worst parses it again
+        return parsed
+
+    @property
+    def from_lists(self) -> tuple[AddressList, ...]:
+        """Each From field, parsed (RFC 5322 §3.6.2 wants exactly one)."""
+        return self.address_lists("From")
+
+    @cached_property
+    def from_mailboxes(self) -> tuple[Mailbox, ...]:
+        """The mailboxes of every From field, in order (possibly none)."""
+        return tuple(mailbox for parsed in self.from_lists for mailbox in parsed.mailboxes)
 
     @cached_property
     def parsed(self) -> EmailMessage:

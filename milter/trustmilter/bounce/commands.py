@@ -36,6 +36,7 @@ from trustmilter.command_support import (
     utc,
 )
 from trustmilter.i18n import N_, translator
+from trustmilter.mail.addresses import normalise_address
 from trustmilter.state.base import HardBounce
 
 
@@ -153,7 +154,7 @@ def _bounces(args: argparse.Namespace, now: float) -> None:
                    [_bounce_line(record) for record in records]
                    or ["no hard bounces recorded"])
             return
-        address = args.address.strip().strip("<>").lower()
+        address = normalise_address(args.address)
         if not store.forget_bounce(address):
             raise CommandFailure(f"{address}: no hard bounce recorded for this address")
         output(args, {"forgotten": address}, [f"{address}: forgotten"])

@@ -14,7 +14,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from email.message import Message
-from email.utils import parseaddr
 from enum import StrEnum
 from typing import Any
 
@@ -29,6 +28,7 @@ from trustmilter.bounce.dsn import (
 from trustmilter.bounce.heuristics import TextReport, read_text
 from trustmilter.bounce.status import StatusMeaning, describe, find_basic
 from trustmilter.i18n import N_
+from trustmilter.mail.addresses import first_address
 
 log = logging.getLogger(__name__)
 
@@ -289,13 +289,13 @@ def _sender_mta(message: Message) -> tuple[str | None, str | None]:
         match = re.search(r"\bby\s+([A-Za-z0-9.-]+\.[A-Za-z]{2,})", str(received))
         if match:
             return match.group(1).lower(), "Received"
-    domain = parseaddr(str(message.get("From", "")))[1].rpartition("@")[2]
+    domain = first_address(str(message.get("From", ""))).rpartition("@")[2]
     return (domain.lower(), "From") if domain else (None, None)
 
 
 def _looks_automated(message: Message) -> bool:
     """A null-sender mail from a mailer daemon with a failure subject (RFC 5321 §4.5.5)."""
-    sender = parseaddr(str(message.get("From", "")))[1].lower()
+    sender = first_address(str(message.get("From", ""))).lower()
     subject = str(message.get("Subject", "")).lower()
     daemon = sender.startswith(("mailer-daemon@", "postmaster@")) or "mailer-daemon" in sender
     words = ("undeliver", "delivery status", "delivery failure", "returned mail",
@@ -306,7 +306,7 @@ def _looks_automated(message: Message) -> bool:
 def _domain(address: str | None) -> str | None:
     if not address:
         return None
-    domain = parseaddr(address)[1].rpartition("@")[2].strip(".").lower()
+    domain = first_address(address).rpartition("@")[2].strip(".").lower()
     return domain or None
 
 

@@ -41,7 +41,7 @@ from trustmilter.authresults import parse_core_header_value
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.dmarc import aligned
 from trustmilter.compat.dkimpy import DkimpyLog, rfc822_parse, verifier
-from trustmilter.domains import addresses_in, domain_of, normalise
+from trustmilter.domains import domain_of, normalise
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.model import Message
 from trustmilter.results import AuthMethod, CheckResult, Finding, Outcome
@@ -150,10 +150,9 @@ def oldest_pass(ams_valid: Sequence[tuple[int, bool]]) -> int:
 
 def _author(message: Message) -> str:
     """The single From domain, or '' when there is none or several."""
-    fields = message.header_values("From")
-    if len(fields) != 1:
+    if len(message.from_lists) != 1:
         return ""
-    domains = {domain_of(a) for a in addresses_in(fields) or ()} - {""}
+    domains = {m.domain_name for m in message.from_mailboxes} - {""}
     return domains.pop() if len(domains) == 1 else ""
 
 

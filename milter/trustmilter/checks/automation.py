@@ -34,8 +34,8 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
-from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.config.errors import InvalidField
+from trustmilter.mail.text import clip
 from trustmilter.model import Message
 from trustmilter.results import CheckResult, Finding, Outcome
 
@@ -83,8 +83,7 @@ class Config:
 
 
 def local_part(address: str) -> str:
-    """The local part of an address ('' for the null sender)."""
-    address = address.strip().strip("<>")
+    """The local part of an envelope address or a mailbox ('' for the null sender)."""
     return address.rpartition("@")[0] if "@" in address else address
 
 
@@ -154,12 +153,7 @@ def message_findings(
 ) -> list[Finding]:
     """Every automation finding the message header gives."""
     findings: list[Finding] = []
-    noreply = [
-        m.address
-        for value in message.header_values("From")
-        for m in parse_address_list(value).mailboxes
-        if is_noreply(m.address, patterns)
-    ]
+    noreply = [m.address for m in message.from_mailboxes if is_noreply(m.address, patterns)]
     if noreply:
         findings.append(Finding("auto.noreply_sender", f"From {clip(', '.join(noreply))}"))
     headers = message.headers
@@ -212,9 +206,9 @@ class AutomationSenderCheck(BaseCheck[Config]):
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Classify MAIL FROM."""
-        sender = ctx.envelope.mail_from.strip().strip("<>")
+        sender = ctx.envelope.mail_from
         findings = []
-        if not sender:
+        if ctx.envelope.null_sender:
             # RFC 5321 §4.5.5: notifications (bounces) use the null reverse-path.
             findings.append(Finding("auto.bounce", "null sender"))
         elif is_noreply(sender, self.patterns):

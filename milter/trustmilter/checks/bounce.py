@@ -34,15 +34,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from typing import ClassVar, Literal
 
 from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
 from trustmilter.checks.automation import report_type
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
-from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.config.errors import InvalidField
 from trustmilter.domains import is_host_name
+from trustmilter.mail.addresses import first_address
+from trustmilter.mail.text import clip
 from trustmilter.model import Message, is_field_name
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
 from trustmilter.state.base import HardBounce
@@ -91,17 +91,11 @@ class Config:
 
 def may_be_bounce(mail_from: str, message: Message) -> bool:
     """Cheap test before the body is parsed: could this message be a bounce at all?"""
-    if not mail_from.strip("<> "):
+    if not mail_from:  # the null sender (RFC 5321 §4.5.5)
         return True
-    for name, value in message.headers:
-        lower = name.lower()
-        if lower == "content-type" and report_type(value) is not None:
-            return True
-        if lower == "from":
-            for mailbox in parse_address_list(value).mailboxes:
-                if mailbox.local.lower() in DAEMON_LOCAL_PARTS:
-                    return True
-    return False
+    if any(report_type(value) is not None for value in message.header_values("Content-Type")):
+        return True
+    return any(m.local.lower() in DAEMON_LOCAL_PARTS for m in message.from_mailboxes)
 
 
 Origin = Literal["own", "foreign", "unknown"]
@@ -232,7 +226,7 @@ class BounceCheck(BaseCheck[Config]):
                 status=recipient.status or "",
                 cause=recipient.cause.value,
                 reporting_mta=clip(bounce.reporting_mta or "", 255),
-                sender=clip(parseaddr(returned.from_ or "")[1] if returned else "", 320),
+                sender=clip(first_address(returned.from_ or "") if returned else "", 320),
                 message_id=clip((returned.message_id or "") if returned else "", 255),
                 diagnostic=clip(recipient.diagnostic or "", 300),
                 client=str(ctx.connection.ip),

@@ -46,7 +46,7 @@ from typing import ClassVar
 
 from trustmilter.checks import dkim, spf
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
-from trustmilter.domains import DomainTools, addresses_in, domain_of, normalise
+from trustmilter.domains import DomainTools, normalise
 from trustmilter.lookup import DnsAnswer, DnsStatus, Resolver
 from trustmilter.memo import remembered_when
 from trustmilter.model import Message
@@ -175,20 +175,17 @@ def sampled_in(pct: int, author: str, message_id: str) -> bool:
 
 
 def author_domains(message: Message) -> list[str] | str:
-    """The RFC5322.From domains (§6.6.1), or the reason there is no usable one."""
-    fields = message.header_values("From")
+    """The RFC5322.From domains (§6.6.1), or the reason there is no usable one.
+
+    The mailboxes are the message's one parse of its From, the same the
+    loop, names and automation checks read: DMARC cannot judge an author
+    other than the one they see."""
+    fields = message.from_lists
     if len(fields) != 1:
         return "no From field" if not fields else f"{len(fields)} From fields"
     # Distinct domains in order of appearance: a dict, not `in` on a list, which
     # was quadratic in a From of thousands of domains (100 KB: 0.24 s).
-    addresses = addresses_in(fields)
-    if addresses is None:
-        return "From field nested too deeply to parse"
-    domains: dict[str, None] = {}
-    for address in addresses:
-        domain = domain_of(address)
-        if domain:
-            domains.setdefault(domain)
+    domains = dict.fromkeys(m.domain_name for m in message.from_mailboxes if m.domain_name)
     return list(domains) or "From field has no address with a domain"
 
 

@@ -24,9 +24,8 @@ skipped before the message is known. Findings:
   The same rule decides raw 8-bit text in the Subject.
 
 Every scan is linear in the message size: no backtracking regular
-expressions, and the address parser here (not email.headerregistry, whose
-parser is quadratic on long or unbalanced input) consumes its input once.
-`parse_address_list` is shared with the names check.
+expressions, and the address fields come from the message's parsed views
+(`Message.address_lists`, the one linear parser in mail/addresses.py).
 """
 
 from __future__ import annotations
@@ -40,23 +39,13 @@ from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
-from trustmilter.memo import remembered_when
+from trustmilter.mail.addresses import AddressList
+from trustmilter.mail.text import clip
+from trustmilter.model import Message
 from trustmilter.results import CheckResult, Finding, Outcome
 
 MAX_LINE_OCTETS = 998  # RFC 5322 §2.1.1, without the CRLF
-MAX_DETAIL = 120  # characters of header text quoted in a finding
 
-_SPACE = re.compile(r"\s+")
-# An atom here is any run of characters that are not RFC 5322 specials or
-# space; dots stay inside so dot-atoms come out whole.
-_ATOM = re.compile(r'[^\s"(),:;<>@\[\]\\]+')
-# Quoted-string / domain-literal bodies with backslash escapes, unrolled so
-# matching is linear.
-_QUOTED_BODY = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
-_LITERAL_BODY = re.compile(r"[^\]\\]*(?:\\.[^\]\\]*)*", re.DOTALL)
-_COMMENT_PIECE = re.compile(r"[^()\\]+|\\.|[()]|\\\Z", re.DOTALL)
-_SPECIALS = frozenset(",:;<>@")
-_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9_-]+\Z")
 # RFC 2047 §2 encoded-word; each part stops at the first "?" or space.
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -66,217 +55,6 @@ _SURROGATE = re.compile(r"[\udc80-\udcff]")
 @dataclass(frozen=True, slots=True)
 class Config:
     enabled: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Mailbox:
-    """One local@domain with its display name, as written."""
-
-    local: str
-    domain: str
-    display: str = ""
-
-    @property
-    def address(self) -> str:
-        return f"{self.local}@{self.domain}"
-
-
-@dataclass(frozen=True, slots=True)
-class AddressList:
-    """What `parse_address_list` found; `problems` is empty for a valid list."""
-
-    mailboxes: tuple[Mailbox, ...]
-    problems: tuple[str, ...]
-    groups: int = 0  # named groups, which may be empty ("undisclosed-recipients:;")
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-Token = tuple[str, str]  # (kind, text): kind is "atom", "quoted", "literal" or a special
-
-
-def clip(text: str, limit: int = MAX_DETAIL) -> str:
-    """`text` shortened for a finding's detail."""
-    text = _CONTROL.sub("?", text)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _tokens(value: str) -> tuple[list[Token], list[str]]:
-    """Split an address field into RFC 5322 §3.2 tokens; comments are dropped."""
-    tokens: list[Token] = []
-    problems: list[str] = []
-    i, end = 0, len(value)
-    while i < end:
-        char = value[i]
-        if char.isspace():
-            space = _SPACE.match(value, i)
-            i = space.end() if space else i + 1
-        elif char in _SPECIALS:
-            tokens.append((char, char))
-            i += 1
-        elif char == '"':
-            body = _QUOTED_BODY.match(value, i + 1)
-            assert body is not None  # the pattern matches the empty string
-            if body.end() >= end:
-                problems.append("unterminated quoted string")
-                break
-            tokens.append(("quoted", body.group()))
-            i = body.end() + 1
-        elif char == "[":
-            body = _LITERAL_BODY.match(value, i + 1)
-            assert body is not None
-            if body.end() >= end:
-                problems.append("unterminated domain literal")
-                break
-            tokens.append(("literal", "[" + body.group() + "]"))
-            i = body.end() + 1
-        elif char == "(":
-            i = _comment_end(value, i)
-            if i < 0:
-                problems.append("unterminated comment")
-                break
-        elif char in ")]\\":
-            problems.append(f"stray {char!r}")
-            i += 1
-        else:
-            atom = _ATOM.match(value, i)
-            assert atom is not None
-            tokens.append(("atom", atom.group()))
-            i = atom.end()
-    return tokens, problems
-
-
-def _comment_end(value: str, start: int) -> int:
-    """The index after the comment opening at `start` (comments nest, §3.2.2), or -1."""
-    depth = 0
-    for piece in _COMMENT_PIECE.finditer(value, start):
-        text = piece.group()
-        if text == "(":
-            depth += 1
-        elif text == ")":
-            depth -= 1
-            if depth == 0:
-                return piece.end()
-    return -1
-
-
-def _valid_domain(domain: str) -> bool:
-    """A dot-atom domain of non-empty labels (RFC 6532 U-labels allowed), or a literal."""
-    if domain.startswith("["):
-        return domain.endswith("]")
-    labels = domain.split(".")
-    return all(
-        label and (_DOMAIN_LABEL.match(label) or (not label.isascii() and
-                                                   not _SURROGATE.search(label)))
-        for label in labels
-    )
-
-
-def _addr_spec(tokens: list[Token], problems: list[str], display: str = "") -> Mailbox | None:
-    """local-part "@" domain (RFC 5322 §3.4.1), or None with a problem noted."""
-    text = "".join(t for _, t in tokens)
-    ats = [i for i, (kind, _) in enumerate(tokens) if kind == "@"]
-    if not ats:
-        problems.append(f"no @ in {clip(text)!r}")
-        return None
-    at = ats[-1]
-    local, domain = tokens[:at], tokens[at + 1 :]
-    if not local or any(kind not in ("atom", "quoted") for kind, _ in local):
-        problems.append(f"bad local part in {clip(text)!r}")
-        return None
-    if len(domain) != 1 or domain[0][0] not in ("atom", "literal") or not _valid_domain(
-        domain[0][1]
-    ):
-        problems.append(f"bad domain in {clip(text)!r}")
-        return None
-    return Mailbox("".join(t for _, t in local), domain[0][1], display)
-
-
-def _mailbox(item: list[Token], problems: list[str]) -> Mailbox | None:
-    """One name-addr or addr-spec (RFC 5322 §3.4)."""
-    kinds = [kind for kind, _ in item]
-    if "<" not in kinds:
-        return _addr_spec(item, problems)
-    left = kinds.index("<")
-    if ">" not in kinds[left:]:
-        problems.append("unclosed <")
-        return None
-    right = left + kinds[left:].index(">")
-    if item[right + 1 :]:
-        problems.append("text after >")
-    display = " ".join(t for _, t in item[:left])
-    inside = item[left + 1 : right]
-    colons = [i for i, (kind, _) in enumerate(inside) if kind == ":"]
-    if colons and inside[0][0] == "@":
-        inside = inside[colons[0] + 1 :]  # RFC 5322 §4.4 obs-route: ignored
-    if not inside:
-        problems.append("empty <>")
-        return None
-    return _addr_spec(inside, problems, display)
-
-
-# Address lists up to this long are remembered (several checks read each
-# message's From, and senders repeat); longer ones are parsed each time.
-MEMO_VALUE_CHARS = 512
-
-
-@remembered_when(lambda value: len(value) <= MEMO_VALUE_CHARS, maxsize=2048)
-def parse_address_list(value: str) -> AddressList:
-    """The mailboxes of an RFC 5322 §3.4 address-list (groups included), leniently.
-
-    Linear in len(value). Empty list elements and a group without its
-    closing ";" are tolerated (both are common and harmless); everything
-    else that is not an address is a problem.
-    """
-    tokens, problems = _tokens(value)
-    mailboxes: list[Mailbox] = []
-    item: list[Token] = []
-    in_angle = in_group = False
-    groups = 0
-
-    def finish() -> None:
-        if item:
-            mailbox = _mailbox(item, problems)
-            if mailbox is not None:
-                mailboxes.append(mailbox)
-            item.clear()
-
-    for token in tokens:
-        kind = token[0]
-        if kind == "<":
-            if in_angle:
-                problems.append("nested <")
-            in_angle = True
-            item.append(token)
-        elif kind == ">":
-            if not in_angle:
-                problems.append("stray >")
-            in_angle = False
-            item.append(token)
-        elif in_angle:
-            item.append(token)
-        elif kind == ":":
-            # group = display-name ":" [group-list] ";" (RFC 5322 §3.4)
-            if in_group or not item:
-                problems.append("misplaced :")
-            item.clear()
-            in_group = True
-            groups += 1
-        elif kind == ";":
-            if not in_group:
-                problems.append("stray ;")
-            finish()
-            in_group = False
-        elif kind == ",":
-            finish()
-        else:
-            item.append(token)
-    if in_angle:
-        problems.append("unclosed <")
-    finish()
-    return AddressList(tuple(mailboxes), tuple(problems), groups)
 
 
 def longest_line(raw: bytes) -> tuple[int, int]:
@@ -339,16 +117,17 @@ def date_problem(value: str) -> str:
     return ""
 
 
-def _address_findings(name: str, field: str, values: list[str]) -> list[Finding]:
+def _address_findings(name: str, field: str, parsed: tuple[AddressList, ...],
+                      values: list[str]) -> list[Finding]:
     """The `name` finding when a To/Reply-To field is repeated, empty or unparseable."""
-    if len(values) > 1:
-        return [Finding(name, f"{len(values)} {field} fields")]  # RFC 5322 §3.6
-    if not values:
+    if len(parsed) > 1:
+        return [Finding(name, f"{len(parsed)} {field} fields")]  # RFC 5322 §3.6
+    if not parsed:
         return []
-    parsed = parse_address_list(values[0])
-    if not parsed.ok:
-        return [Finding(name, f"{clip(values[0])!r}: {parsed.problems[0]}")]
-    if not parsed.mailboxes and not parsed.groups:
+    only, value = parsed[0], values[0]
+    if not only.ok:
+        return [Finding(name, f"{clip(value)!r}: {only.problems[0]}")]
+    if not only.mailboxes and not only.groups:
         # §3.4: an address-list holds at least one address (a group counts).
         return [Finding(name, f"empty {field}")]
     return []
@@ -362,8 +141,9 @@ def _fields(headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return fields
 
 
-def header_findings(raw: bytes, headers: tuple[tuple[str, str], ...]) -> list[Finding]:
-    """Every finding for a message's raw bytes and its (name, value) header fields."""
+def header_findings(message: Message) -> list[Finding]:
+    """Every finding for a message's raw bytes and its header fields."""
+    raw, headers = message.raw, message.headers
     findings: list[Finding] = []
     nul = raw.find(b"\0")
     if nul >= 0:
@@ -377,8 +157,7 @@ def header_findings(raw: bytes, headers: tuple[tuple[str, str], ...]) -> list[Fi
         findings.append(Finding("headers.from_missing"))
     elif len(sender) > 1:
         findings.append(Finding("headers.from_multiple", f"{len(sender)} From fields"))
-    for value in sender:
-        parsed = parse_address_list(value)
+    for value, parsed in zip(sender, message.from_lists, strict=True):
         if not parsed.ok or not parsed.mailboxes:
             why = parsed.problems[0] if parsed.problems else "no mailbox"
             findings.append(Finding("headers.from_unparseable", f"{clip(value)!r}: {why}"))
@@ -395,9 +174,12 @@ def header_findings(raw: bytes, headers: tuple[tuple[str, str], ...]) -> list[Fi
         findings.append(Finding("headers.subject_malformed", f"{len(subjects)} Subject fields"))
     elif subjects and (problem := subject_problem(subjects[0])):
         findings.append(Finding("headers.subject_malformed", problem))
-    findings += _address_findings("headers.to_malformed", "To", fields.get("to", []))
     findings += _address_findings(
-        "headers.reply_to_malformed", "Reply-To", fields.get("reply-to", [])
+        "headers.to_malformed", "To", message.address_lists("To"), fields.get("to", [])
+    )
+    findings += _address_findings(
+        "headers.reply_to_malformed", "Reply-To", message.address_lists("Reply-To"),
+        fields.get("reply-to", []),
     )
     if not fields.get("message-id"):
         findings.append(Finding("headers.message_id_missing"))
@@ -434,7 +216,7 @@ class HeadersCheck(BaseCheck[Config]):
         message = ctx.message
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message yet")]
-        findings = tuple(header_findings(message.raw, message.headers))
+        findings = tuple(header_findings(message))
         if not findings:
             return [CheckResult(self.name, Outcome.PASS, "headers well-formed")]
         what = ", ".join(dict.fromkeys(f.name.removeprefix("headers.") for f in findings))

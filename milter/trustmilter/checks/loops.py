@@ -35,19 +35,15 @@ from types import MappingProxyType
 from typing import ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
-from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.config.errors import InvalidField
+from trustmilter.mail.addresses import normalise_address
+from trustmilter.mail.text import clip
 from trustmilter.model import Message, is_field_name
 from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
 
 RESULT = "loops"
 # The marker value: an authserv-id-like token (RFC 8601 §2.2), printable, no space.
 _MARKER_ID = re.compile(r"[\x21-\x7e]{1,253}\Z")
-
-
-def normalise_address(address: str) -> str:
-    """An address as policy compares it: no <>, no surrounding space, lower case."""
-    return address.strip().strip("<>").strip().lower()
 
 
 def _valid_address(address: str) -> bool:
@@ -112,11 +108,7 @@ class Config:
 
 def from_addresses(message: Message) -> list[str]:
     """The addresses of every From mailbox, as written (possibly none)."""
-    return [
-        mailbox.address
-        for value in message.header_values("From")
-        for mailbox in parse_address_list(value).mailboxes
-    ]
+    return [mailbox.address for mailbox in message.from_mailboxes]
 
 
 def received_count(message: Message) -> int:

@@ -37,10 +37,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
-from trustmilter.checks.headers import clip, parse_address_list
 from trustmilter.domains import ascii_name, domain_of, is_host_name, normalise
 from trustmilter.lookup.answer import DnsStatus
 from trustmilter.lookup.parallel import query_many
+from trustmilter.mail.text import clip
 from trustmilter.results import CheckResult, Finding, Outcome
 
 if TYPE_CHECKING:
@@ -158,10 +158,9 @@ class EnvelopeNamesCheck(BaseCheck[Config]):
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Judge the sender's domain."""
-        sender = ctx.envelope.mail_from.strip()
-        if not sender.strip("<>"):
+        if ctx.envelope.null_sender:
             return [skipped(RESULT, "null sender")]
-        domain = domain_of(sender)
+        domain = domain_of(ctx.envelope.mail_from)
         if not domain:
             return [skipped(RESULT, "the sender address has no domain")]
         states = judge_all(ctx.dns, [domain])
@@ -207,11 +206,7 @@ class HeaderNamesCheck(BaseCheck[Config]):
         message = ctx.message
         if message is None:
             return [skipped(RESULT, "no message yet")]
-        domains = [
-            mailbox.domain.lower()
-            for value in message.header_values("From")
-            for mailbox in parse_address_list(value).mailboxes
-        ]
+        domains = [mailbox.domain_name for mailbox in message.from_mailboxes]
         if not domains:
             return [skipped(RESULT, "no From mailbox with a domain")]
         states = judge_all(ctx.dns, domains)

@@ -46,8 +46,8 @@ from types import MappingProxyType
 from typing import ClassVar, Literal
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
-from trustmilter.checks.loops import normalise_address
 from trustmilter.config.errors import InvalidField
+from trustmilter.mail.addresses import normalise_address
 from trustmilter.model import Message
 from trustmilter.results import CheckResult, Finding, Outcome
 from trustmilter.state.base import StateError

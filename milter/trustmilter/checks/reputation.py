@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
-from trustmilter.checks.headers import clip
-from trustmilter.checks.loops import normalise_address
+from trustmilter.mail.addresses import normalise_address
+from trustmilter.mail.text import clip
 from trustmilter.results import CheckResult, Finding, Outcome
 from trustmilter.state.base import StateError, is_current
 

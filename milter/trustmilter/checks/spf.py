@@ -182,7 +182,7 @@ class SpfMailFromCheck(BaseCheck[Config]):
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Evaluate the envelope sender (postmaster@HELO for the null sender)."""
-        sender = ctx.envelope.mail_from.strip().strip("<>").strip()
+        sender = ctx.envelope.mail_from
         helo = (ctx.connection.helo or "").strip()
         if sender:
             local, _, domain_part = sender.rpartition("@")

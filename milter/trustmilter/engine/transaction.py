@@ -47,6 +47,7 @@ from trustmilter.engine.ledger import Ledger
 from trustmilter.engine.outcome import Disposition, MessageOutcome, Refusal
 from trustmilter.engine.record import VerdictRecord
 from trustmilter.engine.runner import CheckRunner
+from trustmilter.mail.addresses import envelope_address
 from trustmilter.model import Envelope, Facts, Message
 from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.finality import is_final
@@ -69,11 +70,6 @@ BUSY = Reply(451, "4.3.2", "Too many large messages at once, please try again la
 Observer = Callable[[VerdictRecord], None]
 NO_QUEUE_ID = "NOQUEUE"  # as Postfix writes a message without one
 log = logging.getLogger("trustmilter.engine")
-
-
-def envelope_address(text: str) -> str:
-    """An envelope address as the MTA gave it, without its angle brackets."""
-    return text.strip().strip("<>")
 
 
 class Transaction:

@@ -27,6 +27,7 @@ from trustmilter.command_support import (
     utc,
 )
 from trustmilter.config.settings import Settings
+from trustmilter.mail.addresses import normalise_address
 from trustmilter.quarantine.postfix import PostfixQueue
 from trustmilter.quarantine.review import (
     HeldMessage,
@@ -126,7 +127,7 @@ def _reputation(args: argparse.Namespace) -> None:
                         "reputations": [reputation_json(r, needed) for r in known]},
                  [_reputation_line(r, needed) for r in known] or ["nothing learned yet"])
             return
-        address = args.address.strip().strip("<>").lower()
+        address = normalise_address(args.address)
         if not store.forget(address):
             raise CommandFailure(f"{address}: nothing learned about this sender")
         output(args, {"forgotten": address}, [f"{address}: forgotten"])
