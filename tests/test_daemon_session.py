@@ -110,6 +110,7 @@ def test_large_messages_take_turns_and_a_message_with_no_slot_is_tempfailed(
     assert holder.large_messages.acquire(timeout=0)  # the slot came back; now it is taken
     try:
         started = time.monotonic()
+        caplog.clear()  # the first message's line, where an earlier test left INFO on
         with caplog.at_level(logging.INFO, logger="trustmilter.verdict"):
             busy = deliver(connected(holder), large)
         waited = time.monotonic() - started
@@ -137,6 +138,7 @@ def test_a_failed_no_reply_step_is_answered_on_error_at_the_next_answer(dns_serv
     assert session.mail_from("<alice@example.com>", {}, None) is None
     assert session.rcpt("<support@example.org>") is None
     session.record_failure("header")
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="trustmilter.verdict"):
         answer = session.end_of_message("QID")
     assert answer == ErrorAnswer(Disposition.TEMPFAIL, answer.reply)
