@@ -116,21 +116,20 @@ class BaseCheck(ABC, Generic[ConfigT]):
     and its name, stage and requirements read from its `spec`."""
 
     spec: ClassVar[CheckSpec]
+    # Copied from `spec` when the class is made: the pipeline reads them for
+    # every check of every message, and a class attribute is a plain lookup.
+    name: ClassVar[str]
+    stage: ClassVar[Stage]
+    requires: ClassVar[tuple[str, ...]]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:
+            cls.name, cls.stage, cls.requires = spec.name, spec.stage, spec.requires
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def stage(self) -> Stage:
-        return self.spec.stage
-
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return self.spec.requires
 
     @abstractmethod
     def run(self, ctx: CheckContext) -> list[CheckResult]:

@@ -136,11 +136,12 @@ def support_pairs(config: Config, senders: list[str], rcpts: tuple[str, ...]) ->
     return pairs
 
 
-def _result(findings: list[Finding], fine: str) -> CheckResult:
+def _result(findings: list[Finding], fine: str,
+            headers: tuple[HeaderRequest, ...] = ()) -> CheckResult:
     if findings:
         reason = "; ".join(clip(f.detail) for f in findings)
-        return CheckResult(RESULT, Outcome.FAIL, reason, tuple(findings))
-    return CheckResult(RESULT, Outcome.PASS, fine)
+        return CheckResult(RESULT, Outcome.FAIL, reason, tuple(findings), headers=headers)
+    return CheckResult(RESULT, Outcome.PASS, fine, headers=headers)
 
 
 # What each finding means; each check reports those it can see.
@@ -232,10 +233,10 @@ class LoopMessageCheck(BaseCheck[Config]):
             findings.append(Finding(
                 "loop.marker_seen", f"{config.loop_header}: {clip(config.marker_id)} is ours"
             ))
-        result = _result(findings, f"no loop signs ({hops} Received fields)")
-        if config.add_marker and config.marker_id:
-            # Marked when the policy suppresses it as automated or looping, so that
-            # this mail coming back through us is a loop (loop.marker_seen).
-            marker = HeaderRequest(config.loop_header, config.marker_id, "suppressed")
-            result = replace(result, headers=(marker,))
-        return [result]
+        # Marked when the policy suppresses it as automated or looping, so that
+        # this mail coming back through us is a loop (loop.marker_seen).
+        marker = (
+            (HeaderRequest(config.loop_header, config.marker_id, "suppressed"),)
+            if config.add_marker and config.marker_id else ()
+        )
+        return [_result(findings, f"no loop signs ({hops} Received fields)", marker)]

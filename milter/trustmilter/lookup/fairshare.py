@@ -59,8 +59,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trustmilter.lookup.answer import DnsAnswer, DnsStatus, Resolver
-from trustmilter.lookup.resolver import name_key, plain_name, to_name, type_text
+from trustmilter.lookup.answer import DnsAnswer, DnsStatus
+from trustmilter.lookup.resolver import NetworkResolver, name_key, plain_name, to_name, type_text
 
 # Callers of one slow domain that keep waiting for it: enough for its
 # handful of different questions at once (TXT, MX, A, _dmarc, a DKIM key),
@@ -130,7 +130,7 @@ class FairShareResolver:
 
     def __init__(
         self,
-        inner: Resolver,
+        inner: NetworkResolver,
         org_domain: OrgDomain,
         *,
         share: int = DOMAIN_SHARE,
@@ -154,6 +154,9 @@ class FairShareResolver:
 
     def query(self, name: str, rdtype: str) -> DnsAnswer:
         """The inner resolver's answer, or TEMPERROR at once for a slow domain's extra callers."""
+        known = self._inner.recalled(name, rdtype)
+        if known is not None:  # the common case, a remembered answer: one cache look
+            return known
         if self._inner.answers_at_once(name, rdtype):
             return self._inner.query(name, rdtype)
         key = question_domain(name, self._org_domain)

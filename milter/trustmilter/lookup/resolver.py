@@ -227,6 +227,11 @@ class NetworkResolver:
         self._observer(kind, time.monotonic() - started, status)
         return self._remember(name, rdtype, qname, result, keep)
 
+    def recalled(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The typed answer remembered for exactly this question, or None: a cache hit
+        in one step, for layers in front of this one (lookup/fairshare.py)."""
+        return self._recall(name, rdtype)
+
     def answers_at_once(self, name: str, rdtype: str) -> bool:
         """True for a cache hit (and for a name that cannot exist)."""
         if self._remembered is not None and self._remembered.get((name, rdtype)) is not None:
