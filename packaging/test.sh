@@ -22,8 +22,7 @@ gate "ruff" .venv/bin/ruff check --no-cache milter tests tools
 # versions of mypy and the stubs are pinned in setup.cfg's test extra, so the
 # result is the same on every machine.
 gate "mypy" .venv/bin/mypy
-gate "mypy (tools)" .venv/bin/mypy --strict tools/milter_rig.py tools/compare_commits.py \
-    tools/callgrind_per_message.py
+gate "mypy (tools)" .venv/bin/mypy --strict tools/*.py
 # The layering contracts: [tool.importlinter] in pyproject.toml.
 gate "import-linter" .venv/bin/lint-imports --no-cache
 

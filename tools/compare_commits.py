@@ -50,7 +50,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from milter_rig import Daemon, RigError, SourceTree, imported_from, load_corpus, source_tree
+from milter_rig import (
+    Daemon,
+    RigError,
+    SourceTree,
+    imported_from,
+    load_corpus,
+    served_zone,
+    source_tree,
+)
 
 from miltertest import constants as c
 from trustmilter.bench.client import MilterClient, MilterProtocolError, Negotiated
@@ -268,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{kind} {count}" for kind, count in sorted(corpus.kinds().items())),
             file=sys.stderr, flush=True)
         dns.start()
-        dns.load(corpus.zone)
+        dns.load(served_zone(corpus))
         transcripts = [run_tree(tree, corpus, dns.nameserver, workdir / f"run-{side}")
                        for side, tree in (("old", trees[0]), ("new", trees[1]))]
     except RigError as error:
