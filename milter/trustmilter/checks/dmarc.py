@@ -22,7 +22,7 @@ Domain's own record, else its Organizational Domain's, else its Public
 Suffix Domain's (psd=y, finding ``dmarc.psd_record``). An inherited record
 gives sp=, or np= when the Author Domain does not exist (NXDOMAIN, §3.2.13).
 t=y asks for the policy one level milder (``dmarc.testing``); pct= is gone,
-read only as Appendix A.6 relates it to t= (`dmarc_record.testing_requested`).
+read only as Appendix A.6 relates it to t= (`dmarc_record.asks_for_testing`).
 
 ``standard: rfc7489`` keeps the old behaviour: the From domain and its
 organisational domain from the public suffix list (RFC 7489 §6.6.3, several
@@ -57,11 +57,11 @@ from trustmilter.checks.dmarc_record import (
     MEMO_RECORD_CHARS,
     Policy,
     Record,
+    asks_for_testing,
     dmarc_txts,
     is_dmarc_record,
     parse_record,
     requested_policy,
-    testing_requested,
     usable_rfc7489,
     usable_rfc9989,
 )
@@ -235,27 +235,29 @@ class DmarcCheck(BaseCheck[Config]):
     def _discover(self, ctx: CheckContext, walks: TreeWalks, author: str) -> PolicyRecord:
         """Policy discovery under the configured standard.
 
-        RFC 9989 §4.10.1 asks the Author Domain first. Only when it has no
-        record, or relaxed alignment must compare other names (§4.10.2), are
-        the rest of its walk and the walks of the SPF/DKIM domains needed:
-        those are asked together, concurrently."""
+        RFC 9989 §4.10.1 asks the Author Domain first; its parents only when
+        it has no record. The walks of the SPF/DKIM domains are needed only
+        when a record applies and relaxed alignment must compare names that
+        differ from the Author Domain (§4.10.2); all their names are then
+        asked at once, concurrently, before alignment reads them. Mail from
+        a domain without DMARC costs no walk of its senders' domains."""
         if self.config.standard == "rfc7489":
             return discover_rfc7489(ctx.dns, ctx.domains, author)
         own = walks.answer(author)
         records = dmarc_txts(own) if own.status is not DnsStatus.TEMPERROR else []
         if len(records) == 1:
-            record = parse_record(records[0])
-            others = [d for d in _identifiers(ctx, (Outcome.PASS, Outcome.TEMPERROR))
-                      if d != author]
-            relaxed = record.adkim == "r" or record.aspf == "r"
-            if not others or not relaxed:
-                # §4.10.2 note: identical names, or strict alignment, need no
-                # Organizational Domain.
-                return PolicyRecord(record, author)
-            walks.ask([author, *others])
+            found = PolicyRecord(parse_record(records[0]), author)
         else:
-            walks.ask([author, *_identifiers(ctx, (Outcome.PASS, Outcome.TEMPERROR))])
-        return policy_record(walks.walk(author))
+            found = policy_record(walks.walk(author))
+        record = found.record
+        if record is None or (record.adkim == "s" and record.aspf == "s"):
+            return found  # no alignment, or strict alignment only: no Organizational Domain
+        others = [d for d in _identifiers(ctx, (Outcome.PASS, Outcome.TEMPERROR)) if d != author]
+        if others:
+            # §4.10.2 note: identical names need no walk; different ones do,
+            # and so does the Author Domain's own Organizational Domain.
+            walks.ask([author, *others])
+        return found
 
     def _evaluate(self, ctx: CheckContext, walks: TreeWalks, author: str,
                   message_id: str) -> CheckResult:
@@ -350,7 +352,7 @@ class DmarcCheck(BaseCheck[Config]):
                 if not sampled_in(record.pct, author, message_id):
                     disposition = disposition.milder
                     findings.append(Finding("dmarc.pct_sampled_out", f"pct={record.pct}"))
-            elif testing_requested(record):
+            elif asks_for_testing(record):
                 # RFC 9989 §4.7 "t": t=y asks for the policy one level below.
                 disposition = disposition.milder
                 tag = "t=y" if record.testing else "pct=0 read as t=y (RFC 9989 A.6)"

@@ -4,7 +4,7 @@ Pure functions, no DNS. One parser serves both standards: the tags RFC 9989
 added (``np``, ``psd``, ``t``) are read always and ignored by the RFC 7489
 evaluation; ``pct``, which RFC 9989 removed (Appendix C.5.2, "historic" in
 the tag registry of §9.3), is read always and used as RFC 9989 Appendix A.6
-allows (see `testing_requested`).
+allows (see `asks_for_testing`).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def usable_rfc7489(record: Record) -> Record | None:
     return replace(plain, p=Policy.NONE, sp=None, p_invalid=False, sp_invalid=False)
 
 
-def testing_requested(record: Record) -> bool:
+def asks_for_testing(record: Record) -> bool:
     """RFC 9989 t=y: apply the policy one level milder (§4.7 "t").
 
     Without a t= tag, a legacy pct=0 counts as t=y: RFC 9989 Appendix A.6
