@@ -243,20 +243,21 @@ class DmarcCheck(BaseCheck[Config]):
         a domain without DMARC costs no walk of its senders' domains."""
         if self.config.standard == "rfc7489":
             return discover_rfc7489(ctx.dns, ctx.domains, author)
-        own = walks.answer(author)
+        name = normalise(author)
+        own = walks.answer(name)
         records = dmarc_txts(own) if own.status is not DnsStatus.TEMPERROR else []
         if len(records) == 1:
             found = PolicyRecord(parse_record(records[0]), author)
         else:
-            found = policy_record(walks.walk(author))
+            found = policy_record(walks.walk(name))
         record = found.record
         if record is None or (record.adkim == "s" and record.aspf == "s"):
             return found  # no alignment, or strict alignment only: no Organizational Domain
-        others = [d for d in _identifiers(ctx, (Outcome.PASS, Outcome.TEMPERROR)) if d != author]
+        others = [d for d in _identifiers(ctx, (Outcome.PASS, Outcome.TEMPERROR)) if d != name]
         if others:
             # §4.10.2 note: identical names need no walk; different ones do,
             # and so does the Author Domain's own Organizational Domain.
-            walks.ask([author, *others])
+            walks.ask([name, *others])
         return found
 
     def _evaluate(self, ctx: CheckContext, walks: TreeWalks, author: str,
