@@ -10,6 +10,11 @@ The walk is bounded (§4.10 step 4): a name of eight or more labels is asked
 about itself and then, skipping labels, from its last seven labels up, so no
 walk costs more than eight queries, however deep the name a sender makes up.
 
+Per message the names are bounded: at most 8 per walk, one walk per From
+domain (at most 5, `dmarc.MAX_AUTHOR_DOMAINS`) and per SPF/DKIM domain that
+relaxed alignment compares (SPF's one, DKIM's at most `max_signatures`),
+and each name asked once however many walks pass through it.
+
 The top half is pure: `walk_targets`, `read_walk`, `organizational_domain`,
 `policy_record`. `TreeWalks` puts the queries through the check's resolver
 (`ctx.dns`, so they share its cache and its per-domain fairness) and asks
