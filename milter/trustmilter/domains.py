@@ -1,9 +1,30 @@
 """Domain-name helpers built on the public suffix list.
 
-Organisational domains (RFC 7489 §3.2) decide DMARC's relaxed alignment,
-whether a PTR or HELO name belongs to the sender, and which registered
-domain a URI blocklist is asked about. The list itself comes from the
-maintained `publicsuffixlist` package; nothing here keeps its own copy.
+DMARC itself no longer uses the list: RFC 9989 finds Organizational Domains
+by a DNS Tree Walk (checks/dmarc_tree.py). The list stays for the questions
+outside DMARC that need "the registered domain" of a name without spending
+DNS queries on it, and for DMARC only under ``checks.dmarc.standard:
+rfc7489`` (RFC 7489 §3.2). Its users (`DomainTools.org_domain`,
+`same_org`, `has_known_tld`):
+
+- iprev (checks/iprev.py): whether a PTR name belongs to the sender's
+  organisation (``iprev.ptr_not_sender_domain``), and the host part of a
+  PTR name in which generic words are looked for;
+- HELO (checks/helo.py): whether the HELO name is in the sender's
+  organisation or one of its MX hosts' organisations, and whether its TLD
+  exists at all;
+- URI blocklists (checks/uribl.py): the registered domain a link is
+  looked up by, and links under unknown TLDs left out;
+- ARC (checks/arc.py): whether a trusted sealer's recorded SPF/DKIM pass
+  is relaxed-aligned with the current From domain (a local reading of a
+  header, with no DNS);
+- the DNS layer (lookup/fairshare.py): the domain whose fair share of
+  slow lookups a question counts against;
+- the doctor (doctor/rules.py): where to suggest publishing a DMARC
+  record, and whether a HELO name is the sender's.
+
+The list itself comes from the maintained `publicsuffixlist` package;
+nothing here keeps its own copy.
 """
 
 from __future__ import annotations
@@ -33,13 +54,15 @@ class DomainTools:
     """Org-domain and suffix questions; immutable and thread-safe once built."""
 
     def __init__(self) -> None:
-        # RFC 7489 §3.2: an unknown TLD counts as a public suffix of one label.
+        # As RFC 7489 §3.2: an unknown TLD counts as a public suffix of one label.
         self._lenient = PublicSuffixList(accept_unknown=True)
         self._strict = PublicSuffixList(accept_unknown=False)
         self.org_domain = lru_cache(maxsize=4096)(self._org_domain)
 
     def _org_domain(self, name: str) -> str | None:
-        """The registered (organisational) domain of `name`, or None for a bare suffix."""
+        """The registered (organisational) domain of `name` by the public suffix
+        list, or None for a bare suffix. Not DMARC's Organizational Domain
+        under RFC 9989, which the Tree Walk decides."""
         name = normalise(name)
         if not name or is_ip_literal(name):
             return None

@@ -1,105 +1,102 @@
-"""DMARC (RFC 7489): the From domain's policy and SPF/DKIM alignment.
+"""DMARC (RFC 9989, or RFC 7489 behind a switch): the From domain's policy and alignment.
 
 The check reads the results of ``spf.mailfrom`` and ``dkim`` through their
 modules' evidence (`spf.evaluated_domains`, `dkim.signing_domains`) and the
-DMARC record of the RFC5322.From domain, and reports one result ``dmarc``
-(method dmarc, props header.from and policy.dmarc):
+DMARC record that applies to the RFC5322.From domain, and reports one
+result ``dmarc`` (method dmarc, props header.from and policy.dmarc):
 
 - pass: an SPF or DKIM pass whose domain is aligned with the From domain
-  (RFC 7489 §3.1; relaxed = same organisational domain, strict = equal);
-- fail: a record exists and nothing aligned passed; the finding
-  ``dmarc.policy.<none|quarantine|reject>`` names the disposition to apply
-  (``sp`` for a subdomain covered by the organisational domain's record,
-  else ``p``; one step milder when pct sampling leaves the message out,
-  ``dmarc.pct_sampled_out``, §6.6.4);
-- none: no (single, valid-version) record at the From domain or its
-  organisational domain (§6.6.3);
-- temperror: the record lookup failed transiently, or nothing aligned passed
-  while an SPF/DKIM result that could have aligned was temperror (§6.6.2);
-- permerror: a record without a valid p= (and no rua= to fall back on,
-  §6.6.3 step 6), or no single RFC5322.From field (§6.6.1).
+  (RFC 9989 §4.4: relaxed = same Organizational Domain, strict = equal);
+- fail: a record applies and nothing aligned passed; the finding
+  ``dmarc.policy.<none|quarantine|reject>`` names the disposition to apply;
+- none: no record applies (§4.10.1: DMARC does not apply);
+- temperror: a lookup the verdict needs failed transiently, or nothing
+  aligned passed while an SPF/DKIM result that could have aligned was
+  temperror (§5.3.6: neither pass nor fail can be concluded);
+- permerror: a record with an invalid p=, sp= or np= and no valid rua=
+  (§4.10.1: no DMARC processing), or no single RFC5322.From field (§5.3.1).
+
+``standard: rfc9989`` (the default) discovers the record and the
+Organizational Domains by the DNS Tree Walk (`dmarc_tree`): the Author
+Domain's own record, else its Organizational Domain's, else its Public
+Suffix Domain's (psd=y, finding ``dmarc.psd_record``). An inherited record
+gives sp=, or np= when the Author Domain does not exist (NXDOMAIN, §3.2.13).
+t=y asks for the policy one level milder (``dmarc.testing``); pct= is gone,
+read only as Appendix A.6 relates it to t= (`dmarc_record.asks_for_testing`).
+
+``standard: rfc7489`` keeps the old behaviour: the From domain and its
+organisational domain from the public suffix list (RFC 7489 §6.6.3, several
+records end discovery), alignment by that list (§3.1), and pct sampling
+(§6.6.4, ``dmarc.pct_sampled_out``), deterministic here: a SHA-256 hash of
+the From domain and Message-ID picks the same bucket for the same message
+every time. np=, psd= and t= are not read.
+
 ``dmarc.spf_aligned`` / ``dmarc.dkim_aligned`` say which method produced the
-pass; ``dmarc.org_domain_record`` that the record came from the
-organisational domain. `policy.dmarc` is the applied disposition: ``none``
-on pass, the policy (after sp and pct) on fail.
+pass; ``dmarc.org_domain_record`` that the record came from a parent
+domain. `policy.dmarc` is the applied disposition: ``none`` on pass.
 
-The SPF identity DMARC uses is the MAIL FROM one (§4.1). For the null
-sender RFC 7208 §2.4 already makes that identity postmaster@<HELO>, which
-``spf.mailfrom`` evaluates, so ``spf.helo`` is not consulted.
+The SPF identity DMARC uses is the MAIL FROM one (RFC 9989 §4.4.2). For the
+null sender RFC 7208 §2.4 already makes that identity postmaster@<HELO>,
+which ``spf.mailfrom`` evaluates, so ``spf.helo`` is not consulted.
 
-pct sampling (§6.6.4) is deterministic here: a SHA-256 hash of the From
-domain and Message-ID picks the same bucket for the same message every time,
-so results can be reproduced and the check has no random state.
-
-Record parsing, alignment and sampling are pure functions (no DNS) at the
-top of the module; only `DmarcCheck.run` queries, through `ctx.dns`.
+Record parsing (`dmarc_record`), the walk's reading (`dmarc_tree`),
+alignment and sampling are pure functions; only `DmarcCheck.run` and
+`discover` query, through `ctx.dns`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from trustmilter.checks import dkim, spf
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
+from trustmilter.checks.dmarc_record import (
+    MEMO_RECORD_CHARS,
+    Policy,
+    Record,
+    asks_for_testing,
+    dmarc_txts,
+    is_dmarc_record,
+    parse_record,
+    requested_policy,
+    usable_rfc7489,
+    usable_rfc9989,
+)
+from trustmilter.checks.dmarc_tree import PolicyRecord, TreeWalks, policy_record
 from trustmilter.domains import DomainTools, normalise
-from trustmilter.lookup import DnsAnswer, DnsStatus, Resolver
-from trustmilter.memo import remembered_when
+from trustmilter.lookup import Resolver
+from trustmilter.lookup.answer import DnsStatus
 from trustmilter.model import Message
 from trustmilter.results import AuthMethod, CheckResult, Finding, Outcome
 
-# RFC 7489 §6.6.1: a From field with several addresses is checked once per
-# domain; bound the number of lookups that can cost.
+__all__ = [
+    "MEMO_RECORD_CHARS", "Config", "DmarcCheck", "DmarcEvidence", "Policy", "PolicyRecord",
+    "Record", "aligned", "author_domains", "discover", "dmarc_txts", "is_dmarc_record",
+    "parse_record", "sampled_in",
+]
+
+# RFC 9989 §5.3.1 lets a receiver go on with several From domains (§11.5);
+# bound the number of lookups that can cost.
 MAX_AUTHOR_DOMAINS = 5
 
-# §6.4: dmarc-record = dmarc-version dmarc-sep [dmarc-request] ...;
-# "v" is case-insensitive, the value "DMARC1" is not (%x44 %x4d ...).
-_VERSION = re.compile(r"^[ \t]*[vV][ \t]*=[ \t]*DMARC1[ \t]*(;|$)")
-
-
-class Policy(StrEnum):
-    """Requested Mail Receiver policy (RFC 7489 §6.3 p=/sp=)."""
-
-    NONE = "none"
-    QUARANTINE = "quarantine"
-    REJECT = "reject"
-
-    @property
-    def milder(self) -> Policy:
-        """The next lower policy, for messages pct sampling leaves out (§6.6.4)."""
-        return {Policy.REJECT: Policy.QUARANTINE}.get(self, Policy.NONE)
-
-    @property
-    def strictness(self) -> int:
-        return (Policy.NONE, Policy.QUARANTINE, Policy.REJECT).index(self)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A parsed DMARC record (RFC 7489 §6.3). `p` is None if missing or invalid."""
-
-    p: Policy | None
-    sp: Policy | None = None
-    sp_invalid: bool = False
-    adkim: str = "r"
-    aspf: str = "r"
-    pct: int = 100
-    has_rua: bool = False
+Standard = Literal["rfc9989", "rfc7489"]
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     enabled: bool = True
+    # rfc9989: DNS Tree Walk, psd=, np=, t=, no pct. rfc7489: public suffix
+    # list and pct sampling, for operators who must match an RFC 7489 peer.
+    standard: Standard = "rfc9989"
 
 
 @dataclass(frozen=True, slots=True)
 class DmarcEvidence:
-    """What DMARC decided for one Author Domain: the disposition applied (§6.6.4:
-    none on pass) and the record it came from, when one was found."""
+    """What DMARC decided for one Author Domain: the disposition applied (none
+    on pass) and the record it came from, when one was found."""
 
     author: str
     disposition: Policy = Policy.NONE
@@ -107,54 +104,20 @@ class DmarcEvidence:
     record: Record | None = None
 
 
-def is_dmarc_record(txt: str) -> bool:
-    """True when a TXT string starts with v=DMARC1 (§6.6.3 step 4 discards the others)."""
-    return bool(_VERSION.match(txt))
-
-
-def _policy(value: str) -> Policy | None:
-    try:
-        return Policy(value.strip().lower())
-    except ValueError:
-        return None
-
-
-# Records up to this long are remembered (a domain's record serves all its
-# mail); a sender can publish far longer ones, parsed each time.
-MEMO_RECORD_CHARS = 2048
-
-
-@remembered_when(lambda txt: len(txt) <= MEMO_RECORD_CHARS)
-def parse_record(txt: str) -> Record:
-    """Parse a record that `is_dmarc_record`; bad optional tags fall back to defaults (§6.3)."""
-    tags: dict[str, str] = {}
-    for part in txt.split(";")[1:]:
-        name, sep, value = part.partition("=")
-        name = name.strip().lower()
-        if sep and name and name not in tags:
-            tags[name] = value.strip()
-    sp = _policy(tags["sp"]) if "sp" in tags else None
-    adkim = tags.get("adkim", "r").lower()
-    aspf = tags.get("aspf", "r").lower()
-    pct_text = tags.get("pct", "100")
-    pct = int(pct_text) if pct_text.isdigit() and int(pct_text) <= 100 else 100
-    rua = [uri.strip() for uri in tags.get("rua", "").split(",") if uri.strip()]
-    return Record(
-        p=_policy(tags["p"]) if "p" in tags else None,
-        sp=sp,
-        sp_invalid="sp" in tags and sp is None,
-        adkim=adkim if adkim in ("r", "s") else "r",
-        aspf=aspf if aspf in ("r", "s") else "r",
-        pct=pct,
-        # §6.6.3 step 6 only needs "at least one syntactically valid URI".
-        has_rua=any(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$", uri) for uri in rua),
-    )
-
-
 def aligned(
     identifier: str, author: str, mode: str, org_domain: Callable[[str], str | None]
 ) -> bool:
-    """RFC 7489 §3.1: strict = identical names, relaxed = same organisational domain."""
+    """RFC 7489 §3.1: strict = identical names, relaxed = same organisational domain.
+
+    `org_domain` None means "no organisational domain" (a bare suffix): not aligned."""
+    return alignment(identifier, author, mode, org_domain) is True
+
+
+def alignment(
+    identifier: str, author: str, mode: str, org_domain: Callable[[str], str | None]
+) -> bool | None:
+    """Strict = identical names, relaxed = the same Organizational Domain (RFC 9989
+    §3.2.10); None when `org_domain` could not tell (None) for a relaxed comparison."""
     identifier, author = normalise(identifier), normalise(author)
     if not identifier or not author:
         return False
@@ -162,12 +125,15 @@ def aligned(
         return True
     if mode == "s":
         return False
-    org = org_domain(author)
-    return org is not None and org == org_domain(identifier)
+    org_author = org_domain(author)
+    org_identifier = org_domain(identifier) if org_author is not None else None
+    if org_author is None or org_identifier is None:
+        return None
+    return org_author == org_identifier
 
 
 def sampled_in(pct: int, author: str, message_id: str) -> bool:
-    """Whether the message falls inside the pct% the policy applies to (§6.6.4)."""
+    """Whether the message falls inside the pct% the policy applies to (RFC 7489 §6.6.4)."""
     if pct >= 100:
         return True
     digest = hashlib.sha256(f"{normalise(author)}\n{message_id.strip()}".encode()).digest()
@@ -189,24 +155,9 @@ def author_domains(message: Message) -> list[str] | str:
     return list(domains) or "From field has no address with a domain"
 
 
-@dataclass(frozen=True, slots=True)
-class Discovery:
-    """Where policy discovery (§6.6.3) ended."""
-
-    record: Record | None = None
-    domain: str = ""  # where the record was found
-    from_org: bool = False
-    temperror: str = ""
-
-
-def dmarc_txts(answer: DnsAnswer) -> list[str]:
-    """The v=DMARC1 records in one TXT answer."""
-    texts = [t.decode("utf-8", "replace") for t in answer.txt_strings()]
-    return [t for t in texts if is_dmarc_record(t)]
-
-
-def discover(dns: Resolver, domains: DomainTools, author: str) -> Discovery:
-    """Policy discovery, RFC 7489 §6.6.3: the From domain, then its org domain."""
+def discover_rfc7489(dns: Resolver, domains: DomainTools, author: str) -> PolicyRecord:
+    """Policy discovery, RFC 7489 §6.6.3: the From domain, then its organisational
+    domain by the public suffix list (§3.2)."""
     candidates = [author]
     org = domains.org_domain(author)
     if org and org != author:
@@ -214,14 +165,32 @@ def discover(dns: Resolver, domains: DomainTools, author: str) -> Discovery:
     for level, domain in enumerate(candidates):
         answer = dns.query(f"_dmarc.{domain}", "TXT")
         if answer.status is DnsStatus.TEMPERROR:
-            return Discovery(domain=domain, temperror=answer.error or "temporary DNS error")
+            return PolicyRecord(temperror=answer.error or "temporary DNS error", failed_at=domain)
         records = dmarc_txts(answer)
         if len(records) > 1:
             # Step 5: several records end discovery; DMARC does not apply.
-            return Discovery(domain=domain)
+            return PolicyRecord(domain=domain, several=True)
         if records:
-            return Discovery(parse_record(records[0]), domain, from_org=level > 0)
-    return Discovery()
+            return PolicyRecord(parse_record(records[0]), domain, inherited=level > 0,
+                                org_domain=org)
+    return PolicyRecord(org_domain=org)
+
+
+def discover(dns: Resolver, domains: DomainTools, author: str,
+             standard: Standard = "rfc9989") -> PolicyRecord:
+    """The record that applies to `author` under `standard` (the doctor asks this too)."""
+    if standard == "rfc7489":
+        return discover_rfc7489(dns, domains, author)
+    return policy_record(TreeWalks(dns).walk(author))
+
+
+def _identifiers(ctx: CheckContext, outcomes: tuple[Outcome, ...]) -> list[str]:
+    """The SPF and DKIM domains whose results have one of `outcomes`."""
+    spf_results = ctx.results.get("spf.mailfrom", ())
+    dkim_results = ctx.results.get("dkim", ())
+    found = [d for o in outcomes for d in spf.evaluated_domains(spf_results, o)]
+    found += [d for o in outcomes for d in dkim.signing_domains(dkim_results, o)]
+    return list(dict.fromkeys(normalise(d) for d in found if d))
 
 
 class DmarcCheck(BaseCheck[Config]):
@@ -237,49 +206,89 @@ class DmarcCheck(BaseCheck[Config]):
             "dmarc.policy.reject": "the From domain's applicable DMARC policy is reject",
             "dmarc.spf_aligned": "SPF passed for a domain aligned with From",
             "dmarc.dkim_aligned": "a DKIM signature aligned with From passed",
-            "dmarc.org_domain_record": "the DMARC record came from the organizational domain",
+            "dmarc.org_domain_record":
+                "the DMARC record came from a parent domain (Organizational or Public Suffix)",
+            "dmarc.psd_record": "the DMARC record came from a Public Suffix Domain (psd=y)",
+            "dmarc.testing": "the record asks for testing (t=y, or a legacy pct=0): "
+                             "the policy was applied one level milder",
             "dmarc.pct_sampled_out": "pct= sampling let this failure off with a lighter policy",
         },
     )
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
-        """One result for the message (several From domains: the strictest, §6.6.1)."""
+        """One result for the message (several From domains: the strictest)."""
         message = ctx.message
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message", method="dmarc")]
         domains = author_domains(message)
         if isinstance(domains, str):
-            # §6.6.1: without exactly one From field there is no Author Domain;
-            # such mail is invalid (RFC 5322 §3.6) and DMARC cannot apply.
+            # RFC 9989 §5.3.1: without exactly one From field there is no
+            # Author Domain; such mail is invalid (RFC 5322 §3.6).
             return [CheckResult(self.name, Outcome.PERMERROR, domains, method="dmarc")]
         message_id = message.header("Message-ID") or ""
-        results = [self._evaluate(ctx, d, message_id) for d in domains[:MAX_AUTHOR_DOMAINS]]
+        # One set of walks per message: several From domains and the SPF/DKIM
+        # domains share parents, and each name is asked once.
+        walks = TreeWalks(ctx.dns)
+        results = [self._evaluate(ctx, walks, d, message_id) for d in domains[:MAX_AUTHOR_DOMAINS]]
         return [max(results, key=_severity)]
 
-    def _evaluate(self, ctx: CheckContext, author: str, message_id: str) -> CheckResult:
+    def _discover(self, ctx: CheckContext, walks: TreeWalks, author: str) -> PolicyRecord:
+        """Policy discovery under the configured standard.
+
+        RFC 9989 §4.10.1 asks the Author Domain first; its parents only when
+        it has no record. The walks of the SPF/DKIM domains are needed only
+        when a record applies and relaxed alignment must compare names that
+        differ from the Author Domain (§4.10.2); all their names are then
+        asked at once, concurrently, before alignment reads them. Mail from
+        a domain without DMARC costs no walk of its senders' domains."""
+        if self.config.standard == "rfc7489":
+            return discover_rfc7489(ctx.dns, ctx.domains, author)
+        name = normalise(author)
+        own = walks.answer(name)
+        records = dmarc_txts(own) if own.status is not DnsStatus.TEMPERROR else []
+        if len(records) == 1:
+            found = PolicyRecord(parse_record(records[0]), author)
+        else:
+            found = policy_record(walks.walk(name))
+        record = found.record
+        if record is None or (record.adkim == "s" and record.aspf == "s"):
+            return found  # no alignment, or strict alignment only: no Organizational Domain
+        others = [d for d in _identifiers(ctx, (Outcome.PASS, Outcome.TEMPERROR)) if d != name]
+        if others:
+            # §4.10.2 note: identical names need no walk; different ones do,
+            # and so does the Author Domain's own Organizational Domain.
+            walks.ask([name, *others])
+        return found
+
+    def _evaluate(self, ctx: CheckContext, walks: TreeWalks, author: str,
+                  message_id: str) -> CheckResult:
         """The DMARC result for one Author Domain."""
         props: tuple[tuple[str, str], ...] = (("header.from", author),)
         evidence = DmarcEvidence(author)
-        found = discover(ctx.dns, ctx.domains, author)
+        found = self._discover(ctx, walks, author)
         if found.temperror:
             return CheckResult(self.name, Outcome.TEMPERROR,
-                               f"DMARC record lookup for {found.domain}: {found.temperror}",
+                               f"DMARC record lookup for {found.failed_at}: {found.temperror}",
                                method="dmarc", props=props, evidence=evidence)
-        record = found.record
-        if record is None:
-            reason = "several DMARC records" if found.domain else "no DMARC record"
+        if found.record is None:
+            reason = "several DMARC records" if found.several else "no DMARC record"
             return CheckResult(self.name, Outcome.NONE, reason, method="dmarc", props=props,
                                evidence=evidence)
-        if record.p is None or record.sp_invalid:
-            if not record.has_rua:
-                # §6.6.3 step 6.2: no valid p=/sp= and no rua=: no DMARC
-                # processing; §11.2 names this a permerror.
-                return CheckResult(self.name, Outcome.PERMERROR,
-                                   f"DMARC record at {found.domain} has no valid p=",
-                                   method="dmarc", props=props, evidence=evidence)
-            # Step 6.1: act as if p=none was published.
-            record = Record(Policy.NONE, None, False, record.adkim, record.aspf, record.pct, True)
-        return self._judge(ctx, author, message_id, record, found, props)
+        rfc7489 = self.config.standard == "rfc7489"
+        record = (usable_rfc7489 if rfc7489 else usable_rfc9989)(found.record)
+        if record is None:
+            # RFC 9989 §4.10.1 (RFC 7489 §6.6.3 step 6.2): an invalid policy tag
+            # and no rua=: no DMARC processing; the record is improperly
+            # formatted, which RFC 8601 §2.7.1 / RFC 9989 §9.2 call permerror.
+            return CheckResult(self.name, Outcome.PERMERROR,
+                               f"DMARC record at {found.domain} has no valid p=, sp= or np=",
+                               method="dmarc", props=props, evidence=evidence)
+        if rfc7489:
+            # A bare public suffix has no organisational domain and aligns
+            # with nothing but itself: give it a name no other domain has.
+            return self._judge(ctx, author, message_id, record, found, props,
+                               lambda d: ctx.domains.org_domain(d) or f"(suffix) {d}")
+        return self._judge(ctx, author, message_id, record, found, props, walks.org_domain)
 
     def _judge(
         self,
@@ -287,54 +296,97 @@ class DmarcCheck(BaseCheck[Config]):
         author: str,
         message_id: str,
         record: Record,
-        found: Discovery,
+        found: PolicyRecord,
         props: tuple[tuple[str, str], ...],
+        org_domain: Callable[[str], str | None],
     ) -> CheckResult:
-        """Alignment (§3.1), the §6.6.2 temperror rule, and the disposition."""
+        """Alignment, the temperror rule of RFC 9989 §5.3.6, and the disposition.
+
+        `org_domain` is the Tree Walk's (None: the DNS left it open) or, for
+        RFC 7489, the public suffix list's (a bare suffix is its own,
+        unalignable, name)."""
         assert record.p is not None
-        org_domain = ctx.domains.org_domain
         findings: list[Finding] = []
-        if found.from_org:
+        if found.inherited:
             findings.append(Finding("dmarc.org_domain_record", found.domain))
-        spf_results = ctx.results.get("spf.mailfrom", ())
-        dkim_results = ctx.results.get("dkim", ())
+        if found.from_psd:
+            findings.append(Finding("dmarc.psd_record", found.domain))
 
-        def spf_aligned(outcome: Outcome) -> list[str]:
-            return [d for d in spf.evaluated_domains(spf_results, outcome)
-                    if aligned(d, author, record.aspf, org_domain)]
+        def judged(outcome: Outcome) -> dict[str, bool | None]:
+            spf_domains = spf.evaluated_domains(ctx.results.get("spf.mailfrom", ()), outcome)
+            dkim_domains = dkim.signing_domains(ctx.results.get("dkim", ()), outcome)
+            by = {f"spf:{d}": alignment(d, author, record.aspf, org_domain) for d in spf_domains}
+            by.update({f"dkim:{d}": alignment(d, author, record.adkim, org_domain)
+                       for d in dkim_domains})
+            return by
 
-        def dkim_aligned(outcome: Outcome) -> list[str]:
-            return [d for d in dkim.signing_domains(dkim_results, outcome)
-                    if aligned(d, author, record.adkim, org_domain)]
-
-        spf_ok, dkim_ok = spf_aligned(Outcome.PASS), dkim_aligned(Outcome.PASS)
+        passes = judged(Outcome.PASS)
+        spf_ok = [k[4:] for k, v in passes.items() if v and k.startswith("spf:")]
+        dkim_ok = [k[5:] for k, v in passes.items() if v and k.startswith("dkim:")]
         if spf_ok:
             findings.append(Finding("dmarc.spf_aligned", spf_ok[0]))
         if dkim_ok:
             findings.append(Finding("dmarc.dkim_aligned", dkim_ok[0]))
-        # A subdomain covered by the org domain's record gets sp=, else p= (§6.3).
-        published = record.sp if found.from_org and record.sp is not None else record.p
         evidence = DmarcEvidence(author, Policy.NONE, found.domain, record)
         if spf_ok or dkim_ok:
             how = " and ".join(m for m, ok in (("SPF", spf_ok), ("DKIM", dkim_ok)) if ok)
             return CheckResult(self.name, Outcome.PASS, f"aligned {how} pass",
                                tuple(findings), "dmarc", (*props, ("policy.dmarc", "none")),
                                evidence=evidence)
-        # §6.6.2: if neither passes and one that could have aligned failed
-        # temporarily, the policy cannot be applied.
-        if spf_aligned(Outcome.TEMPERROR) or dkim_aligned(Outcome.TEMPERROR):
+        # RFC 9989 §5.3.6 (RFC 7489 §6.6.2): when a result that could have
+        # aligned failed temporarily, or a pass's alignment could not be
+        # determined (a Tree Walk query failed), neither pass nor fail holds.
+        could_align = [k for k, v in judged(Outcome.TEMPERROR).items() if v is not False]
+        undetermined = [k for k, v in passes.items() if v is None]
+        if could_align or undetermined:
             return CheckResult(self.name, Outcome.TEMPERROR,
                                "an aligned identifier could not be checked (temporary error)",
                                tuple(findings), "dmarc", props, evidence=evidence)
-        disposition = published
-        if published is not Policy.NONE and not sampled_in(record.pct, author, message_id):
-            disposition = published.milder
-            findings.append(Finding("dmarc.pct_sampled_out", f"pct={record.pct}"))
-        findings.append(Finding(f"dmarc.policy.{disposition.value}", found.domain))
+        published = self._published(ctx, author, record, found)
+        if published is None:
+            return CheckResult(self.name, Outcome.TEMPERROR,
+                               f"could not tell whether {author} exists (np= applies if not)",
+                               tuple(findings), "dmarc", props, evidence=evidence)
+        disposition, why = published
+        if disposition is not Policy.NONE:
+            if self.config.standard == "rfc7489":
+                if not sampled_in(record.pct, author, message_id):
+                    disposition = disposition.milder
+                    findings.append(Finding("dmarc.pct_sampled_out", f"pct={record.pct}"))
+            elif asks_for_testing(record):
+                # RFC 9989 §4.7 "t": t=y asks for the policy one level below.
+                disposition = disposition.milder
+                tag = "t=y" if record.testing else "pct=0 read as t=y (RFC 9989 A.6)"
+                findings.append(Finding("dmarc.testing", tag))
+        findings.append(Finding(f"dmarc.policy.{disposition.value}", f"{found.domain} {why}"
+                                if why else found.domain))
         return CheckResult(self.name, Outcome.FAIL, f"no aligned pass; policy {disposition.value}",
                            tuple(findings), "dmarc",
                            (*props, ("policy.dmarc", disposition.value)),
                            evidence=DmarcEvidence(author, disposition, found.domain, record))
+
+    def _published(self, ctx: CheckContext, author: str, record: Record,
+                   found: PolicyRecord) -> tuple[Policy, str] | None:
+        """The requested policy and the tag it came from; None when it depends on
+        the Author Domain's existence and the DNS did not answer."""
+        assert record.p is not None
+        if not found.inherited:
+            return record.p, ""
+        if self.config.standard == "rfc7489":
+            # RFC 7489 §6.3: sp= for a subdomain covered by the org domain's record.
+            return (record.sp, "(sp)") if record.sp is not None else (record.p, "")
+        exists: bool | None = True
+        if record.np is not None and record.np is not (record.sp or record.p):
+            # RFC 9989 §3.2.13 / Appendix A.4: NXDOMAIN for the name itself
+            # means it does not exist (any record type would do; A shares the
+            # cache with the names check's lookup of the From domain).
+            exists = ctx.dns.query(author, "A").exists
+        policy = requested_policy(record, True, exists)
+        if policy is None:
+            return None
+        if exists is False:
+            return policy, "(np: the From domain does not exist)"
+        return policy, ""
 
 
 # Which of several per-domain results speaks for the message (§6.6.1: the

@@ -326,7 +326,7 @@ def dmarc_rules(ctx: CheckContext, domain: str) -> list[Diagnosis]:
     org = ctx.domains.org_domain(domain) or domain
     publish = text(N_("Publish this TXT record at %(name)s: %(record)s"), name=f"_dmarc.{org}",
                    record="v=DMARC1; p=quarantine")
-    # The milter's own policy discovery (RFC 7489 §6.6.3).
+    # The milter's own policy discovery (RFC 9989 §4.10.1, the DNS Tree Walk).
     found = dmarc_check.discover(ctx.dns, ctx.domains, domain)
     if found.temperror:
         return [_unsure("dmarc.exists", found.temperror, domain)]
@@ -334,7 +334,7 @@ def dmarc_rules(ctx: CheckContext, domain: str) -> list[Diagnosis]:
     if record is None:
         where = " or ".join(f"_dmarc.{d}" for d in dict.fromkeys((domain, org)))
         what = text(N_("several DMARC records at %(name)s"), name=f"_dmarc.{found.domain}") \
-            if found.domain else text(N_("no DMARC record at %(name)s"), name=where)
+            if found.several else text(N_("no DMARC record at %(name)s"), name=where)
         return [diag("dmarc.exists", "fail", what, publish, domain)]
     out = [diag("dmarc.exists", "pass", text(N_("record at %(name)s"),
                                              name=f"_dmarc.{found.domain}"), None, domain)]
@@ -346,7 +346,7 @@ def dmarc_rules(ctx: CheckContext, domain: str) -> list[Diagnosis]:
         out.append(diag("dmarc.valid", status, text(N_("no valid p= (or sp=) tag")), fix, domain))
         return out
     out.append(diag("dmarc.valid", "pass", text(N_("the record parses")), None, domain))
-    published = record.sp if found.from_org and record.sp is not None else record.p
+    published = record.sp if found.inherited and record.sp is not None else record.p
     sp = (record.sp or record.p).value
     args = {"p": record.p.value, "sp": sp, "pct": record.pct, "action": published.value}
     at = f"_dmarc.{found.domain}"
