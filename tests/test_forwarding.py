@@ -118,3 +118,88 @@ def test_a_trusted_gateways_recorded_passes_explain_the_same(dns_server, pool):
     assert outcome.disposition is Disposition.ACCEPT
     assert {"dkim.fail", "dmarc.fail", "spf.mailfrom.fail"} <= set(
         outcome.record.verdict.explained)
+
+
+# --- (a) the hop before a trusted forwarder --------------------------------
+
+OUR_STAMP = (f"Received: from mx.{FORWARDER} (mx.{FORWARDER} [198.51.100.25])"
+             " by mx.example.org (Postfix) with ESMTPS id 4Q1; Mon, 01 Jan 2024 10:00:02 +0000")
+ORIGIN_STAMP = (f"Received: from mail.example.com (mail.example.com [192.0.2.10])"
+                f" by mx.{FORWARDER} (Postfix) with ESMTPS id 9Z8;"
+                " Mon, 01 Jan 2024 10:00:01 +0000")
+TRUST_FORWARDER = f"trusted_forwarders: [.{FORWARDER}]\n"
+
+
+def forwarded_plain(*stamps: str) -> bytes:
+    """Unsigned mail from alice@example.com, forwarded unchanged."""
+    return message(extra_headers=stamps)
+
+
+def test_a_trusted_forwarders_original_hop_that_passes_spf_is_accepted(dns_server, pool):
+    dns_server.load(GOOD_SENDER + FORWARDER_ZONE)
+    app = make_app(dns_server, pool, TRUST_FORWARDER)
+    outcome = deliver(app, FORWARDING_CLIENT, forwarded_plain(OUR_STAMP, ORIGIN_STAMP))
+    results = outcome.record.results
+    assert results.first("spf.mailfrom").outcome.value == "fail"  # the forwarder, kept
+    assert results.first("forwarded.spf.mailfrom").outcome.value == "pass"
+    assert results.first("forwarded.iprev").outcome.value == "pass"
+    assert results.first("forwarded").outcome.value == "pass"
+    assert outcome.disposition is Disposition.ACCEPT, outcome.record.verdict
+    assert {"spf.mailfrom.fail", "dmarc.fail"} <= set(outcome.record.verdict.explained)
+    # Authentication-Results says which hop each clause judged.
+    header = dict(outcome.add_headers)["Authentication-Results"]
+    assert "policy.iprev=192.0.2.10" in header
+    assert f"hop before trusted forwarder {FORWARDER}" in header or \
+        f"hop before trusted forwarder mx.{FORWARDER}" in header
+
+
+def test_the_same_from_an_untrusted_relay_is_judged_on_the_relay(dns_server, pool):
+    dns_server.load(GOOD_SENDER + FORWARDER_ZONE)
+    app = make_app(dns_server, pool)
+    outcome = deliver(app, FORWARDING_CLIENT, forwarded_plain(OUR_STAMP, ORIGIN_STAMP))
+    assert "forwarded" not in outcome.record.results
+    assert outcome.disposition is Disposition.REJECT  # SPF fails, DMARC p=reject
+    assert outcome.record.verdict.explained == ()
+
+
+def test_a_forged_received_field_from_an_untrusted_client_changes_nothing(dns_server, pool):
+    dns_server.load(GOOD_SENDER + FORWARDER_ZONE)
+    app = make_app(dns_server, pool, TRUST_FORWARDER)
+    stranger = Client(ipaddress.ip_address("203.0.113.5"), None, "mail.example.com")
+    forged = deliver(app, stranger, forwarded_plain(ORIGIN_STAMP)).record
+    plain = deliver(app, stranger, forwarded_plain()).record
+    assert "forwarded" not in forged.results
+    assert forged.results.signals() == plain.results.signals()
+    assert (forged.verdict.action, forged.verdict.score) == (plain.verdict.action,
+                                                             plain.verdict.score)
+
+
+def test_a_trusted_forwarders_original_hop_that_fails_spf_is_held(dns_server, pool):
+    dns_server.load(GOOD_SENDER + FORWARDER_ZONE)
+    app = make_app(dns_server, pool, TRUST_FORWARDER)
+    bad = ORIGIN_STAMP.replace("192.0.2.10", "203.0.113.66")
+    outcome = deliver(app, FORWARDING_CLIENT, forwarded_plain(OUR_STAMP, bad))
+    results = outcome.record.results
+    assert results.first("forwarded.spf.mailfrom").outcome.value == "fail"
+    assert "dmarc.fail" not in outcome.record.verdict.explained
+    assert outcome.disposition is Disposition.REJECT  # DMARC p=reject, nothing explains it
+
+
+# --- the invalid-DKIM decision ---------------------------------------------
+
+GOOD = Client(ipaddress.ip_address("192.0.2.10"), "mail.example.com", "mail.example.com")
+
+
+def test_an_invalid_dkim_signature_with_an_aligned_spf_pass_is_held(dns_server, pool):
+    """"Not trusted": mail with an invalid DKIM signature, like a failed SPF check."""
+    key = rsa_key()
+    dns_server.load(GOOD_SENDER + FORWARDER_ZONE + key_zone(key, "sel", "example.com"))
+    app = make_app(dns_server, pool)
+    broken = sign(message(), key, "example.com") + b"changed after signing\r\n"
+    outcome = deliver(app, GOOD, broken)
+    verdict = outcome.record.verdict
+    assert {"dkim.fail", "dmarc.pass", "spf.mailfrom.pass"} <= outcome.record.results.signals()
+    assert outcome.disposition is Disposition.QUARANTINE
+    assert [h.rule for h in verdict.hits] == ["dkim-invalid"]
+    intact = deliver(app, GOOD, sign(message(), key, "example.com"))
+    assert intact.disposition is Disposition.ACCEPT
