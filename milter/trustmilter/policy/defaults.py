@@ -127,14 +127,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         when=("forwarded.spf.mailfrom.fail",),
         unless=("dmarc.dkim_aligned", *_VOUCHED_DMARC, "upstream.spf.pass", _LEARNED),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §3: the original sender's server fails SPF behind a trusted forwarder",
+        reason="sender trust: the original sender's server fails SPF behind a trusted forwarder",
     ),
     Rule(
         name="dkim-invalid",
         when=("dkim.fail",),
         unless=("dmarc.dkim_aligned", _LEARNED),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §3: an invalid DKIM signature is not trusted (RFC 6376 §6.3)",
+        reason="sender trust: an invalid DKIM signature is not trusted (RFC 6376 §6.3)",
     ),
     Rule(
         name="from-domain-nonexistent",
