@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 
 from trustmilter import compat
 from trustmilter.checks import all_check_names, build_checks
+from trustmilter.checks.base import Check
+from trustmilter.checks.forwarded import Config as ForwardedConfig
+from trustmilter.checks.forwarded import ForwardedCheck, parse_forwarders
 from trustmilter.checks.upstream import UpstreamCheck
 from trustmilter.config.checks import ChecksConfig
 from trustmilter.config.settings import Settings
@@ -75,7 +78,8 @@ class App:
             pipeline=Pipeline.build(
                 # Trusted gateways' A-R: a check whose setting is the policy's own.
                 (*build_checks(effective_checks(settings, authserv_id)),
-                 UpstreamCheck.trusting(settings.trusted_authserv_ids)),
+                 UpstreamCheck.trusting(settings.trusted_authserv_ids),
+                 *forwarded_checks(settings)),
                 all_check_names(),
             ),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
@@ -83,6 +87,22 @@ class App:
             state=state,
             clock=clock,
         )
+
+
+def forwarded_checks(settings: Settings) -> tuple[Check, ...]:
+    """The check of the hop before a trusted forwarder, when any forwarder is trusted
+    (none otherwise: ordinary mail meets no trace of it), re-running the
+    connection checks whose sections are enabled."""
+    forwarders = parse_forwarders(settings.trusted_forwarders)
+    if not forwarders:
+        return ()
+    checks = settings.checks
+    return (ForwardedCheck(ForwardedConfig(
+        forwarders,
+        checks.iprev if checks.iprev.enabled else None,
+        checks.helo if checks.helo.enabled else None,
+        checks.spf if checks.spf.enabled else None,
+    )),)
 
 
 def effective_checks(settings: Settings, authserv_id: str) -> ChecksConfig:

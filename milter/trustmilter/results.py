@@ -122,6 +122,12 @@ class CheckResult:
     # of the producing module (e.g. checks.spf.SpfEvidence: the domain SPF
     # evaluated, which DMARC aligns); read back with that module's functions.
     evidence: object | None = None
+    # Local signals (patterns, a trailing "*" allowed) this result explains:
+    # a pass recorded by someone the operator trusts (an ARC sealer, a
+    # gateway, the hop before a trusted forwarder) that shows why a local
+    # check failed (forwarding). The policy neither scores those signals nor
+    # matches rules on them; they stay in the results and the logs.
+    explains: frozenset[str] = frozenset()
 
     def prop(self, key: str) -> str | None:
         """The value of one ptype.property, or None."""
@@ -140,7 +146,8 @@ class CheckResult:
 class Results(Mapping[str, tuple[CheckResult, ...]]):
     """Immutable map from result name to the results that carry it."""
 
-    __slots__ = ("_by_check", "_ordered", "_requests", "_scored", "_signals", "_vouchers")
+    __slots__ = ("_by_check", "_explains", "_ordered", "_requests", "_scored", "_signals",
+                 "_vouchers")
 
     def __init__(self, results: Iterable[CheckResult] = ()) -> None:
         self._ordered: tuple[CheckResult, ...] = tuple(results)
@@ -152,6 +159,7 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         self._scored: tuple[Finding, ...] | None = None
         self._requests: tuple[HeaderRequest, ...] | None = None
         self._vouchers: tuple[Finding, ...] | None = None
+        self._explains: frozenset[str] | None = None
 
     def __getitem__(self, check: str) -> tuple[CheckResult, ...]:
         return self._by_check[check]
@@ -202,6 +210,9 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         combined._vouchers = None
         if self._vouchers is not None:
             combined._vouchers = self._vouchers + _vouchers(added)
+        combined._explains = None
+        if self._explains is not None:
+            combined._explains = self._explains.union(*(r.explains for r in added))
         return combined
 
     def signals(self) -> frozenset[str]:
@@ -222,6 +233,17 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         if self._vouchers is None:
             self._vouchers = _vouchers(self._ordered)
         return self._vouchers
+
+    def explanations(self) -> frozenset[str]:
+        """Every pattern some result explains (`CheckResult.explains`), computed once."""
+        if self._explains is None:
+            self._explains = frozenset().union(*(r.explains for r in self._ordered))
+        return self._explains
+
+    def explainers(self) -> frozenset[str]:
+        """The signals of the results that explain something: never explained away
+        themselves, so that no explanation can remove another."""
+        return frozenset(s for r in self._ordered if r.explains for s in r.signals())
 
     def scored_findings(self) -> tuple[Finding, ...]:
         """The findings that carry a (finite, non-zero) weight of their own, in order

@@ -62,3 +62,6 @@ class Verdict:
     hits: tuple[RuleHit, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()  # verdict headers the policy asks to add
     quarantine_reason: str = ""
+    # Signals present but explained by a trusted party's pass (CheckResult.explains):
+    # neither scored nor matched by rules.
+    explained: tuple[str, ...] = ()

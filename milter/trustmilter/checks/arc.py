@@ -21,9 +21,13 @@ the sealer saw before it forwarded the message. If it recorded dmarc=pass
 aligned with this From domain, the result carries the finding
 ``arc.trusted_pass`` naming the sealer, and its `ArcEvidence` the sealer's
 report.
-Whether that may override a local DMARC failure is the policy's decision
-(RFC 8617 §7: local policy), not this check's. An untrusted sealer's
-results are never read.
+Its result then explains (`CheckResult.explains`, checks/explained.py) the
+local failures the sealer's passes account for: DMARC's always (the sealer
+recorded dmarc=pass, or an aligned pass, which is what DMARC asks), SPF's
+and DKIM's when the sealer recorded spf=pass or dkim=pass. Those signals
+then neither score nor trigger rules (RFC 8617 §7: local policy decides;
+the operator decided by listing the sealer). An untrusted sealer's results
+are never read.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import authres
 import dkim
 
 from trustmilter.authresults import parse_core_header_value
+from trustmilter.checks import explained
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.checks.dmarc import aligned
 from trustmilter.compat.dkimpy import DkimpyLog, rfc822_parse, verifier
@@ -138,6 +143,14 @@ def read_sealer_results(
     return None
 
 
+def sealer_explains(report: SealerReport) -> frozenset[str]:
+    """The local failures a trusted sealer's report explains: DMARC's (its dmarc=pass,
+    or the aligned pass that DMARC asks for), and those of each method it
+    recorded as pass before forwarding."""
+    passed = [method for method, outcome in report.results.items() if outcome == "pass"]
+    return explained.explained_by(("dmarc", *passed))
+
+
 def oldest_pass(ams_valid: Sequence[tuple[int, bool]]) -> int:
     """RFC 8617 §5.2 step 5: 0 if every AMS verifies, else the oldest one verifying.
 
@@ -228,7 +241,12 @@ class ArcCheck(BaseCheck[Config]):
         finding = Finding("arc.trusted_pass",
                           f"{report.sealer} (i={report.instance}) recorded {report.method}=pass")
         return [CheckResult(self.name, Outcome.PASS, "chain valid", (finding,), "arc", props,
-                            evidence=ArcEvidence(sealers, report))]
+                            evidence=ArcEvidence(sealers, report),
+                            explains=sealer_explains(report))]
+
+    def explainable(self) -> tuple[str, ...]:
+        """With trusted sealers, a chain may explain local SPF, DKIM and DMARC failures."""
+        return explained.ALL if self._trusted else ()
 
     def _trusted_report(
         self, ctx: CheckContext, message: Message, sets: Sequence[Mapping[str, Any]]

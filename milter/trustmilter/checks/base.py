@@ -131,6 +131,11 @@ class BaseCheck(ABC, Generic[ConfigT]):
     def __init__(self, config: ConfigT) -> None:
         self.config = config
 
+    def explainable(self) -> tuple[str, ...]:
+        """The signal patterns this check's results may explain (CheckResult.explains),
+        as configured: the engine gives no early verdict that they could undo."""
+        return ()
+
     @abstractmethod
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Examine `ctx` and report; never raise for bad input or DNS trouble."""
@@ -154,6 +159,10 @@ class Check(Protocol):
 
     @property
     def requires(self) -> tuple[str, ...]: ...
+
+    def explainable(self) -> tuple[str, ...]:
+        """The signal patterns its results may explain."""
+        ...
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """Examine `ctx` and report; never raise for bad input or DNS trouble."""

@@ -26,6 +26,7 @@ from trustmilter.checks import (
     dkim,
     dmarc,
     dnsbl,
+    forwarded,
     headers,
     helo,
     iprev,
@@ -85,6 +86,13 @@ SECTIONS: tuple[Section[Any], ...] = (
 
 # Every check's spec, in pipeline order.
 SPECS: tuple[CheckSpec, ...] = tuple(spec for section in SECTIONS for spec in section.specs)
+# Checks App.build adds from top-level settings rather than a `checks:` section
+# (the hop before a trusted forwarder), with the results they report under
+# other names: their signals belong in the catalogue too.
+ATTACHED_SPECS: tuple[CheckSpec, ...] = (
+    forwarded.ForwardedCheck.spec, *forwarded.ForwardedCheck.origin_specs,
+)
+_CATALOGUE: tuple[CheckSpec, ...] = (*SPECS, *ATTACHED_SPECS)
 
 
 def all_check_names() -> frozenset[str]:
@@ -94,7 +102,7 @@ def all_check_names() -> frozenset[str]:
 
 def result_names() -> tuple[str, ...]:
     """Every result name a check reports under, in pipeline order, once each."""
-    return tuple(dict.fromkeys(spec.result for spec in SPECS))
+    return tuple(dict.fromkeys(spec.result for spec in _CATALOGUE))
 
 
 def findings() -> dict[str, str]:
@@ -104,7 +112,7 @@ def findings() -> dict[str, str]:
     a finding means one thing, whichever check of a module reports it.
     """
     catalogue: dict[str, str] = {}
-    for spec in SPECS:
+    for spec in (*SPECS, *ATTACHED_SPECS):
         for name, meaning in spec.findings.items():
             if catalogue.setdefault(name, meaning) != meaning:
                 raise ValueError(f"finding {name} has two meanings ({spec.name})")
@@ -115,7 +123,7 @@ def finding_prefixes() -> dict[str, tuple[str, ...]]:
     """Result name -> the prefixes of the findings its checks report
     (``loops`` reports ``loop.*``), for results that report any."""
     prefixes: dict[str, dict[str, None]] = {}
-    for spec in SPECS:
+    for spec in _CATALOGUE:
         for name in spec.findings:
             prefixes.setdefault(spec.result, {})[name.split(".", 1)[0] + "."] = None
     return {result: tuple(found) for result, found in prefixes.items()}

@@ -9,6 +9,12 @@ such a field only when that authserv-id is in the policy's
 ``upstream.<method>`` (``upstream.dmarc`` pass, ...), so rules can
 exempt mail a trusted gateway authenticated (``unless: [upstream.dmarc.pass]``).
 
+A recorded pass explains the local failure of the same method
+(`CheckResult.explains`, checks/explained.py): ``upstream.dmarc`` pass
+takes dmarc.fail out of the score and the rules, ``upstream.spf`` pass the
+SPF failures the gateway's own address caused, ``upstream.dkim`` pass a
+signature broken after the gateway saw it intact.
+
 No DNS, no state: it reads header fields. Fields that do not parse are
 ignored rather than trusted. With no trusted ids it reports nothing.
 """
@@ -21,6 +27,7 @@ from typing import ClassVar
 import authres
 
 from trustmilter.authresults import HEADER_NAME, parse_header_value
+from trustmilter.checks import explained
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.results import CheckResult, Outcome
 
@@ -43,6 +50,10 @@ class UpstreamCheck(BaseCheck[frozenset[str]]):
     @classmethod
     def trusting(cls, trusted_ids: Iterable[str]) -> UpstreamCheck:
         return cls(frozenset(t.lower() for t in trusted_ids))
+
+    def explainable(self) -> tuple[str, ...]:
+        """With trusted ids, a recorded pass may explain local SPF, DKIM, DMARC failures."""
+        return explained.ALL if self.config else ()
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         if ctx.message is None or not self.config:
@@ -86,6 +97,10 @@ def upstream_results(
                     reason=f"recorded by {parsed.authserv_id}",
                     props=tuple(
                         (f"{p.type}.{p.name}", str(p.value)) for p in clause.properties
+                    ),
+                    explains=(
+                        explained.explained_by((str(clause.method),))
+                        if outcome is Outcome.PASS else frozenset()
                     ),
                 )
             )

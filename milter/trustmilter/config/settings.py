@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from trustmilter.checks.forwarded import parse_forwarders
 from trustmilter.config.checks import ChecksConfig
 from trustmilter.config.daemon import LoggingConfig, MetricsConfig, MilterConfig
 from trustmilter.config.dns import DnsConfig
@@ -40,6 +41,9 @@ class Settings:
     authserv_id: str = ""
     # Upstream gateways whose Authentication-Results we believe (RFC 8601 §5).
     trusted_authserv_ids: tuple[str, ...] = ()
+    # Hosts that forward mail to us (networks, host names, ".domain" for every
+    # host under it): the hop before them is authenticated in their place.
+    trusted_forwarders: tuple[str, ...] = ()
     dns: DnsConfig = field(default_factory=DnsConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     # scores, rules, thresholds, actions, headers: top-level keys of the file.
@@ -60,6 +64,15 @@ class Settings:
                 if _AUTHSERV_ID.match(value) is None:
                     path: tuple[str | int, ...] = (key,) if key == "authserv_id" else (key, index)
                     raise InvalidField(path, "a host name like mx.example.com", value)
+        try:
+            parse_forwarders(self.trusted_forwarders)
+        except ValueError as error:
+            index = int(error.args[0])
+            raise InvalidField(
+                ("trusted_forwarders", index),
+                "a network like 192.0.2.0/24, a host name, or .example.com",
+                self.trusted_forwarders[index],
+            ) from None
         for place, pattern in self.policy.signal_patterns():
             # A score names one signal; rules and headers may name a prefix with "*".
             known = (

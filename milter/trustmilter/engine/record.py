@@ -65,6 +65,9 @@ class VerdictRecord:
         for result in self.results.all():
             if result.summary:
                 yield f"{result.check}_summary", result.summary
+        if self.verdict.explained:
+            # Signals a trusted party's pass explained (neither scored nor ruled on).
+            yield "explained", ",".join(self.verdict.explained)
         yield "findings", ",".join(f.name for r in self.results.all() for f in r.findings)
         yield "score", f"{self.verdict.score:g}"
         yield "rules", ",".join(

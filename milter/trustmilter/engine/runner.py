@@ -55,3 +55,13 @@ class CheckRunner:
             if check.stage not in finished
             for prefix in signal_prefixes(result_name(check))
         )
+
+    def later_explainable(self, done: Iterable[Stage]) -> tuple[str, ...]:
+        """The signal patterns the checks of the stages not `done` may explain away."""
+        finished = set(done)
+        return tuple(
+            pattern
+            for check in self._app.pipeline.checks
+            if check.stage not in finished
+            for pattern in check.explainable()
+        )

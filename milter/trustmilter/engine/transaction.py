@@ -249,7 +249,8 @@ class Transaction:
     def _is_final(self, verdict: Verdict, done: tuple[Stage, ...]) -> bool:
         if verdict.action not in (Action.REJECT, Action.TEMPFAIL):
             return False  # most verdicts: the later checks need not be worked out
-        return is_final(self.app.policy, verdict, self._runner.later_prefixes(done))
+        return is_final(self.app.policy, verdict, self._runner.later_prefixes(done),
+                        self._runner.later_explainable(done))
 
     def _run(self, facts: Facts, stages: tuple[Stage, ...], prior: Results) -> Results:
         """Run `stages` within what is left of the message's budget."""

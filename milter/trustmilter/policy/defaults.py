@@ -17,8 +17,7 @@ from types import MappingProxyType
 from trustmilter.policy.rules import ReplyConfig, Rule
 from trustmilter.verdict import Action
 
-DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
-    {
+_CONNECTION_SCORES: dict[str, float] = {
         # The sending IP (SEED-RULES §1)
         "iprev.ptr_missing": 3.0,
         "iprev.ptr_generic": 3.0,
@@ -41,6 +40,13 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
         "spf.mailfrom.none": 1.0,
         "spf.mailfrom.permerror": 2.0,
         "spf.helo.fail": 1.0,
+}
+
+DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
+    {
+        **_CONNECTION_SCORES,
+        # The hop before a trusted forwarder is judged as the forwarder would be.
+        **{f"forwarded.{name}": value for name, value in _CONNECTION_SCORES.items()},
         "dkim.fail": 3.0,
         "dkim.permerror": 2.0,
         "dkim.none": 1.0,
@@ -117,6 +123,20 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reason="SEED-RULES §3: failed SPF not rescued by an aligned DKIM signature",
     ),
     Rule(
+        name="forwarded-spf-fail-unaligned",
+        when=("forwarded.spf.mailfrom.fail",),
+        unless=("dmarc.dkim_aligned", *_VOUCHED_DMARC, "upstream.spf.pass", _LEARNED),
+        action=Action.QUARANTINE,
+        reason="sender trust: the original sender's server fails SPF behind a trusted forwarder",
+    ),
+    Rule(
+        name="dkim-invalid",
+        when=("dkim.fail",),
+        unless=("dmarc.dkim_aligned", _LEARNED),
+        action=Action.QUARANTINE,
+        reason="sender trust: an invalid DKIM signature is not trusted (RFC 6376 §6.3)",
+    ),
+    Rule(
         name="from-domain-nonexistent",
         when=("names.from_nonexistent",),
         action=Action.QUARANTINE,
@@ -136,6 +156,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         action=Action.TEMPFAIL,
         reply=ReplyConfig(451, "4.4.3", _DNS_RETRY),
         reason="RFC 7208 §8.6: SPF temperror, reply 451 4.4.3; moot once DMARC passed",
+    ),
+    Rule(
+        name="forwarded-spf-temperror",
+        when=("forwarded.spf.mailfrom.temperror",),
+        unless=("dmarc.pass",),
+        action=Action.TEMPFAIL,
+        reply=ReplyConfig(451, "4.4.3", _DNS_RETRY),
+        reason="RFC 7208 §8.6 for the hop before a trusted forwarder",
     ),
     # --- Mail loops (SEED-RULES §5) ---
     Rule(

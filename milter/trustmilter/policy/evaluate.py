@@ -19,6 +19,10 @@ A finding that vouches for the sender only so far (`Finding.vouches_for`:
 ``reputation.learned``, what its released mail was held for) is trusted
 only that far: a rule it exempts still applies, and its points do not
 count, when the message shows a signal it did not vouch for.
+A result that explains local failures (`CheckResult.explains`: a trusted
+ARC sealer's or gateway's recorded pass, the hop before a trusted
+forwarder) removes those signals before step 1: they neither score nor
+match rules, and the verdict names them as `explained`.
 Header fields checks ask for (`CheckResult.headers`: the bounce summary,
 the loop marker) are added as asked when the message is delivered; the
 evaluator knows no particular check.
@@ -100,14 +104,28 @@ def _unvouched(rule: Rule, signals: frozenset[str], vouched: Voucher
     return without
 
 
-def _points(policy: Policy, results: Results) -> tuple[list[float], set[str]]:
-    """Score contributions of the signals, and the signals that contributed.
+def explained(results: Results) -> frozenset[str]:
+    """The signals present that some result explains (`CheckResult.explains`).
+
+    The explaining results' own signals are never explained away, so one
+    explanation cannot cancel another."""
+    patterns = results.explanations()
+    if not patterns:
+        return frozenset()
+    signals = results.signals()
+    found = frozenset().union(*(matching(pattern, signals) for pattern in patterns))
+    return found - results.explainers()
+
+
+def _points(policy: Policy, results: Results, signals: frozenset[str],
+            gone: frozenset[str]) -> tuple[list[float], set[str]]:
+    """Score contributions of the judged `signals`, and the signals that contributed.
 
     The points of a voucher (`reputation.learned`) count only when every other
-    signal that adds points is one it vouched for."""
+    signal that adds points is one it vouched for. `gone` are the explained
+    signals: a listing's own weight does not count for them either."""
     points: list[float] = []
     reasons: set[str] = set()
-    signals = results.signals()
     vouched = voucher(results)
     if vouched is not None and any(
         policy.scores.get(s, 0.0) > 0 and s not in vouched.signals
@@ -123,6 +141,8 @@ def _points(policy: Policy, results: Results) -> tuple[list[float], set[str]]:
     # as they grow: a loop over every result here made each RCPT cost as much
     # as all the recipients before it.
     for finding in results.scored_findings():
+        if finding.name in gone:
+            continue
         points.append(finding.score)
         reasons.add(finding.name)
     return points, reasons
@@ -138,8 +158,9 @@ def _would_have(hits: Iterable[tuple[RuleHit, Rule]]) -> str:
 
 def evaluate(policy: Policy, results: Results) -> Verdict:
     """The verdict `policy` gives a message with these `results`."""
-    signals = results.signals()
-    points, reasons = _points(policy, results)
+    gone = explained(results)
+    signals = results.signals() - gone
+    points, reasons = _points(policy, results, signals, gone)
     vouched = voucher(results)
     hits: list[RuleHit] = []
     shadow: list[tuple[RuleHit, Rule]] = []
@@ -179,6 +200,7 @@ def evaluate(policy: Policy, results: Results) -> Verdict:
             *_requested(action, results, "delivered"),
         ),
         quarantine_reason=_quarantine_reason(policy, action, score, deciding),
+        explained=tuple(sorted(gone)),
     )
 
 
