@@ -156,14 +156,12 @@ def test_sender_check_ignores_recipients(dns_server, resolver):
     assert all(name == "example.com" for name, _ in dns_server.queries)
 
 
-def test_recipients_checked_unless_turned_off(dns_server, resolver):
-    """Recipient domains are checked by default; check_recipients: false turns it off."""
+def test_recipients_only_when_configured(dns_server, resolver):
+    """Envelope recipient domains: checked only with check_recipients (the MTA decided)."""
     dns_server.load(ZONE)
     rcpts = ("x@not.existing.example.com", "postmaster", "y@noaddr.example.org",
              "z@example.com")
-    assert names.Config().check_recipients is True
-    off = names.Config(check_recipients=False)
-    assert recipients(resolver, rcpts, off).outcome is Outcome.SKIPPED
+    assert recipients(resolver, rcpts, names.Config()).outcome is Outcome.SKIPPED
     assert dns_server.queries == []
     on = recipients(resolver, rcpts)
     assert on.outcome is Outcome.FAIL
@@ -366,12 +364,12 @@ def test_recipient_domain_cap_counts_the_accepted_recipients(dns_server, resolve
     prior = CheckResult("names", Outcome.PASS, "", evidence=earlier)
     ctx = make_ctx(resolver, mail_from="a@example.com", rcpt_to=("x@example.com",),
                    results=(prior,))
-    [result] = RecipientNamesCheck(names.Config()).run(ctx)
+    [result] = RecipientNamesCheck(names.Config(check_recipients=True)).run(ctx)
     assert result.outcome is Outcome.SKIPPED
     assert dns_server.queries == []
     # A domain already counted is still judged (a cached lookup).
     ctx = make_ctx(resolver, mail_from="a@example.com", rcpt_to=("x@d3.example.org",),
                    results=(prior,))
-    [result] = RecipientNamesCheck(names.Config()).run(ctx)
+    [result] = RecipientNamesCheck(names.Config(check_recipients=True)).run(ctx)
     assert result.outcome is Outcome.FAIL  # d3.example.org is not in ZONE: NXDOMAIN
     assert names.recipient_domains_so_far([result]) == earlier.domains

@@ -6,9 +6,11 @@ named ``names``:
 - `EnvelopeNamesCheck` (``names.envelope``, at MAIL): the MAIL FROM
   domain, decided at MAIL so a nonexistent sender can be refused there
   (550 5.1.8, RFC 3463).
-- `RecipientNamesCheck` (``names.rcpt``, at RCPT): the RCPT TO domain of
-  each recipient (with `check_recipients`, the default), so a recipient
-  whose domain does not exist can be refused alone (550 5.1.2).
+- `RecipientNamesCheck` (``names.rcpt``, at RCPT): with `check_recipients`,
+  the RCPT TO domain of each recipient, so a recipient whose domain does
+  not exist can be refused alone (550 5.1.2). Off by default: the MTA
+  chose to accept the recipient, and the recipient fields of the header
+  are checked in any case.
 - `HeaderNamesCheck` (``names.header``, at end of message): the domains of
   the From, Sender, Reply-To, To and Cc fields, with a finding per field,
   so a policy can weigh a nonexistent Reply-To (where replies would go)
@@ -78,9 +80,10 @@ _SHOWN = 5
 @dataclass(frozen=True, slots=True)
 class Config:
     enabled: bool = True
-    # Also check each RCPT TO domain (the MTA refuses most unknown domains
-    # first, so on an MX this costs a cached lookup of its own domains).
-    check_recipients: bool = True
+    # Also check each RCPT TO domain. Off by default: the MTA has already
+    # accepted the recipient, so it can deliver there, and a resolver that
+    # does not see one of its domains (internal, split DNS) would refuse it all.
+    check_recipients: bool = False
 
 
 @dataclass(frozen=True, slots=True)
