@@ -92,7 +92,7 @@ def test_registered_after_dmarc_and_reads_its_evidence():
 
 
 def test_spoofed_from_without_spf_through_a_passing_envelope_domain(zone, resolver):
-    """The seed's first untrusted kind: SPF passes, but for someone else's domain."""
+    """The first kind of mail not trusted: SPF passes, but for someone else's domain."""
     result = judge(resolver, "ceo@nospf.example.org", (spf_pass("example.com"),))
     assert result.outcome is Outcome.FAIL
     assert found(result) == ["author.unauthenticated"]

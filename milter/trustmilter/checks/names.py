@@ -288,7 +288,7 @@ def field_domains(message: Message) -> tuple[dict[str, list[str]], dict[str, lis
 
 
 def _listed(domains: list[str]) -> str:
-    shown = ", ".join(clip(d) for d in domains[:_SHOWN])
+    shown = ", ".join(clip(d) or '""' for d in domains[:_SHOWN])
     return shown + (f" (+{len(domains) - _SHOWN} more)" if len(domains) > _SHOWN else "")
 
 
