@@ -9,7 +9,7 @@ from trustmilter.checks import names
 from trustmilter.checks.base import Stage
 from trustmilter.checks.names import EnvelopeNamesCheck, HeaderNamesCheck, RecipientNamesCheck
 from trustmilter.checks.registry import SECTIONS
-from trustmilter.results import Outcome
+from trustmilter.results import CheckResult, Outcome
 
 ZONE = """
 example.com.            300 IN MX   10 mail.example.com.
@@ -157,7 +157,7 @@ def test_sender_check_ignores_recipients(dns_server, resolver):
 
 
 def test_recipients_only_when_configured(dns_server, resolver):
-    """SEED-RULES §3 recipients: checked only with check_recipients."""
+    """Envelope recipient domains: checked only with check_recipients (the MTA decided)."""
     dns_server.load(ZONE)
     rcpts = ("x@not.existing.example.com", "postmaster", "y@noaddr.example.org",
              "z@example.com")
@@ -209,12 +209,17 @@ def test_from_timeout(dns_server, resolver):
     assert header(resolver, message("a@slow.example.net")).outcome is Outcome.TEMPERROR
 
 
-def test_from_missing_or_unparseable_skipped(dns_server, resolver):
-    """No From mailbox: the headers check reports that; nothing is asked here."""
+def test_no_address_in_any_field_skipped(dns_server, resolver):
+    """No mailbox with a domain in any field: the headers check reports that; nothing
+    is asked here. A From without "@" is the headers check's too: only To is judged."""
     dns_server.load(ZONE)
     assert header(resolver, b"Subject: x\r\n\r\nbody").outcome is Outcome.SKIPPED
-    assert header(resolver, message("nobody")).outcome is Outcome.SKIPPED
+    assert header(resolver, b"From: nobody\r\nTo: undisclosed-recipients:;\r\n\r\nx"
+                  ).outcome is Outcome.SKIPPED
     assert dns_server.queries == []
+    result = header(resolver, message("nobody"))
+    assert result.outcome is Outcome.PASS
+    assert {name for name, _ in dns_server.queries} == {"example.com"}
 
 
 def test_no_message_skipped(dns_server, resolver):
@@ -222,3 +227,149 @@ def test_no_message_skipped(dns_server, resolver):
     dns_server.load(ZONE)
     [result] = HeaderNamesCheck(names.Config()).run(make_ctx(resolver, mail_from="a@example.com"))
     assert result.outcome is Outcome.SKIPPED
+
+
+# ---- every sender and recipient field, a finding per field -------------------
+
+FIELDS_ZONE = ZONE + """
+$SERVFAIL broken.example.net.
+"""
+
+
+def fields_message(**fields):
+    """A message with the given address fields (keyword reply_to -> Reply-To)."""
+    lines = [f"{name.replace('_', '-').title()}: {value}" for name, value in fields.items()]
+    return ("\r\n".join([*lines, "Subject: x"]) + "\r\n\r\nbody\r\n").encode()
+
+
+@pytest.mark.parametrize(("field", "stem"), [
+    ("from_", "from"), ("sender", "sender_field"), ("reply_to", "reply_to"), ("to", "to"),
+    ("cc", "cc"),
+])
+def test_each_field_has_its_own_nonexistent_finding(dns_server, resolver, field, stem):
+    """An NXDOMAIN domain in any sender or recipient field is reported under that field."""
+    dns_server.load(FIELDS_ZONE)
+    values = {"from_": "a@example.com", "to": "s@example.com",
+              field: "x@not.existing.example.com"}
+    raw = fields_message(**{k.rstrip("_"): v for k, v in values.items()})
+    result = header(resolver, raw)
+    assert result.outcome is Outcome.FAIL
+    assert found(result) == [f"names.{stem}_nonexistent"]
+    assert "not.existing.example.com" in result.findings[0].detail
+    assert "NXDOMAIN" in result.findings[0].detail
+
+
+@pytest.mark.parametrize(("field", "stem"), [
+    ("sender", "sender_field"), ("reply_to", "reply_to"), ("to", "to"), ("cc", "cc"),
+])
+def test_each_field_has_its_own_no_address_finding(dns_server, resolver, field, stem):
+    """A domain that exists without A/AAAA/MX, or with a null MX, per field."""
+    dns_server.load(FIELDS_ZONE)
+    raw = fields_message(**{"from": "a@example.com", field: "x@nullmx.example.org, y@example.com"})
+    assert found(header(resolver, raw)) == [f"names.{stem}_no_address"]
+
+
+@pytest.mark.parametrize("failing", ["a@slow.example.net", "a@broken.example.net"])
+@pytest.mark.parametrize("field", ["from", "reply_to", "cc"])
+def test_a_temporary_failure_is_never_nonexistent(dns_server, resolver, failing, field):
+    """Timeout and SERVFAIL leave a domain undecided: temperror, no finding, whatever field."""
+    dns_server.load(FIELDS_ZONE)
+    fields = {"from": "b@example.com", field: failing}
+    result = header(resolver, fields_message(**fields))
+    assert result.outcome is Outcome.TEMPERROR
+    assert result.findings == ()
+    assert failing.split("@")[1] in result.reason
+
+
+def test_servfail_next_to_nxdomain_keeps_them_apart(dns_server, resolver):
+    """The NXDOMAIN Cc is reported; the SERVFAIL Reply-To is not called nonexistent."""
+    dns_server.load(FIELDS_ZONE)
+    raw = fields_message(**{"from": "a@example.com", "reply_to": "r@broken.example.net",
+                            "cc": "c@not.existing.example.com"})
+    result = header(resolver, raw)
+    assert found(result) == ["names.cc_nonexistent"]
+
+
+def test_one_domain_in_several_fields_is_looked_up_once_and_reported_per_field(
+        dns_server, resolver):
+    dns_server.load(FIELDS_ZONE)
+    raw = fields_message(**{"from": "a@example.com", "to": "x@not.existing.example.com",
+                            "cc": "y@NOT.existing.example.com., z@example.com"})
+    assert found(header(resolver, raw)) == ["names.to_nonexistent", "names.cc_nonexistent"]
+    asked = dns_server.queries
+    assert sorted(asked) == sorted(set(asked))
+    assert sorted(n for n, _ in asked) == ["example.com"] * 3 + ["not.existing.example.com"] * 3
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("a@foo..example.com", "foo..example.com"),
+    ("Boss <boss@exa mple.com>", "exa mple.com"),
+    ("a@localhost", "localhost"),
+])
+def test_an_invalid_from_domain_is_nonexistent_without_a_lookup(dns_server, resolver, value,
+                                                                 shown):
+    """RFC 5321 §2.3.5: a domain the parser drops, or a single label, cannot exist."""
+    dns_server.load(FIELDS_ZONE)
+    result = header(resolver, message(value))
+    assert found(result) == ["names.from_nonexistent"]
+    assert shown in result.findings[0].detail
+    assert "not a valid domain name" in result.findings[0].detail
+    assert {name for name, _ in dns_server.queries} == {"example.com"}  # To only
+
+
+def test_group_syntax_and_literals_are_not_looked_up(dns_server, resolver):
+    """"undisclosed-recipients:;" has no domain; an address literal is not a name."""
+    dns_server.load(FIELDS_ZONE)
+    raw = fields_message(**{"from": "a@example.com", "to": "undisclosed-recipients:;",
+                            "cc": "b@[192.0.2.1]"})
+    assert header(resolver, raw).outcome is Outcome.PASS
+    assert {n for n, _ in dns_server.queries} == {"example.com"}
+
+
+def test_the_cap_keeps_the_sender_side_and_bounds_the_lookups(dns_server, resolver):
+    """Past MAX_HEADER_DOMAINS distinct domains nothing more is asked; From, Sender and
+    Reply-To are taken before To and Cc, so a long Cc cannot hide them."""
+    cap = names.MAX_HEADER_DOMAINS
+    dns_server.load(FIELDS_ZONE + "".join(
+        f"d{i}.example.org. 300 IN A 192.0.2.9\n" for i in range(cap + 10)))
+    cc = ", ".join(f"u@d{i}.example.org" for i in range(cap + 10))
+    raw = fields_message(**{"cc": cc, "from": "a@example.com",
+                            "reply_to": "r@not.existing.example.com"})
+    result = header(resolver, raw)
+    assert found(result) == ["names.reply_to_nonexistent"]
+    assert "12 more addresses not looked up" in result.reason
+    asked = {n for n, _ in dns_server.queries}
+    assert len(asked) == cap
+    assert {"example.com", "not.existing.example.com"} <= asked
+
+
+def test_hostile_fields_stay_linear(dns_server, resolver):
+    """Thousands of addresses (valid, invalid, repeated) cost one pass and the cap."""
+    import time
+
+    dns_server.load(FIELDS_ZONE)
+    to = ", ".join(["a@example.com", "b@x..example.com", "c@not.existing.example.com"] * 4000)
+    started = time.perf_counter()
+    result = header(resolver, fields_message(**{"from": "a@example.com", "to": to}))
+    assert time.perf_counter() - started < 2.0
+    assert found(result) == ["names.to_nonexistent"]
+    assert "x..example.com" in result.findings[0].detail
+
+
+def test_recipient_domain_cap_counts_the_accepted_recipients(dns_server, resolver):
+    """The RCPT check carries the domains looked up so far; past the cap a new one is skipped."""
+    dns_server.load(ZONE)
+    cap = names.MAX_RECIPIENT_DOMAINS
+    earlier = names.RecipientDomains(tuple(f"d{i}.example.org" for i in range(cap)))
+    prior = CheckResult("names", Outcome.PASS, "", evidence=earlier)
+    ctx = make_ctx(resolver, mail_from="a@example.com", rcpt_to=("x@example.com",),
+                   results=(prior,))
+    [result] = RecipientNamesCheck(names.Config(check_recipients=True)).run(ctx)
+    assert result.outcome is Outcome.SKIPPED
+    assert dns_server.queries == []
+    # A domain already counted is still judged (a cached lookup).
+    ctx = make_ctx(resolver, mail_from="a@example.com", rcpt_to=("x@d3.example.org",),
+                   results=(prior,))
+    [result] = RecipientNamesCheck(names.Config(check_recipients=True)).run(ctx)
+    assert result.outcome is Outcome.FAIL  # d3.example.org is not in ZONE: NXDOMAIN
+    assert names.recipient_domains_so_far([result]) == earlier.domains

@@ -26,6 +26,7 @@ from trustmilter.model import Message
 from zones import GOOD_SENDER
 
 ZONE = GOOD_SENDER + """
+example.org.               300 IN MX  10 mx.example.org.
 $NXDOMAIN nowhere.example.net.
 """
 

@@ -35,6 +35,7 @@ example.com.               300 IN TXT "v=spf1 ip4:192.0.2.10 -all"
 example.com.               300 IN A   192.0.2.10
 mail.example.com.          300 IN A   192.0.2.10
 10.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.
+example.org.               300 IN MX  10 mx.example.org.
 """
 MAIL = BenchMessage(
     kind="unsigned", client_ip="192.0.2.10", client_name="mail.example.com",

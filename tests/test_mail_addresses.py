@@ -89,3 +89,14 @@ def test_from_views_stay_linear_on_hostile_input() -> None:
         loops.from_addresses(message)
         automation.message_findings(message, patterns)
     assert time.monotonic() - started < 30
+
+
+def test_a_bad_domain_is_kept_apart_as_text_not_as_a_mailbox() -> None:
+    """An address dropped for its domain leaves the domain's text, for the names check."""
+    parsed = parse_address_list("Bad <b@c..example>, ok@f.example, a@exa mple.example, nodomain")
+    assert [m.address for m in parsed.mailboxes] == ["ok@f.example"]
+    assert parsed.bad_domains == ("c..example", "exa mple.example")
+    assert parse_address_list("a@").bad_domains == ("",)
+    assert parse_address_list("ok@f.example").bad_domains == ()
+    long_domain = "x." * 5000 + ".example"
+    assert len(parse_address_list(f"a@{long_domain}").bad_domains[0]) <= len(clip(long_domain))

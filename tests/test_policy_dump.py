@@ -88,7 +88,8 @@ def test_dump_fills_in_every_field() -> None:
     assert data["rules"][0]["mode"] == "enforce"
     assert data["rules"][0]["any"] == []
     assert set(data["checks"]) == {
-        "iprev", "helo", "dnsbl", "spf", "names", "headers", "dkim", "arc", "dmarc", "uribl",
+        "iprev", "helo", "dnsbl", "spf", "names", "headers", "dkim", "arc", "dmarc", "author",
+        "uribl",
         "loops", "automation", "rate", "reputation", "bounce",
     }
 

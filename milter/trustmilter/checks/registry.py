@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from trustmilter.checks import (
     arc,
+    author,
     automation,
     bounce,
     dkim,
@@ -72,6 +73,8 @@ SECTIONS: tuple[Section[Any], ...] = (
     Section("dkim", dkim.Config, (dkim.DkimCheck,), dkim.preflight),
     Section("arc", arc.Config, (arc.ArcCheck,), arc.preflight),
     Section("dmarc", dmarc.Config, (dmarc.DmarcCheck,)),
+    # A From domain nothing authenticates (no aligned pass, no DMARC, no SPF).
+    Section("author", author.Config, (author.AuthorCheck,)),
     Section("uribl", uribl.Config, (uribl.UriblCheck,)),
     # Loops, automation, rate tiers and learned reputation.
     Section("loops", loops.Config,

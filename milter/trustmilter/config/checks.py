@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trustmilter.checks import arc as arc_check
+from trustmilter.checks import author as author_check
 from trustmilter.checks import automation as automation_check
 from trustmilter.checks import bounce as bounce_check
 from trustmilter.checks import dkim as dkim_check
@@ -38,6 +39,7 @@ class ChecksConfig:
     dkim: dkim_check.Config = field(default_factory=dkim_check.Config)
     arc: arc_check.Config = field(default_factory=arc_check.Config)
     dmarc: dmarc_check.Config = field(default_factory=dmarc_check.Config)
+    author: author_check.Config = field(default_factory=author_check.Config)
     uribl: uribl_check.Config = field(default_factory=uribl_check.Config)
     loops: loops_check.Config = field(default_factory=loops_check.Config)
     automation: automation_check.Config = field(default_factory=automation_check.Config)

@@ -65,6 +65,9 @@ class AddressList:
     mailboxes: tuple[Mailbox, ...]
     problems: tuple[str, ...]
     groups: int = 0  # named groups, which may be empty ("undisclosed-recipients:;")
+    # The domain text of addresses dropped for a bad domain ("a@foo..com"),
+    # so the names check can report an invalid domain name, not just a problem.
+    bad_domains: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -167,8 +170,12 @@ def _valid_domain(domain: str) -> bool:
     )
 
 
-def _addr_spec(tokens: list[Token], problems: list[str], display: str = "") -> Mailbox | None:
-    """local-part "@" domain (RFC 5322 §3.4.1), or None with a problem noted.
+def _addr_spec(
+    tokens: list[Token], problems: list[str], display: str = "",
+    bad_domains: list[str] | None = None,
+) -> Mailbox | None:
+    """local-part "@" domain (RFC 5322 §3.4.1), or None with a problem noted
+    (and a bad domain's text added to `bad_domains`).
 
     The domain follows the last "@": a quoted local part may hold more."""
     text = "".join(t for _, t in tokens)
@@ -185,18 +192,20 @@ def _addr_spec(tokens: list[Token], problems: list[str], display: str = "") -> M
         domain[0][1]
     ):
         problems.append(f"bad domain in {clip(text)!r}")
+        if bad_domains is not None:
+            bad_domains.append(clip(" ".join(t for _, t in domain)))
         return None
     return Mailbox("".join(t for _, t in local), domain[0][1], display)
 
 
-def _mailbox(item: list[Token], problems: list[str]) -> Mailbox | None:
+def _mailbox(item: list[Token], problems: list[str], bad_domains: list[str]) -> Mailbox | None:
     """One name-addr or addr-spec (RFC 5322 §3.4).
 
     With angle brackets the address is what they hold; whatever comes
     before them is display name, even when it looks like an address."""
     kinds = [kind for kind, _ in item]
     if "<" not in kinds:
-        return _addr_spec(item, problems)
+        return _addr_spec(item, problems, bad_domains=bad_domains)
     left = kinds.index("<")
     if ">" not in kinds[left:]:
         problems.append("unclosed <")
@@ -212,7 +221,7 @@ def _mailbox(item: list[Token], problems: list[str]) -> Mailbox | None:
     if not inside:
         problems.append("empty <>")
         return None
-    return _addr_spec(inside, problems, display)
+    return _addr_spec(inside, problems, display, bad_domains)
 
 
 @remembered_when(lambda value: len(value) <= MEMO_VALUE_CHARS, maxsize=2048)
@@ -226,13 +235,14 @@ def parse_address_list(value: str) -> AddressList:
     """
     tokens, problems = _tokens(value)
     mailboxes: list[Mailbox] = []
+    bad_domains: list[str] = []
     item: list[Token] = []
     in_angle = in_group = False
     groups = 0
 
     def finish() -> None:
         if item:
-            mailbox = _mailbox(item, problems)
+            mailbox = _mailbox(item, problems, bad_domains)
             if mailbox is not None:
                 mailboxes.append(mailbox)
             item.clear()
@@ -270,4 +280,4 @@ def parse_address_list(value: str) -> AddressList:
     if in_angle:
         problems.append("unclosed <")
     finish()
-    return AddressList(tuple(mailboxes), tuple(problems), groups)
+    return AddressList(tuple(mailboxes), tuple(problems), groups, tuple(bad_domains))
