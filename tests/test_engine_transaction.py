@@ -244,6 +244,17 @@ def test_a_trusted_gateways_header_on_mail_from_elsewhere_changes_nothing(
     assert outcome.record.verdict == plain_outcome.record.verdict
 
 
+def test_each_plain_trusted_id_is_announced_at_start(dns_server, pool, caplog):
+    """A plain id no longer counts from every client: the operator is told how it is read."""
+    caplog.set_level("INFO", logger="trustmilter.app")
+    make_app(dns_server, pool, "trusted_authserv_ids: [gw.example.net, "
+             "{id: gw2.example.net, networks: [192.0.2.0/28]}]\n")
+    lines = [r.getMessage() for r in caplog.records if r.name == "trustmilter.app"]
+    assert lines == ["trusted_authserv_ids: gw.example.net is believed only on mail from the "
+                     "client verified as gw.example.net (give its networks to trust it by "
+                     "address)"]
+
+
 def test_a_plain_trusted_id_counts_from_the_client_verified_by_that_name(dns_server, pool):
     dns_server.load(ZONE)
     app = make_app(dns_server, pool, "trusted_authserv_ids: [gw.example.net]\n")

@@ -5,7 +5,8 @@ produced (iprev, spf, dkim per signature, dmarc, arc). An incoming header
 that claims our authserv-id was not written by us and must go (RFC 8601
 §5). Headers from an upstream gateway are read by checks/upstream.py,
 which believes them only when its authserv-id is in the policy's
-`trusted_authserv_ids`.
+`trusted_authserv_ids` and the message comes from that gateway. The
+RFC 8601 syntax of values and of the authserv-id is mail/authres_syntax.py.
 """
 
 from __future__ import annotations
