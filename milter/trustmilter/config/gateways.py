@@ -14,11 +14,11 @@ ways:
                                            # MTA verified as gw2.example.net
 
 A plain id (the form before networks existed) ties the id to the client's
-name as the MTA verified it (Postfix's client_name: reverse and forward DNS
-agree), which only the owner of the id's DNS can arrange. RFC 8601 §2.5
-recommends naming the authserv-id after the host, so a gateway that
-follows it keeps being believed; one whose id is not its host name needs
-its networks.
+name as the MTA verified it (Postfix's client_name; Sendmail likewise hands
+milters "[address]" unless the reverse name resolves back), which only the
+owner of the id's DNS can arrange. An authserv-id is usually the gateway's
+host name (RFC 8601 §2.5), so such a gateway keeps being believed; one whose
+id is not the name it connects with needs its networks.
 """
 
 from __future__ import annotations
