@@ -244,6 +244,20 @@ def test_a_trusted_gateways_header_on_mail_from_elsewhere_changes_nothing(
     assert outcome.record.verdict == plain_outcome.record.verdict
 
 
+def test_our_authserv_id_goes_without_its_root_dot(dns_server, pool):
+    """`authserv_id: mx.example.org.` must still give a field RFC 8601 readers parse."""
+    dns_server.load(ZONE)
+    policy = parse_settings(
+        "authserv_id: mx.example.org.\n"
+        f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n",
+        "test-policy.yaml",
+    )
+    app = build_app(policy, pool, state=MemoryStore())
+    assert app.authserv_id == "mx.example.org"
+    _, outcome, _ = transact(app, GOOD, "alice@example.com", ["a@example.org"])
+    assert parse_header_value(outcome.add_headers[0][1]).authserv_id == "mx.example.org"
+
+
 def test_each_plain_trusted_id_is_announced_at_start(dns_server, pool, caplog):
     """A plain id no longer counts from every client: the operator is told how it is read."""
     caplog.set_level("INFO", logger="trustmilter.app")

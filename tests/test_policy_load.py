@@ -399,6 +399,15 @@ def test_bad_header_name_and_authserv_id() -> None:
     )
 
 
+def test_an_authserv_id_is_a_dot_atom() -> None:
+    """Empty labels would make our own field unreadable (authres reads a dot-atom)."""
+    for bad in ["mx..example.org", ".mx.example.org", "mx.example.org..", "."]:
+        assert error(f"authserv_id: '{bad}'\n").startswith(
+            "policy.yaml:1: authserv_id: expected a host name like mx.example.com"
+        ), bad
+    assert parse("authserv_id: mx.example.org.\n").authserv_id == "mx.example.org."
+
+
 def test_trusted_gateways_by_network() -> None:
     """An entry is a plain id or {id, networks}; a mapping must say where it connects from."""
     from trustmilter.config.gateways import GatewayConfig

@@ -69,7 +69,8 @@ class App:
         (building the public suffix list costs a tenth of a second or more).
         """
         compat.install()  # library patches, checked against the installed versions
-        authserv_id = settings.authserv_id or socket.getfqdn()
+        # Without a root dot: RFC 8601 readers take the id as a dot-atom.
+        authserv_id = (settings.authserv_id or socket.getfqdn()).removesuffix(".")
         for trusted in settings.trusted_authserv_ids:
             if isinstance(trusted, str):
                 # Said at every start: a plain id no longer counts from every client.

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 
 from trustmilter.config.errors import InvalidField
 
-# RFC 8601 §2.2: authserv-id is a value (token); in practice a host name.
-AUTHSERV_ID = re.compile(r"[A-Za-z0-9._-]{1,253}\Z")
+# RFC 8601 §2.2: authserv-id is a value (token); in practice a host name. Labels
+# are not empty (authres and others read the id as a dot-atom); a root dot is
+# allowed here and left out of our header (App.build).
+AUTHSERV_ID = re.compile(r"(?=[A-Za-z0-9._-]{1,253}\Z)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?\Z")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
