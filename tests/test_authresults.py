@@ -20,6 +20,7 @@ from trustmilter.authresults import (
     parse_header_value,
 )
 from trustmilter.checks.upstream import upstream_results
+from trustmilter.compat.authres import QuotedPvalue
 from trustmilter.results import CheckResult, Outcome, Results
 
 RESULTS = Results(
@@ -94,8 +95,16 @@ def test_garbage_in_a_property_value_cannot_break_the_header():
 
 # ---- parsing by position (LinearHeader) ------------------------------------------
 
-# authres's own parser, with its own header class, as the reference.
+class _AuthresHeader(QuotedPvalue, authres.core.AuthenticationResultsHeader):  # type: ignore[misc]
+    """authres's own header class, parsing by copying the rest, with the one
+    deliberate difference (a quoted value followed by another property)."""
+
+
+# authres's own parser, with that header class, as the reference.
 _AUTHRES_FEATURES = authres.FeatureContext(authres.dkim_b, authres.dmarc, authres.arc)
+_AUTHRES_FEATURES.header_class = _AuthresHeader
+_AUTHRES_CORE = authres.FeatureContext()
+_AUTHRES_CORE.header_class = _AuthresHeader
 
 
 def _parsed(parse: Callable[[str], Any], value: str) -> object:
@@ -150,7 +159,7 @@ def test_linear_parse_gives_authres_answers_for_any_value() -> None:
         assert _parsed(parse_header_value, value) == _parsed(
             _AUTHRES_FEATURES.parse_value, value), value
         assert _parsed(parse_core_header_value, value) == _parsed(
-            authres.AuthenticationResultsHeader.parse_value, value), value
+            _AUTHRES_CORE.parse_value, value), value
 
 
 def test_long_values_parse_in_linear_time() -> None:

@@ -203,19 +203,82 @@ def test_the_budget_counts_our_time_not_the_clients(dns_server, pool):
     assert outcome.record.elapsed_ms == 25000
 
 
+GATEWAY_HEADERS = (
+    "Authentication-Results: gw.example.net; dmarc=pass header.from=example.com",
+    "Authentication-Results: other.example.net; spf=pass smtp.mailfrom=a@example.com",
+)
+
+
 def test_trusted_upstream_results_are_an_ordinary_check(dns_server, pool):
-    """A gateway's A-R counts only from a trusted authserv-id, as `upstream.<method>`."""
+    """A gateway's A-R counts only from a trusted authserv-id, as `upstream.<method>`,
+    and only on mail from that gateway (its networks)."""
     dns_server.load(ZONE)
-    app = make_app(dns_server, pool, "trusted_authserv_ids: [gw.example.net]\n")
-    raw = message(extra_headers=(
-        "Authentication-Results: gw.example.net; dmarc=pass header.from=example.com",
-        "Authentication-Results: other.example.net; spf=pass smtp.mailfrom=a@example.com",
-    ))
+    app = make_app(dns_server, pool,
+                   "trusted_authserv_ids: [{id: GW.example.net, networks: [192.0.2.0/28]}]\n")
+    raw = message(extra_headers=GATEWAY_HEADERS)
     _, outcome, _ = transact(app, GOOD, "alice@example.com", ["a@example.org"], raw)
     results = outcome.record.results
     assert [r.outcome for r in results["upstream.dmarc"]] == [Outcome.PASS]
     assert "upstream.spf" not in results
     assert "upstream" in {c.name for c in app.pipeline.checks}
+
+
+@pytest.mark.parametrize("trusted", [
+    "[{id: gw.example.net, networks: [192.0.2.0/28, '2001:db8::/32']}]",
+    "[gw.example.net]",  # plain: only from the client verified as gw.example.net
+    "[mail.example.com]",  # the client's own verified name, but not the id in the header
+])
+def test_a_trusted_gateways_header_on_mail_from_elsewhere_changes_nothing(
+    dns_server, pool, trusted
+):
+    """Anyone can write gw.example.net's A-R into a message and send it to us
+    directly: from a client that is not the gateway it is a stranger's field."""
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool, f"trusted_authserv_ids: {trusted}\n")
+    forged = message(extra_headers=GATEWAY_HEADERS)
+    elsewhere = Client(ipaddress.ip_address("192.0.2.30"), "mail.example.com", "mail.example.com")
+    _, outcome, _ = transact(app, elsewhere, "alice@example.com", ["a@example.org"], forged)
+    _, plain_outcome, _ = transact(app, elsewhere, "alice@example.com", ["a@example.org"],
+                                   message())
+    assert not any(r.check.startswith("upstream") for r in outcome.record.results.all())
+    assert outcome.record.verdict == plain_outcome.record.verdict
+
+
+def test_our_authserv_id_goes_without_its_root_dot(dns_server, pool):
+    """`authserv_id: mx.example.org.` must still give a field RFC 8601 readers parse."""
+    dns_server.load(ZONE)
+    policy = parse_settings(
+        "authserv_id: mx.example.org.\n"
+        f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n",
+        "test-policy.yaml",
+    )
+    app = build_app(policy, pool, state=MemoryStore())
+    assert app.authserv_id == "mx.example.org"
+    _, outcome, _ = transact(app, GOOD, "alice@example.com", ["a@example.org"])
+    assert parse_header_value(outcome.add_headers[0][1]).authserv_id == "mx.example.org"
+
+
+def test_each_plain_trusted_id_is_announced_at_start(dns_server, pool, caplog):
+    """A plain id no longer counts from every client: the operator is told how it is read."""
+    caplog.set_level("INFO", logger="trustmilter.app")
+    make_app(dns_server, pool, "trusted_authserv_ids: [gw.example.net, "
+             "{id: gw2.example.net, networks: [192.0.2.0/28]}]\n")
+    lines = [r.getMessage() for r in caplog.records if r.name == "trustmilter.app"]
+    assert lines == ["trusted_authserv_ids: gw.example.net is believed only on mail from the "
+                     "client verified as gw.example.net (give its networks to trust it by "
+                     "address)"]
+
+
+def test_a_plain_trusted_id_counts_from_the_client_verified_by_that_name(dns_server, pool):
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool, "trusted_authserv_ids: [gw.example.net]\n")
+    gateway = Client(ipaddress.ip_address("198.51.100.7"), "GW.example.net.", "gw.example.net")
+    raw = message(extra_headers=GATEWAY_HEADERS)
+    _, outcome, _ = transact(app, gateway, "alice@example.com", ["a@example.org"], raw)
+    assert [r.outcome for r in outcome.record.results["upstream.dmarc"]] == [Outcome.PASS]
+    unverified = Client(ipaddress.ip_address("198.51.100.7"), None, "gw.example.net")
+    _, outcome, _ = transact(app, unverified, "alice@example.com", ["a@example.org"], raw)
+    assert "upstream.dmarc" not in outcome.record.results
 
 
 # --- finality (policy/finality.py), a pure function --------------------------

@@ -16,7 +16,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "policy.yaml"
 
 CUSTOM = """\
 authserv_id: mx1.example.com
-trusted_authserv_ids: [gw.example.net, gw2.example.net]
+trusted_authserv_ids: [gw.example.net, {id: gw2.example.net, networks: [192.0.2.0/24]}]
 dns: {nameservers: ["127.0.0.1:5353", "[::1]:53"], timeout: 0.5, lifetime: 1}
 checks:
   spf: {check_helo: false}

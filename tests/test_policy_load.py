@@ -399,6 +399,44 @@ def test_bad_header_name_and_authserv_id() -> None:
     )
 
 
+def test_an_authserv_id_is_a_dot_atom() -> None:
+    """Empty labels would make our own field unreadable (authres reads a dot-atom)."""
+    for bad in ["mx..example.org", ".mx.example.org", "mx.example.org..", "."]:
+        assert error(f"authserv_id: '{bad}'\n").startswith(
+            "policy.yaml:1: authserv_id: expected a host name like mx.example.com"
+        ), bad
+    assert parse("authserv_id: mx.example.org.\n").authserv_id == "mx.example.org."
+
+
+def test_trusted_gateways_by_network() -> None:
+    """An entry is a plain id or {id, networks}; a mapping must say where it connects from."""
+    from trustmilter.config.gateways import GatewayConfig
+
+    settings = parse(
+        "trusted_authserv_ids:\n"
+        "  - gw.example.net\n"
+        "  - id: gw2.example.net\n"
+        "    networks: [192.0.2.0/24, '2001:db8::/32']\n"
+    )
+    assert settings.trusted_authserv_ids == (
+        "gw.example.net", GatewayConfig("gw2.example.net", ("192.0.2.0/24", "2001:db8::/32")),
+    )
+    assert error("trusted_authserv_ids:\n  - id: gw2.example.net\n") == (
+        "policy.yaml:2: trusted_authserv_ids[0].networks: required key missing"
+    )
+    assert error("trusted_authserv_ids:\n  - {id: gw2.example.net, networks: []}\n") == (
+        "policy.yaml:2: trusted_authserv_ids[0].networks: expected at least one network "
+        "like 192.0.2.0/24, got an empty list"
+    )
+    assert error("trusted_authserv_ids:\n  - {id: gw2.example.net, networks: [192.0.2.0/33]}\n"
+                 ).startswith("policy.yaml:2: trusted_authserv_ids[0].networks[0]: expected a network")
+    assert error("trusted_authserv_ids:\n  - {id: 'a b', networks: [192.0.2.0/24]}\n"
+                 ).startswith("policy.yaml:2: trusted_authserv_ids[0].id: expected a host name")
+    assert error("trusted_authserv_ids: [[gw.example.net]]\n") == (
+        "policy.yaml:1: trusted_authserv_ids[0]: expected a string or a mapping, got a list"
+    )
+
+
 def test_duplicate_key() -> None:
     assert error("dns:\n  timeout: 1\n  timeout: 2\n") == (
         "policy.yaml:3: dns.timeout: duplicate key (first at line 2)"

@@ -7,6 +7,7 @@ transaction the daemon runs.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from trustmilter.lookup.resolver import build_resolver
 from trustmilter.pipeline import Pipeline
 from trustmilter.policy.model import Policy
 from trustmilter.state.base import StateStore
+
+log = logging.getLogger(__name__)
 
 # Enough threads for every check of a few concurrent messages to wait on DNS at once.
 DEFAULT_WORKERS = 64
@@ -69,7 +72,14 @@ class App:
         (building the public suffix list costs a tenth of a second or more).
         """
         compat.install()  # library patches, checked against the installed versions
-        authserv_id = settings.authserv_id or socket.getfqdn()
+        # Without a root dot: RFC 8601 readers take the id as a dot-atom.
+        authserv_id = (settings.authserv_id or socket.getfqdn()).removesuffix(".")
+        for trusted in settings.trusted_authserv_ids:
+            if isinstance(trusted, str):
+                # Said at every start: a plain id no longer counts from every client.
+                log.info("trusted_authserv_ids: %s is believed only on mail from the client "
+                         "verified as %s (give its networks to trust it by address)",
+                         trusted, trusted)
         domains = domains if domains is not None else DomainTools()
         return cls(
             settings=settings,

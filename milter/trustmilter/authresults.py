@@ -5,7 +5,8 @@ produced (iprev, spf, dkim per signature, dmarc, arc). An incoming header
 that claims our authserv-id was not written by us and must go (RFC 8601
 §5). Headers from an upstream gateway are read by checks/upstream.py,
 which believes them only when its authserv-id is in the policy's
-`trusted_authserv_ids`.
+`trusted_authserv_ids` and the message comes from that gateway. The
+RFC 8601 syntax of values and of the authserv-id is mail/authres_syntax.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import authres.dkim_b
 import authres.dmarc
 
 from trustmilter.compat.authres import linear_features
+from trustmilter.mail.authres_syntax import pvalue, read_authserv_id, same_authserv_id
 from trustmilter.results import AuthMethod, CheckResult, Outcome, Results
 
 HEADER_NAME = "Authentication-Results"
@@ -36,7 +38,6 @@ _FEATURES = linear_features(
 _CORE_FEATURES = linear_features(authres.FeatureContext())
 _COMMENT_UNSAFE = re.compile(r"[^\x20-\x7e]|[()\\]")
 _VALUE_UNSAFE = re.compile(r"[^\x21-\x7e]")
-_AUTHSERV_ID = re.compile(r"\s*(?:\([^)]*\)\s*)*([^\s;()]+)")
 
 
 def _comment(text: str) -> str | None:
@@ -46,15 +47,23 @@ def _comment(text: str) -> str | None:
 
 
 def _value(text: str) -> str:
-    """A property value that stays one printable-ASCII token (garbage in mail must not
-    break the header for readers downstream)."""
+    """A property value in printable ASCII without spaces (garbage in mail must not
+    break the header for readers downstream); _Property quotes it where needed."""
     return _VALUE_UNSAFE.sub("?", text)[:256]
+
+
+class _Property(authres.core.AuthenticationResultProperty):  # type: ignore[misc]
+    """A property written as RFC 8601 §2.2 allows: authres leaves any value with
+    an "@" bare, so "smtp.mailfrom=foo@[192.0.2.5]" made the field unreadable."""
+
+    def __str__(self) -> str:
+        return f"{self.type}.{self.name}={pvalue(str(self.value))}"
 
 
 def _clause(result: CheckResult) -> authres.core.AuthenticationResult:
     assert result.method is not None
     properties = [
-        authres.core.AuthenticationResultProperty(*key.split(".", 1), value=_value(value))
+        _Property(*key.split(".", 1), value=_value(value))
         for key, value in result.props
         if value
     ]
@@ -88,14 +97,11 @@ def parse_core_header_value(value: str) -> authres.core.AuthenticationResultsHea
 
 
 def authserv_id_of(value: str) -> str | None:
-    """The authserv-id a header claims, even when the rest does not parse."""
-    try:
-        parsed: str | None = parse_header_value(value).authserv_id
-        return parsed
-    # RecursionError: authres parses nested comments recursively ("((((...").
-    except (authres.AuthResError, ValueError, IndexError, RecursionError):
-        match = _AUTHSERV_ID.match(value)
-        return match.group(1).lower() if match else None
+    """The authserv-id a header claims (lower-cased), even when the rest does not
+    parse: read by itself (RFC 8601 §2.2), not by authres, which takes only a
+    dot-atom (no quoted-string) and recurses into nested comments."""
+    claimed = read_authserv_id(value)
+    return claimed.lower() if claimed is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,5 +127,5 @@ def find_forged(headers: Sequence[tuple[str, str]], our_id: str) -> list[ForgedH
     return [
         header
         for header in find_named(headers, HEADER_NAME)
-        if (authserv_id_of(header.value) or "") == our_id.lower()
+        if same_authserv_id(authserv_id_of(header.value) or "", our_id)
     ]

@@ -9,8 +9,9 @@ instead. Nothing global is replaced: a FeatureContext of ours is given
 the subclass as its `header_class`. It relies on how authres's parser uses
 `_parse_text` and `_parse_pattern`, and on FeatureContext parsing through
 `header_class`; both are fingerprinted, and where either differs authres's
-own class is kept (linear_features). docs/upstream/authres.md describes the
-fix for upstream.
+own class is kept (linear_features). The same class reads a quoted property
+value followed by more properties, which authres drops (QuotedPvalue).
+docs/upstream/authres.md describes both fixes for upstream.
 """
 
 from __future__ import annotations
@@ -52,7 +53,43 @@ def _token_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern.lstrip("^"), re.IGNORECASE)
 
 
-class LinearHeader(authres.core.AuthenticationResultsHeader):  # type: ignore[misc]
+class QuotedPvalue:
+    """authres's ``_parse_pvalue`` with one change: a quoted-string value may be
+    followed by another property.
+
+    RFC 8601 §2.2: ``resinfo = [CFWS] ";" methodspec [ CFWS reasonspec ]
+    [ CFWS 1*propspec ]``, and a pvalue may be a quoted-string. authres
+    accepts a quoted-string only when ";" or the end follows it, so in
+    ``dkim=pass header.i="a b" header.s=sel`` the header.i property was
+    silently lost (and with it any value trustmilter must quote). Written
+    against authres's other parse methods, so that it serves authres's own
+    class as well as LinearHeader (the tests compare the two).
+    """
+
+    def _parse_pvalue(self: Any) -> str | None:
+        self._parse_rfc5322_cfws()
+        quoted: str | None = self._parse_rfc5322_quoted_string()
+        if quoted:
+            if not self._parse_pattern(r"@"):
+                # quoted-string: whatever follows is the next property's business.
+                self._parse_rfc5322_cfws()
+                return quoted
+            # quoted-string "@" domain-name
+            domain_name = self._parse_rfc5322_dot_atom()
+            self._parse_rfc5322_cfws()
+            return f'"{quoted}"@{domain_name}' if domain_name else None
+        if self._parse_pattern(r"@"):
+            # "@" domain-name
+            domain_name = self._parse_rfc5322_dot_atom()
+            self._parse_rfc5322_cfws()
+            return f"@{domain_name}" if domain_name else None
+        # *ptext: authres's lax union of token, dot-atom and domain-name.
+        match = self._parse_pattern(f"{authres.core.PTEXT_PATTERN}*")
+        self._parse_rfc5322_cfws()
+        return match.group() if match else None
+
+
+class LinearHeader(QuotedPvalue, authres.core.AuthenticationResultsHeader):  # type: ignore[misc]
     """authres's header class, parsing by position.
 
     authres reads the rest itself only to test it for "" or r";|$" and to

@@ -3,7 +3,8 @@
 The YAML is composed into a node tree with the safe loader (never
 constructed as arbitrary objects), then converted into the settings'
 dataclasses by their type hints: nested dataclasses, ``tuple[X, ...]``,
-``list[X]``, ``dict[str, X]``, ``X | None``, Enum (by value), Literal,
+``list[X]``, ``dict[str, X]``, ``X | None``, ``X | SomeDataclass`` (a
+mapping is the dataclass, anything else X), Enum (by value), Literal,
 bool, int (not bool), float (int accepted) and str. A YAML value of the
 wrong type is an error, not a coercion: ``"3"`` is not a number and
 ``yes`` is not a string. Keys left out take the dataclass defaults; a
@@ -161,6 +162,18 @@ def _is_optional(hint: Any) -> bool:
     )
 
 
+def _record_choice(hint: Any) -> tuple[Any, type[Any]] | None:
+    """(X, D) for a hint ``X | D`` where D is a dataclass (and X is not), else None."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return None
+    args = typing.get_args(hint)
+    records = [a for a in args if dataclasses.is_dataclass(a) and isinstance(a, type)]
+    if len(args) != 2 or len(records) != 1 or type(None) in args:
+        return None
+    (other,) = [a for a in args if a is not records[0]]
+    return other, records[0]
+
+
 class _Builder:
     """Converts one document's node tree; holds the per-document budget."""
 
@@ -182,6 +195,9 @@ class _Builder:
         if _is_optional(hint):
             inner = [a for a in typing.get_args(hint) if a is not type(None)]
             return self.describe(inner[0], meta) + ", or null"
+        choice = _record_choice(hint)
+        if choice is not None:
+            return self.describe(choice[0], meta) + " or a mapping"
         if origin is typing.Literal:
             return "one of: " + ", ".join(str(a) for a in typing.get_args(hint))
         if isinstance(hint, type) and issubclass(hint, enum.Enum):
@@ -214,6 +230,13 @@ class _Builder:
             if len(inner) != 1:
                 raise TypeError(f"policy loader: unsupported union {hint!r}")
             return self.convert(node, inner[0], path, meta)
+        choice = _record_choice(hint)
+        if choice is not None:
+            if isinstance(node, MappingNode):
+                return self.build(node, choice[1], path, at=node)
+            if not isinstance(node, ScalarNode):
+                raise self.expected(node, path, self.describe(hint, meta))
+            return self.convert(node, choice[0], path, meta)
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             return self.build(None if is_null else node, hint, path, at=node)
         if origin in (tuple, list):

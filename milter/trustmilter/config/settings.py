@@ -17,7 +17,6 @@ on the App.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from trustmilter.checks.forwarded import parse_forwarders
@@ -25,12 +24,10 @@ from trustmilter.config.checks import ChecksConfig
 from trustmilter.config.daemon import LoggingConfig, MetricsConfig, MilterConfig
 from trustmilter.config.dns import DnsConfig
 from trustmilter.config.errors import InvalidField
+from trustmilter.config.gateways import AUTHSERV_ID, GatewayConfig
 from trustmilter.config.state import StateConfig
 from trustmilter.policy.model import Policy
 from trustmilter.signals import WILDCARD, is_known_pattern, is_known_signal, suggestion
-
-# RFC 8601 §2.2: authserv-id is a value (token); in practice a host name.
-_AUTHSERV_ID = re.compile(r"[A-Za-z0-9._-]{1,253}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +36,10 @@ class Settings:
 
     # Our RFC 8601 authserv-id; empty means this host's name (App.build).
     authserv_id: str = ""
-    # Upstream gateways whose Authentication-Results we believe (RFC 8601 §5).
-    trusted_authserv_ids: tuple[str, ...] = ()
+    # Upstream gateways whose Authentication-Results we believe (RFC 8601 §5),
+    # each only on mail from itself: {id, networks}, or a plain id believed
+    # from the client the MTA verified by that name (config/gateways.py).
+    trusted_authserv_ids: tuple[str | GatewayConfig, ...] = ()
     # Hosts that forward mail to us (networks, host names, ".domain" for every
     # host under it): the hop before them is authenticated in their place.
     trusted_forwarders: tuple[str, ...] = ()
@@ -54,16 +53,15 @@ class Settings:
     state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
-        for key, ids in (
-            ("authserv_id", (self.authserv_id,)),
-            ("trusted_authserv_ids", self.trusted_authserv_ids),
-        ):
-            for index, value in enumerate(ids):
-                if value == "" and key == "authserv_id":
-                    continue
-                if _AUTHSERV_ID.match(value) is None:
-                    path: tuple[str | int, ...] = (key,) if key == "authserv_id" else (key, index)
-                    raise InvalidField(path, "a host name like mx.example.com", value)
+        if self.authserv_id and AUTHSERV_ID.match(self.authserv_id) is None:
+            raise InvalidField(
+                ("authserv_id",), "a host name like mx.example.com", self.authserv_id
+            )
+        for index, trusted in enumerate(self.trusted_authserv_ids):
+            if isinstance(trusted, str) and AUTHSERV_ID.match(trusted) is None:
+                raise InvalidField(
+                    ("trusted_authserv_ids", index), "a host name like mx.example.com", trusted
+                )
         try:
             parse_forwarders(self.trusted_forwarders)
         except ValueError as error:
