@@ -23,7 +23,8 @@ rules shared with the DNSBL check (`blocklist.py`): fail on a listing (one
 temperror if a list could not be asked, else pass; none without lists or
 links. Cost is linear in the message: the walk reads at most
 `mail.mime.MAX_PARTS` parts (the `headers` check reports more as
-``mime.too_many_parts``, and nesting past its limit as ``mime.too_deep``),
+``headers.mime_too_many_parts``, and nesting past its limit as
+``headers.mime_too_deep``),
 and MAX_SCAN_BYTES decoded bytes of each text part are scanned, with regular
 expressions that never backtrack. Nothing here raises for bad MIME or DNS
 conditions.
