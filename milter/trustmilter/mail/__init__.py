@@ -1,2 +1,3 @@
 """What mail is made of, parsed once: addresses (RFC 5322 §3.4, RFC 5321
-paths) and the text helpers findings quote with. No check logic here."""
+paths), header fields, the MIME structure (RFC 2046, walked without
+recursion) and the text helpers findings quote with. No check logic here."""

@@ -229,7 +229,8 @@ class _Walker:
 
     def _header(self, start: int) -> tuple[HeaderFields, int]:
         """The fields of the header block at `start`, and where the body starts."""
-        raw, lines, position = self.raw, [], start
+        raw, position = self.raw, start
+        lines: list[bytes] = []
         while position < len(raw):
             newline = raw.find(b"\n", position)
             following = len(raw) if newline < 0 else newline + 1
