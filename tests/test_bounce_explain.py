@@ -391,3 +391,15 @@ def test_temporary_failures() -> None:
     (nina,) = _one(gmail).recipients
     assert (nina.address, nina.action, nina.status, nina.cause) == (
         "nina@example.net", "delayed", "4.4.1", Cause.SERVER_UNREACHABLE)
+
+
+def test_nesting_past_the_limit_is_not_handed_to_the_recursive_parser(caplog) -> None:
+    """The email package recurses per MIME level; such a message is refused, not crashed on."""
+    depth = 1200
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="n%d"\r\n\r\n--n%d\r\n' % (i, i)
+                       for i in range(depth))
+    raw = b"From: MAILER-DAEMON@mail.example.com\r\nSubject: Undeliverable\r\n" + opening + b"\r\nx"
+    bounce = explain(raw)
+    assert (bounce.is_bounce, bounce.problems) == (
+        False, (f"not read: MIME nested {depth} levels deep, {depth + 1} parts",))
+    assert "could not be read" not in caplog.text

@@ -238,3 +238,26 @@ def test_address_list_groups_and_problems():
     assert [m.address for m in parsed.mailboxes] == ["a@example.com", "b@example.net"]
     assert parsed.ok and parsed.groups == 1
     assert parse_address_list("a@example.com (open").problems == ("unterminated comment",)
+
+
+def nested_body(depth: int) -> tuple[str, bytes]:
+    """(the top Content-Type, the body) of a text part `depth` multipart levels down."""
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="n%d"\r\n\r\n--n%d\r\n' % (i, i)
+        for i in range(1, depth)
+    )
+    closing = b"".join(b"\r\n--n%d--" % i for i in reversed(range(depth)))
+    return 'multipart/mixed; boundary="n0"', b"--n0\r\n" + opening + b"\r\nhi" + closing + b"\r\n"
+
+
+@pytest.mark.parametrize(("depth", "expected"), [
+    (1, []), (100, []), (101, ["headers.mime_too_deep"]),
+    (3000, ["headers.mime_too_deep", "headers.mime_too_many_parts"]),
+])
+def test_mime_nesting_past_the_limit(depth, expected):
+    """Nesting deeper than any mail program builds; past MAX_PARTS the rest is not read."""
+    content_type, body = nested_body(depth)
+    result = run(message({"MIME-Version": "1.0", "Content-Type": content_type}, body=body))
+    assert names(result) == expected
+    if expected:
+        assert f"nested {min(depth, 1999)} levels" in result.findings[0].detail

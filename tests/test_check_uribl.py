@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
 import time
 
 import pytest
@@ -13,6 +11,7 @@ from helpers import domain_tools, make_ctx
 from trustmilter.checks import uribl
 from trustmilter.checks.blocklist import BlocklistConfig
 from trustmilter.checks.uribl import MAX_SCAN_BYTES, UriblCheck, link_domains
+from trustmilter.mail.mime import walk
 from trustmilter.results import Outcome
 
 DBL = BlocklistConfig("dbl.example.org", weight=2.5, name="dbl",
@@ -77,8 +76,7 @@ def run(resolver, raw, lists=(DBL,), config=None):
 
 def domains(raw):
     """The registered link domains the check would look up."""
-    parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
-    return link_domains(parsed, domain_tools())
+    return link_domains(walk(raw), domain_tools())
 
 
 def test_seed_link_in_html_signature(dns_server, resolver):

@@ -11,20 +11,19 @@ first time a check asks (`Message.address_lists`, `from_mailboxes`).
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from email.message import Message as EmailMessage
 from functools import cached_property
 
 from trustmilter.mail.addresses import AddressList, Mailbox, envelope_address, parse_address_list
+from trustmilter.mail.fields import HeaderFields, split_fields
+from trustmilter.mail.mime import MimeStructure
+from trustmilter.mail.mime import walk as walk_mime
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 # RFC 5322 §3.6.8: field-name = 1*ftext (printable ASCII except ':'); 76 keeps
 # "Name: value" folding possible within the 78-character line of §2.1.1.
 _FIELD_NAME_TEXT = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}\Z")
@@ -95,23 +94,9 @@ class Message:
         return self.raw[match.end() :] if match else b""
 
     @cached_property
-    def headers(self) -> tuple[tuple[str, str], ...]:
+    def headers(self) -> HeaderFields:
         """(name, unfolded value) pairs in order; lines that are not fields are skipped."""
-        # Each field is a name and its value's lines, joined once at the end:
-        # linear even for a header folded over hundreds of thousands of lines.
-        fields: list[tuple[bytes, list[bytes]]] = []
-        for line in self.header_block.splitlines():
-            if line[:1] in (b" ", b"\t"):
-                if fields:
-                    fields[-1][1].append(line.strip())
-                continue
-            match = _FIELD_NAME.match(line)
-            if match:
-                fields.append((match.group(1), [line[match.end() :].strip()]))
-        return tuple(
-            (name.decode("ascii"), b" ".join(parts).decode("utf-8", "surrogateescape"))
-            for name, parts in fields
-        )
+        return split_fields(self.header_block.splitlines())
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name` (case-insensitive), in order."""
@@ -150,10 +135,11 @@ class Message:
         return tuple(mailbox for parsed in self.from_lists for mailbox in parsed.mailboxes)
 
     @cached_property
-    def parsed(self) -> EmailMessage:
-        """The MIME tree, parsed leniently (compat32 never raises on bad input)."""
-        parser = email.parser.BytesParser(policy=email.policy.compat32)
-        return parser.parsebytes(self.raw)
+    def mime(self) -> MimeStructure:
+        """The MIME structure (RFC 2046): every leaf part with its decoded text,
+        walked once per message without recursion however deep the nesting
+        (`mail.mime`); every check that reads the body's parts reads it here."""
+        return walk_mime(self.raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ from trustmilter.bounce.heuristics import TextReport, read_text
 from trustmilter.bounce.status import StatusMeaning, describe, find_basic
 from trustmilter.i18n import N_
 from trustmilter.mail.addresses import first_address
+from trustmilter.mail.mime import MimeStructure
+from trustmilter.mail.mime import walk as walk_mime
 
 log = logging.getLogger(__name__)
 
@@ -381,8 +383,24 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
     )
 
 
-def explain(raw: bytes, own_domains: tuple[str, ...] | list[str] = ()) -> Bounce:
-    """Read ``raw`` (a whole message) as a bounce; never raises."""
+def explain(
+    raw: bytes,
+    own_domains: tuple[str, ...] | list[str] = (),
+    structure: MimeStructure | None = None,
+) -> Bounce:
+    """Read ``raw`` (a whole message) as a bounce; never raises.
+
+    The email package's parser recurses once per MIME nesting level, so a
+    message nested deeper than `mail.mime.NESTING_LIMIT` (or with more parts
+    than the walk reads) is not handed to it: no real bounce is built like
+    that, and the `headers` check reports such a message on its own.
+    `structure` is the message's MIME walk when the caller has it already.
+    """
+    structure = structure if structure is not None else walk_mime(raw)
+    if structure.too_deep or structure.truncated:
+        return Bounce(is_bounce=False, problems=(
+            f"not read: MIME nested {structure.depth} levels deep, {structure.parts} parts",
+        ))
     try:
         message = email.message_from_bytes(raw, policy=email.policy.compat32)
         return _explain(message, tuple(own_domains))

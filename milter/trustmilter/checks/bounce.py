@@ -183,7 +183,7 @@ class BounceCheck(BaseCheck[Config]):
             return [skipped(RESULT, "no message yet")]
         if not may_be_bounce(ctx.envelope.mail_from, message):
             return [CheckResult(RESULT, Outcome.NONE, "not a bounce")]
-        bounce = explain(message.raw, self.config.own_domains)
+        bounce = explain(message.raw, self.config.own_domains, message.mime)
         if not bounce.is_bounce:
             return [CheckResult(RESULT, Outcome.NONE, "not a bounce")]
         origin_word = origin(bounce, self.config.own_domains)

@@ -17,6 +17,11 @@ skipped before the message is known. Findings:
 - ``headers.message_id_missing`` (§3.6.4 SHOULD);
 - ``headers.nul_bytes``: a NUL anywhere in the message (§2.1, RFC 5321 §4.5.2);
 - ``headers.line_too_long``: a line over 998 octets (§2.1.1);
+- ``headers.mime_too_deep``: MIME parts nested deeper than
+  `mail.mime.NESTING_LIMIT` levels (RFC 2046 sets no limit; no mail
+  program nests like that, filter evasion does);
+  ``headers.mime_too_many_parts``: more than `mail.mime.MAX_PARTS` parts,
+  so the rest of the body was not read (by the URI check either);
 - ``headers.8bit_unencoded``: header bytes that are not valid UTF-8.
   Valid UTF-8 in header values is accepted without a finding: RFC 6532
   allows it for SMTPUTF8 mail and the milter cannot tell whether the
@@ -40,6 +45,7 @@ from typing import ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.mail.addresses import AddressList
+from trustmilter.mail.mime import MAX_PARTS, MimeStructure
 from trustmilter.mail.text import clip
 from trustmilter.model import Message
 from trustmilter.results import CheckResult, Finding, Outcome
@@ -183,10 +189,23 @@ def header_findings(message: Message) -> list[Finding]:
     )
     if not fields.get("message-id"):
         findings.append(Finding("headers.message_id_missing"))
+    findings += structure_findings(message.mime)
     eight_bit = [name for name, value in headers if _SURROGATE.search(value)]
     if eight_bit:
         shown = ", ".join(dict.fromkeys(eight_bit))
         findings.append(Finding("headers.8bit_unencoded", f"not UTF-8 in {clip(shown)}"))
+    return findings
+
+
+def structure_findings(structure: MimeStructure) -> list[Finding]:
+    """Findings for a MIME structure built to be too deep or too big to read."""
+    findings = []
+    if structure.too_deep:
+        findings.append(Finding("headers.mime_too_deep",
+                                f"parts nested {structure.depth} levels deep"))
+    if structure.truncated:
+        findings.append(Finding("headers.mime_too_many_parts",
+                                f"more than {MAX_PARTS} parts; the rest was not read"))
     return findings
 
 
@@ -208,6 +227,8 @@ class HeadersCheck(BaseCheck[Config]):
             "headers.nul_bytes": "the message contains NUL bytes",
             "headers.line_too_long": "a line is longer than 998 characters",
             "headers.8bit_unencoded": "a header contains raw 8-bit bytes",
+            "headers.mime_too_deep": "MIME parts nested deeper than any mail program does",
+            "headers.mime_too_many_parts": "more MIME parts than are read; the rest was not",
         },
     )
 

@@ -1,9 +1,10 @@
 """Domains of links in the message body against URI blocklists (RFC 5782 §2.3).
 
-SEED-RULES §7: mail is suspended when "spammy links, for example in a
-signature" cross a threshold. At end of message every text/plain and
-text/html part (nested ones too, signatures included: the whole text is
-read) is decoded from its transfer encoding and charset, leniently, and
+Spam with "spammy links, for example in a signature" is to be suspended.
+At end of message every text/plain and text/html part (nested ones too,
+however deep, signatures included: the whole text is read) is taken from
+the message's one MIME walk (`Message.mime`, `mail/mime.py`: no recursion,
+linear), decoded from its transfer encoding and charset, leniently, and
 scanned for link hosts:
 - http, https and ftp URLs (``scheme://[user@]host[:port]``);
 - bare ``www.`` names, ``mailto:`` addresses, and in HTML the
@@ -20,9 +21,13 @@ list concurrently as ``<domain>.<zone>`` A, at most `max_domains` of them
 rules shared with the DNSBL check (`blocklist.py`): fail on a listing (one
 ``uribl.listed`` per list, carrying its weight, naming the domains), else
 temperror if a list could not be asked, else pass; none without lists or
-links. Cost is linear in the message: at most MAX_TEXT_PARTS parts and
-MAX_SCAN_BYTES decoded bytes of each are scanned, with regular expressions
-that never backtrack. Nothing here raises for bad MIME or DNS conditions.
+links. Cost is linear in the message: the walk reads at most
+`mail.mime.MAX_PARTS` parts (the `headers` check reports more as
+``headers.mime_too_many_parts``, and nesting past its limit as
+``headers.mime_too_deep``),
+and MAX_SCAN_BYTES decoded bytes of each text part are scanned, with regular
+expressions that never backtrack. Nothing here raises for bad MIME or DNS
+conditions.
 """
 
 from __future__ import annotations
@@ -47,16 +52,12 @@ from trustmilter.domains import ascii_name, is_host_name
 from trustmilter.results import CheckResult, Finding, Outcome
 
 if TYPE_CHECKING:
-    from email.message import Message as EmailMessage
-
     from trustmilter.domains import DomainTools
+    from trustmilter.mail.mime import MimeStructure
 
 # Decoded bytes scanned per text part: links past the first megabyte of
 # one part are not worth the time (spam puts them up front).
 MAX_SCAN_BYTES = 1_000_000
-# Text parts scanned per message (a message of ten thousand parts is junk).
-MAX_TEXT_PARTS = 100
-_TEXT_TYPES = frozenset({"text/plain", "text/html"})
 
 _HOST = r"""[^\s/?#"'<>()\[\]{}\\|^`,;]+"""
 _LINK = re.compile(
@@ -78,31 +79,6 @@ class Config:
     lists: tuple[BlocklistConfig, ...] = ()
     # At most this many distinct registered domains are looked up per message.
     max_domains: int = field(default=20, metadata={"min": 1, "max": 500})
-
-
-def text_parts(message: EmailMessage) -> Iterator[tuple[str, str]]:
-    """(content type, decoded text) of each text/plain and text/html part."""
-    seen = 0
-    for part in message.walk():
-        if part.is_multipart() or part.get_content_type() not in _TEXT_TYPES:
-            continue
-        seen += 1
-        if seen > MAX_TEXT_PARTS:
-            return
-        try:
-            # compat32 undoes base64 and quoted-printable, tolerating bad input.
-            payload = part.get_payload(decode=True)
-        except (ValueError, TypeError, UnicodeError):
-            continue
-        if not isinstance(payload, bytes):
-            continue
-        data = payload[:MAX_SCAN_BYTES]
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            text = data.decode(charset, "replace")
-        except (LookupError, ValueError):
-            text = data.decode("utf-8", "replace")
-        yield part.get_content_type(), text
 
 
 def link_hosts(content_type: str, text: str) -> Iterator[str]:
@@ -134,12 +110,12 @@ def link_domain(host: str, tools: DomainTools) -> str | None:
     return tools.org_domain(name)
 
 
-def link_domains(message: EmailMessage, tools: DomainTools) -> list[str]:
+def link_domains(structure: MimeStructure, tools: DomainTools) -> list[str]:
     """Distinct registered domains of the message's links, in order of appearance."""
     domains: dict[str, None] = {}
     hosts: dict[str, str | None] = {}  # the same link repeated is judged once
-    for content_type, text in text_parts(message):
-        for host in link_hosts(content_type, text):
+    for leaf in structure.text_leaves():
+        for host in link_hosts(leaf.content_type, leaf.text(MAX_SCAN_BYTES)):
             if host not in hosts:
                 hosts[host] = link_domain(host, tools)
             domain = hosts[host]
@@ -168,7 +144,7 @@ class UriblCheck(BaseCheck[Config]):
         message = ctx.message
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message yet")]
-        found = link_domains(message.parsed, ctx.domains)
+        found = link_domains(message.mime, ctx.domains)
         if not found:
             return [CheckResult(self.name, Outcome.NONE, "no link domains")]
         domains = found[: self.config.max_domains]

@@ -85,6 +85,8 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
         "headers.nul_bytes": 3.0,
         "headers.line_too_long": 1.0,
         "headers.8bit_unencoded": 1.0,
+        "headers.mime_too_deep": 3.0,
+        "headers.mime_too_many_parts": 3.0,
         # Learned reputation (SEED-RULES §7): cancels the points that would
         # re-quarantine a sender whose held mail was released often enough.
         "reputation.learned": -10.0,
