@@ -7,6 +7,7 @@ import pytest
 from helpers import make_ctx
 from trustmilter.checks import helo
 from trustmilter.checks.helo import HeloCheck
+from trustmilter.domains import is_single_label
 from trustmilter.results import Outcome
 
 ZONE = """
@@ -216,3 +217,73 @@ def test_huge_garbage_helo_is_clipped(dns_server, resolver):
     assert dns_server.queries == []
 
 
+
+
+TLD_ZONE = ZONE + """
+; a TLD the public suffix list does not know, but the DNS does
+host.corp.                300 IN A    192.0.2.50
+; a sender domain without MX records: its implicit MX is itself (RFC 5321 §5.1)
+nomx.example.net.         300 IN A    192.0.2.4
+nullmx.example.net.       300 IN MX   0 .
+$SERVFAIL brokenmx.example.com. MX
+"""
+
+
+def test_nxdomain_under_an_existing_tld_not_on_the_suffix_list(dns_server, resolver):
+    """The DNS, not only the suffix list, says whether a TLD exists: "corp." does here."""
+    dns_server.load(TLD_ZONE)
+    result = run(resolver, "gone.corp")
+    assert names(result) == ["helo.nxdomain"]
+    assert ("corp", "NS") in dns_server.queries
+
+
+def test_a_known_tld_is_not_asked_again(dns_server, resolver):
+    """A TLD on the public suffix list exists: no NS lookup for it."""
+    dns_server.load(TLD_ZONE)
+    assert names(run(resolver, "not.existing.example.com")) == ["helo.nxdomain"]
+    assert not any(rdtype == "NS" for _, rdtype in dns_server.queries)
+
+
+def test_implicit_mx(dns_server, resolver):
+    """RFC 5321 §5.1: without MX records the domain itself is the MX host."""
+    dns_server.load(TLD_ZONE)
+    assert run(resolver, "nomx.example.net", mail_from="a@nomx.example.net").findings == ()
+
+
+def test_null_mx_has_no_mx_host(dns_server, resolver):
+    """RFC 7505: a null MX names no host, so no HELO name is one of its MX hosts."""
+    dns_server.load(TLD_ZONE)
+    result = run(resolver, "nomx.example.net", mail_from="a@nullmx.example.net")
+    assert names(result) == ["helo.not_sender_mx"]
+
+
+def test_mx_failure_in_the_sender_organisation_stays_a_pass(dns_server, resolver):
+    """The organisation is known without MX; whether it is an MX host stays undecided."""
+    dns_server.load(TLD_ZONE)
+    ctx = make_ctx(resolver, ip="192.0.2.4", helo="mail.example.com",
+                   mail_from="a@brokenmx.example.com")
+    judgement = helo.judge(ctx)
+    assert judgement.in_sender_org is True and judgement.sender_mx is None
+    assert HeloCheck(helo.Config()).run(ctx)[0].outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(("name", "resolution"), [
+    ("mail.example.com", helo.Resolution.RESOLVES),
+    ("noaddr.example.com", helo.Resolution.NO_ADDRESS),
+    ("not.existing.example.com", helo.Resolution.NXDOMAIN),
+    ("invalid.tld", helo.Resolution.UNKNOWN_TLD),
+    ("slow.example.com", helo.Resolution.UNDECIDED),
+    ("localhost", helo.Resolution.NOT_A_NAME),
+    ("[192.0.2.4]", helo.Resolution.NOT_A_NAME),
+])
+def test_judge_resolution(dns_server, resolver, name, resolution):
+    """NXDOMAIN, no address and an unknown TLD are told apart."""
+    dns_server.load(ZONE)
+    judgement = helo.judge(make_ctx(resolver, ip="192.0.2.4", helo=name, mail_from="a@example.com"))
+    assert judgement.resolution is resolution
+
+
+def test_is_single_label():
+    assert is_single_label("mailhost") and is_single_label("a-1")
+    assert not is_single_label("mail.example.com") and not is_single_label("x\x01")
+    assert not is_single_label("-bad") and not is_single_label("")
