@@ -60,7 +60,7 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
         "names.from_no_address": 3.0,
         "names.rcpt_nonexistent": 3.0,
         # Header sanity (SEED-RULES §4, RFC 5322)
-        "headers.from_missing": 3.0,
+        "headers.from_missing": 8.0,
         "headers.from_multiple": 3.0,
         "headers.from_unparseable": 3.0,
         "headers.date_missing": 3.0,
@@ -68,6 +68,9 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
         "headers.subject_malformed": 3.0,
         "headers.to_malformed": 3.0,
         "headers.reply_to_malformed": 3.0,
+        "headers.subject_missing": 1.0,
+        "headers.to_missing": 1.0,
+        "headers.reply_to_missing": 3.0,
         "headers.message_id_missing": 1.0,
         "headers.nul_bytes": 3.0,
         "headers.line_too_long": 1.0,
