@@ -148,7 +148,7 @@ def test_missing_subject_and_to_are_fine_where_not_required():
 
 
 def test_missing_subject_and_to_are_findings_by_default():
-    """SEED-RULES §4: mail "should contain" Subject and To; required by default."""
+    """Form mail "should contain" Subject and To; required by default."""
     result = run(message(drop=("Subject", "To")))
     assert result.outcome is Outcome.FAIL
     assert names(result) == ["headers.subject_missing", "headers.to_missing"]

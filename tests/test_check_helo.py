@@ -130,7 +130,7 @@ def test_single_label(dns_server, resolver):
 
 
 def test_seed_invalid_tld(dns_server, resolver):
-    """SEED-RULES §2 "HELO invalid.tld": looked up, and neither it nor its TLD exists."""
+    """The seed's "HELO invalid.tld": looked up, and neither it nor its TLD exists."""
     dns_server.load(ZONE)
     result = run(resolver, "invalid.tld")
     assert result.outcome is Outcome.FAIL

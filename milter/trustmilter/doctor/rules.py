@@ -156,7 +156,7 @@ def ip_rules(ctx: CheckContext, config: iprev_check.Config, domain: str,
 
 
 def helo_rules(ctx: CheckContext, domain: str, host: str) -> list[Diagnosis]:
-    """SEED-RULES §2: the HELO resolves, is in the domain, and is one of its MX hosts.
+    """The HELO resolves, is in the domain, and is one of its MX hosts (the sender-trust rules).
 
     The milter's own judgement (`helo.judge`) decides each of the three, so
     a name the doctor fails is a name the milter scores, and the reverse.
