@@ -9,6 +9,7 @@ import pytest
 from helpers import make_ctx
 from trustmilter.checks import headers
 from trustmilter.checks.headers import HeadersCheck
+from trustmilter.config.errors import InvalidField
 from trustmilter.mail.addresses import parse_address_list
 from trustmilter.results import Outcome
 
@@ -140,9 +141,46 @@ def test_subject_fine(subject):
     assert run(message({"Subject": subject})).outcome is Outcome.PASS
 
 
-def test_missing_subject_and_to_are_fine():
+def test_missing_subject_and_to_are_fine_where_not_required():
     """RFC 5322 §3.6: Subject and To are optional (Bcc-only mail has no To)."""
-    assert run(message(drop=("Subject", "To"))).outcome is Outcome.PASS
+    unrequired = headers.Config(required=())
+    assert run(message(drop=("Subject", "To")), unrequired).outcome is Outcome.PASS
+
+
+def test_missing_subject_and_to_are_findings_by_default():
+    """Form mail "should contain" Subject and To; required by default."""
+    result = run(message(drop=("Subject", "To")))
+    assert result.outcome is Outcome.FAIL
+    assert names(result) == ["headers.subject_missing", "headers.to_missing"]
+    assert run(message(drop=("Subject",))).findings[0].detail == "no Subject field"
+
+
+def test_reply_to_missing_only_where_required():
+    """Plain mail without Reply-To is normal; form mail must have one."""
+    assert run(message()).outcome is Outcome.PASS
+    form = headers.Config(required=("subject", "to", "reply_to"))
+    assert names(run(message(), form)) == ["headers.reply_to_missing"]
+    assert run(message(extra=("Reply-To: Bob <bob@example.net>",)), form).findings == ()
+
+
+def test_the_seed_form_fields_all_missing():
+    """A form message with From and Date only: each missing field is its own finding."""
+    form = headers.Config(required=("subject", "to", "reply_to"))
+    result = run(message(drop=("Subject", "To")), form)
+    assert names(result) == ["headers.subject_missing", "headers.to_missing",
+                             "headers.reply_to_missing"]
+
+
+def test_an_empty_but_present_field_is_not_missing():
+    """`Subject:` with no text is present; an empty To is malformed, not missing."""
+    assert run(message({"Subject": ""})).outcome is Outcome.PASS
+    assert names(run(message({"To": ""}))) == ["headers.to_malformed"]
+
+
+@pytest.mark.parametrize("bad", ["from", "Subject", "cc", ""])
+def test_required_names_only_optional_fields(bad):
+    with pytest.raises(InvalidField, match=r"required\[1\]"):
+        headers.Config(required=("subject", bad))
 
 
 @pytest.mark.parametrize("value", ["", "support", "Support <support@>", "a@example.com,,<"])

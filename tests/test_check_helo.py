@@ -7,6 +7,7 @@ import pytest
 from helpers import make_ctx
 from trustmilter.checks import helo
 from trustmilter.checks.helo import HeloCheck
+from trustmilter.domains import is_single_label
 from trustmilter.results import Outcome
 
 ZONE = """
@@ -20,6 +21,7 @@ noaddr.example.com.       300 IN TXT  "no address here"
 customer.example.org.     300 IN MX   10 mx1.mailhost.example.net.
 out.mailhost.example.net. 300 IN A    192.0.2.4
 v6.example.com.           300 IN AAAA 2001:db8::4
+ipv6.example.net.         300 IN MX   10 v6.example.com.
 $NXDOMAIN not.existing.example.com.
 $TIMEOUT  slow.example.com.
 $TIMEOUT  slowmx.example.net. MX
@@ -44,8 +46,8 @@ def test_good_helo_passes(dns_server, resolver):
     result = run(resolver, "mail.example.com")
     assert result.outcome is Outcome.PASS
     assert result.findings == ()
-    # Same organisational domain as the sender: no MX lookup needed.
-    assert ("example.com", "MX") not in dns_server.queries
+    # Whether it is one of the sender's MX hosts needs the MX lookup.
+    assert ("example.com", "MX") in dns_server.queries
 
 
 @pytest.mark.parametrize("name", [None, "", "   "])
@@ -62,7 +64,7 @@ def test_seed_other_domain(dns_server, resolver):
     dns_server.load(ZONE)
     result = run(resolver, "mail.example.org")
     assert result.outcome is Outcome.FAIL
-    assert names(result) == ["helo.not_sender_domain"]
+    assert names(result) == ["helo.not_sender_domain", "helo.not_sender_mx"]
     assert ("example.com", "MX") in dns_server.queries
 
 
@@ -70,7 +72,8 @@ def test_mail_provider_host_matches_sender_mx(dns_server, resolver):
     """SEED-RULES §2 "should match an MX record": same organisation as an MX host."""
     dns_server.load(ZONE)
     result = run(resolver, "out.mailhost.example.net", mail_from="a@customer.example.org")
-    assert result.outcome is Outcome.PASS
+    # In the provider's organisation, so not "another domain"; but not an MX host itself.
+    assert names(result) == ["helo.not_sender_mx"]
 
 
 @pytest.mark.parametrize("name", ["localhost", "localhost.localdomain", "box.localhost",
@@ -117,20 +120,22 @@ def test_loopback_literal_is_localhost(dns_server, resolver):
 
 
 def test_single_label(dns_server, resolver):
-    """RFC 5321 §2.3.5: the HELO name must be fully qualified."""
+    """RFC 5321 §2.3.5: the HELO name must be fully qualified; it is looked up all the same."""
     dns_server.load(ZONE)
     result = run(resolver, "mailhost")
-    assert names(result) == ["helo.single_label"]
-    assert dns_server.queries == []
+    assert names(result) == ["helo.single_label", "helo.nxdomain"]
+    assert ("mailhost", "A") in dns_server.queries
+    # A bare label is a top-level domain itself: no second lookup for its TLD.
+    assert ("mailhost", "NS") not in dns_server.queries
 
 
 def test_seed_invalid_tld(dns_server, resolver):
-    """SEED-RULES §2 "HELO invalid.tld": no such top-level domain, nothing asked."""
+    """The seed's "HELO invalid.tld": looked up, and neither it nor its TLD exists."""
     dns_server.load(ZONE)
     result = run(resolver, "invalid.tld")
     assert result.outcome is Outcome.FAIL
     assert names(result) == ["helo.unknown_tld"]
-    assert dns_server.queries == []
+    assert ("invalid.tld", "A") in dns_server.queries and ("tld", "NS") in dns_server.queries
 
 
 def test_seed_not_existing_domain(dns_server, resolver):
@@ -153,7 +158,7 @@ def test_not_client_ip(dns_server, resolver):
     """RFC 5321 §4.1.4: the name resolves, but not to the client (a finding, not a reject)."""
     dns_server.load(ZONE)
     result = run(resolver, "other.example.com")
-    assert names(result) == ["helo.not_client_ip"]
+    assert names(result) == ["helo.not_client_ip", "helo.not_sender_mx"]
     assert "192.0.2.99" in result.findings[0].detail
 
 
@@ -161,14 +166,15 @@ def test_name_without_addresses(dns_server, resolver):
     """SEED-RULES §2 "must be resolvable": an existing name without A/AAAA."""
     dns_server.load(ZONE)
     result = run(resolver, "noaddr.example.com")
-    assert names(result) == ["helo.not_client_ip"]
+    assert names(result) == ["helo.no_address"]
     assert "no A/AAAA" in result.findings[0].detail
 
 
 def test_ipv6_client(dns_server, resolver):
     """RFC 5321 §2.3.5: an IPv6 client's HELO name resolves by AAAA."""
     dns_server.load(ZONE)
-    assert run(resolver, "v6.example.com", ip="2001:db8::4").outcome is Outcome.PASS
+    result = run(resolver, "v6.example.com", ip="2001:db8::4", mail_from="a@ipv6.example.net")
+    assert result.outcome is Outcome.PASS
 
 
 def test_timeout_is_temperror(dns_server, resolver):
@@ -211,3 +217,73 @@ def test_huge_garbage_helo_is_clipped(dns_server, resolver):
     assert dns_server.queries == []
 
 
+
+
+TLD_ZONE = ZONE + """
+; a TLD the public suffix list does not know, but the DNS does
+host.corp.                300 IN A    192.0.2.50
+; a sender domain without MX records: its implicit MX is itself (RFC 5321 §5.1)
+nomx.example.net.         300 IN A    192.0.2.4
+nullmx.example.net.       300 IN MX   0 .
+$SERVFAIL brokenmx.example.com. MX
+"""
+
+
+def test_nxdomain_under_an_existing_tld_not_on_the_suffix_list(dns_server, resolver):
+    """The DNS, not only the suffix list, says whether a TLD exists: "corp." does here."""
+    dns_server.load(TLD_ZONE)
+    result = run(resolver, "gone.corp")
+    assert names(result) == ["helo.nxdomain"]
+    assert ("corp", "NS") in dns_server.queries
+
+
+def test_a_known_tld_is_not_asked_again(dns_server, resolver):
+    """A TLD on the public suffix list exists: no NS lookup for it."""
+    dns_server.load(TLD_ZONE)
+    assert names(run(resolver, "not.existing.example.com")) == ["helo.nxdomain"]
+    assert not any(rdtype == "NS" for _, rdtype in dns_server.queries)
+
+
+def test_implicit_mx(dns_server, resolver):
+    """RFC 5321 §5.1: without MX records the domain itself is the MX host."""
+    dns_server.load(TLD_ZONE)
+    assert run(resolver, "nomx.example.net", mail_from="a@nomx.example.net").findings == ()
+
+
+def test_null_mx_has_no_mx_host(dns_server, resolver):
+    """RFC 7505: a null MX names no host, so no HELO name is one of its MX hosts."""
+    dns_server.load(TLD_ZONE)
+    result = run(resolver, "nomx.example.net", mail_from="a@nullmx.example.net")
+    assert names(result) == ["helo.not_sender_mx"]
+
+
+def test_mx_failure_in_the_sender_organisation_stays_a_pass(dns_server, resolver):
+    """The organisation is known without MX; whether it is an MX host stays undecided."""
+    dns_server.load(TLD_ZONE)
+    ctx = make_ctx(resolver, ip="192.0.2.4", helo="mail.example.com",
+                   mail_from="a@brokenmx.example.com")
+    judgement = helo.judge(ctx)
+    assert judgement.in_sender_org is True and judgement.sender_mx is None
+    assert HeloCheck(helo.Config()).run(ctx)[0].outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(("name", "resolution"), [
+    ("mail.example.com", helo.Resolution.RESOLVES),
+    ("noaddr.example.com", helo.Resolution.NO_ADDRESS),
+    ("not.existing.example.com", helo.Resolution.NXDOMAIN),
+    ("invalid.tld", helo.Resolution.UNKNOWN_TLD),
+    ("slow.example.com", helo.Resolution.UNDECIDED),
+    ("localhost", helo.Resolution.NOT_A_NAME),
+    ("[192.0.2.4]", helo.Resolution.NOT_A_NAME),
+])
+def test_judge_resolution(dns_server, resolver, name, resolution):
+    """NXDOMAIN, no address and an unknown TLD are told apart."""
+    dns_server.load(ZONE)
+    judgement = helo.judge(make_ctx(resolver, ip="192.0.2.4", helo=name, mail_from="a@example.com"))
+    assert judgement.resolution is resolution
+
+
+def test_is_single_label():
+    assert is_single_label("mailhost") and is_single_label("a-1")
+    assert not is_single_label("mail.example.com") and not is_single_label("x\x01")
+    assert not is_single_label("-bad") and not is_single_label("")

@@ -119,6 +119,11 @@ def is_host_name(name: str) -> bool:
     return 0 < len(name) <= MAX_NAME_LENGTH and _valid_labels(name)
 
 
+def is_single_label(name: str) -> bool:
+    """True for one valid DNS label with no dot (a name RFC 5321 §2.3.5 calls unqualified)."""
+    return _LABEL.match(name) is not None
+
+
 @functools.lru_cache(maxsize=4096)  # the same HELO and sender names come again and again
 def _valid_labels(name: str) -> bool:
     labels = name.split(".")

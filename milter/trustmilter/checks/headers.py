@@ -13,7 +13,13 @@ skipped before the message is known. Findings:
   characters, 8-bit bytes that are not UTF-8, or an RFC 2047 encoded word
   that cannot be decoded (bad base64, unknown charset, invalid bytes);
 - ``headers.to_malformed`` / ``headers.reply_to_malformed``: present but
-  empty, unparseable, or repeated (§3.6); a missing To is fine (Bcc use);
+  empty, unparseable, or repeated (§3.6);
+- ``headers.subject_missing`` / ``headers.to_missing`` /
+  ``headers.reply_to_missing``: the field is absent and the policy asks for
+  it (`Config.required`). RFC 5322 requires none of them (§3.6: only From
+  and Date; To may be left out for Bcc use), but mail from web forms and
+  scripts should contain all of them, and plain mail without Reply-To is
+  normal: so each is reported only when configured;
 - ``headers.message_id_missing`` (§3.6.4 SHOULD);
 - ``headers.nul_bytes``: a NUL anywhere in the message (§2.1, RFC 5321 §4.5.2);
 - ``headers.line_too_long``: a line over 998 octets (§2.1.1);
@@ -44,6 +50,7 @@ from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
+from trustmilter.config.errors import InvalidField
 from trustmilter.mail.addresses import AddressList
 from trustmilter.mail.mime import MAX_PARTS, MimeStructure
 from trustmilter.mail.text import clip
@@ -58,9 +65,21 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\udc80-\udcff]")
 
 
+# The optional fields a policy may require, by their `required` spelling.
+OPTIONAL_FIELDS = {"subject": "Subject", "to": "To", "reply_to": "Reply-To"}
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     enabled: bool = True
+    # Header fields whose absence is a finding (headers.<field>_missing):
+    # any of subject, to, reply_to. From and Date are always required.
+    required: tuple[str, ...] = ("subject", "to")
+
+    def __post_init__(self) -> None:
+        for index, name in enumerate(self.required):
+            if name not in OPTIONAL_FIELDS:
+                raise InvalidField(("required", index), "one of subject, to, reply_to", name)
 
 
 def longest_line(raw: bytes) -> tuple[int, int]:
@@ -147,7 +166,13 @@ def _fields(headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return fields
 
 
-def header_findings(message: Message) -> list[Finding]:
+def missing_findings(fields: dict[str, list[str]], required: Iterable[str]) -> list[Finding]:
+    """`headers.<field>_missing` for each required optional field the message lacks."""
+    return [Finding(f"headers.{name}_missing", f"no {OPTIONAL_FIELDS[name]} field")
+            for name in required if not fields.get(OPTIONAL_FIELDS[name].lower())]
+
+
+def header_findings(message: Message, required: Iterable[str] = ()) -> list[Finding]:
     """Every finding for a message's raw bytes and its header fields."""
     raw, headers = message.raw, message.headers
     findings: list[Finding] = []
@@ -187,6 +212,7 @@ def header_findings(message: Message) -> list[Finding]:
         "headers.reply_to_malformed", "Reply-To", message.address_lists("Reply-To"),
         fields.get("reply-to", []),
     )
+    findings += missing_findings(fields, required)
     if not fields.get("message-id"):
         findings.append(Finding("headers.message_id_missing"))
     findings += structure_findings(message.mime)
@@ -223,6 +249,9 @@ class HeadersCheck(BaseCheck[Config]):
             "headers.subject_malformed": "the Subject header is malformed",
             "headers.to_malformed": "the To header is malformed",
             "headers.reply_to_malformed": "the Reply-To header is malformed",
+            "headers.subject_missing": "no Subject header (reported only when required)",
+            "headers.to_missing": "no To header (reported only when required)",
+            "headers.reply_to_missing": "no Reply-To header (reported only when required)",
             "headers.message_id_missing": "no Message-ID header",
             "headers.nul_bytes": "the message contains NUL bytes",
             "headers.line_too_long": "a line is longer than 998 characters",
@@ -237,7 +266,7 @@ class HeadersCheck(BaseCheck[Config]):
         message = ctx.message
         if message is None:
             return [CheckResult(self.name, Outcome.SKIPPED, "no message yet")]
-        findings = tuple(header_findings(message))
+        findings = tuple(header_findings(message, self.config.required))
         if not findings:
             return [CheckResult(self.name, Outcome.PASS, "headers well-formed")]
         what = ", ".join(dict.fromkeys(f.name.removeprefix("headers.") for f in findings))

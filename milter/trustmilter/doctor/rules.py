@@ -155,45 +155,46 @@ def ip_rules(ctx: CheckContext, config: iprev_check.Config, domain: str,
     return out
 
 
-# HeloCheck findings that mean the name cannot resolve at all.
-_UNRESOLVABLE = ("helo.missing", "helo.ip_literal", "helo.localhost", "helo.single_label",
-                 "helo.unknown_tld", "helo.nxdomain")
+def helo_rules(ctx: CheckContext, domain: str, host: str) -> list[Diagnosis]:
+    """The HELO resolves, is in the domain, and is one of its MX hosts (the sender-trust rules).
 
-
-def helo_rules(ctx: CheckContext, domain: str, mx: DnsAnswer, host: str) -> list[Diagnosis]:
-    """SEED-RULES §2: the HELO resolves, is in the domain, and is one of its MX hosts."""
-    helo = (ctx.connection.helo or "").strip()
-    result = helo_check.HeloCheck(helo_check.Config()).run(ctx)[0]
-    names = {f.name for f in result.findings}
+    The milter's own judgement (`helo.judge`) decides each of the three, so
+    a name the doctor fails is a name the milter scores, and the reverse.
+    """
+    judgement = helo_check.judge(ctx)
+    helo = judgement.helo
     fix_name = text(N_("Make the server greet with HELO %(host)s, a name in %(domain)s "
                        "with an A record."), host=host, domain=domain)
     out: list[Diagnosis] = []
-    broken = names.intersection(_UNRESOLVABLE)
-    if broken:
-        out.append(diag("helo.resolves", "fail",
-                        text("HELO %(helo)s: %(findings)s", helo=helo,
-                             findings=", ".join(sorted(broken))), fix_name, helo))
-    elif result.outcome is Outcome.TEMPERROR:
-        out.append(_unsure("helo.resolves", result.reason, helo))
-    else:
+    if judgement.resolvable is None:
+        out.append(_unsure("helo.resolves", judgement.undecided[0], helo))
+    elif judgement.resolvable:
         out.append(diag("helo.resolves", "pass", text(N_("HELO %(helo)s resolves"), helo=helo),
                         None, helo))
+    else:
+        broken = sorted(f.name for f in judgement.findings
+                        if f.name in helo_check.UNRESOLVABLE) or [judgement.resolution.value]
+        out.append(diag("helo.resolves", "fail",
+                        text("HELO %(helo)s: %(findings)s", helo=helo,
+                             findings=", ".join(broken)), fix_name, helo))
     # The helo check accepts a name of the domain's mail provider too (an MX host's org).
-    outside = "helo.not_sender_domain" in names or (
-        broken and not ctx.domains.same_org(helo, domain))
-    out.append(diag("helo.in_domain", "fail",
-                    text(N_("%(name)s is not in %(domain)s"), name=helo, domain=domain),
-                    fix_name, helo)
-               if outside else
-               diag("helo.in_domain", "pass",
-                    text(N_("%(name)s belongs to %(domain)s"), name=helo, domain=domain),
-                    None, helo))
-    hosts = [h for _, h in mx.mx_hosts()]
-    if helo.rstrip(".").lower() in hosts:
+    if judgement.in_sender_org is None:
+        out.append(_unsure("helo.in_domain", judgement.undecided[0] if judgement.undecided
+                           else "MX lookup failed", helo))
+    elif judgement.in_sender_org:
+        out.append(diag("helo.in_domain", "pass",
+                        text(N_("%(name)s belongs to %(domain)s"), name=helo, domain=domain),
+                        None, helo))
+    else:
+        out.append(diag("helo.in_domain", "fail",
+                        text(N_("%(name)s is not in %(domain)s"), name=helo, domain=domain),
+                        fix_name, helo))
+    if judgement.sender_mx:
         out.append(diag("helo.is_mx", "pass",
                         text(N_("%(helo)s is an MX host of %(domain)s"), helo=helo,
                              domain=domain), None, helo))
     else:
+        hosts = judgement.mx_hosts
         out.append(diag("helo.is_mx", "warn",
                         text(N_("%(helo)s is not among the MX hosts (%(hosts)s)"), helo=helo,
                              hosts=", ".join(hosts) or "none"),

@@ -73,7 +73,7 @@ def diagnose(domain: str, ips: list[IPAddress], helo: str | None, selectors: lis
         for ip in ips
     ]
     if helo:
-        jobs.append(lambda: helo_rules(base, domain, mx, host))
+        jobs.append(lambda: helo_rules(base, domain, host))
     jobs.append(lambda: [mx_rule(domain, mx, host)])
     jobs.append(lambda: spf_rules(base, domain, ips, mx_addresses()))
     min_bits = settings.checks.dkim.min_key_bits
