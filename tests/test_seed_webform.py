@@ -26,7 +26,9 @@ from zones import GOOD_SENDER
 
 SHIPPED = Path(__file__).resolve().parent.parent / "policy.yaml"
 CLIENT = Client(ipaddress.ip_address("192.0.2.10"), "mail.example.com", "mail.example.com")
-ZONE = GOOD_SENDER + "example.org. 300 IN MX 10 mx.example.org.\n" + key_zone(
+# The customer's Reply-To domain exists (names in every sender field are looked up).
+ZONE = GOOD_SENDER + "example.org. 300 IN MX 10 mx.example.org.\n" + (
+    "example.net. 300 IN MX 10 mx.example.net.\n") + key_zone(
     rsa_key(1024), "sel", "example.com")
 FIELDS = {
     "From": "Web Form <form@example.com>",
