@@ -93,7 +93,9 @@ def test_the_same_forward_without_a_trusted_sealer_is_judged_on_its_failures(dns
     dns_server.load(GOOD_SENDER + FORWARDER_ZONE + keys())
     app = make_app(dns_server, pool)
     outcome = deliver(app, FORWARDING_CLIENT, sealed_forward())
-    assert outcome.disposition is Disposition.REJECT  # example.com publishes p=reject
+    # example.com publishes p=reject; from a host in good standing that is held,
+    # not refused (RFC 9989 §7.4: not on p=reject alone).
+    assert outcome.disposition is Disposition.QUARANTINE
     assert outcome.record.verdict.explained == ()
 
 
@@ -158,7 +160,7 @@ def test_the_same_from_an_untrusted_relay_is_judged_on_the_relay(dns_server, poo
     app = make_app(dns_server, pool)
     outcome = deliver(app, FORWARDING_CLIENT, forwarded_plain(OUR_STAMP, ORIGIN_STAMP))
     assert "forwarded" not in outcome.record.results
-    assert outcome.disposition is Disposition.REJECT  # SPF fails, DMARC p=reject
+    assert outcome.disposition is Disposition.QUARANTINE  # SPF fails, p=reject: held (§7.4)
     assert outcome.record.verdict.explained == ()
 
 
@@ -182,7 +184,7 @@ def test_a_trusted_forwarders_original_hop_that_fails_spf_is_held(dns_server, po
     results = outcome.record.results
     assert results.first("forwarded.spf.mailfrom").outcome.value == "fail"
     assert "dmarc.fail" not in outcome.record.verdict.explained
-    assert outcome.disposition is Disposition.REJECT  # DMARC p=reject, nothing explains it
+    assert outcome.disposition is Disposition.QUARANTINE  # p=reject, nothing explains it: held
 
 
 # --- the invalid-DKIM decision ---------------------------------------------

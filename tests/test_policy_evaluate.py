@@ -111,18 +111,31 @@ def test_list_weights_add_per_finding() -> None:
 
 
 def test_dmarc_reject() -> None:
+    """RFC 9989 §7.4: p=reject is refused with other evidence of forgery (here: no PTR)."""
+    verdict = evaluate(
+        DEFAULT,
+        results(result("iprev", "fail", "iprev.ptr_missing"),
+                result("spf.mailfrom", "softfail"), result("dkim", "none"),
+                result("dmarc", "fail", "dmarc.policy.reject")),
+    )
+    assert verdict.action is Action.REJECT
+    assert verdict.reply == Reply(550, "5.7.1", "Rejected by the DMARC policy of the From domain")
+    assert [h.rule for h in verdict.hits][:1] == ["dmarc-reject"]
+    assert verdict.hits[0].signals == ("dmarc.fail", "dmarc.policy.reject", "iprev.ptr_missing")
+    assert not verdict.hits[0].shadow
+    assert verdict.headers == ()  # not delivered: nothing to mark
+    assert "dmarc.policy.reject" in verdict.reasons
+
+
+def test_dmarc_reject_alone_is_held_not_refused() -> None:
+    """RFC 9989 §7.4: not rejected on p=reject alone (forwarders and lists break DMARC)."""
     verdict = evaluate(
         DEFAULT,
         results(result("spf.mailfrom", "softfail"), result("dkim", "none"),
                 result("dmarc", "fail", "dmarc.policy.reject")),
     )
-    assert verdict.action is Action.REJECT
-    assert verdict.reply == Reply(550, "5.7.1", "Rejected by the DMARC policy of the From domain")
-    assert [h.rule for h in verdict.hits] == ["dmarc-reject"]
-    assert verdict.hits[0].signals == ("dmarc.fail", "dmarc.policy.reject")
-    assert not verdict.hits[0].shadow
-    assert verdict.headers == ()  # not delivered: nothing to mark
-    assert "dmarc.policy.reject" in verdict.reasons
+    assert verdict.action is Action.QUARANTINE and verdict.reply is None
+    assert [h.rule for h in verdict.hits] == ["dmarc-reject-held"]
 
 
 def test_dmarc_reject_is_waived_by_a_trusted_arc_sealer() -> None:

@@ -26,15 +26,22 @@ DKIM_FAILURES: tuple[str, ...] = ("dkim.fail",)
 # DMARC fails with them; its policy findings come only with that failure.
 DMARC_FAILURES: tuple[str, ...] = ("dmarc.fail", "dmarc.policy.*", "dmarc.pct_sampled_out")
 
+# The forwarding host is not the author's own: its HELO and PTR name belong to
+# the forwarder, not to the From domain. Once the trusted party saw DMARC pass
+# for the author, that mismatch says nothing against the message. (What the
+# host is in itself - no PTR, a HELO that is no host name - still counts.)
+NOT_THE_AUTHORS_HOST: tuple[str, ...] = ("helo.not_sender_domain", "helo.not_sender_mx",
+                                         "iprev.ptr_not_sender_domain")
+
 _BY_METHOD: dict[str, tuple[str, ...]] = {
     "spf": SPF_FAILURES,
     "dkim": DKIM_FAILURES,
-    "dmarc": DMARC_FAILURES,
+    "dmarc": (*DMARC_FAILURES, *NOT_THE_AUTHORS_HOST),
 }
 
 # Every pattern a trusted pass can explain: what a check that reads such passes
 # declares as explainable (finality).
-ALL: tuple[str, ...] = (*SPF_FAILURES, *DKIM_FAILURES, *DMARC_FAILURES)
+ALL: tuple[str, ...] = (*SPF_FAILURES, *DKIM_FAILURES, *DMARC_FAILURES, *NOT_THE_AUTHORS_HOST)
 
 
 def local_failures(method: str) -> tuple[str, ...]:

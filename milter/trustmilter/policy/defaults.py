@@ -100,6 +100,14 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
 
 # Gateways we trust may already have decided; so may a trusted ARC sealer.
 _VOUCHED_DMARC = ("arc.trusted_pass", "upstream.dmarc.pass")
+# Signs that the sending host is no mail server in good standing: a forged
+# p=reject message from such a host is refused (RFC 9989 §7.4 asks for more
+# than the policy alone). A forwarder or a list has a PTR and a real HELO.
+_NOT_A_MAIL_SERVER = (
+    "iprev.ptr_missing", "iprev.ptr_generic", "iprev.forward_mismatch",
+    "helo.missing", "helo.ip_literal", "helo.localhost", "helo.single_label",
+    "helo.nxdomain", "helo.unknown_tld", "helo.no_address", "dnsbl.listed",
+)
 _DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
 # SEED-RULES §7: releasing held mail teaches the filter; such a sender is
 # exempt from the quarantine rules below, never from a reject rule.
@@ -116,13 +124,25 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reply=ReplyConfig(550, "5.1.8", "Sender address rejected: domain does not exist"),
         reason="SEED-RULES §3: nonexistent sender domains are not trusted; RFC 3463 5.1.8",
     ),
+    # RFC 9989 §7.4: "p=reject" alone is no reason to reject: indirect flows
+    # (forwarders, role aliases, mailing lists; RFC 7960) break DMARC for
+    # legitimate mail. Rejected only with other evidence that the sending host
+    # is no mail server in good standing; otherwise held for review.
     Rule(
         name="dmarc-reject",
         when=("dmarc.fail", "dmarc.policy.reject"),
+        any=_NOT_A_MAIL_SERVER,
         unless=_VOUCHED_DMARC,
         action=Action.REJECT,
         reply=ReplyConfig(550, "5.7.1", "Rejected by the DMARC policy of the From domain"),
-        reason="RFC 7489 §6.3 p=reject, honoured as the domain owner asks",
+        reason="RFC 9989 §7.4: p=reject and other evidence of forgery (the sending host)",
+    ),
+    Rule(
+        name="dmarc-reject-held",
+        when=("dmarc.fail", "dmarc.policy.reject"),
+        unless=_VOUCHED_DMARC,
+        action=Action.QUARANTINE,
+        reason="RFC 9989 §7.4: p=reject alone is not rejected (indirect flows, RFC 7960)",
     ),
     Rule(
         name="dmarc-quarantine",
