@@ -30,6 +30,7 @@ import yaml
 
 from keys import key_zone, rsa_key, seal, sign
 from trustmilter.config.load import parse_settings
+from trustmilter.config.settings import Settings
 from trustmilter.daemon.apps import build_app
 from trustmilter.engine import Client, Transaction, VerdictRecord
 from trustmilter.model import Message
@@ -353,7 +354,7 @@ ROWS: dict[str, Row] = {
 # --- running a row ------------------------------------------------------------
 
 
-def shipped_settings(nameserver: str, row: Row):  # -> Settings
+def shipped_settings(nameserver: str, row: Row) -> Settings:
     """The shipped policy.yaml with the row's edits, asking the test DNS server."""
     text = SHIPPED.read_text()
     for old, new in row.policy:
