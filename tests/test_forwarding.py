@@ -184,7 +184,8 @@ def test_a_trusted_forwarders_original_hop_that_fails_spf_is_held(dns_server, po
     results = outcome.record.results
     assert results.first("forwarded.spf.mailfrom").outcome.value == "fail"
     assert "dmarc.fail" not in outcome.record.verdict.explained
-    assert outcome.disposition is Disposition.QUARANTINE  # p=reject, nothing explains it: held
+    # p=reject, nothing explains it, and the hop before has no PTR: refused (RFC 9989 §7.4)
+    assert outcome.disposition is Disposition.REJECT
 
 
 # --- the invalid-DKIM decision ---------------------------------------------

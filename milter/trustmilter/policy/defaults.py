@@ -103,11 +103,13 @@ _VOUCHED_DMARC = ("arc.trusted_pass", "upstream.dmarc.pass")
 # Signs that the sending host is no mail server in good standing: a forged
 # p=reject message from such a host is refused (RFC 9989 §7.4 asks for more
 # than the policy alone). A forwarder or a list has a PTR and a real HELO.
-_NOT_A_MAIL_SERVER = (
+_HOST_SIGNS = (
     "iprev.ptr_missing", "iprev.ptr_generic", "iprev.forward_mismatch",
     "helo.missing", "helo.ip_literal", "helo.localhost", "helo.single_label",
-    "helo.nxdomain", "helo.unknown_tld", "helo.no_address", "dnsbl.listed",
+    "helo.nxdomain", "helo.unknown_tld", "helo.no_address",
 )
+# ... and the same of the hop before a trusted forwarder, the real sender there.
+_NOT_A_MAIL_SERVER = (*_HOST_SIGNS, "dnsbl.listed", *(f"forwarded.{s}" for s in _HOST_SIGNS))
 _DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
 # SEED-RULES §7: releasing held mail teaches the filter; such a sender is
 # exempt from the quarantine rules below, never from a reject rule.
