@@ -120,7 +120,8 @@ def test_dmarc_reject_then_rcpt_reject_then_a_fresh_transaction(daemon: DaemonPr
                reject_dsn=rule.reply.dsn, reject_text=rule.reply.text)
     verdicts = verdicts_by_queue_id(daemon)
     assert verdicts["MTREJECT1"]["action"] == "reject"
-    assert verdicts["MTREJECT1"]["rules"] == "dmarc-reject"
+    # No PTR for the client: p=reject with more against it (RFC 9989 §7.4).
+    assert verdicts["MTREJECT1"]["rules"] == "dmarc-reject,dmarc-reject-held"
     assert verdicts["MTREJECT1"]["stage"] == "eom"
     # Refused at RCPT TO, before Postfix would have a queue file: NOQUEUE.
     early = verdicts["NOQUEUE"]
