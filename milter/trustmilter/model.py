@@ -60,8 +60,14 @@ class Envelope:
     rcpt_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mail_from", envelope_address(self.mail_from))
-        object.__setattr__(self, "rcpt_to", tuple(map(envelope_address, self.rcpt_to)))
+        # The engine hands over normalised addresses already (one per RCPT):
+        # rewrite only what still needs it.
+        mail_from = envelope_address(self.mail_from)
+        if mail_from != self.mail_from:
+            object.__setattr__(self, "mail_from", mail_from)
+        rcpt_to = tuple(map(envelope_address, self.rcpt_to))
+        if rcpt_to != self.rcpt_to:
+            object.__setattr__(self, "rcpt_to", rcpt_to)
 
     @property
     def null_sender(self) -> bool:

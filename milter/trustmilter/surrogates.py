@@ -25,6 +25,8 @@ def _escape(match: re.Match[str]) -> str:
 
 def escape_surrogates(text: str) -> str:
     """`text` with every lone surrogate written as an ASCII escape; unchanged if none."""
-    if _SURROGATE.search(text) is None:
+    # Nearly every line is ASCII, which CPython knows without looking (a flag
+    # of the string): no scan of each character for them.
+    if text.isascii() or _SURROGATE.search(text) is None:
         return text
     return _SURROGATE.sub(_escape, text)
