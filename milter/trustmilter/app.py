@@ -86,9 +86,11 @@ class App:
             dns=resolver if resolver is not None else build_resolver(settings.dns, domains=domains),
             domains=domains,
             pipeline=Pipeline.build(
-                # Trusted gateways' A-R: a check whose setting is the policy's own.
+                # Trusted gateways' A-R: a check whose setting is the policy's own,
+                # built only when there are gateways (it would report nothing).
                 (*build_checks(effective_checks(settings, authserv_id)),
-                 UpstreamCheck.trusting(settings.trusted_authserv_ids),
+                 *([UpstreamCheck.trusting(settings.trusted_authserv_ids)]
+                   if settings.trusted_authserv_ids else []),
                  *forwarded_checks(settings)),
                 all_check_names(),
             ),

@@ -15,7 +15,7 @@ from trustmilter.checks.base import Stage
 from trustmilter.model import Facts
 from trustmilter.pipeline import result_name
 from trustmilter.results import Results
-from trustmilter.signals import signal_prefixes
+from trustmilter.signals import UPSTREAM_PREFIX, signal_prefixes
 
 
 class CheckRunner:
@@ -47,14 +47,21 @@ class CheckRunner:
         return 2 * app.settings.state.timeout if app.state is not None else 0.0
 
     def later_prefixes(self, done: Iterable[Stage]) -> frozenset[str]:
-        """The prefixes of every signal the checks of the stages not `done` may emit."""
+        """The prefixes of every signal the checks of the stages not `done` may emit.
+
+        Trusted gateways' results (``upstream.``) count as still to come before
+        end of message whether or not any gateway is configured: a verdict
+        does not become final earlier because the list is empty today."""
         finished = set(done)
-        return frozenset(
+        later = {
             prefix
             for check in self._app.pipeline.checks
             if check.stage not in finished
             for prefix in signal_prefixes(result_name(check))
-        )
+        }
+        if Stage.DATA not in finished:
+            later.add(UPSTREAM_PREFIX)
+        return frozenset(later)
 
     def later_explainable(self, done: Iterable[Stage]) -> tuple[str, ...]:
         """The signal patterns the checks of the stages not `done` may explain away."""

@@ -16,7 +16,7 @@ off the angle brackets, once, where the envelope enters trustmilter.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from trustmilter.mail.text import clip
 from trustmilter.memo import remembered_when
@@ -47,10 +47,13 @@ class Mailbox:
     local: str
     domain: str
     display: str = ""
-    domain_name: str = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "domain_name", self.domain.rstrip(".").lower())
+    @property
+    def domain_name(self) -> str:
+        """The domain as compared and looked up: lower case, no trailing dot.
+        (Computed when asked: a few checks ask, and a stored field cost an
+        object.__setattr__ for every mailbox of every header.)"""
+        return self.domain.rstrip(".").lower()
 
     @property
     def address(self) -> str:
