@@ -34,7 +34,8 @@ import authres
 from trustmilter.authresults import HEADER_NAME, parse_header_value
 from trustmilter.checks import explained
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
-from trustmilter.config.gateways import GatewayConfig, IPNetwork
+from trustmilter.config.gateways import GatewayConfig
+from trustmilter.config.networks import IPNetwork
 from trustmilter.mail.authres_syntax import same_authserv_id
 from trustmilter.model import Connection
 from trustmilter.results import CheckResult, Outcome

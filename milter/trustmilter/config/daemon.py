@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from trustmilter.config.errors import InvalidField
+from trustmilter.config.networks import IPNetwork, check_networks, parsed_networks
 from trustmilter.config.socket import parse_socket
 from trustmilter.policy.rules import ReplyConfig
+from trustmilter.verdict import Action, Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,12 @@ class OnErrorConfig:
             raise InvalidField(
                 ("reply", "code"), "a 4xx code (a temporary failure)", self.reply.code
             )
+
+    def answer(self) -> tuple[Action, Reply | None]:
+        """What the MTA is told: accept, or tempfail with the configured reply."""
+        if self.action == "accept":
+            return Action.ACCEPT, None
+        return Action.TEMPFAIL, self.reply.reply()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,23 +88,10 @@ class MilterConfig:
             parse_socket(self.socket)
         except ValueError as error:
             raise InvalidField(("socket",), str(error), self.socket) from None
-        for index, network in enumerate(self.trusted_networks):
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise InvalidField(
-                    ("trusted_networks", index), "a network like 192.0.2.0/24", network
-                ) from None
+        check_networks("trusted_networks", self.trusted_networks)
 
-    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return _parsed_networks(self.trusted_networks)
-
-
-@functools.lru_cache(maxsize=8)  # asked at every connection; a policy has one list
-def _parsed_networks(
-    networks: tuple[str, ...],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+    def networks(self) -> tuple[IPNetwork, ...]:
+        return parsed_networks(self.trusted_networks)
 
 
 _FACILITY = re.compile(r"(mail|daemon|user|local[0-7])\Z")

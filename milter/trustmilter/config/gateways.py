@@ -23,18 +23,17 @@ id is not the name it connects with needs its networks.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
 from trustmilter.config.errors import InvalidField
+from trustmilter.config.networks import IPNetwork, check_networks, parsed_networks
 
 # RFC 8601 §2.2: authserv-id is a value (token); in practice a host name. Labels
 # are not empty (authres and others read the id as a dot-atom); a root dot is
 # allowed here and left out of our header (App.build).
 AUTHSERV_ID = re.compile(r"(?=[A-Za-z0-9._-]{1,253}\Z)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?\Z")
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +50,7 @@ class GatewayConfig:
             raise InvalidField(("id",), "a host name like gw.example.net", self.id)
         if not self.networks:
             raise InvalidField(("networks",), "at least one network like 192.0.2.0/24", [])
-        for index, network in enumerate(self.networks):
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise InvalidField(
-                    ("networks", index), "a network like 192.0.2.0/24", network
-                ) from None
+        check_networks("networks", self.networks)
 
     def parsed_networks(self) -> tuple[IPNetwork, ...]:
-        return tuple(ipaddress.ip_network(n, strict=False) for n in self.networks)
+        return parsed_networks(self.networks)

@@ -138,10 +138,8 @@ class SmtpSession:
 
     def error_answer(self, authenticated_as: str | None = None) -> ErrorAnswer:
         """The answer to give when trustmilter itself failed."""
-        config = self.on_error(authenticated_as)
-        if config.action == "accept":
-            return ErrorAnswer(Disposition.ACCEPT)
-        return ErrorAnswer(Disposition.TEMPFAIL, config.reply.reply())
+        action, reply = self.on_error(authenticated_as).answer()
+        return ErrorAnswer(Disposition.of(action), reply)
 
     def on_error(self, authenticated_as: str | None = None) -> OnErrorConfig:
         """The configured answer when trustmilter itself fails, for this client."""

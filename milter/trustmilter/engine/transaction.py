@@ -192,11 +192,7 @@ class Transaction:
                ) -> tuple[Disposition, Reply | None]:
         """Our own failure in a step that could not answer (connect, HELO, a header):
         report it (reason ``error.<failed_stage>``) and give the on_error answer."""
-        config = self.on_error()
-        if config.action == "accept":
-            action, reply = Action.ACCEPT, None
-        else:
-            action, reply = Action.TEMPFAIL, config.reply.reply()
+        action, reply = self.on_error().answer()
         verdict = Verdict(action, reply, 0.0, (f"error.{failed_stage}",))
         self._report(queue_id, verdict, self._ledger.opening, stage)
         return Disposition.of(action), reply
