@@ -80,7 +80,8 @@ def test_custom_policy_round_trips() -> None:
 def test_dump_fills_in_every_field() -> None:
     data = yaml.safe_load(settings_to_yaml(Settings()))
     assert set(data) == {
-        "authserv_id", "trusted_authserv_ids", "trusted_forwarders", "dns", "checks", "scores",
+        "authserv_id", "trusted_authserv_ids", "trusted_forwarders", "address_separators", "dns",
+        "checks", "scores",
         "rules",
         "thresholds", "actions", "headers", "milter", "logging", "metrics", "state",
     }

@@ -146,7 +146,7 @@ def test_unknown_key_lists_the_known_ones() -> None:
 
 def test_unknown_top_level_key() -> None:
     assert error("thresholds: {}\nthreshold: {}\n").startswith(
-        "policy.yaml:2: threshold: unknown key; expected one of: actions, authserv_id,"
+        "policy.yaml:2: threshold: unknown key; expected one of: actions, address_separators,"
     )
 
 

@@ -25,6 +25,7 @@ from trustmilter.config.settings import Settings
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.resolver import build_resolver
+from trustmilter.mail.identity import Identities
 from trustmilter.pipeline import Pipeline
 from trustmilter.policy.model import Policy
 from trustmilter.state.base import StateStore
@@ -49,6 +50,8 @@ class App:
     # Rate counters and reputation; None for offline evaluation (`trustmilter check`).
     state: StateStore | None = None
     clock: Callable[[], float] = field(default=time.time)
+    # How sender addresses are undressed (the policy's address_separators).
+    identities: Identities = field(default=Identities())
 
     @property
     def policy(self) -> Policy:
@@ -98,6 +101,7 @@ class App:
             authserv_id=authserv_id,
             state=state,
             clock=clock,
+            identities=Identities(settings.address_separators),
         )
 
 

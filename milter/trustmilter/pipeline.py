@@ -40,6 +40,7 @@ from trustmilter.checks.base import Check, CheckContext, Stage
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.cacheonly import CacheOnlyResolver, WouldWait
+from trustmilter.mail.identity import PLAIN_IDENTITIES, Identities
 from trustmilter.model import Facts
 from trustmilter.results import CheckResult, Outcome, Results
 
@@ -120,6 +121,7 @@ class Pipeline:
         state: StateStore | None = None,
         clock: Callable[[], float] = time.time,
         state_wait: float | None = None,
+        identities: Identities = PLAIN_IDENTITIES,
     ) -> Results:
         """Run the checks of `stages` on `facts`; returns `prior` plus their results.
 
@@ -153,7 +155,7 @@ class Pipeline:
             known = prior.plus(collected) if ready else prior
             for check in ready:
                 pending.remove(check)
-                ctx = CheckContext(facts, dns, domains, known, state, clock)
+                ctx = CheckContext(facts, dns, domains, known, state, clock, identities)
                 waits = _wait_here(check, state_wait)
                 here = waits is not None and (
                     deadline is None or time.monotonic() + waits < deadline
@@ -223,7 +225,8 @@ def _run_from_cache(check: Check, ctx: CheckContext) -> list[CheckResult] | None
     """Run `check` here with cached DNS answers only; None if it needed the network
     (a state check makes no lookups, so it always finishes here)."""
     cached = CacheOnlyResolver(ctx.dns)
-    here = CheckContext(ctx.facts, cached, ctx.domains, ctx.results, ctx.state, ctx.clock)
+    here = CheckContext(ctx.facts, cached, ctx.domains, ctx.results, ctx.state, ctx.clock,
+                        ctx.identities)
     try:
         outcome = list(check.run(here))
     except WouldWait:

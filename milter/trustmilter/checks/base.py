@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
+from trustmilter.mail.identity import Identities
 from trustmilter.model import Connection, Envelope, Facts, Message
 from trustmilter.results import AuthMethod, CheckResult, Outcome, Results
 
@@ -61,6 +62,10 @@ class CheckContext:
     state: StateStore | None = None
     # Wall-clock seconds (epoch); injectable so rate-window tests control time.
     clock: Callable[[], float] = field(default=time.time)
+    # The sender behind SRS, BATV, VERP and sub-addresses (the policy's
+    # address_separators): one identity for rate keys, support addresses
+    # and the allow-list.
+    identities: Identities = field(default=Identities())
 
     @property
     def connection(self) -> Connection:

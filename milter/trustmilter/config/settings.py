@@ -26,6 +26,7 @@ from trustmilter.config.dns import DnsConfig
 from trustmilter.config.errors import InvalidField
 from trustmilter.config.gateways import AUTHSERV_ID, GatewayConfig
 from trustmilter.config.state import StateConfig
+from trustmilter.mail.identity import DEFAULT_SEPARATORS
 from trustmilter.policy.model import Policy
 from trustmilter.signals import WILDCARD, is_known_pattern, is_known_signal, suggestion
 
@@ -43,6 +44,10 @@ class Settings:
     # Hosts that forward mail to us (networks, host names, ".domain" for every
     # host under it): the hop before them is authenticated in their place.
     trusted_forwarders: tuple[str, ...] = ()
+    # Characters that start a sub-address in a local part (Postfix's
+    # recipient_delimiter): "alice+news@" and "alice-news@" are alice@ for
+    # rate limits, support addresses and the allow-list (mail/identity.py).
+    address_separators: str = DEFAULT_SEPARATORS
     dns: DnsConfig = field(default_factory=DnsConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     # scores, rules, thresholds, actions, headers: top-level keys of the file.
@@ -53,6 +58,12 @@ class Settings:
     state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
+        if any(c.isalnum() or c.isspace() or c in '@"<>' or not c.isprintable()
+               for c in self.address_separators):
+            raise InvalidField(
+                ("address_separators",), 'punctuation characters like "+-" (or "")',
+                self.address_separators,
+            )
         if self.authserv_id and AUTHSERV_ID.match(self.authserv_id) is None:
             raise InvalidField(
                 ("authserv_id",), "a host name like mx.example.com", self.authserv_id

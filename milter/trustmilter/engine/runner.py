@@ -34,6 +34,7 @@ class CheckRunner:
         return app.pipeline.run(
             facts, app.dns, app.domains, app.executor, stages=stages, prior=prior,
             timeout=timeout, state=app.state, clock=app.clock, state_wait=self.state_wait(),
+            identities=app.identities,
         )
 
     def state_wait(self) -> float:
