@@ -202,6 +202,9 @@ class Row:
     # was held for is what the release teaches), `taught` being that mail.
     released: int = 0
     taught: Mail = field(default_factory=Mail)
+    # Then deleted as spam this many times (`quarantine delete --spam`),
+    # `taught` again being the mail that was held.
+    marked: int = 0
 
 
 BULK = Mail(fields=(("Precedence", "bulk"), ("List-Id", "<news.example.com>")))
@@ -339,6 +342,8 @@ ROWS: dict[str, Row] = {
                  mail=replace(FORM, signer=None, fields=(
                      *FORM.fields, ("From", "Web Form <form@example.net>"))),
                  sender="form@example.net"),
+    "S4.13": Row("quarantine", ("reputation.rejected", "reputation-rejected"), mail=FORM,
+                 sender="form@example.com", marked=2, taught=replace(FORM, drop=("From",))),
     # §7 The suspended queue.
     "S7.1": Row("quarantine", ("auto.bulk", "auto-bulk"), mail=BULK),
     "S7.2": Row("quarantine", ("auto.machine_generated", "auto-machine-generated"),
@@ -353,6 +358,8 @@ ROWS: dict[str, Row] = {
     "S7.6": Row("quarantine", ("reputation.learned", "dmarc-reject-held"),
                 mail=replace(BULK, signer=None),
                 client=OTHER_CLIENT, zone=ZONE + OTHER_SERVER, released=2, taught=BULK),
+    "S7.7": Row("quarantine", ("auto.bulk", "auto-bulk", "reputation.none"), mail=BULK,
+                released=2, marked=1, taught=BULK),
 }
 
 
@@ -404,11 +411,13 @@ def test_each_row_gets_the_verdict_of_the_table(dns_server, row_id):
     store = MemoryStore()
     with ThreadPoolExecutor(8) as pool:
         app = build_app(shipped_settings(dns_server.nameserver, row), pool, state=store)
-        if row.released:
+        if row.released or row.marked:
             held = deliver(app, row, row.taught)
             assert held.verdict.action is Action.QUARANTINE, held.verdict
             for _ in range(row.released):
                 store.add_release(row.sender, held.verdict.reasons, time.time())
+            for _ in range(row.marked):
+                store.add_spam_mark(row.sender, held.verdict.reasons, time.time())
         record = deliver(app, row, row.mail)
     counted = what_counted(record)
     why = (verdict_text(record), record.verdict.score, record.verdict.reasons,

@@ -223,6 +223,15 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reply=ReplyConfig(451, "4.4.3", _DNS_RETRY),
         reason="RFC 7208 §8.6 for the hop before a trusted forwarder",
     ),
+    # --- Negative feedback: "mark as spam" damages a sender's standing. Held
+    # whatever the score, never exempted; held rather than refused, since the
+    # envelope sender a mark is kept under is anyone's to write.
+    Rule(
+        name="reputation-rejected",
+        when=("reputation.rejected",),
+        action=Action.QUARANTINE,
+        reason="mark as spam damages a sender's standing: held whatever its score",
+    ),
     # --- Mail loops (SEED-RULES §5) ---
     Rule(
         name="loop-support-sender",

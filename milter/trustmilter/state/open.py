@@ -90,6 +90,11 @@ class ResilientStore:
     ) -> Reputation:
         return self._call(lambda store: store.add_release(sender, reasons, now, lapse))
 
+    def add_spam_mark(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        return self._call(lambda store: store.add_spam_mark(sender, reasons, now, lapse))
+
     def reputation(self, sender: str) -> Reputation | None:
         return self._call(lambda store: store.reputation(sender))
 

@@ -15,6 +15,10 @@ several). Keys, all under `key_prefix`:
 - ``<prefix>rep:<sender>``: a hash (releases, last_release, reasons as a
   JSON list), updated by one Lua script too, and ``<prefix>reps``: the set
   of senders that have one, so `reputations()` never scans the keyspace.
+- ``<prefix>spam:<sender>``: the spam marks (marks, last_mark, reasons),
+  and ``<prefix>spams``: the senders that have them. One Lua script counts
+  a mark and deletes the sender's release hash (a mark cancels what
+  releases taught); each hash expires when its own direction lapses.
 - ``<prefix>bounce:<recipient>``: a hard bounce as a JSON string, merged
   with the next report by one Lua script and expiring with the record
   (PXAT), and ``<prefix>bounces``: a sorted set of recipients scored by
@@ -35,8 +39,9 @@ import contextlib
 import json
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -44,6 +49,7 @@ from redis.retry import Retry
 
 from trustmilter.state.base import HardBounce, Reputation, StateError, decode_bounce
 from trustmilter.state.memory import (
+    combined,
     latest_first,
     merge_reasons,
     normalize_sender,
@@ -62,18 +68,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return count
 """
 
-# KEYS[1] the sender's hash, KEYS[2] the index set; ARGV: sender, now, the
-# lapse cutoff and the hash's expiry in epoch ms ('' and '' when it never
-# lapses), then the new reasons. A hash whose last release is at or before
-# the cutoff has lapsed and starts afresh. Returns {releases, reasons as a
-# JSON list}. cjson encodes an empty table as {}, so an empty list is
-# written as the literal [].
-RELEASE_SCRIPT = """
+# The hash KEYS[1] counts one more event in field COUNT, stamped LAST; ARGV:
+# sender, now, the lapse cutoff and the hash's expiry in epoch ms ('' and ''
+# when it never lapses), then the new reasons. A hash whose last event is at
+# or before the cutoff has lapsed and starts afresh. Leaves `count` and
+# `encoded` (the reasons, a JSON list) for the script's end. cjson encodes an
+# empty table as {}, so an empty list is written as the literal [].
+_COUNT_ONE = """
 if ARGV[3] ~= '' then
-  local last = tonumber(redis.call('HGET', KEYS[1], 'last_release') or '')
+  local last = tonumber(redis.call('HGET', KEYS[1], 'LAST') or '')
   if last and last <= tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]) end
 end
-local releases = redis.call('HINCRBY', KEYS[1], 'releases', 1)
+local count = redis.call('HINCRBY', KEYS[1], 'COUNT', 1)
 local stored = redis.call('HGET', KEYS[1], 'reasons')
 local reasons, seen = {}, {}
 if stored then
@@ -87,12 +93,30 @@ for i = 5, #ARGV do
 end
 local encoded = '[]'
 if #reasons > 0 then encoded = cjson.encode(reasons) end
-redis.call('HSET', KEYS[1], 'last_release', ARGV[2], 'reasons', encoded)
+redis.call('HSET', KEYS[1], 'LAST', ARGV[2], 'reasons', encoded)
 if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 else redis.call('PERSIST', KEYS[1]) end
 redis.call('SADD', KEYS[2], ARGV[1])
-return {releases, encoded}
 """
+
+# KEYS[1] the sender's release hash, KEYS[2] its index set, KEYS[3] the
+# sender's spam-mark hash (read only). Returns {releases, reasons as a JSON
+# list, the spam-mark hash as a flat list}.
+RELEASE_SCRIPT = (
+    _COUNT_ONE.replace("COUNT", "releases").replace("LAST", "last_release")
+    + "return {count, encoded, redis.call('HGETALL', KEYS[3])}\n"
+)
+
+# KEYS[1] the sender's spam-mark hash, KEYS[2] its index set, KEYS[3] the
+# sender's release hash, KEYS[4] that index: a spam mark cancels what
+# releases taught, in the same atomic step. Returns {marks, reasons as a
+# JSON list}.
+SPAM_MARK_SCRIPT = (
+    _COUNT_ONE.replace("COUNT", "marks").replace("LAST", "last_mark")
+    + "redis.call('DEL', KEYS[3])\n"
+    + "redis.call('SREM', KEYS[4], ARGV[1])\n"
+    + "return {count, encoded}\n"
+)
 
 
 # KEYS[1] the recipient's record, KEYS[2] the index; ARGV: recipient, the new
@@ -137,6 +161,7 @@ class RedisStore:
         )
         self._hit = self._client.register_script(HIT_SCRIPT)
         self._release = self._client.register_script(RELEASE_SCRIPT)
+        self._spam_mark = self._client.register_script(SPAM_MARK_SCRIPT)
         self._bounce = self._client.register_script(BOUNCE_SCRIPT)
 
     # ---- counting ---------------------------------------------------------
@@ -166,46 +191,80 @@ class RedisStore:
         address = normalize_sender(sender)
         if not address:
             return unlearned(now)
-        finite = math.isfinite(lapse)
-        cutoff = repr(now - lapse) if finite else ""
-        expires = str(math.ceil((now + lapse) * 1000)) if finite else ""
         with self._errors():
-            releases, encoded = self._release(
-                keys=[self._rep_key(address), self._index_key()],
-                args=[address, repr(now), cutoff, expires, *reasons],
+            releases, encoded, marks = self._release(
+                keys=[self._rep_key(address), self._index_key(), self._spam_key(address)],
+                args=[address, *_lapse_args(now, lapse), *reasons],
             )
-        return Reputation(address, int(releases), now, merge_reasons(json.loads(encoded), ()))
+        new = Reputation(address, int(releases), now, merge_reasons(json.loads(encoded), ()))
+        return combined(new, _spam_marks(address, _pairs(marks))) or new
+
+    def add_spam_mark(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        """Count one message of `sender` deleted as spam; its release hash goes in the
+        same script. With a finite `lapse` the marks expire by themselves when they lapse."""
+        address = normalize_sender(sender)
+        if not address:
+            return unlearned(now)
+        with self._errors():
+            marks, encoded = self._spam_mark(
+                keys=[self._spam_key(address), self._spam_index_key(),
+                      self._rep_key(address), self._index_key()],
+                args=[address, *_lapse_args(now, lapse), *reasons],
+            )
+        return Reputation(address, 0, 0.0, spam_marks=int(marks), last_spam_mark=now,
+                          spam_reasons=merge_reasons(json.loads(encoded), ()))
 
     def reputation(self, sender: str) -> Reputation | None:
-        """What is known about `sender`, or None."""
+        """What is known about `sender` (both directions), or None."""
         address = normalize_sender(sender)
         with self._errors():
-            fields = self._client.hgetall(self._rep_key(address))
-        return _reputation(address, {str(name): str(value) for name, value in fields.items()})
+            pipe = self._client.pipeline(transaction=True)  # MULTI: one moment for both
+            pipe.hgetall(self._rep_key(address))
+            pipe.hgetall(self._spam_key(address))
+            released, marked = pipe.execute()
+        return combined(_reputation(address, _strings(released)),
+                        _spam_marks(address, _strings(marked)))
 
     def reputations(self) -> list[Reputation]:
-        """Every sender with a reputation, most releases first."""
+        """Every sender with releases or spam marks, most releases first."""
         with self._errors():
-            senders = sorted(str(sender) for sender in self._client.smembers(self._index_key()))
+            pipe = self._client.pipeline(transaction=True)
+            pipe.smembers(self._index_key())
+            pipe.smembers(self._spam_index_key())
+            indexed, marked_index = pipe.execute()
+            senders = sorted({str(s) for s in indexed} | {str(s) for s in marked_index})
             pipe = self._client.pipeline(transaction=False)
             for sender in senders:
                 pipe.hgetall(self._rep_key(sender))
+                pipe.hgetall(self._spam_key(sender))
             hashes: list[dict[str, str]] = pipe.execute()
-        found = [_reputation(*pair) for pair in zip(senders, hashes, strict=True)]
-        gone = [sender for sender, rep in zip(senders, found, strict=True) if rep is None]
-        if gone:  # hashes that expired (lapsed): drop them from the index too
+        released = [_reputation(s, _strings(h)) for s, h in zip(senders, hashes[::2], strict=True)]
+        marked = [_spam_marks(s, _strings(h)) for s, h in zip(senders, hashes[1::2], strict=True)]
+        # Hashes that expired (lapsed): drop them from their index too.
+        gone = [s for s, rep in zip(senders, released, strict=True) if rep is None]
+        gone_marks = [s for s, rep in zip(senders, marked, strict=True) if rep is None]
+        if gone or gone_marks:
             with self._errors():
-                self._client.srem(self._index_key(), *gone)
+                pipe = self._client.pipeline(transaction=False)
+                if gone:
+                    pipe.srem(self._index_key(), *gone)
+                if gone_marks:
+                    pipe.srem(self._spam_index_key(), *gone_marks)
+                pipe.execute()
+        found = (combined(r, m) for r, m in zip(released, marked, strict=True))
         return rank(rep for rep in found if rep is not None)
 
     def forget(self, sender: str) -> bool:
-        """Drop what was learned about `sender`; True if there was anything."""
+        """Drop what was learned about `sender`, both directions; True if there was anything."""
         address = normalize_sender(sender)
         with self._errors():
-            pipe = self._client.pipeline(transaction=True)  # MULTI: hash and index together
-            pipe.delete(self._rep_key(address))
+            pipe = self._client.pipeline(transaction=True)  # MULTI: hashes and indexes together
+            pipe.delete(self._rep_key(address), self._spam_key(address))
             pipe.srem(self._index_key(), address)
-            deleted, _ = pipe.execute()
+            pipe.srem(self._spam_index_key(), address)
+            deleted, _, _ = pipe.execute()
         return int(deleted) > 0
 
     # ---- hard bounces ------------------------------------------------------
@@ -260,6 +319,14 @@ class RedisStore:
     def _index_key(self) -> str:
         return f"{self.prefix}reps"
 
+    def _spam_key(self, address: str) -> str:
+        """The sender's spam marks."""
+        return f"{self.prefix}spam:{address}"
+
+    def _spam_index_key(self) -> str:
+        """The senders with spam marks."""
+        return f"{self.prefix}spams"
+
     def _bounce_key(self, address: str) -> str:
         """The recipient's record."""
         return f"{self.prefix}bounce:{address}"
@@ -289,6 +356,37 @@ def _reputation(address: str, fields: dict[str, str]) -> Reputation | None:
         last_release=float(fields.get("last_release", 0.0)),
         reasons=tuple(json.loads(fields.get("reasons", "[]"))),
     )
+
+
+def _spam_marks(address: str, fields: dict[str, str]) -> Reputation | None:
+    """The spam-mark half from its hash; None for a hash that is not there."""
+    if not fields or "marks" not in fields:
+        return None
+    return Reputation(
+        sender=address,
+        releases=0,
+        last_release=0.0,
+        spam_marks=int(fields["marks"]),
+        last_spam_mark=float(fields.get("last_mark", 0.0)),
+        spam_reasons=tuple(json.loads(fields.get("reasons", "[]"))),
+    )
+
+
+def _lapse_args(now: float, lapse: float) -> tuple[str, str, str]:
+    """now, the lapse cutoff and the expiry in epoch ms, as the count scripts take them
+    ('' and '' when nothing lapses)."""
+    if not math.isfinite(lapse):
+        return repr(now), "", ""
+    return repr(now), repr(now - lapse), str(math.ceil((now + lapse) * 1000))
+
+
+def _strings(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {str(name): str(value) for name, value in fields.items()}
+
+
+def _pairs(flat: list[object]) -> dict[str, str]:
+    """A hash as Lua's HGETALL returns it (name, value, name, value ...) as a dict."""
+    return {str(name): str(value) for name, value in zip(flat[::2], flat[1::2], strict=True)}
 
 
 def _bounce(encoded: str) -> HardBounce:

@@ -41,9 +41,11 @@ from typing import TypeVar
 
 from trustmilter.state.base import HardBounce, Reputation, StateError, decode_bounce
 from trustmilter.state.memory import (
+    combined,
     latest_first,
     merge_bounce,
     next_reputation,
+    next_spam_marks,
     normalize_sender,
     rank,
     unlearned,
@@ -55,7 +57,7 @@ SWEEP_EVERY = 256  # hits per connection between sweeps of other keys' expired e
 SWEEP_BATCH = 1000  # rows one sweep deletes at most, so a hit never stalls on a big backlog
 POOL_IDLE = 8  # idle connections kept for reuse
 
-SCHEMA_TABLES = ("events", "reputation", "bounces")
+SCHEMA_TABLES = ("events", "reputation", "bounces", "spam_marks")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     key TEXT NOT NULL,
@@ -76,6 +78,14 @@ CREATE TABLE IF NOT EXISTS bounces (
     record TEXT NOT NULL         -- the HardBounce as a JSON object
 );
 CREATE INDEX IF NOT EXISTS bounces_expires ON bounces (expires);
+-- Messages deleted as spam, per sender: a table of its own, so a file
+-- written here still works for a version that knows only releases.
+CREATE TABLE IF NOT EXISTS spam_marks (
+    sender TEXT PRIMARY KEY,  -- lower-case address (a sender identity)
+    marks INTEGER NOT NULL,
+    last_mark REAL NOT NULL,
+    reasons TEXT NOT NULL     -- JSON list, deduplicated, in the order first seen
+);
 """
 
 
@@ -154,27 +164,67 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO reputation VALUES (?, ?, ?, ?)",
                     (address, new.releases, now, json.dumps(list(new.reasons))),
                 )
+                marked = _spam_marks(db, address)
+            return combined(new, marked) or new
+
+        return self._write(run)
+
+    def add_spam_mark(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        """Count one message of `sender` deleted as spam; its releases go, in the same
+        transaction."""
+        address = normalize_sender(sender)
+        if not address:
+            return unlearned(now)
+
+        def run(db: sqlite3.Connection) -> Reputation:
+            with _immediate(db):
+                new = next_spam_marks(_spam_marks(db, address), address, reasons, now, lapse)
+                db.execute(
+                    "INSERT OR REPLACE INTO spam_marks VALUES (?, ?, ?, ?)",
+                    (address, new.spam_marks, now, json.dumps(list(new.spam_reasons))),
+                )
+                db.execute("DELETE FROM reputation WHERE sender = ?", (address,))
             return new
 
         return self._write(run)
 
     def reputation(self, sender: str) -> Reputation | None:
-        """What is known about `sender`, or None."""
+        """What is known about `sender` (both directions), or None."""
         address = normalize_sender(sender)
-        return self._run(lambda db: _reputation(db, address))
+
+        def run(db: sqlite3.Connection) -> Reputation | None:
+            with _snapshot(db):
+                return combined(_reputation(db, address), _spam_marks(db, address))
+
+        return self._run(run)
 
     def reputations(self) -> list[Reputation]:
-        """Every sender with a reputation, most releases first."""
+        """Every sender with releases or spam marks, most releases first."""
 
         def run(db: sqlite3.Connection) -> list[Reputation]:
-            rows = db.execute("SELECT sender, releases, last_release, reasons FROM reputation")
-            return rank(_row_reputation(row) for row in rows)
+            with _snapshot(db):
+                released = {row[0]: _row_reputation(row) for row in db.execute(
+                    "SELECT sender, releases, last_release, reasons FROM reputation")}
+                marked = {row[0]: _row_spam_marks(row) for row in db.execute(
+                    "SELECT sender, marks, last_mark, reasons FROM spam_marks")}
+            found = (combined(released.get(s), marked.get(s)) for s in released.keys() | marked)
+            return rank(rep for rep in found if rep is not None)
 
         return self._run(run)
 
     def forget(self, sender: str) -> bool:
-        """Drop what was learned about `sender`; True if there was anything."""
-        return self._delete("DELETE FROM reputation WHERE sender = ?", normalize_sender(sender))
+        """Drop what was learned about `sender`, both directions; True if there was anything."""
+        address = normalize_sender(sender)
+
+        def run(db: sqlite3.Connection) -> bool:
+            with _immediate(db):
+                released = db.execute("DELETE FROM reputation WHERE sender = ?", (address,))
+                marked = db.execute("DELETE FROM spam_marks WHERE sender = ?", (address,))
+                return released.rowcount > 0 or marked.rowcount > 0
+
+        return self._write(run)
 
     # ---- hard bounces ------------------------------------------------------
 
@@ -309,6 +359,19 @@ def _immediate(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
+@contextlib.contextmanager
+def _snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: several SELECTs see the same committed state."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def _use_wal(db: sqlite3.Connection, timeout: float) -> None:
     """Switch the file to WAL unless it is already.
 
@@ -334,8 +397,9 @@ def _prepare(db: sqlite3.Connection, timeout: float) -> None:
     # WAL is a property of the file, set once; a file system that cannot do
     # it keeps the rollback journal, which is slower but just as correct.
     _use_wal(db, timeout)
+    marks = ", ".join("?" * len(SCHEMA_TABLES))
     (tables,) = db.execute(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)",
+        f"SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ({marks})",
         SCHEMA_TABLES,
     ).fetchone()
     if tables == len(SCHEMA_TABLES):
@@ -371,6 +435,19 @@ def _reputation(db: sqlite3.Connection, address: str) -> Reputation | None:
 def _row_reputation(row: tuple[str, int, float, str]) -> Reputation:
     sender, releases, last_release, reasons = row
     return Reputation(sender, int(releases), float(last_release), tuple(json.loads(reasons)))
+
+
+def _spam_marks(db: sqlite3.Connection, address: str) -> Reputation | None:
+    row = db.execute(
+        "SELECT sender, marks, last_mark, reasons FROM spam_marks WHERE sender = ?", (address,)
+    ).fetchone()
+    return _row_spam_marks(row) if row else None
+
+
+def _row_spam_marks(row: tuple[str, int, float, str]) -> Reputation:
+    sender, marks, last_mark, reasons = row
+    return Reputation(sender, 0, 0.0, spam_marks=int(marks), last_spam_mark=float(last_mark),
+                      spam_reasons=tuple(json.loads(reasons)))
 
 
 def _row_bounce(row: tuple[str]) -> HardBounce:
