@@ -421,7 +421,7 @@ def test_a_spam_mark_cancels_learned_trust(cli: Cli, mta: PostfixInstance) -> No
     assert (known["releases"], known["spam_marks"], known["trusted"], known["rejected"]) == (
         0, 1, False, False)
     status, text, _ = cli("reputation", "list", "--policy", str(cli.policy))
-    assert text.rstrip().endswith("(2 to trust)"), text
+    assert status == 0 and text.rstrip().endswith("(2 to trust)"), text
 
     released = cli.json("release", hold(mta, sender="alerts@example.com"), "--json")
     learned = released["released"][0]["learned"]
