@@ -124,7 +124,9 @@ def mta(rig: Rig, dns_server: DnsTestServer) -> Rig:
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+    # "." joins: "-" and "+" are sub-address separators, and every
+    # noreply-<id>@ would be the one sender identity noreply@.
+    return f"{prefix}.{uuid.uuid4().hex[:10]}@example.com"
 
 
 def signed(from_: str = "Alice <alice@example.com>", **kw: Any) -> bytes:
