@@ -21,6 +21,7 @@ from trustmilter.checks import iprev as iprev_check
 from trustmilter.checks import loops as loops_check
 from trustmilter.checks import names as names_check
 from trustmilter.checks import rate as rate_check
+from trustmilter.checks import replies as replies_check
 from trustmilter.checks import reputation as reputation_check
 from trustmilter.checks import spf as spf_check
 from trustmilter.checks import uribl as uribl_check
@@ -46,3 +47,4 @@ class ChecksConfig:
     rate: rate_check.Config = field(default_factory=rate_check.Config)
     reputation: reputation_check.Config = field(default_factory=reputation_check.Config)
     bounce: bounce_check.Config = field(default_factory=bounce_check.Config)
+    replies: replies_check.Config = field(default_factory=replies_check.Config)
