@@ -86,8 +86,10 @@ SECTIONS: tuple[Section[Any], ...] = (
     Section("reputation", reputation.Config, (reputation.ReputationCheck,)),
     # Inbound bounces read, and our own hard bounces recorded.
     Section("bounce", bounce.Config, (bounce.BounceCheck,)),
-    # Replies to our own mail, and bounces that carry our token.
-    Section("replies", replies.Config, (replies.ReplyCheck,), replies.preflight),
+    # Our own mail stamped and remembered (outbound); replies to it, and
+    # bounces that carry our token (inbound).
+    Section("replies", replies.Config, (replies.ReplyCheck, replies.SentMailCheck),
+            replies.preflight),
 )
 
 # Every check's spec, in pipeline order.

@@ -1,11 +1,12 @@
 """Our own mail as the reference: replies to it, and bounces that verifiably return it.
 
 Where trustmilter also sees the mail we send (Postfix's non_smtpd_milters
-for local submission, smtpd_milters for our networks and SASL users), the
-outbound check remembers each message's Message-ID (a keyed digest,
-bounded and expiring, in the state store) and stamps it with a keyed token
-(mail/token.py). Inbound, at end of message, `ReplyCheck` reports under
-``reply``:
+for local submission, smtpd_milters for our networks and SASL users),
+`SentMailCheck` (outbound, at end of message, result ``sent``) stamps
+each message with a keyed token (mail/token.py) and asks for its
+Message-ID to be remembered (a keyed digest, bounded and expiring, in the
+state store; written once the message is accepted). Inbound, at end of
+message, `ReplyCheck` reports under ``reply``:
 
 - ``reply.ours``: In-Reply-To or References names a message we sent (at
   most `max_lookups` of the ids it names are looked up: In-Reply-To first,
@@ -51,6 +52,7 @@ from trustmilter.mail.mime import MimeStructure
 from trustmilter.mail.text import clip
 from trustmilter.mail.token import (
     load_key,
+    make_token,
     message_digest,
     message_id,
     referenced_ids,
@@ -58,10 +60,12 @@ from trustmilter.mail.token import (
     token_matches,
 )
 from trustmilter.model import Message, is_field_name
-from trustmilter.results import CheckResult, Finding, Outcome
+from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
 from trustmilter.state.base import SentMessage, StateError
+from trustmilter.state.effects import RememberSent
 
 RESULT = "reply"
+SENT = "sent"  # the outbound check's result: no finding, nothing a rule could match
 DAY = 86400.0
 log = logging.getLogger(__name__)
 
@@ -241,6 +245,48 @@ class ReplyCheck(BaseCheck[Config]):
         if _to_its_sender(key, first, ctx.envelope.rcpt_to):
             detail += ", to the address it came from"
         return [Finding("reply.ours", clip(detail))]
+
+
+class SentMailCheck(BaseCheck[Config]):
+    """Our own outbound mail: stamp our token on it, and remember its Message-ID.
+
+    Every message our clients send is stamped, not only the help desk's
+    notifications: which outbound message is a notification cannot be told
+    reliably from the header, any of them can bounce or be answered, and a
+    token reveals nothing (a MAC over fields the message shows anyway) and
+    costs one short header line. Stamping all is what lets every bounce of
+    ours be verified. What is remembered (keyed digests only) is written by
+    the engine once the message is accepted (state/effects.py).
+    """
+
+    spec: ClassVar[CheckSpec] = CheckSpec(
+        "reply.sent", result=SENT, stage=Stage.DATA, waits_on="dns", direction="outbound",
+    )
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.key = _read_key(config)
+
+    def run(self, ctx: CheckContext) -> list[CheckResult]:
+        if self.key is None:
+            return []  # the feature is off: no trace on our own mail (preflight said so)
+        message = ctx.message
+        if message is None:
+            return [skipped(SENT, "no message yet")]
+        ident = message_id(message.header("Message-ID"))
+        if ident is None:
+            return [CheckResult(SENT, Outcome.NONE, "no Message-ID: nothing to stamp or remember")]
+        now = ctx.clock()
+        sender = (sender_digest(self.key, ctx.envelope.mail_from)
+                  if self.config.record_sender else "")
+        record = SentMessage(message_digest(self.key, ident), sender, now,
+                             now + self.config.keep_days * DAY)
+        token = make_token(self.key, ident, message.header("Date"))
+        return [CheckResult(
+            SENT, Outcome.PASS, clip(f"stamped and remembered <{ident}>"),
+            headers=(HeaderRequest(self.config.token_header, token),),
+            effects=(RememberSent(record, self.config.max_entries),),
+        )]
 
 
 def _to_its_sender(key: bytes, sent: SentMessage, rcpts: tuple[str, ...]) -> bool:
