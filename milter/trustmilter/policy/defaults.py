@@ -295,6 +295,22 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         action=Action.QUARANTINE,
         reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
     ),
+    # An automatic reply, or another help desk's own output, creates no
+    # ticket: answering it is how two machines answer each other for ever.
+    Rule(
+        name="auto-autoreply",
+        when=("auto.autoreply",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="mail loops: an automatic reply creates no ticket (RFC 3834 §2)",
+    ),
+    Rule(
+        name="auto-helpdesk",
+        when=("auto.helpdesk",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="mail loops: another help desk's own output creates no ticket",
+    ),
     Rule(
         name="auto-bounce",
         when=("auto.bounce",),
