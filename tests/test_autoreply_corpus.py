@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import make_ctx
+from trustmilter.bench.corpus import make_corpus
 from trustmilter.checks import automation
 from trustmilter.checks.automation import AutomationMessageCheck
 
@@ -52,7 +53,10 @@ def samples(part: str, kind: str) -> list[Path]:
 
 def findings(path: Path) -> set[str]:
     """The automation findings for one sample (its line ends made CRLF)."""
-    raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return findings_of(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+
+def findings_of(raw: bytes) -> set[str]:
     [result] = AutomationMessageCheck(automation.Config()).run(
         make_ctx(NoDns(), mail_from="sender@example.com", message=raw))
     return {f.name for f in result.findings}
@@ -107,6 +111,15 @@ def test_mail_people_write_stays_clean(path):
     assert findings(path) == set()
 
 
+def test_the_benchmark_corpus_has_no_automatic_replies():
+    """500 ordinary messages of the benchmark (people's and bulk senders' mail
+    whose Subjects are words like "support ticket request update notice")."""
+    corpus = make_corpus(seed=12, messages=500, domains=20, keys=1, key_bits=1024)
+    marked = [m.raw[:200] for m in corpus.messages
+              if findings_of(m.raw) & {"auto.autoreply", "auto.helpdesk"}]
+    assert marked == []
+
+
 def test_the_figures(capsys):
     """The figures README.md reports (run with -s to see them)."""
     with capsys.disabled():
@@ -114,4 +127,6 @@ def test_the_figures(capsys):
             for kind in WANTED:
                 got, of = recognition(part, kind)
                 print(f"\n{part} {kind}: {got} of {of}", end="")
+            clean = sum(1 for path in samples(part, "human") if not findings(path))
+            print(f"\n{part} human: {clean} of {len(samples(part, 'human'))} clean", end="")
         print()
