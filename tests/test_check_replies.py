@@ -287,7 +287,8 @@ def test_a_customer_reply_through_a_list_is_not_held_as_bulk() -> None:
 
 def test_an_automatic_reply_to_our_mail_is_held_at_once() -> None:
     """The two machines: held by its own rule, and no learned reputation lifts it."""
-    for automatic in ("auto.machine_generated", "auto.noreply_sender"):
+    for automatic in ("auto.autoreply", "auto.helpdesk", "auto.machine_generated",
+                      "auto.noreply_sender"):
         action, rules = verdict(automatic, "reply.ours", "reputation.learned")
         assert action is Action.QUARANTINE and rules == ["reply-automatic"]
     action, rules = verdict("auto.machine_generated", "reply.ours")

@@ -350,7 +350,7 @@ ROWS: dict[str, Row] = {
                      *FORM.fields, ("From", "Web Form <form@example.net>"))),
                  sender="form@example.net"),
     # §5 Two machines answering each other: our notification, and what answers it.
-    "S5.31": Row("quarantine", ("reply.ours", "auto.machine_generated", "reply-automatic"),
+    "S5.31": Row("quarantine", ("reply.ours", "auto.autoreply", "reply-automatic"),
                  mail=replace(ANSWER, fields=(*ANSWER.fields, ("Auto-Submitted", "auto-replied"),
                                               ("Subject", "Out of office: [#4711] Updated"))),
                  notified=True),
@@ -364,7 +364,7 @@ ROWS: dict[str, Row] = {
                  notified=True),
     # §7 The suspended queue.
     "S7.1": Row("quarantine", ("auto.bulk", "auto-bulk"), mail=BULK),
-    "S7.2": Row("quarantine", ("auto.machine_generated", "auto-machine-generated"),
+    "S7.2": Row("quarantine", ("auto.autoreply", "auto-autoreply"),
                 mail=Mail(fields=(("Auto-Submitted", "auto-replied"),
                                   ("Subject", "Out of office")))),
     "S7.3": Row("quarantine", ("auto.bulk", "reputation.none"), mail=BULK, released=1,
@@ -376,6 +376,15 @@ ROWS: dict[str, Row] = {
     "S7.6": Row("quarantine", ("reputation.learned", "dmarc-reject-held"),
                 mail=replace(BULK, signer=None),
                 client=OTHER_CLIENT, zone=ZONE + OTHER_SERVER, released=2, taught=BULK),
+    # Mail loops: automatic replies and other help desks answering us.
+    "S7.7": Row("quarantine", ("auto.autoreply", "auto-autoreply"), mail=Mail(fields=(
+        ("Subject", "=?iso-8859-1?q?Automatische_Antwort:_Ihre_Bestellung_f=FCr_M=E4rz?="),))),
+    "S7.8": Row("quarantine", ("auto.helpdesk", "auto-helpdesk"),
+                mail=Mail(fields=(("X-OTRS-Loop", "yes"),
+                                  ("Subject", "[Ticket#2025120110000017] Your request")))),
+    "S7.9": Row("accept", (), mail=Mail(fields=(("Subject", "Re: absence"),))),
+    "S7.10": Row("accept", (), mail=Mail(fields=(
+        ("X-Auto-Response-Suppress", "DR, RN, NRN, OOF, AutoReply"),))),
 }
 
 

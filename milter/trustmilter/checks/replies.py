@@ -71,8 +71,9 @@ log = logging.getLogger(__name__)
 
 # Parts a report returns a message's header in (RFC 6522 §4: text/
 # rfc822-headers; RFC 3464 §2: message/rfc822; RFC 6532 and 6533: the
-# internationalised message/global and message/global-headers). A message/rfc822 read as it is comes from the MIME walk's
-# `messages`; these are read when they are leaves (encoded, or headers only).
+# internationalised message/global and message/global-headers). A
+# message/rfc822 read as it is comes from the MIME walk's `messages`; these
+# are read when they are leaves (encoded, or headers only).
 RETURNED_TYPES = frozenset({
     "text/rfc822-headers", "message/rfc822-headers", "message/rfc822",
     "message/global", "message/global-headers",

@@ -284,7 +284,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         name="reply-automatic",
         when=(_REPLY_OURS,),
-        any=("auto.machine_generated", "auto.noreply_sender"),
+        any=("auto.autoreply", "auto.helpdesk", "auto.machine_generated", "auto.noreply_sender"),
         action=Action.QUARANTINE,
         reason="an automatic reply to our own mail: two machines answering each other",
     ),
@@ -310,6 +310,22 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         unless=(_LEARNED,),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
+    ),
+    # An automatic reply, or another help desk's own output, creates no
+    # ticket: answering it is how two machines answer each other for ever.
+    Rule(
+        name="auto-autoreply",
+        when=("auto.autoreply",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="mail loops: an automatic reply creates no ticket (RFC 3834 §2)",
+    ),
+    Rule(
+        name="auto-helpdesk",
+        when=("auto.helpdesk",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="mail loops: another help desk's own output creates no ticket",
     ),
     Rule(
         name="auto-bounce",
