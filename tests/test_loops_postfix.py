@@ -222,9 +222,11 @@ def test_our_own_loop_marker_coming_back_is_refused(mta: Rig) -> None:
         ("news", ("List-Id: Newsletter <news.example.com>",), "auto.bulk", "auto-bulk"),
         ("news", ("Precedence: bulk",), "auto.bulk", "auto-bulk"),
         ("news", ("List-Unsubscribe: <mailto:leave@example.com>",), "auto.bulk", "auto-bulk"),
-        ("robot", ("Auto-Submitted: auto-replied",), "auto.machine_generated",
+        ("robot", ("Auto-Submitted: auto-generated",), "auto.machine_generated",
          "auto-machine-generated"),
-        ("robot", ("X-Autoreply: yes",), "auto.machine_generated", "auto-machine-generated"),
+        ("robot", ("Auto-Submitted: auto-replied",), "auto.autoreply", "auto-autoreply"),
+        ("robot", ("X-Autoreply: yes",), "auto.autoreply", "auto-autoreply"),
+        ("robot", ("X-OTRS-Loop: yes",), "auto.helpdesk", "auto-helpdesk"),
     ],
 )
 def test_automated_mail_is_held_with_its_reason(

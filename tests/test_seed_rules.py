@@ -205,9 +205,19 @@ class Row:
     # Then deleted as spam this many times (`quarantine delete --spam`),
     # `taught` again being the mail that was held.
     marked: int = 0
+    # Our notification (NOTICE) sent to the sender first, through the outbound
+    # path, with checks.replies' key set: the row's mail may answer it.
+    notified: bool = False
 
 
 BULK = Mail(fields=(("Precedence", "bulk"), ("List-Id", "<news.example.com>")))
+# Our help desk's notification to alice, and alice's mail answering it.
+NOTICE_ID = "<notice-4711@example.org>"
+NOTICE = (f"From: Help Desk <support@example.org>\r\nTo: alice@example.com\r\n"
+          f"Subject: [#4711] Updated\r\nDate: Mon, 01 Jan 2024 09:00:00 +0000\r\n"
+          f"Message-ID: {NOTICE_ID}\r\n\r\nYour ticket was updated.\r\n").encode()
+ANSWER = Mail(fields=(("In-Reply-To", NOTICE_ID), ("References", NOTICE_ID),
+                      ("Subject", "Re: [#4711] Updated")))
 FORGED = Mail(signer=None)  # From alice@example.com, sent by someone else unsigned
 FORM = Mail(fields=(("From", "Web Form <form@example.com>"),
                     ("Reply-To", "Customer <customer@example.org>"),
@@ -344,9 +354,22 @@ ROWS: dict[str, Row] = {
                  sender="form@example.net"),
     "S4.13": Row("quarantine", ("reputation.rejected", "reputation-rejected"), mail=FORM,
                  sender="form@example.com", marked=2, taught=replace(FORM, drop=("From",))),
+    # §5 Two machines answering each other: our notification, and what answers it.
+    "S5.31": Row("quarantine", ("reply.ours", "auto.autoreply", "reply-automatic"),
+                 mail=replace(ANSWER, fields=(*ANSWER.fields, ("Auto-Submitted", "auto-replied"),
+                                              ("Subject", "Out of office: [#4711] Updated"))),
+                 notified=True),
+    "S5.32": Row("accept", ("reply.ours", "auto.bulk"),
+                 mail=replace(ANSWER, fields=(*ANSWER.fields, ("Precedence", "list"))),
+                 notified=True),
+    "S5.33": Row("quarantine", ("auto.bulk", "auto-bulk"),
+                 mail=replace(ANSWER, fields=(("In-Reply-To", "<notice-4712@example.org>"),
+                                              ("Subject", "Re: [#4711] Updated"),
+                                              ("Precedence", "list"))),
+                 notified=True),
     # §7 The suspended queue.
     "S7.1": Row("quarantine", ("auto.bulk", "auto-bulk"), mail=BULK),
-    "S7.2": Row("quarantine", ("auto.machine_generated", "auto-machine-generated"),
+    "S7.2": Row("quarantine", ("auto.autoreply", "auto-autoreply"),
                 mail=Mail(fields=(("Auto-Submitted", "auto-replied"),
                                   ("Subject", "Out of office")))),
     "S7.3": Row("quarantine", ("auto.bulk", "reputation.none"), mail=BULK, released=1,
@@ -360,16 +383,29 @@ ROWS: dict[str, Row] = {
                 client=OTHER_CLIENT, zone=ZONE + OTHER_SERVER, released=2, taught=BULK),
     "S7.7": Row("quarantine", ("auto.bulk", "auto-bulk", "reputation.none"), mail=BULK,
                 released=2, marked=1, taught=BULK),
+    # Mail loops: automatic replies and other help desks answering us.
+    "S7.8": Row("quarantine", ("auto.autoreply", "auto-autoreply"), mail=Mail(fields=(
+        ("Subject", "=?iso-8859-1?q?Automatische_Antwort:_Ihre_Bestellung_f=FCr_M=E4rz?="),))),
+    "S7.9": Row("quarantine", ("auto.helpdesk", "auto-helpdesk"),
+                mail=Mail(fields=(("X-OTRS-Loop", "yes"),
+                                  ("Subject", "[Ticket#2025120110000017] Your request")))),
+    "S7.10": Row("accept", (), mail=Mail(fields=(("Subject", "Re: absence"),))),
+    "S7.11": Row("accept", (), mail=Mail(fields=(
+        ("X-Auto-Response-Suppress", "DR, RN, NRN, OOF, AutoReply"),))),
 }
 
 
 # --- running a row ------------------------------------------------------------
 
 
-def shipped_settings(nameserver: str, row: Row) -> Settings:
-    """The shipped policy.yaml with the row's edits, asking the test DNS server."""
+def shipped_settings(nameserver: str, row: Row, key_file: Path | None = None) -> Settings:
+    """The shipped policy.yaml with the row's edits, asking the test DNS server
+    (and with `key_file` as checks.replies' key, when given)."""
     text = SHIPPED.read_text()
-    for old, new in row.policy:
+    edits = row.policy
+    if key_file is not None:
+        edits = (*edits, ('    key_file: ""\n', f"    key_file: {key_file}\n"))
+    for old, new in edits:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     if row.blocklists:
@@ -390,6 +426,14 @@ def deliver(app, row: Row, mail: Mail) -> VerdictRecord:
     return record
 
 
+def notify(app, row: Row) -> None:
+    """Our notification to the row's sender, out through the outbound path."""
+    tx = Transaction(app, Client(None), "support@example.org", None)
+    assert tx.opening() is None and tx.recipient(row.sender) is None
+    sent = tx.finish(Message(NOTICE), "QID0")
+    assert any(name == "X-Trustmilter-Token" for name, _ in sent.add_headers), sent
+
+
 def verdict_text(record: VerdictRecord) -> str:
     """The verdict as the table writes it."""
     action = "low trust" if record.verdict.action is Action.LOW_TRUST else \
@@ -405,12 +449,20 @@ def what_counted(record: VerdictRecord) -> set[str]:
 
 
 @pytest.mark.parametrize("row_id", ROWS)
-def test_each_row_gets_the_verdict_of_the_table(dns_server, row_id):
+def test_each_row_gets_the_verdict_of_the_table(dns_server, row_id, tmp_path):
     row = ROWS[row_id]
     dns_server.load(row.zone)
     store = MemoryStore()
+    key_file = None
+    if row.notified:
+        key_file = tmp_path / "token.key"
+        key_file.write_bytes(b"k" * 32)
+        key_file.chmod(0o600)
     with ThreadPoolExecutor(8) as pool:
-        app = build_app(shipped_settings(dns_server.nameserver, row), pool, state=store)
+        app = build_app(shipped_settings(dns_server.nameserver, row, key_file), pool,
+                        state=store)
+        if row.notified:
+            notify(app, row)
         if row.released or row.marked:
             held = deliver(app, row, row.taught)
             assert held.verdict.action is Action.QUARANTINE, held.verdict

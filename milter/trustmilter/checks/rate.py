@@ -36,7 +36,6 @@ store); temperror with ``rate.state_unavailable`` when the store fails.
 
 from __future__ import annotations
 
-import email.header
 import fnmatch
 import hashlib
 import re
@@ -48,6 +47,7 @@ from typing import ClassVar, Literal
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage
 from trustmilter.config.errors import InvalidField
 from trustmilter.mail.addresses import normalise_address
+from trustmilter.mail.encoded_words import decode_words as _decoded
 from trustmilter.model import Message
 from trustmilter.results import CheckResult, Finding, Outcome
 from trustmilter.state.base import StateError
@@ -141,14 +141,6 @@ def rate_key(kind: KeyKind, sender: str, other: str = "") -> str:
     elif kind == "sender+thread":
         key += "|" + key_part(other)  # Message-IDs are compared as written
     return key
-
-
-def _decoded(value: str) -> str:
-    """An RFC 2047 encoded header value as text; the raw value if it cannot be decoded."""
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        return value
 
 
 def normalise_subject(subject: str) -> str:

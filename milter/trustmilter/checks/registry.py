@@ -34,6 +34,7 @@ from trustmilter.checks import (
     loops,
     names,
     rate,
+    replies,
     reputation,
     spf,
     uribl,
@@ -85,6 +86,10 @@ SECTIONS: tuple[Section[Any], ...] = (
     Section("reputation", reputation.Config, (reputation.ReputationCheck,)),
     # Inbound bounces read, and our own hard bounces recorded.
     Section("bounce", bounce.Config, (bounce.BounceCheck,)),
+    # Our own mail stamped and remembered (outbound); replies to it, and
+    # bounces that carry our token (inbound).
+    Section("replies", replies.Config, (replies.ReplyCheck, replies.SentMailCheck),
+            replies.preflight),
 )
 
 # Every check's spec, in pipeline order.

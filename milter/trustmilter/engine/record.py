@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from trustmilter.checks.base import Direction
 from trustmilter.results import Results
 from trustmilter.verdict import Verdict
 
@@ -42,6 +43,9 @@ class VerdictRecord:
     mail_from: str
     rcpts: tuple[str, ...]
     elapsed_ms: int
+    # Outbound: our own client's mail, on which the outbound checks ran (the line
+    # says direction=outbound). Inbound (judged) and None (passed) say nothing.
+    direction: Direction | None = None
 
     def pairs(self) -> Iterator[tuple[str, str]]:
         """The verdict line's keys and values, in order."""
@@ -53,6 +57,8 @@ class VerdictRecord:
         yield "from", f"<{self.mail_from}>"
         yield "rcpt", ",".join(f"<{r}>" for r in self.rcpts)
         yield "client_kind", self.kind.value
+        if self.direction is Direction.OUTBOUND:
+            yield "direction", self.direction.value
         outcomes: dict[str, list[str]] = {}
         for result in self.results.all():
             outcomes.setdefault(result.check, []).append(result.outcome.value)

@@ -114,6 +114,10 @@ _DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
 # SEED-RULES §7: releasing held mail teaches the filter; such a sender is
 # exempt from the quarantine rules below, never from a reject rule.
 _LEARNED = "reputation.learned"
+# In-Reply-To/References names a message we sent (checks/replies.py): a
+# customer answering us. No proof of anything (every recipient of our mail
+# sees its Message-ID), so it lifts automation quarantine rules only.
+_REPLY_OURS = "reply.ours"
 _LOOP = "Mail loop refused: a support address never sends to us"
 # RFC 3463 X.4.6: routing loop detected.
 _ROUTING_LOOP = "Routing loop detected"
@@ -283,6 +287,16 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reason="the rate store is down (state.on_error: tempfail); RFC 3463 4.3.0",
     ),
     # --- Automated mail (SEED-RULES §5, §7: no ticket, suspended) ---
+    # An automatic answer to mail we sent: two machines answering each other,
+    # the loop at its first turn. Held at once, and lifted by nothing (not a
+    # learned reputation: it would be the loop's own releases).
+    Rule(
+        name="reply-automatic",
+        when=(_REPLY_OURS,),
+        any=("auto.autoreply", "auto.helpdesk", "auto.machine_generated", "auto.noreply_sender"),
+        action=Action.QUARANTINE,
+        reason="an automatic reply to our own mail: two machines answering each other",
+    ),
     Rule(
         name="auto-noreply",
         when=("auto.noreply_sender",),
@@ -293,7 +307,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         name="auto-bulk",
         when=("auto.bulk",),
-        unless=(_LEARNED,),
+        # A customer's answer to our own mail is no bulk mail, whatever list
+        # relayed it (reply.ours lifts only this kind of rule).
+        unless=(_LEARNED, _REPLY_OURS),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5: bulk mail creates no ticket by default",
     ),
@@ -303,6 +319,22 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         unless=(_LEARNED,),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
+    ),
+    # An automatic reply, or another help desk's own output, creates no
+    # ticket: answering it is how two machines answer each other for ever.
+    Rule(
+        name="auto-autoreply",
+        when=("auto.autoreply",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="mail loops: an automatic reply creates no ticket (RFC 3834 §2)",
+    ),
+    Rule(
+        name="auto-helpdesk",
+        when=("auto.helpdesk",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="mail loops: another help desk's own output creates no ticket",
     ),
     Rule(
         name="auto-bounce",

@@ -46,12 +46,12 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import TYPE_CHECKING, Any
 
 from trustmilter.mail.identity import PLAIN_IDENTITIES, Identities
+from trustmilter.mail.encoded_words import decode_words
 from trustmilter.quarantine.postfix import (
     InvalidQueueId,
     PostfixCommandError,
@@ -333,7 +333,7 @@ class QuarantineReview:
             entry=entry,
             sender=stored.sender,
             age=max(0.0, self._clock() - entry.arrival_time),
-            subject=_decoded(subjects[0]) if subjects else "",
+            subject=decode_words(subjects[0]) if subjects else "",
             headers=headers,
             mark=parse_trust_header(values[0]) if values else None,
         )
@@ -355,14 +355,6 @@ def _header_fields(raw: bytes) -> tuple[tuple[str, str], ...]:
     """(name, unfolded value) pairs; bytes that are not ASCII stay as they were sent."""
     parsed = BytesHeaderParser(policy=compat32).parsebytes(raw)
     return tuple((name, _FOLD.sub(" ", str(value)).strip()) for name, value in parsed.items())
-
-
-def _decoded(value: str) -> str:
-    """RFC 2047 encoded-words decoded; the value as it is when they are broken."""
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        return value
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -6,7 +6,9 @@ and, with Redis, across hosts), learned reputation (how often mail from a
 sender identity was released from quarantine, and how often it was deleted
 as spam) and hard bounces (recipients our own
 outbound mail could not reach: 5.1.x, SEED-RULES §6), kept for a policy-set
-time after the last report. Backends: `memory.py` (one process;
+time after the last report, and the messages we sent ourselves (keyed
+hashes of their Message-IDs, bounded and expiring: checks/replies.py
+recognises replies to them). Backends: `memory.py` (one process;
 the fallback when the real store is down), `sqlite.py` (the embedded
 default), `redis.py` (a fleet of MTAs sharing one view).
 
@@ -18,6 +20,7 @@ bound each operation by `StateConfig.timeout`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
@@ -112,6 +115,30 @@ def current(reputation: Reputation, now: float, lapse: float) -> Reputation | No
     if not marked:
         reputation = replace(reputation, spam_marks=0, last_spam_mark=0.0, spam_reasons=())
     return reputation
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """One message we sent, as remembered: keyed hashes only, never an address
+    or a Message-ID in clear (mail/token.py), so a copy of the store tells
+    nobody who wrote to whom."""
+
+    digest: str  # keyed hash of its Message-ID
+    sender: str  # keyed hash of its envelope sender; '' when the policy keeps none
+    sent_at: float  # epoch seconds
+    expires: float  # forgotten after this
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as a JSON object (how SQLite and Redis keep it)."""
+        return asdict(self)
+
+
+def decode_sent(fields: Any) -> SentMessage:
+    """A SentMessage from its stored JSON object; StateError when it cannot be one."""
+    try:
+        record = SentMessage(**fields)
+        return replace(record, digest=str(record.digest), sender=str(record.sender),
+                       sent_at=float(record.sent_at), expires=float(record.expires))
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"a stored sent-message record cannot be read: {exc}") from exc
 
 
 def is_current(reputation: Reputation, now: float, lapse: float) -> bool:
@@ -169,6 +196,16 @@ class StateStore(Protocol):
 
     def forget_bounce(self, recipient: str) -> bool:
         """Drop the record of `recipient`; True if there was one."""
+        ...
+
+    def remember_sent(self, sent: SentMessage, max_entries: int) -> None:
+        """Record one message we sent (a digest sent again is recorded afresh);
+        the oldest records go once there are more than `max_entries`, expired
+        ones on the way. One call, one write."""
+        ...
+
+    def sent_messages(self, digests: Sequence[str], now: float) -> list[SentMessage]:
+        """The records among `digests` not expired at `now`, in the order asked."""
         ...
 
     def close(self) -> None:

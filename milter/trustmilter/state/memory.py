@@ -1,14 +1,16 @@
 """The in-process state store: tests, trials, and the fallback while the real one is down.
 
 `MemoryStore` keeps sliding-window events, reputations (releases and spam
-marks, apart) and hard bounces in dicts behind one lock, so the threads
-pymilter runs (one per SMTP connection) share exact counts. It is the
-reference semantics the SQLite and Redis stores follow, and the helpers
-they share live here too:
+marks, apart), hard bounces and the messages we sent in dicts behind one
+lock, so the threads pymilter runs (one per SMTP connection) share exact
+counts. It is the reference semantics the SQLite and Redis stores follow,
+and the helpers they share live here too:
 
 - a key's events older than its window are dropped on every hit, and a
   key whose last window has passed is swept away, so the dicts stay
-  bounded by the keys active within one window;
+  bounded by the keys active within one window; the messages we sent are
+  kept oldest first and trimmed to the caller's `max_entries` on every
+  record;
 - `hit` and `count` count every event after ``now - window``. An event
   stamped a little after `now` (the clock of another process or MTA a
   little ahead) counts as inside the window: counting only up to `now`
@@ -27,12 +29,14 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from trustmilter.state.base import (
     HardBounce,
     Reputation,
+    SentMessage,
     releases_current,
     spam_marks_current,
 )
@@ -132,6 +136,25 @@ def latest_first(bounces: Iterable[HardBounce], now: float) -> list[HardBounce]:
     return sorted(live, key=lambda b: (-b.last_seen, b.recipient))
 
 
+def trim_sent(records: OrderedDict[str, SentMessage], now: float, max_entries: int) -> None:
+    """Drop records from the oldest end: expired ones, and any beyond `max_entries`.
+
+    Oldest recorded first is nearly oldest expiring first (one `keep_days`
+    for all); a record that expires out of turn (the setting was lowered)
+    is dropped when it reaches the front, and no lookup returns it before.
+    """
+    while records:
+        oldest = next(iter(records.values()))
+        if len(records) <= max_entries and oldest.expires > now:
+            return
+        records.popitem(last=False)
+
+
+def live_sent(records: Iterable[SentMessage | None], now: float) -> list[SentMessage]:
+    """The records that exist and have not expired at `now`."""
+    return [record for record in records if record is not None and record.expires > now]
+
+
 def rank(reputations: Iterable[Reputation]) -> list[Reputation]:
     """Most releases first, then most spam marks; ties by address, so listings are stable."""
     return sorted(reputations, key=lambda rep: (-rep.releases, -rep.spam_marks, rep.sender))
@@ -156,6 +179,7 @@ class MemoryStore:
         self._bounces: dict[str, HardBounce] = {}
         self._bounces_since_sweep = 0
         self._hits_since_sweep = 0
+        self._sent: OrderedDict[str, SentMessage] = OrderedDict()
 
     def hit(self, key: str, now: float, window: float) -> int:
         """Record one event for `key` at `now`; the events in its window, this one included."""
@@ -255,6 +279,18 @@ class MemoryStore:
         """Drop the record of `recipient`; True if there was one."""
         with self._lock:
             return self._bounces.pop(normalize_sender(recipient), None) is not None
+
+    def remember_sent(self, sent: SentMessage, max_entries: int) -> None:
+        """Record one message we sent, newest last; the oldest go beyond `max_entries`."""
+        with self._lock:
+            self._sent.pop(sent.digest, None)
+            self._sent[sent.digest] = sent
+            trim_sent(self._sent, sent.sent_at, max_entries)
+
+    def sent_messages(self, digests: Sequence[str], now: float) -> list[SentMessage]:
+        """The records among `digests` not expired at `now`, in the order asked."""
+        with self._lock:
+            return live_sent((self._sent.get(d) for d in dict.fromkeys(digests)), now)
 
     def close(self) -> None:
         """Nothing to release; the data goes with the object."""

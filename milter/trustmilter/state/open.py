@@ -24,11 +24,11 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 from trustmilter.config.state import StateConfig
-from trustmilter.state.base import HardBounce, Reputation, StateError, StateStore
+from trustmilter.state.base import HardBounce, Reputation, SentMessage, StateError, StateStore
 from trustmilter.state.memory import MemoryStore
 
 T = TypeVar("T")
@@ -112,6 +112,12 @@ class ResilientStore:
 
     def forget_bounce(self, recipient: str) -> bool:
         return self._call(lambda store: store.forget_bounce(recipient))
+
+    def remember_sent(self, sent: SentMessage, max_entries: int) -> None:
+        self._call(lambda store: store.remember_sent(sent, max_entries))
+
+    def sent_messages(self, digests: Sequence[str], now: float) -> list[SentMessage]:
+        return self._call(lambda store: store.sent_messages(digests, now))
 
     def close(self) -> None:
         self.store.close()

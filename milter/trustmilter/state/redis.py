@@ -23,6 +23,11 @@ several). Keys, all under `key_prefix`:
   with the next report by one Lua script and expiring with the record
   (PXAT), and ``<prefix>bounces``: a sorted set of recipients scored by
   their expiry, trimmed whenever the list is read.
+- ``<prefix>sent``: the messages we sent, a sorted set of Message-ID digests
+  scored by their expiry, and ``<prefix>sent:records``: a hash of their
+  records (JSON). One Lua script records a message and trims both: expired
+  records (a batch at a time) and the earliest expiring beyond
+  `max_entries`.
 
 What it does not do: connect at construction: an unreachable server shows on
 the first operation, where the caller's `state.on_error` decides.
@@ -39,7 +44,7 @@ import contextlib
 import json
 import math
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -47,10 +52,18 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from trustmilter.state.base import HardBounce, Reputation, StateError, decode_bounce
+from trustmilter.state.base import (
+    HardBounce,
+    Reputation,
+    SentMessage,
+    StateError,
+    decode_bounce,
+    decode_sent,
+)
 from trustmilter.state.memory import (
     combined,
     latest_first,
+    live_sent,
     merge_reasons,
     normalize_sender,
     rank,
@@ -137,6 +150,31 @@ return encoded
 """
 
 
+# KEYS[1] the index (digests scored by expiry, epoch ms), KEYS[2] the records
+# (digest -> JSON); ARGV: digest, record, its expiry in ms, now in ms,
+# max_entries, batch. Drops up to a batch of expired records, then the
+# earliest expiring beyond max_entries (up to a batch too: a lowered
+# max_entries is reached over the next few records, each write stays short).
+SENT_SCRIPT = """
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local batch = tonumber(ARGV[6])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, batch)
+if #expired > 0 then
+  redis.call('ZREM', KEYS[1], unpack(expired))
+  redis.call('HDEL', KEYS[2], unpack(expired))
+end
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[1], math.min(over, batch))
+  for i = 1, #popped, 2 do redis.call('HDEL', KEYS[2], popped[i]) end
+end
+return 0
+"""
+# Records one write drops at most (Lua's unpack has a stack limit near 8000).
+SENT_BATCH = 1000
+
+
 class RedisStore:
     """A StateStore on a Redis server; safe for many threads, processes and hosts."""
 
@@ -163,6 +201,7 @@ class RedisStore:
         self._release = self._client.register_script(RELEASE_SCRIPT)
         self._spam_mark = self._client.register_script(SPAM_MARK_SCRIPT)
         self._bounce = self._client.register_script(BOUNCE_SCRIPT)
+        self._sent = self._client.register_script(SENT_SCRIPT)
 
     # ---- counting ---------------------------------------------------------
 
@@ -303,6 +342,29 @@ class RedisStore:
             deleted, _ = pipe.execute()
         return int(deleted) > 0
 
+    # ---- the messages we sent -------------------------------------------------
+
+    def remember_sent(self, sent: SentMessage, max_entries: int) -> None:
+        """Record one message we sent; expired records and the oldest beyond
+        `max_entries` go, in the same atomic script."""
+        # Times as strings: Lua's cjson would round numbers to 14 digits.
+        fields = {k: repr(v) if isinstance(v, float) else v for k, v in sent.as_json().items()}
+        with self._errors():
+            self._sent(
+                keys=[self._sent_index_key(), self._sent_records_key()],
+                args=[sent.digest, json.dumps(fields), math.ceil(sent.expires * 1000),
+                      math.floor(sent.sent_at * 1000), max_entries, SENT_BATCH],
+            )
+
+    def sent_messages(self, digests: Sequence[str], now: float) -> list[SentMessage]:
+        """The records among `digests` not expired at `now`, in the order asked."""
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return []
+        with self._errors():
+            stored = self._client.hmget(self._sent_records_key(), wanted)
+        return live_sent((_sent(str(item)) if item else None for item in stored), now)
+
     def close(self) -> None:
         """Close the connection pool."""
         with contextlib.suppress(redis.RedisError, OSError):
@@ -334,6 +396,14 @@ class RedisStore:
     def _bounce_index_key(self) -> str:
         """The recipients with a record, scored by expiry (epoch ms)."""
         return f"{self.prefix}bounces"
+
+    def _sent_index_key(self) -> str:
+        """The digests of the messages we sent, scored by expiry (epoch ms)."""
+        return f"{self.prefix}sent"
+
+    def _sent_records_key(self) -> str:
+        """Digest -> the record of the message we sent."""
+        return f"{self.prefix}sent:records"
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -396,6 +466,15 @@ def _bounce(encoded: str) -> HardBounce:
     except ValueError as exc:
         raise StateError(f"a stored hard-bounce record cannot be read: {exc}") from exc
     return decode_bounce(fields)
+
+
+def _sent(encoded: str) -> SentMessage:
+    """A record as the sent script keeps it (times as strings); StateError if unreadable."""
+    try:
+        fields = json.loads(encoded)
+    except ValueError as exc:
+        raise StateError(f"a stored sent-message record cannot be read: {exc}") from exc
+    return decode_sent(fields)
 
 
 def _describe(exc: BaseException) -> str:

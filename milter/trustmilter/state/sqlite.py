@@ -35,11 +35,18 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from trustmilter.state.base import HardBounce, Reputation, StateError, decode_bounce
+from trustmilter.state.base import (
+    HardBounce,
+    Reputation,
+    SentMessage,
+    StateError,
+    decode_bounce,
+    decode_sent,
+)
 from trustmilter.state.memory import (
     combined,
     latest_first,
@@ -57,7 +64,7 @@ SWEEP_EVERY = 256  # hits per connection between sweeps of other keys' expired e
 SWEEP_BATCH = 1000  # rows one sweep deletes at most, so a hit never stalls on a big backlog
 POOL_IDLE = 8  # idle connections kept for reuse
 
-SCHEMA_TABLES = ("events", "reputation", "bounces", "spam_marks")
+SCHEMA_TABLES = ("events", "reputation", "bounces", "spam_marks", "sent")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     key TEXT NOT NULL,
@@ -86,6 +93,15 @@ CREATE TABLE IF NOT EXISTS spam_marks (
     last_mark REAL NOT NULL,
     reasons TEXT NOT NULL     -- JSON list, deduplicated, in the order first seen
 );
+CREATE TABLE IF NOT EXISTS sent (
+    -- AUTOINCREMENT: numbers are never reused, so the rows numbered above
+    -- (newest - max_entries) are the newest max_entries, found by the key.
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest TEXT NOT NULL UNIQUE,  -- keyed hash of the Message-ID (mail/token.py)
+    expires REAL NOT NULL,        -- epoch seconds, the row is dead after this
+    record TEXT NOT NULL          -- the SentMessage as a JSON object
+);
+CREATE INDEX IF NOT EXISTS sent_expires ON sent (expires);
 """
 
 
@@ -259,6 +275,46 @@ class SqliteStore:
     def forget_bounce(self, recipient: str) -> bool:
         """Drop the record of `recipient`; True if there was one."""
         return self._delete("DELETE FROM bounces WHERE recipient = ?", normalize_sender(recipient))
+
+    # ---- the messages we sent -------------------------------------------------
+
+    def remember_sent(self, sent: SentMessage, max_entries: int) -> None:
+        """Record one message we sent; rows beyond the newest `max_entries` go, and a
+        batch of expired ones: each step found through an index, never a count."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with _immediate(db):
+                # OR REPLACE: a digest recorded again gets a new number (the newest).
+                inserted = db.execute(
+                    "INSERT OR REPLACE INTO sent (digest, expires, record) VALUES (?, ?, ?)",
+                    (sent.digest, sent.expires, json.dumps(sent.as_json())),
+                )
+                newest = int(inserted.lastrowid or 0)
+                db.execute("DELETE FROM sent WHERE seq <= ?", (newest - max_entries,))
+                db.execute(
+                    "DELETE FROM sent WHERE rowid IN"
+                    " (SELECT rowid FROM sent WHERE expires <= ? LIMIT ?)",
+                    (sent.sent_at, SWEEP_BATCH),
+                )
+
+        self._write(run)
+
+    def sent_messages(self, digests: Sequence[str], now: float) -> list[SentMessage]:
+        """The records among `digests` not expired at `now`, in the order asked."""
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return []
+
+        def run(db: sqlite3.Connection) -> list[SentMessage]:
+            rows = db.execute(
+                f"SELECT digest, record FROM sent WHERE expires > ? AND digest IN"
+                f" ({', '.join('?' * len(wanted))})",
+                (now, *wanted),
+            )
+            found = {digest: _row_sent(record) for digest, record in rows}
+            return [found[digest] for digest in wanted if digest in found]
+
+        return self._run(run)
 
     def close(self) -> None:
         """Close the idle connections; busy ones close when they come back."""
@@ -453,6 +509,15 @@ def _row_spam_marks(row: tuple[str, int, float, str]) -> Reputation:
 def _row_bounce(row: tuple[str]) -> HardBounce:
     """A stored record; StateError for one this version cannot read."""
     return decode_bounce(json.loads(row[0]))
+
+
+def _row_sent(record: str) -> SentMessage:
+    """A stored sent-message record; StateError for one this version cannot read."""
+    try:
+        fields = json.loads(record)
+    except ValueError as exc:
+        raise StateError(f"a stored sent-message record cannot be read: {exc}") from exc
+    return decode_sent(fields)
 
 
 def _first_line(exc: BaseException) -> str:
