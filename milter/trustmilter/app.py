@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from trustmilter import compat
 from trustmilter.checks import all_check_names, build_checks
+from trustmilter.checks.registry import attached_check_names
 from trustmilter.checks.base import Check
 from trustmilter.checks.forwarded import Config as ForwardedConfig
 from trustmilter.checks.forwarded import ForwardedCheck, parse_forwarders
@@ -95,7 +96,7 @@ class App:
                  *([UpstreamCheck.trusting(settings.trusted_authserv_ids)]
                    if settings.trusted_authserv_ids else []),
                  *forwarded_checks(settings)),
-                all_check_names(),
+                all_check_names() | attached_check_names(),
             ),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
             authserv_id=authserv_id,

@@ -114,6 +114,10 @@ _DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
 # SEED-RULES §7: releasing held mail teaches the filter; such a sender is
 # exempt from the quarantine rules below, never from a reject rule.
 _LEARNED = "reputation.learned"
+# The seed's remedy for a no-reply sender known to be safe: an allow-listed
+# sender, authenticated as itself, is exempt from the automation quarantine
+# rules below (never from a reject, a DMARC forgery or a loop).
+_ALLOWLISTED = "allowlist.sender"
 _LOOP = "Mail loop refused: a support address never sends to us"
 # RFC 3463 X.4.6: routing loop detected.
 _ROUTING_LOOP = "Routing loop detected"
@@ -277,21 +281,21 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         name="auto-noreply",
         when=("auto.noreply_sender",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5: no-reply senders create no ticket",
     ),
     Rule(
         name="auto-bulk",
         when=("auto.bulk",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5: bulk mail creates no ticket by default",
     ),
     Rule(
         name="auto-machine-generated",
         when=("auto.machine_generated",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
     ),
