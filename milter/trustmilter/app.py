@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 
 from trustmilter import compat
 from trustmilter.checks import all_check_names, build_checks
-from trustmilter.checks.registry import attached_check_names
 from trustmilter.checks.base import Check
 from trustmilter.checks.forwarded import Config as ForwardedConfig
 from trustmilter.checks.forwarded import ForwardedCheck, parse_forwarders
+from trustmilter.checks.registry import attached_check_names
 from trustmilter.checks.upstream import UpstreamCheck
 from trustmilter.config.checks import ChecksConfig
 from trustmilter.config.settings import Settings
