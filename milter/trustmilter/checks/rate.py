@@ -370,8 +370,8 @@ def _judged(config: Config, counts: list[Count]) -> CheckResult:
         return CheckResult(RESULT, Outcome.SKIPPED, "no key applies", evidence=evidence)
     name = decided.tier
     if name is None:
-        counted = ", ".join(f"{c.count} of {c.quarantine_after}" for c in counts)
-        return CheckResult(RESULT, Outcome.PASS, f"{counted} in {window}", evidence=evidence)
+        counted = "; ".join(f"{c.key}: {c.count} of {c.quarantine_after}" for c in counts)
+        return CheckResult(RESULT, Outcome.PASS, f"in {window}: {counted}", evidence=evidence)
     limit = decided.reject_after if name == "rate.tier.reject" else decided.quarantine_after
     detail = f"{decided.count} messages in {window} for {decided.key}, more than {limit}"
     return CheckResult(RESULT, Outcome.FAIL, detail, (Finding(name, detail),), evidence=evidence)
