@@ -265,4 +265,4 @@ def test_the_rules_are_shipped_with_the_policy_defaults():
     rules = {rule.name: rule for rule in Policy().rules}
     for name, finding in (("auto-autoreply", "auto.autoreply"), ("auto-helpdesk", "auto.helpdesk")):
         assert rules[name].when == (finding,) and rules[name].action is Action.QUARANTINE
-        assert rules[name].unless == ("reputation.learned",)
+        assert rules[name].unless == ("reputation.learned", "allowlist.sender")

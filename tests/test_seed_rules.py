@@ -208,6 +208,13 @@ class Row:
     # Our notification (NOTICE) sent to the sender first, through the outbound
     # path, with checks.replies' key set: the row's mail may answer it.
     notified: bool = False
+    # Messages sent first, within the hour (the rate tiers): `before` times
+    # `earlier` (None: the row's own mail) from `earlier_client` (None: the
+    # row's), MAIL FROM `earlier_sender` with {i} their number ("": the row's).
+    before: int = 0
+    earlier: Mail | None = None
+    earlier_client: Client | None = None
+    earlier_sender: str = ""
 
 
 BULK = Mail(fields=(("Precedence", "bulk"), ("List-Id", "<news.example.com>")))
@@ -222,6 +229,8 @@ FORGED = Mail(signer=None)  # From alice@example.com, sent by someone else unsig
 FORM = Mail(fields=(("From", "Web Form <form@example.com>"),
                     ("Reply-To", "Customer <customer@example.org>"),
                     ("Subject", "Contact form: question")))
+NOREPLY = Mail(fields=(("From", "Alerts <noreply@example.com>"), ("Subject", "Disk full")))
+ALLOWLIST_NOREPLY = (("    senders: []\n", "    senders: [noreply@example.com]\n"),)
 # broken.example.net: its name servers fail every query (SERVFAIL).
 BROKEN = "".join(f"$SERVFAIL {name}broken.example.net.\n" for name in ("", "_dmarc.", "sel._domainkey."))
 NOSUCH = "nosuch.example.net"  # under example.net, which exists; this name does not
@@ -354,6 +363,28 @@ ROWS: dict[str, Row] = {
                  sender="form@example.net"),
     "S4.13": Row("quarantine", ("reputation.rejected", "reputation-rejected"), mail=FORM,
                  sender="form@example.com", marked=2, taught=replace(FORM, drop=("From",))),
+    # §5 The rate limit: per user, per ticket, per hour; and the allow-list.
+    "S5.20": Row("accept", ("rate.pass",), before=19),
+    "S5.21": Row("quarantine", ("rate.tier.quarantine", "rate-quarantine"), before=20),
+    "S5.22": Row("reject", ("rate.tier.reject", "rate-reject"), before=40),
+    "S5.23": Row("accept", ("rate.pass",), before=41,
+                 earlier=Mail(fields=(("Subject", "Printer broken"),))),
+    "S5.24": Row("quarantine", ("rate.tier.quarantine", "rate-quarantine"), before=20,
+                 sender="bounce+99-support=example.org@example.com",
+                 earlier_sender="bounce+{i}-support=example.org@example.com"),
+    "S5.25": Row("accept", ("rate.pass",), before=41, earlier=FORGED,
+                 earlier_client=OTHER_CLIENT, zone=ZONE + OTHER_SERVER),
+    "S5.26": Row("accept", ("auto.noreply_sender", "allowlist.sender"), mail=NOREPLY,
+                 sender="noreply@example.com", policy=ALLOWLIST_NOREPLY),
+    "S5.27": Row("quarantine", ("allowlist.sender", "rate.tier.quarantine", "rate-quarantine"),
+                 mail=NOREPLY, sender="noreply@example.com", policy=ALLOWLIST_NOREPLY,
+                 before=200),
+    "S5.28": Row("reject", ("allowlist.sender", "rate.tier.reject", "rate-reject"),
+                 mail=NOREPLY, sender="noreply@example.com", policy=ALLOWLIST_NOREPLY,
+                 before=400),
+    "S5.29": Row("quarantine", ("allowlist.unauthenticated", "auto-noreply", "dmarc-reject-held"),
+                 mail=replace(NOREPLY, signer=None), sender="noreply@example.com",
+                 client=OTHER_CLIENT, zone=ZONE + OTHER_SERVER, policy=ALLOWLIST_NOREPLY),
     # §5 Two machines answering each other: our notification, and what answers it.
     "S5.31": Row("quarantine", ("reply.ours", "auto.autoreply", "reply-automatic"),
                  mail=replace(ANSWER, fields=(*ANSWER.fields, ("Auto-Submitted", "auto-replied"),
@@ -415,13 +446,13 @@ def shipped_settings(nameserver: str, row: Row, key_file: Path | None = None) ->
         settings.dns, nameservers=(nameserver,), timeout=0.5, lifetime=1.0))
 
 
-def deliver(app, row: Row, mail: Mail) -> VerdictRecord:
+def deliver(app, row: Row, mail: Mail, raw: bytes | None = None) -> VerdictRecord:
     """One transaction; the record of its one decision."""
     records: list[VerdictRecord] = []
     tx = Transaction(app, row.client, row.sender, None, observer=records.append)
     assert tx.opening() is None  # a refusal comes at RCPT TO, naming the recipient
     if tx.recipient(row.rcpt) is None:
-        tx.finish(Message(mail.raw()), "QID1")
+        tx.finish(Message(raw if raw is not None else mail.raw()), "QID1")
     [record] = records
     return record
 
@@ -470,6 +501,13 @@ def test_each_row_gets_the_verdict_of_the_table(dns_server, row_id, tmp_path):
                 store.add_release(row.sender, held.verdict.reasons, time.time())
             for _ in range(row.marked):
                 store.add_spam_mark(row.sender, held.verdict.reasons, time.time())
+        if row.before:
+            earlier = row.earlier or row.mail
+            raw = earlier.raw()  # signed once: the same message again and again
+            for i in range(row.before):
+                deliver(app, replace(row, client=row.earlier_client or row.client,
+                                     sender=(row.earlier_sender or row.sender).format(i=i)),
+                        earlier, raw)
         record = deliver(app, row, row.mail)
     counted = what_counted(record)
     why = (verdict_text(record), record.verdict.score, record.verdict.reasons,

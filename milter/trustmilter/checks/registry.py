@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from trustmilter.checks import (
+    allowlist,
     arc,
     author,
     automation,
@@ -37,6 +38,7 @@ from trustmilter.checks import (
     replies,
     reputation,
     spf,
+    upstream,
     uribl,
 )
 from trustmilter.checks.base import BaseCheck, Check, CheckSpec
@@ -82,7 +84,10 @@ SECTIONS: tuple[Section[Any], ...] = (
             (loops.LoopSenderCheck, loops.LoopRecipientCheck, loops.LoopMessageCheck)),
     Section("automation", automation.Config,
             (automation.AutomationSenderCheck, automation.AutomationMessageCheck)),
-    Section("rate", rate.Config, (rate.RateCheck, rate.ThreadRateCheck)),
+    # Senders known to be safe, once authenticated as themselves.
+    Section("allowlist", allowlist.Config,
+            (allowlist.AllowlistEnvelopeCheck, allowlist.AllowlistMessageCheck)),
+    Section("rate", rate.Config, (rate.RecipientRateCheck, rate.MessageRateCheck)),
     Section("reputation", reputation.Config, (reputation.ReputationCheck,)),
     # Inbound bounces read, and our own hard bounces recorded.
     Section("bounce", bounce.Config, (bounce.BounceCheck,)),
@@ -106,6 +111,13 @@ _CATALOGUE: tuple[CheckSpec, ...] = (*SPECS, *ATTACHED_SPECS)
 def all_check_names() -> frozenset[str]:
     """The name of every check there is, enabled or not."""
     return frozenset(spec.name for spec in SPECS)
+
+
+def attached_check_names() -> frozenset[str]:
+    """The names of the checks App.build attaches from top-level settings (a
+    trusted gateway's, the hop before a trusted forwarder): a check may
+    require them, and they are simply absent when none is configured."""
+    return frozenset(spec.name for spec in (*ATTACHED_SPECS, upstream.UpstreamCheck.spec))
 
 
 def result_names() -> tuple[str, ...]:

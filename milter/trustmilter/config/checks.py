@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trustmilter.checks import allowlist as allowlist_check
 from trustmilter.checks import arc as arc_check
 from trustmilter.checks import author as author_check
 from trustmilter.checks import automation as automation_check
@@ -46,6 +47,7 @@ class ChecksConfig:
     uribl: uribl_check.Config = field(default_factory=uribl_check.Config)
     loops: loops_check.Config = field(default_factory=loops_check.Config)
     automation: automation_check.Config = field(default_factory=automation_check.Config)
+    allowlist: allowlist_check.Config = field(default_factory=allowlist_check.Config)
     rate: rate_check.Config = field(default_factory=rate_check.Config)
     reputation: reputation_check.Config = field(default_factory=reputation_check.Config)
     bounce: bounce_check.Config = field(default_factory=bounce_check.Config)

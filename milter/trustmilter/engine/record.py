@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from trustmilter.checks import rate
 from trustmilter.checks.base import Direction
 from trustmilter.results import Results
 from trustmilter.verdict import Verdict
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
 
 # Every line carries these keys, in this order; check results follow
 # (``iprev=pass spf.mailfrom=fail dkim=pass,fail ...``), then any check's summary
-# (``bounce_summary="own; 5.1.1 <a@example.net> user unknown"``), before `findings`.
+# (``bounce_summary="own; 5.1.1 <a@example.net> user unknown"``), then, when a
+# rate tier fired, the key and count that decided it
+# (``rate_key=from:robot@example.com|ticket:ref:4711 rate_count=23``), before `findings`.
 # A result named like one of these keys is written with "_check" after it
 # (``helo=mail.example.com ... helo_check=pass``).
 LEADING_KEYS = ("action", "reply", "client", "client_name", "helo", "from", "rcpt")
@@ -71,6 +74,11 @@ class VerdictRecord:
         for result in self.results.all():
             if result.summary:
                 yield f"{result.check}_summary", result.summary
+        # The sender identity and count behind a rate tier (none on ordinary mail).
+        decided = rate.deciding(self.results)
+        if decided is not None:
+            yield "rate_key", decided.key
+            yield "rate_count", str(decided.count)
         if self.verdict.explained:
             # Signals a trusted party's pass explained (neither scored nor ruled on).
             yield "explained", ",".join(self.verdict.explained)

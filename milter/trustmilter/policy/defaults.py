@@ -118,6 +118,10 @@ _LEARNED = "reputation.learned"
 # customer answering us. No proof of anything (every recipient of our mail
 # sees its Message-ID), so it lifts automation quarantine rules only.
 _REPLY_OURS = "reply.ours"
+# The seed's remedy for a no-reply sender known to be safe: an allow-listed
+# sender, authenticated as itself, is exempt from the automation quarantine
+# rules below (never from a reject, a DMARC forgery or a loop).
+_ALLOWLISTED = "allowlist.sender"
 _LOOP = "Mail loop refused: a support address never sends to us"
 # RFC 3463 X.4.6: routing loop detected.
 _ROUTING_LOOP = "Routing loop detected"
@@ -300,7 +304,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         name="auto-noreply",
         when=("auto.noreply_sender",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5: no-reply senders create no ticket",
     ),
@@ -309,14 +313,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         when=("auto.bulk",),
         # A customer's answer to our own mail is no bulk mail, whatever list
         # relayed it (reply.ours lifts only this kind of rule).
-        unless=(_LEARNED, _REPLY_OURS),
+        unless=(_LEARNED, _ALLOWLISTED, _REPLY_OURS),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5: bulk mail creates no ticket by default",
     ),
     Rule(
         name="auto-machine-generated",
         when=("auto.machine_generated",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
     ),
@@ -325,14 +329,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         name="auto-autoreply",
         when=("auto.autoreply",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="mail loops: an automatic reply creates no ticket (RFC 3834 §2)",
     ),
     Rule(
         name="auto-helpdesk",
         when=("auto.helpdesk",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="mail loops: another help desk's own output creates no ticket",
     ),

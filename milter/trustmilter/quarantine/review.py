@@ -50,8 +50,8 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import TYPE_CHECKING, Any
 
-from trustmilter.mail.identity import PLAIN_IDENTITIES, Identities
 from trustmilter.mail.encoded_words import decode_words
+from trustmilter.mail.identity import PLAIN_IDENTITIES, Identities
 from trustmilter.quarantine.postfix import (
     InvalidQueueId,
     PostfixCommandError,
