@@ -175,9 +175,11 @@ def test_an_outbound_finding_is_evaluated_its_header_added_and_its_effect_applie
     assert fields["direction"] == "outbound" and fields["client_kind"] == "trusted"
     assert fields["action"] == "quarantine" and fields["rules"] == "hold-outbound-bulk"
     assert fields["test"] == "pass,fail" and fields["findings"] == "auto.bulk"
-    # No inbound check ran: no DNS, no trust results.
+    # No inbound check ran: no DNS, no trust results (the shipped loop checks for
+    # outbound mail skip: this policy names no support address).
     assert dns_server.queries == []
-    assert set(record.results) == {"test"}
+    assert set(record.results) == {"test", "loops"}
+    assert {r.outcome for r in record.results["loops"]} == {Outcome.SKIPPED}
 
 
 def test_a_rule_refuses_outbound_mail_at_rcpt_for_that_recipient_alone(dns_server, pool):

@@ -78,7 +78,8 @@ SECTIONS: tuple[Section[Any], ...] = (
     Section("uribl", uribl.Config, (uribl.UriblCheck,)),
     # Loops, automation, rate tiers and learned reputation.
     Section("loops", loops.Config,
-            (loops.LoopSenderCheck, loops.LoopRecipientCheck, loops.LoopMessageCheck)),
+            (loops.LoopSenderCheck, loops.LoopRecipientCheck, loops.LoopMessageCheck,
+             loops.LoopNotificationCheck, loops.LoopOutboundMessageCheck)),
     Section("automation", automation.Config,
             (automation.AutomationSenderCheck, automation.AutomationMessageCheck)),
     Section("rate", rate.Config, (rate.RateCheck, rate.ThreadRateCheck)),
