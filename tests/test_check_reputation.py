@@ -174,7 +174,7 @@ def test_accepted_learned_bulk_mail_still_suppresses_autoreplies():
 @pytest.mark.parametrize(("results", "rule"), [
     ([failing("dmarc", "dmarc.policy.reject"), failing("iprev", "iprev.ptr_missing")],
      "dmarc-reject"),
-    ([failing("loops", "loop.support_sender")], "loop-support-sender"),
+    ([failing("loops", "loop.support_to_support")], "loop-support-to-support"),
     ([failing("loops", "loop.too_many_received")], "loop-too-many-hops"),
     ([failing("rate", "rate.tier.reject")], "rate-reject"),
 ])

@@ -26,6 +26,7 @@ from keys import message
 from trustmilter.authresults import parse_header_value
 from trustmilter.checks import all_check_names
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckDirection, CheckSpec, Stage
+from trustmilter.checks.registry import attached_check_names
 from trustmilter.config.load import parse_settings
 from trustmilter.daemon.apps import build_app
 from trustmilter.daemon.verdictlog import format_verdict_line, parse_verdict_line
@@ -137,7 +138,8 @@ def make_app(dns_server, pool, asked: Asked = Asked(), extra: str = HOLD_BULK, c
     app = build_app(settings, pool, state=store)
     added = checks if checks is not None else (OutboundRcptCheck(asked),
                                                OutboundMessageCheck(asked))
-    pipeline = Pipeline.build((*app.pipeline.checks, *added), all_check_names())
+    pipeline = Pipeline.build((*app.pipeline.checks, *added),
+                              all_check_names() | attached_check_names())
     return replace(app, pipeline=pipeline), store
 
 
@@ -175,9 +177,11 @@ def test_an_outbound_finding_is_evaluated_its_header_added_and_its_effect_applie
     assert fields["direction"] == "outbound" and fields["client_kind"] == "trusted"
     assert fields["action"] == "quarantine" and fields["rules"] == "hold-outbound-bulk"
     assert fields["test"] == "pass,fail" and fields["findings"] == "auto.bulk"
-    # No inbound check ran: no DNS, no trust results.
+    # No inbound check ran: no DNS, no trust results (the shipped loop checks for
+    # outbound mail skip: this policy names no support address).
     assert dns_server.queries == []
-    assert set(record.results) == {"test"}
+    assert set(record.results) == {"test", "loops"}
+    assert {r.outcome for r in record.results["loops"]} == {Outcome.SKIPPED}
 
 
 def test_a_rule_refuses_outbound_mail_at_rcpt_for_that_recipient_alone(dns_server, pool):

@@ -201,6 +201,7 @@ class Row:
     # Held mail from the same sender released this many times first (what it
     # was held for is what the release teaches), `taught` being that mail.
     released: int = 0
+    auth: str | None = None  # the SASL login of the client, if it authenticated
     taught: Mail = field(default_factory=Mail)
     # Then deleted as spam this many times (`quarantine delete --spam`),
     # `taught` again being the mail that was held.
@@ -234,6 +235,11 @@ ALLOWLIST_NOREPLY = (("    senders: []\n", "    senders: [noreply@example.com]\n
 # broken.example.net: its name servers fail every query (SERVFAIL).
 BROKEN = "".join(f"$SERVFAIL {name}broken.example.net.\n" for name in ("", "_dmarc.", "sel._domainkey."))
 NOSUCH = "nosuch.example.net"  # under example.net, which exists; this name does not
+# The help desk's support addresses, as the operator lists them.
+OUR_DESK = (("    support_addresses: []\n",
+             "    support_addresses: [support@example.org, help@example.com]\n"),)
+OUR_HOST = Client(ipaddress.ip_address("127.0.0.1"), None, "localhost")  # a trusted network
+LAPTOP = Client(ipaddress.ip_address("203.0.113.5"), None, "laptop.example.net")  # SASL
 
 ROWS: dict[str, Row] = {
     # §1 The sending IP: its PTR.
@@ -398,6 +404,31 @@ ROWS: dict[str, Row] = {
                                               ("Subject", "Re: [#4711] Updated"),
                                               ("Precedence", "list"))),
                  notified=True),
+    # §5 Support addresses, both ways: the help desk's are support@example.org and
+    # help@example.com (whose SPF lists the outside service 192.0.2.10).
+    "S5.40": Row("reject at RCPT TO", ("loop.support_to_support", "loop-support-to-support"),
+                 sender="help@example.com", policy=OUR_DESK),
+    "S5.41": Row("reject at RCPT TO", ("loop.support_to_support", "loop-support-to-support"),
+                 client=OUR_HOST, sender="support@example.org", policy=OUR_DESK),
+    "S5.42": Row("reject at RCPT TO", ("loop.support_to_support", "loop-support-to-support"),
+                 client=LAPTOP, auth="agent", sender="help@example.com",
+                 rcpt="support+id4711@example.org", policy=OUR_DESK),
+    "S5.43": Row("reject", ("loop.notification_to_support", "loop-notification-to-support"),
+                 client=OUR_HOST, sender="colleague@example.org", policy=OUR_DESK,
+                 mail=Mail(fields=(("From", "Colleague <colleague@example.org>"),
+                                   ("Subject", "Out of office"),
+                                   ("Auto-Submitted", "auto-replied")), signer=None)),
+    "S5.44": Row("accept", (), client=OUR_HOST, sender="colleague@example.org", policy=OUR_DESK,
+                 mail=Mail(fields=(("From", "Colleague <colleague@example.org>"),),
+                           signer=None)),
+    "S5.45": Row("accept", ("loop.support_sender",), sender="help@example.com",
+                 rcpt="colleague@example.org", policy=OUR_DESK,
+                 mail=Mail(fields=(("From", "Help <help@example.com>"),))),
+    "S5.46": Row("quarantine", ("loop.support_sender", "auto.machine_generated",
+                                "loop-support-sender"),
+                 sender="help@example.com", rcpt="colleague@example.org", policy=OUR_DESK,
+                 mail=Mail(fields=(("From", "Help <help@example.com>"),
+                                   ("Auto-Submitted", "auto-generated")))),
     # §7 The suspended queue.
     "S7.1": Row("quarantine", ("auto.bulk", "auto-bulk"), mail=BULK),
     "S7.2": Row("quarantine", ("auto.autoreply", "auto-autoreply"),
@@ -449,7 +480,7 @@ def shipped_settings(nameserver: str, row: Row, key_file: Path | None = None) ->
 def deliver(app, row: Row, mail: Mail, raw: bytes | None = None) -> VerdictRecord:
     """One transaction; the record of its one decision."""
     records: list[VerdictRecord] = []
-    tx = Transaction(app, row.client, row.sender, None, observer=records.append)
+    tx = Transaction(app, row.client, row.sender, row.auth, observer=records.append)
     assert tx.opening() is None  # a refusal comes at RCPT TO, naming the recipient
     if tx.recipient(row.rcpt) is None:
         tx.finish(Message(raw if raw is not None else mail.raw()), "QID1")

@@ -81,7 +81,8 @@ SECTIONS: tuple[Section[Any], ...] = (
     Section("uribl", uribl.Config, (uribl.UriblCheck,)),
     # Loops, automation, rate tiers and learned reputation.
     Section("loops", loops.Config,
-            (loops.LoopSenderCheck, loops.LoopRecipientCheck, loops.LoopMessageCheck)),
+            (loops.LoopSenderCheck, loops.LoopRecipientCheck, loops.LoopMessageCheck,
+             loops.LoopNotificationCheck, loops.LoopOutboundMessageCheck)),
     Section("automation", automation.Config,
             (automation.AutomationSenderCheck, automation.AutomationMessageCheck)),
     # Senders known to be safe, once authenticated as themselves.

@@ -39,6 +39,9 @@ class Client:
     # The name the MTA verified for the client (Postfix's client_name), if any.
     hostname: str | None = None
     helo: str | None = None
+    # Submitted without SMTP (sendmail(1) through Postfix's non_smtpd_milters):
+    # the MTA can refuse such a message only as a whole, at end of message.
+    non_smtp: bool = False
 
     def connection(self) -> Connection:
         """The facts the checks see; only external clients (with an address) are checked."""

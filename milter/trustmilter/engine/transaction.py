@@ -19,7 +19,9 @@ more: policy/finality.py) is given at the first RCPT TO, so the log names
 a recipient, and every recipient is refused. RCPT-stage checks (rate
 tiers, recipient domains) run for each recipient alone: a recipient they
 refuse leaves no trace in the message's results. Everything else is
-decided at end of message.
+decided at end of message. Mail submitted without SMTP (`Client.non_smtp`:
+sendmail(1) through Postfix's non_smtpd_milters) can only be refused as a
+whole: every refusal waits for end of message.
 
 Our own clients (trusted networks, local submission, and SASL users when
 `milter.skip_authenticated`) are not judged: no trust checks, no
@@ -271,6 +273,11 @@ class Transaction:
     def _is_final(self, verdict: Verdict, done: tuple[Stage, ...]) -> bool:
         if verdict.action not in (Action.REJECT, Action.TEMPFAIL):
             return False  # most verdicts: the later checks need not be worked out
+        if self.client.non_smtp:
+            # Postfix cannot refuse a sender or recipient of non-SMTP mail ("can't
+            # reject recipient in non-smtpd(8) submission": the message would be
+            # retried for ever); the refusal is given at end of message, whole.
+            return False
         return is_final(self.app.policy, verdict, self._runner.later_prefixes(done),
                         self._runner.later_explainable(done))
 

@@ -122,7 +122,9 @@ _REPLY_OURS = "reply.ours"
 # sender, authenticated as itself, is exempt from the automation quarantine
 # rules below (never from a reject, a DMARC forgery or a loop).
 _ALLOWLISTED = "allowlist.sender"
-_LOOP = "Mail loop refused: a support address never sends to us"
+# RFC 3463 5.7.1: delivery not authorized, message refused (a loop stopped
+# before it starts).
+_NOTIFICATION = "Mail loop refused: notifications are not sent to "
 # RFC 3463 X.4.6: routing loop detected.
 _ROUTING_LOOP = "Routing loop detected"
 
@@ -241,12 +243,17 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reason="mark as spam damages a sender's standing: held whatever its score",
     ),
     # --- Mail loops (SEED-RULES §5) ---
+    # Our support address claimed from outside is no loop by itself (a help
+    # desk may relay its notifications through an outside service); automated,
+    # it is held as a suspected one, and a release confirms it.
     Rule(
         name="loop-support-sender",
         when=("loop.support_sender",),
-        action=Action.REJECT,
-        reply=ReplyConfig(550, "5.7.1", _LOOP),
-        reason="SEED-RULES §5: a support address is never a user address",
+        any=("auto.*",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="a support address is never a user address: automated mail in its name "
+               "from outside is our own coming back, or a machine speaking as our help desk",
     ),
     Rule(
         name="loop-support-to-support",
@@ -254,6 +261,22 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         action=Action.REJECT,
         reply=ReplyConfig(550, "5.7.1", "Mail loop refused: support address to support address"),
         reason="SEED-RULES §5: two support addresses would answer each other for ever",
+    ),
+    # The purpose of the support-address rule: no notification is ever sent
+    # to a support address (nor to another help desk), refused before it leaves.
+    Rule(
+        name="loop-notification-to-support",
+        when=("loop.notification_to_support",),
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.7.1", _NOTIFICATION + "a support address"),
+        reason="a notification to a support address comes back as a new ticket, without end",
+    ),
+    Rule(
+        name="loop-notification-to-helpdesk",
+        when=("loop.notification_to_helpdesk",),
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.7.1", _NOTIFICATION + "another help desk"),
+        reason="two help desks notifying each other answer each other for ever",
     ),
     Rule(
         name="loop-too-many-hops",
