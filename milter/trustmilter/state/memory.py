@@ -56,13 +56,17 @@ def merge_reasons(old: Iterable[str], new: Iterable[str]) -> tuple[str, ...]:
 def next_reputation(
     old: Reputation | None, address: str, reasons: tuple[str, ...], now: float, lapse: float
 ) -> Reputation:
-    """`old` after one more release at `now`; a lapsed one starts afresh."""
+    """`old` after one more release at `now`; a lapsed one starts afresh.
+
+    The later of the two release times stays: a release merged back after an
+    outage may be older than one another process recorded meanwhile.
+    """
     if old is not None and not is_current(old, now, lapse):
         old = None
     return Reputation(
         sender=address,
         releases=(old.releases if old else 0) + 1,
-        last_release=now,
+        last_release=max(old.last_release, now) if old else now,
         reasons=merge_reasons(old.reasons if old else (), reasons),
     )
 
@@ -76,14 +80,17 @@ def merge_bounce(old: HardBounce | None, new: HardBounce) -> HardBounce:
     """`new` (one report) added to what was recorded: counted, first sighting kept.
 
     An expired record counts as none, so a recipient that bounces again
-    after months starts afresh.
+    after months starts afresh. The later report's details win whichever
+    arrives last: a report merged back after an outage may be older than
+    one another process recorded meanwhile.
     """
     if old is None or old.expires <= new.last_seen:
         return replace(new, recipient=normalize_sender(new.recipient), bounces=1)
+    latest = old if old.last_seen > new.last_seen else new
     return replace(
-        new,
+        latest,
         recipient=old.recipient,
-        first_seen=old.first_seen,
+        first_seen=min(old.first_seen, new.first_seen),
         bounces=old.bounces + 1,
     )
 

@@ -19,6 +19,12 @@ several). Keys, all under `key_prefix`:
   with the next report by one Lua script and expiring with the record
   (PXAT), and ``<prefix>bounces``: a sorted set of recipients scored by
   their expiry, trimmed whenever the list is read.
+- ``<prefix>applied:<token>``: set (for two days) by the ``replay_``
+  variants of add_release and add_bounce in the same script as the write,
+  so a write that `ResilientStore` journaled after a timeout — which the
+  server may still have run — is applied once however often it is sent
+  (state/journal.py). ``replay_hit`` needs no marker: the token is the
+  event's member, and a sorted set holds a member once.
 
 What it does not do: connect at construction: an unreachable server shows on
 the first operation, where the caller's `state.on_error` decides.
@@ -62,17 +68,33 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return count
 """
 
-# KEYS[1] the sender's hash, KEYS[2] the index set; ARGV: sender, now, the
-# lapse cutoff and the hash's expiry in epoch ms ('' and '' when it never
-# lapses), then the new reasons. A hash whose last release is at or before
-# the cutoff has lapsed and starts afresh. Returns {releases, reasons as a
-# JSON list}. cjson encodes an empty table as {}, so an empty list is
-# written as the literal [].
+# Marks a write's token applied (ResilientStore's replay_* calls): two days,
+# far longer than any retry of a journal that is still in memory.
+APPLIED_TTL_MS = 2 * 24 * 3600 * 1000
+
+# KEYS[1] the sender's hash, KEYS[2] the index set, KEYS[3] (replay only) the
+# marker of the write's token; ARGV: sender, now, the lapse cutoff and the
+# lapse in seconds ('' and '' when it never lapses), the marker's TTL in ms,
+# then the new reasons. A marker already set means this write was applied
+# (its answer was lost): the hash is reported unchanged. A hash whose last
+# release is at or before the cutoff has lapsed and starts afresh; the later
+# release time stays (a merged release may be older than the stored one) and
+# the hash expires one lapse after it. Returns {releases, reasons as a JSON
+# list, last release}. cjson encodes an empty table as {}, so an empty list
+# is written as the literal [].
 RELEASE_SCRIPT = """
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[5]) then
+  return {redis.call('HGET', KEYS[1], 'releases') or '0',
+          redis.call('HGET', KEYS[1], 'reasons') or '[]',
+          redis.call('HGET', KEYS[1], 'last_release') or ARGV[2]}
+end
 if ARGV[3] ~= '' then
   local last = tonumber(redis.call('HGET', KEYS[1], 'last_release') or '')
   if last and last <= tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]) end
 end
+local last = ARGV[2]
+local stored_last = redis.call('HGET', KEYS[1], 'last_release')
+if stored_last and tonumber(stored_last) > tonumber(last) then last = stored_last end
 local releases = redis.call('HINCRBY', KEYS[1], 'releases', 1)
 local stored = redis.call('HGET', KEYS[1], 'reasons')
 local reasons, seen = {}, {}
@@ -81,30 +103,47 @@ if stored then
     if not seen[reason] then seen[reason] = true; table.insert(reasons, reason) end
   end
 end
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local reason = ARGV[i]
   if reason ~= '' and not seen[reason] then seen[reason] = true; table.insert(reasons, reason) end
 end
 local encoded = '[]'
 if #reasons > 0 then encoded = cjson.encode(reasons) end
-redis.call('HSET', KEYS[1], 'last_release', ARGV[2], 'reasons', encoded)
-if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'last_release', last, 'reasons', encoded)
+if ARGV[4] ~= '' then
+  local expires = string.format('%.0f', math.ceil((tonumber(last) + tonumber(ARGV[4])) * 1000))
+  redis.call('PEXPIREAT', KEYS[1], expires)
 else redis.call('PERSIST', KEYS[1]) end
 redis.call('SADD', KEYS[2], ARGV[1])
-return {releases, encoded}
+return {releases, encoded, last}
 """
 
 
-# KEYS[1] the recipient's record, KEYS[2] the index; ARGV: recipient, the new
-# report as JSON, its expiry in epoch milliseconds. Returns the merged JSON
-# (semantics of memory.merge_bounce: an expired record is gone already).
+# KEYS[1] the recipient's record, KEYS[2] the index, KEYS[3] (replay only) the
+# marker of the write's token; ARGV: recipient, the new report as JSON, its
+# expiry in epoch milliseconds, the marker's TTL in ms. Returns the merged
+# JSON (semantics of memory.merge_bounce: an expired record is gone already;
+# a report older than the record, merged after an outage, only adds its
+# count and first sighting). A marker already set: applied before, unchanged.
 BOUNCE_SCRIPT = """
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then
+  return redis.call('GET', KEYS[1]) or ARGV[2]
+end
 local new = cjson.decode(ARGV[2])
 local stored = redis.call('GET', KEYS[1])
 if stored then
   local old = cjson.decode(stored)
+  local first = old.first_seen
+  if tonumber(new.first_seen) < tonumber(first) then first = new.first_seen end
+  if tonumber(old.last_seen) > tonumber(new.last_seen) then
+    old.bounces = (old.bounces or 0) + 1
+    old.first_seen = first
+    local kept = cjson.encode(old)
+    redis.call('SET', KEYS[1], kept, 'KEEPTTL')
+    return kept
+  end
   new.bounces = (old.bounces or 0) + 1
-  new.first_seen = old.first_seen
+  new.first_seen = first
 end
 local encoded = cjson.encode(new)
 redis.call('SET', KEYS[1], encoded, 'PXAT', ARGV[3])
@@ -143,8 +182,17 @@ class RedisStore:
 
     def hit(self, key: str, now: float, window: float) -> int:
         """Record one event for `key` at `now`; the events in its window, this one included."""
+        # Unique member: two hits at one instant both count.
+        return self._add_event(key, now, window, f"{now!r}:{uuid.uuid4().hex}")
+
+    def replay_hit(self, token: str, key: str, now: float, window: float) -> int:
+        """`hit` once per `token`: the token is the event's member, so a second
+        application (a write whose answer was lost, merged again) adds nothing.
+        `now` may lie in the past: the event is scored at its own time."""
+        return self._add_event(key, now, window, token)
+
+    def _add_event(self, key: str, now: float, window: float, member: str) -> int:
         window_ms = max(1, math.ceil(window * 1000))
-        member = f"{now!r}:{uuid.uuid4().hex}"  # unique: two hits at one instant both count
         args: list[str | int] = [repr(now), repr(now - window), member, window_ms]
         with self._errors():
             count = self._hit(keys=[self._rate_key(key)], args=args)
@@ -163,18 +211,39 @@ class RedisStore:
     ) -> Reputation:
         """Count one release of mail from `sender`; its reputation afterwards.
         With a finite `lapse` the hash expires by itself when it lapses."""
+        return self._add_release(None, sender, reasons, now, lapse)
+
+    def replay_add_release(
+        self,
+        token: str,
+        sender: str,
+        reasons: tuple[str, ...],
+        now: float,
+        lapse: float = math.inf,
+    ) -> Reputation:
+        """`add_release` once per `token` (a marker key remembers it for two days)."""
+        return self._add_release(token, sender, reasons, now, lapse)
+
+    def _add_release(
+        self, token: str | None, sender: str, reasons: tuple[str, ...], now: float, lapse: float
+    ) -> Reputation:
         address = normalize_sender(sender)
         if not address:
             return unlearned(now)
         finite = math.isfinite(lapse)
         cutoff = repr(now - lapse) if finite else ""
-        expires = str(math.ceil((now + lapse) * 1000)) if finite else ""
+        keys = [self._rep_key(address), self._index_key()]
+        if token is not None:
+            keys.append(self._applied_key(token))
         with self._errors():
-            releases, encoded = self._release(
-                keys=[self._rep_key(address), self._index_key()],
-                args=[address, repr(now), cutoff, expires, *reasons],
+            releases, encoded, last = self._release(
+                keys=keys,
+                args=[address, repr(now), cutoff, repr(lapse) if finite else "",
+                      APPLIED_TTL_MS, *reasons],
             )
-        return Reputation(address, int(releases), now, merge_reasons(json.loads(encoded), ()))
+        return Reputation(
+            address, int(releases), float(last), merge_reasons(json.loads(encoded), ())
+        )
 
     def reputation(self, sender: str) -> Reputation | None:
         """What is known about `sender`, or None."""
@@ -212,15 +281,24 @@ class RedisStore:
 
     def add_bounce(self, bounce: HardBounce) -> HardBounce:
         """Record one report; the merged record."""
+        return self._add_bounce(None, bounce)
+
+    def replay_add_bounce(self, token: str, bounce: HardBounce) -> HardBounce:
+        """`add_bounce` once per `token` (a marker key remembers it for two days)."""
+        return self._add_bounce(token, bounce)
+
+    def _add_bounce(self, token: str | None, bounce: HardBounce) -> HardBounce:
         address = normalize_sender(bounce.recipient)
         report = replace(bounce, recipient=address, bounces=1)
         expires_ms = math.ceil(report.expires * 1000)
         # Times as strings: Lua's cjson would round numbers to 14 digits.
         fields = {k: repr(v) if isinstance(v, float) else v for k, v in report.as_json().items()}
+        keys = [self._bounce_key(address), self._bounce_index_key()]
+        if token is not None:
+            keys.append(self._applied_key(token))
         with self._errors():
             encoded = self._bounce(
-                keys=[self._bounce_key(address), self._bounce_index_key()],
-                args=[address, json.dumps(fields), expires_ms],
+                keys=keys, args=[address, json.dumps(fields), expires_ms, APPLIED_TTL_MS]
             )
         return _bounce(encoded)
 
@@ -267,6 +345,10 @@ class RedisStore:
     def _bounce_index_key(self) -> str:
         """The recipients with a record, scored by expiry (epoch ms)."""
         return f"{self.prefix}bounces"
+
+    def _applied_key(self, token: str) -> str:
+        """The marker of a journaled write that has reached the server."""
+        return f"{self.prefix}applied:{token}"
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
