@@ -20,7 +20,8 @@ Merging an outage back (``memory``). Every write made in memory is also
 kept in an `OutageJournal` (journal.py: bounds, tokens, how to add a
 write method). The caller that probes the returning backend replays the
 journal into it, oldest first, before its own call; callers arriving
-meanwhile still count in memory and journal, and the replay takes their
+meanwhile wait for it a moment (`merge_wait`, so the merge outpaces
+them), then count in memory and journal, and the replay takes their
 entries too. The backend takes new writes only once, under the same lock
 that journals, the journal is found empty: so every write of the outage
 reaches the backend exactly once and before any later write of this
@@ -76,6 +77,9 @@ RETRY_INTERVAL = 5.0  # seconds between tries of a backend that is down
 # 28 messages a second, the rate window's worth for a busy MX.
 JOURNAL_LIMIT = 100_000
 MERGE_BATCH = 256  # entries taken from the journal per step of a merge
+# Seconds a write waits for a merge in progress before it is journaled
+# instead (the default state.timeout: no longer than a slow backend).
+MERGE_WAIT = 0.5
 
 
 def open_store(config: StateConfig) -> StateStore:
@@ -113,6 +117,7 @@ class ResilientStore:
         monotonic: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
         journal_limit: int = JOURNAL_LIMIT,
+        merge_wait: float = MERGE_WAIT,
     ) -> None:
         self.store = store
         self.on_error = on_error
@@ -123,10 +128,13 @@ class ResilientStore:
         self._monotonic = monotonic
         self._clock = clock  # epoch seconds: when a journaled write stops mattering
         self._lock = threading.Lock()
+        self._merged = threading.Condition(self._lock)  # notified when a merge ends
+        self._merge_wait = merge_wait
         self._down_since: float | None = None  # monotonic time of the first failure
         self._next_try = 0.0
         self._last_error: StateError | None = None
         self._merger: int | None = None  # the thread probing (and merging) right now
+        self._replaying = False  # the backend has taken part of the journal in this probe
 
     @property
     def down(self) -> bool:
@@ -198,7 +206,7 @@ class ResilientStore:
         entry: JournalEntry | None,
     ) -> T:
         with self._lock:
-            route = self._route()
+            route = self._route(write=entry is not None)
             if route is _Route.FALLBACK:
                 if self.on_error == "memory":
                     return self._in_memory(in_memory, entry)
@@ -214,8 +222,17 @@ class ResilientStore:
         except StateError as exc:
             return self._failed(exc, in_memory, entry)
 
-    def _route(self) -> _Route:
-        """Where a call goes now (the caller holds the lock)."""
+    def _route(self, *, write: bool) -> _Route:
+        """Where a call goes now (the caller holds the lock).
+
+        A write that meets a merge under way (the backend is taking the journal)
+        waits for it, up to `merge_wait`: writes journaled faster than the merge
+        replays them would keep it from ever finishing, and most of them can go
+        to the backend a moment later. A probe that is still waiting for an
+        answer is not waited for: the backend may be hung.
+        """
+        if write and self._replaying and self._merger != threading.get_ident():
+            self._merged.wait_for(lambda: not self._replaying, timeout=self._merge_wait)
         if self._down_since is None:
             return _Route.BACKEND
         now = self._monotonic()
@@ -277,39 +294,41 @@ class ResilientStore:
     def _replay(self, batch: list[JournalEntry]) -> None:
         """Apply `batch` to the backend in order; on StateError the unconfirmed rest
         goes back to the front of the journal and the error propagates."""
-        for done, entry in enumerate(batch):
-            try:
-                apply(self.store, entry)
-            except StateError:
-                with self._lock:
-                    self.journal.confirm(batch[:done])
-                    self.journal.give_back(batch[done:])
-                raise
-            except Exception:
-                # Not an outage but an entry the backend cannot take (a bug or a
-                # damaged record): retrying it would stop every later merge.
-                with self._lock:
-                    first = self.journal.lose()
-                    self.journal.confirm(batch[:done])
-                    self.journal.give_back(batch[done + 1:])
-                if first:
-                    self._log.exception("state: a journaled %s cannot be merged; dropped",
-                                        entry.operation)
-                return
-            except BaseException:
-                with self._lock:
-                    self.journal.confirm(batch[:done])
-                    self.journal.give_back(batch[done:])
-                raise
+        applied: list[JournalEntry] = []
+        done = 0
+        try:
+            for entry in batch:
+                try:
+                    apply(self.store, entry)
+                    applied.append(entry)
+                except StateError:
+                    raise
+                except Exception:
+                    # Not an outage but an entry the backend cannot take (a bug or
+                    # a damaged record): retrying it would stop every later merge.
+                    self._unmergeable(entry)
+                done += 1
+        finally:
+            with self._lock:
+                self.journal.confirm(applied)
+                self.journal.give_back(batch[done:])
+                if applied and self._merger == threading.get_ident():
+                    self._replaying = True
+
+    def _unmergeable(self, entry: JournalEntry) -> None:
+        """Drop `entry` (called while handling its exception); the first is logged."""
         with self._lock:
-            self.journal.confirm(batch)
+            first = self.journal.lose()
+        if first:
+            self._log.exception("state: a journaled %s cannot be merged; dropped",
+                                entry.operation)
 
     def _back_up(self) -> tuple[float, MergeSummary]:
         """The outage is over (the caller holds the lock, the journal is empty)."""
         assert self._down_since is not None
         lasted = self._monotonic() - self._down_since
         self._down_since = None
-        self._merger = None
+        self._end_probe()
         self.fallback = MemoryStore()  # the next outage counts only its own events
         return lasted, self.journal.end_outage()
 
@@ -355,7 +374,7 @@ class ResilientStore:
         self._next_try = now + self._retry_interval
         self._last_error = exc
         if probing and self._merger == threading.get_ident():
-            self._merger = None
+            self._end_probe()
         if self._down_since is not None:
             return False
         self._down_since = now
@@ -365,7 +384,13 @@ class ResilientStore:
         """A probe ended by something other than StateError: let the next one try."""
         with self._lock:
             if self._merger == threading.get_ident():
-                self._merger = None
+                self._end_probe()
+
+    def _end_probe(self) -> None:
+        """No probe or merge under way any more (the caller holds the lock)."""
+        self._merger = None
+        self._replaying = False
+        self._merged.notify_all()
 
     def _log_down(self, exc: StateError) -> None:
         then = "answering 4xx (tempfail)" if self.on_error == "tempfail" else "counting in memory"
