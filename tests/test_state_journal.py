@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -151,11 +152,17 @@ class Breakable(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.broken = False
+        self.hang = 0.0  # seconds a broken call takes before it fails (a hung server)
         self.writes_left: int | None = None
+        self.refused: set[str] = set()  # senders whose release it cannot take (not an outage)
+        self.slow = 0.0  # seconds every write takes while it works
 
     def _gate(self, write: bool) -> None:
         if self.broken:
+            time.sleep(self.hang)
             raise StateError("breakable: down")
+        if write:
+            time.sleep(self.slow)
         if write and self.writes_left is not None:
             if self.writes_left == 0:
                 raise StateError("breakable: died mid-merge")
@@ -173,6 +180,8 @@ class Breakable(MemoryStore):
         self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
     ) -> Reputation:
         self._gate(True)
+        if sender in self.refused:
+            raise ValueError(f"cannot store {sender}")
         return super().add_release(sender, reasons, now, lapse)
 
     def reputation(self, sender: str) -> Reputation | None:
@@ -203,7 +212,8 @@ class Clock:
 
 
 def resilient(
-    backend: MemoryStore, clock: Clock, *, limit: int = 1000, wall: Callable[[], float] = lambda: T0
+    backend: MemoryStore, clock: Clock, *, limit: int = 1000,
+    wall: Callable[[], float] = lambda: T0, merge_wait: float = 0.5,
 ) -> ResilientStore:
     return ResilientStore(
         backend,
@@ -213,6 +223,7 @@ def resilient(
         monotonic=clock,
         clock=wall,
         journal_limit=limit,
+        merge_wait=merge_wait,
     )
 
 
@@ -380,3 +391,81 @@ def test_forty_threads_at_the_moment_of_recovery_count_exactly() -> None:
     assert reputation is not None
     assert reputation.releases == THREADS * (rounds // 20)
     assert set(reputation.reasons) == {f"r{n}" for n in range(THREADS)}
+
+
+def test_an_entry_the_backend_cannot_take_is_dropped_and_the_rest_merged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    backend, clock = Breakable(), Clock()
+    store = resilient(backend, clock)
+    backend.broken = True
+    store.hit("k", T0, HOUR)
+    store.add_release("bad@example.com", ("r",), T0)
+    store.add_release("bad@example.com", ("r",), T0)
+    store.hit("k", T0 + 1, HOUR)
+    backend.broken = False
+    backend.refused.add("bad@example.com")
+    clock.now += 5.0
+    assert store.count("k", T0 + 1, HOUR) == 2
+    assert not store.down
+    assert messages(caplog)[1:] == [
+        "state: a journaled add_release cannot be merged; dropped",
+        "state: backend back after 5.0 s, merged 2 events, 0 releases, 0 bounces"
+        " from the outage; not merged: 2 unmergeable",
+    ]
+
+
+def test_a_probe_of_a_hung_backend_holds_up_no_other_call() -> None:
+    """While one caller waits on a backend that does not answer, the others
+    count in memory at once (a merge under way is waited for; a probe is not)."""
+    backend, clock = Breakable(), Clock()
+    store = resilient(backend, clock)
+    backend.broken = True
+    store.hit("k", T0, HOUR)  # down
+    backend.hang = 1.0
+    clock.now += 5.0
+    prober = threading.Thread(target=store.hit, args=("k", T0 + 1, HOUR))
+    prober.start()
+    time.sleep(0.1)  # the prober is inside the backend now
+    started = time.monotonic()
+    assert store.hit("k", T0 + 2, HOUR) == 2
+    assert time.monotonic() - started < 0.5
+    prober.join(timeout=5)
+    assert store.pending == 3
+
+
+def test_writes_faster_than_the_merge_wait_for_it_so_it_ends() -> None:
+    """Sessions writing to memory faster than a slow backend takes the journal
+    would keep a merge from ever ending; once it is under way they wait for it."""
+    backend, clock = Breakable(), Clock()
+    store = resilient(backend, clock, limit=100_000, merge_wait=2.0)
+    backend.broken = True
+    for i in range(300):
+        store.hit("k", T0 + i, HOUR)
+    backend.broken = False
+    backend.slow = 0.002  # 500 writes a second at most
+    stop = threading.Event()
+    made = [0] * 8
+
+    def session(n: int) -> None:
+        while not stop.is_set():
+            store.hit("k", T0 + 400, HOUR)
+            made[n] += 1
+
+    clock.now += 5.0  # the first session to write probes, and merges
+    writers = [threading.Thread(target=session, args=(n,)) for n in range(len(made))]
+    for thread in writers:
+        thread.start()
+    try:
+        started = time.monotonic()
+        while store.down:
+            assert time.monotonic() - started < 5.0, f"{store.pending} writes still pending"
+            store.count("k", T0 + 400, HOUR)
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for thread in writers:
+            thread.join(timeout=10)
+    assert store.pending == 0
+    assert backend.count("k", T0 + 400, HOUR) == 300 + sum(made)

@@ -301,6 +301,8 @@ class ResilientStore:
                 try:
                     apply(self.store, entry)
                     applied.append(entry)
+                    if not self._replaying:
+                        self._now_replaying()
                 except StateError:
                     raise
                 except Exception:
@@ -312,8 +314,12 @@ class ResilientStore:
             with self._lock:
                 self.journal.confirm(applied)
                 self.journal.give_back(batch[done:])
-                if applied and self._merger == threading.get_ident():
-                    self._replaying = True
+
+    def _now_replaying(self) -> None:
+        """The backend took a journaled write: from now on writes wait for the merge."""
+        with self._lock:
+            if self._merger == threading.get_ident():
+                self._replaying = True
 
     def _unmergeable(self, entry: JournalEntry) -> None:
         """Drop `entry` (called while handling its exception); the first is logged."""
