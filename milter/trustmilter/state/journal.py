@@ -22,17 +22,18 @@ is replayed later still counts once. A backend whose failures are clean
 (SQLite: a locked database or a failed COMMIT applies nothing) needs no
 variant. An entry leaves the journal only once the backend confirmed it;
 when the backend fails during a replay, the unconfirmed rest stays, in
-order, for the next try.
+order, for the next try. (On Redis this costs a live write nothing more, a
+release or bounce one marker key kept for two days.)
 
 Bounds. A journal holds at most `limit` entries. An entry also has an
 expiry: a rate event matters for one window and is useless after it
 (`now + window`), a release for its lapse, a bounce until its record
 expires; forgets never expire. Expired entries are dropped as they are
-met (from the front on append, anywhere when a batch is taken) and never
-replayed. When the journal is full, the oldest entry gives way: the newest
-events are the ones still inside the window when the backend returns. The
-owner logs the first loss of an outage once; the losses are counted and
-reported in the merge line.
+met — from the front on each append, and as a merge takes them — and
+are never replayed. When the journal is full, the oldest entry gives
+way: the newest events are the ones still inside the window when the
+backend returns. The owner logs the first loss of an outage once; the
+losses are counted and reported in the merge line.
 
 Adding a write method to the StateStore protocol (say ``mark_spam``):
 implement it in the backends, then give `ResilientStore` one line,
