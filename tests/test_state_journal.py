@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,25 @@ def test_entries_come_back_in_order_with_unique_tokens() -> None:
     assert journal.take(2, T0) == made[:2]
     assert journal.take(10, T0) == made[2:]
     assert journal.take(10, T0) == []
+
+
+def test_a_forked_process_draws_its_own_tokens() -> None:
+    """The store is opened after milter.processes fork today; if that changed, a
+    copied journal must still not hand out its parent's tokens."""
+    journal = OutageJournal(10)
+    journal.entry("hit", ("k", T0, HOUR))
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's coverage is not collected)
+        os.write(writer, journal.entry("hit", ("k", T0, HOUR)).token.encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        token_in_child = pipe.read()
+    os.waitpid(child, 0)
+    assert token_in_child
+    assert token_in_child != journal.entry("hit", ("k", T0, HOUR)).token
+    assert not token_in_child.startswith(f"{journal.origin}:")
 
 
 def test_a_full_journal_lets_the_oldest_go_and_says_so_once() -> None:

@@ -9,7 +9,8 @@ window). When the backend answers again the entries are replayed into it
 in order, through the same method, before any new write reaches it.
 
 Exactly once. Every entry carries a token unique across processes and
-restarts (a random journal id and a sequence number). `apply` runs an
+restarts (a random journal id, drawn again in a process forked from the
+one that drew it, and a sequence number). `apply` runs an
 entry through the backend's ``replay_<method>(token, *args)`` when the
 backend has one, else through ``<method>(*args)``. A backend whose
 failures can hide a success (Redis: a command that timed out on our side
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -120,6 +122,7 @@ class OutageJournal:
         if limit < 1:
             raise ValueError(f"a journal holds at least one entry, not {limit}")
         self.limit = limit
+        self._pid = os.getpid()
         self.origin = uuid.uuid4().hex[:16]  # 64 random bits: unique per process and start
         self._seq = itertools.count(1)  # next() is atomic in CPython: entry() needs no lock
         self._entries: deque[JournalEntry] = deque()
@@ -135,6 +138,11 @@ class OutageJournal:
         self, operation: str, args: tuple[Any, ...], expires: float = math.inf
     ) -> JournalEntry:
         """A new entry with the next sequence number and its own token (not appended)."""
+        if os.getpid() != self._pid:
+            # A forked copy would repeat its parent's tokens, and on Redis two
+            # events under one token are one event.
+            self._pid = os.getpid()
+            self.origin = uuid.uuid4().hex[:16]
         seq = next(self._seq)
         return JournalEntry(seq, f"{self.origin}:{seq}", operation, args, expires)
 
