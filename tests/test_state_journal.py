@@ -8,18 +8,21 @@ against a real redis-server and a locked SQLite file.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
 from test_state_backends import THREADS, hard_bounce
-from trustmilter.state.base import HardBounce, Reputation, StateError
+from trustmilter.state.base import HardBounce, Reputation, SentMessage, StateError, StateStore
 from trustmilter.state.journal import (
+    NOUNS,
     JournalEntry,
     MergeSummary,
     OutageJournal,
@@ -220,6 +223,28 @@ class Breakable(MemoryStore):
         self._gate(True)
         return super().forget_bounce(recipient)
 
+    def add_spam_mark(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        self._gate(True)
+        return super().add_spam_mark(sender, reasons, now, lapse)
+
+    def reputations(self) -> list[Reputation]:
+        self._gate(False)
+        return super().reputations()
+
+    def hard_bounces(self, now: float) -> list[HardBounce]:
+        self._gate(False)
+        return super().hard_bounces(now)
+
+    def remember_sent(self, sent: SentMessage, max_entries: int) -> None:
+        self._gate(True)
+        super().remember_sent(sent, max_entries)
+
+    def sent_messages(self, digests: Sequence[str], now: float) -> list[SentMessage]:
+        self._gate(False)
+        return super().sent_messages(digests, now)
+
 
 class Clock:
     """A monotonic clock the test moves by hand."""
@@ -411,6 +436,105 @@ def test_forty_threads_at_the_moment_of_recovery_count_exactly() -> None:
     assert reputation is not None
     assert reputation.releases == THREADS * (rounds // 20)
     assert set(reputation.reasons) == {f"r{n}" for n in range(THREADS)}
+
+
+# One call of every method of the StateStore protocol except `close`. A method
+# added to the protocol without a line here fails the test below, which then
+# checks that it is journaled (a write) or not (a read).
+SAMPLE_CALLS: dict[str, tuple[Any, ...]] = {
+    "hit": ("k", T0, HOUR),
+    "count": ("k", T0, HOUR),
+    "add_release": ("alice@example.com", ("r",), T0, math.inf),
+    "add_spam_mark": ("mallory@example.org", ("s",), T0, math.inf),
+    "reputation": ("alice@example.com",),
+    "reputations": (),
+    "forget": ("alice@example.com",),
+    "add_bounce": (hard_bounce("gone@example.net", T0),),
+    "hard_bounces": (T0,),
+    "forget_bounce": ("gone@example.net",),
+    "remember_sent": (SentMessage("0" * 32, "", T0, T0 + HOUR), 100),
+    "sent_messages": (["0" * 32], T0),
+}
+READS = {"count", "reputation", "reputations", "hard_bounces", "sent_messages"}
+
+
+def test_every_write_of_the_protocol_is_journaled_and_named_in_the_merge_line() -> None:
+    protocol = {name for name, _ in inspect.getmembers(StateStore, inspect.isfunction)
+                if not name.startswith("_")} - {"close"}
+    assert set(SAMPLE_CALLS) == protocol
+    assert set(NOUNS) == protocol - READS
+    backend, clock = Breakable(), Clock()
+    store = resilient(backend, clock)
+    backend.broken = True
+    for name, args in SAMPLE_CALLS.items():
+        before = store.pending
+        getattr(store, name)(*args)
+        assert store.pending == before + (name not in READS), name
+
+
+def test_spam_marks_forgets_and_sent_records_merge_in_their_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A forget made in the outage undoes both directions the backend knew, and
+    nothing the outage learned after it."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    backend, clock = Breakable(), Clock()
+    backend.add_release("alice@example.com", ("before",), T0 - 20)
+    backend.add_spam_mark("mallory@example.org", ("before",), T0 - 20)
+    record = SentMessage("a" * 32, "b" * 32, T0, T0 + HOUR)
+    store = resilient(backend, clock)
+    backend.broken = True
+    assert store.forget("mallory@example.org") is False  # memory knows only the outage
+    assert store.add_spam_mark("mallory@example.org", ("during",), T0).spam_marks == 1
+    assert store.add_spam_mark("alice@example.com", ("during",), T0 - 5).spam_marks == 1
+    store.remember_sent(record, 100)
+    assert store.sent_messages([record.digest], T0) == [record]  # from memory
+    assert MemoryStore.sent_messages(backend, [record.digest], T0) == []  # past the gate
+    assert store.pending == 4
+    backend.broken = False
+    clock.now += 5.0
+    assert store.sent_messages([record.digest], T0) == [record]  # merged: the backend's
+    assert store.pending == 0 and not store.down
+    assert backend.reputation("mallory@example.org") == Reputation(
+        "mallory@example.org", 0, 0.0, spam_marks=1, last_spam_mark=T0,
+        spam_reasons=("during",))
+    # The mark cancelled alice's release in the backend, as a live mark would.
+    assert backend.reputation("alice@example.com") == Reputation(
+        "alice@example.com", 0, 0.0, spam_marks=1, last_spam_mark=T0 - 5,
+        spam_reasons=("during",))
+    assert backend.sent_messages([record.digest], T0) == [record]
+    assert messages(caplog)[-1] == (
+        "state: backend back after 5.0 s, merged 0 events, 0 releases, 0 bounces,"
+        " 2 spam marks, 1 forgets, 1 sent messages from the outage"
+    )
+
+
+def test_spam_marks_and_sent_records_lapse_out_of_the_journal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A spam mark whose lapse has passed, or a record expired, would teach the
+    backend nothing by the time it is back: neither is replayed."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    backend, clock = Breakable(), Clock()
+    wall = [T0]
+    store = resilient(backend, clock, wall=lambda: wall[0])
+    backend.broken = True
+    store.add_spam_mark("mallory@example.org", ("s",), T0, HOUR)
+    store.remember_sent(SentMessage("a" * 32, "", T0, T0 + HOUR), 100)
+    store.add_spam_mark("eve@example.org", ("s",), T0, 3 * HOUR)
+    backend.broken = False
+    wall[0] = T0 + 2 * HOUR
+    clock.now += 5.0
+    store.count("k", wall[0], HOUR)
+    assert not store.down
+    assert backend.reputation("mallory@example.org") is None
+    assert backend.sent_messages(["a" * 32], T0) == []
+    eve = backend.reputation("eve@example.org")
+    assert eve is not None and eve.spam_marks == 1
+    assert messages(caplog)[-1].endswith(
+        "merged 0 events, 0 releases, 0 bounces, 1 spam marks from the outage;"
+        " not merged: 2 expired"
+    )
 
 
 def test_an_entry_the_backend_cannot_take_is_dropped_and_the_rest_merged(
