@@ -6,7 +6,7 @@ middle of a merge), a SQLite file whose write lock another connection
 holds, and two real processes sharing one Redis. Forty threads stand for
 forty milter sessions and keep writing through the outage and the
 moment of recovery; afterwards the backend holds exactly the hits,
-releases and bounce reports they made.
+releases, bounce reports, spam marks and sent-message records they made.
 
 Run as a script (``python test_state_mergeback.py worker URL PREFIX``),
 this file is one of those processes.
@@ -32,7 +32,7 @@ import pytest
 import redis
 
 from test_state_backends import HOUR, THREADS, hard_bounce
-from trustmilter.state.base import Reputation, StateStore
+from trustmilter.state.base import Reputation, SentMessage, StateStore
 from trustmilter.state.journal import OutageJournal, apply
 from trustmilter.state.open import ResilientStore
 from trustmilter.state.redis import RedisStore
@@ -47,6 +47,8 @@ LOGGER = "test.state.mergeback"
 KEY = "robot"
 SENDER = "robot@example.com"
 GONE = "gone@example.net"
+SPAMMER = "spammer@example.org"  # apart from SENDER: a spam mark cancels releases
+DAY = 86400.0
 
 # Keeps the server busy for ARGV[1] microseconds: every client waits, and what
 # they sent meanwhile runs afterwards, also for those that timed out.
@@ -164,10 +166,17 @@ def warm_up(backend: RedisStore, connections: int, now: float) -> None:
     backend.hit("warm-up", now, HOUR)
     backend.add_release("warm-up@example.com", (), now)
     backend.add_bounce(hard_bounce("warm-up@example.net", now))
+    backend.add_spam_mark("warm-up@example.org", (), now)
+    backend.remember_sent(sent_record("warm-up", now), 1_000_000)
     pool = backend._client.connection_pool
     opened = [pool.get_connection() for _ in range(connections)]
     for connection in opened:
         pool.release(connection)
+
+
+def sent_record(name: str, now: float) -> SentMessage:
+    """A record of one message we sent, its digest made from `name`."""
+    return SentMessage(uuid.uuid5(uuid.NAMESPACE_URL, name).hex * 2, "", now, now + DAY)
 
 
 def stall(server: RedisServer, seconds: float) -> None:
@@ -366,6 +375,209 @@ def test_replaying_a_token_twice_applies_it_once(redis_server: RedisServer) -> N
         store.close()
 
 
+class Reviews:
+    """`threads` threads on `store`, each in a loop marking SPAMMER's mail as spam and
+    remembering one message it sent (a digest of its own each time); what each
+    thread wrote is kept, so the test knows every record that must be there."""
+
+    def __init__(self, store: StateStore, threads: int = THREADS, pause: float = 0.02) -> None:
+        self.store = store
+        self.pause = pause
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.marks = 0
+        self.sent: list[SentMessage] = []
+        self.errors: list[BaseException] = []
+        self._threads = [
+            threading.Thread(target=self._review, args=(n,), daemon=True)
+            for n in range(threads)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wait_for(self, marks: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.made() < marks:
+            assert time.monotonic() < deadline, f"only {self.made()} marks in {timeout} s"
+            assert not self.errors, self.errors
+            time.sleep(0.01)
+
+    def made(self) -> int:
+        with self._lock:
+            return self.marks
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in self._threads), "a session hung"
+        assert not self.errors, self.errors
+
+    def _review(self, n: int) -> None:
+        message = 0
+        try:
+            while not self._stop.is_set():
+                now = time.time()
+                self.store.add_spam_mark(SPAMMER, (f"s{n % 4}",), now)
+                record = sent_record(f"{n}.{message}", now)
+                self.store.remember_sent(record, 1_000_000)
+                with self._lock:
+                    self.marks += 1
+                    self.sent.append(record)
+                message += 1
+                time.sleep(self.pause)
+        except BaseException as exc:
+            with self._lock:
+                self.errors.append(exc)
+
+
+def test_spam_marks_and_sent_records_survive_a_redis_restart_with_forty_sessions(
+    redis_installed: None, tmp_path: Path, admin: list[redis.Redis],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stopped and started again on its port: every spam mark counted once, every
+    record of a message we sent there, the latest mark's time kept."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    prefix = f"t:{uuid.uuid4().hex}:"
+    server = RedisServer(tmp_path / "redis", persistent=True)
+    server.start()
+    try:
+        backend = RedisStore(server.url, prefix, TIMEOUT)
+        store = resilient(backend)
+        reviews = Reviews(store)
+        reviews.start()
+        try:
+            reviews.wait_for(THREADS * 2)
+            server.stop()
+            reviews.wait_for(reviews.made() + THREADS * 4)  # in memory meanwhile
+            assert store.down
+            server.start()  # same port, its data back from the AOF
+            settle(store)
+            reviews.wait_for(reviews.made() + THREADS * 2)
+        finally:
+            reviews.stop()
+        settle(store)
+        merged = [r.getMessage() for r in caplog.records
+                  if r.name == LOGGER and "merged" in r.getMessage()]
+        assert merged and all(re.search(r"\d+ spam marks, \d+ sent messages", m)
+                              for m in merged), merged
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        admin.append(client)
+        assert int(client.hget(f"{prefix}spam:{SPAMMER}", "marks") or 0) == reviews.marks
+        assert client.hlen(f"{prefix}sent:records") == len(reviews.sent)
+        assert client.zcard(f"{prefix}sent") == len(reviews.sent)
+        now = time.time()
+        digests = [record.digest for record in reviews.sent]
+        assert backend.sent_messages(digests, now) == reviews.sent
+        marked = backend.reputation(SPAMMER)
+        assert marked is not None
+        assert marked.spam_marks == reviews.marks
+        assert marked.last_spam_mark == max(record.sent_at for record in reviews.sent)
+        assert set(marked.spam_reasons) == {"s0", "s1", "s2", "s3"}
+        store.close()
+    finally:
+        server.stop()
+
+
+def test_a_spam_mark_that_timed_out_but_ran_is_not_merged_twice(
+    redis_installed: None, tmp_path: Path, admin: list[redis.Redis]
+) -> None:
+    """A spam mark and a sent record are sent just as the server stalls: each times
+    out here, is journaled, and still runs on the server once it wakes. The mark
+    counts once, the record is there once and as it was written."""
+    prefix = f"t:{uuid.uuid4().hex}:"
+    now = time.time()
+    record = sent_record("ambiguous", now)
+    with RedisServer(tmp_path / "redis") as server:
+        backend = RedisStore(server.url, prefix, TIMEOUT)
+        store = resilient(backend)
+        warm_up(backend, 2, now)
+        staller = threading.Thread(target=stall, args=(server, 1.0))
+        staller.start()
+        time.sleep(0.1)
+        writes = [
+            threading.Thread(target=call) for call in (
+                lambda: store.add_spam_mark(SPAMMER, ("s",), now),
+                lambda: store.remember_sent(record, 1_000_000),
+            )
+        ]
+        for thread in writes:
+            thread.start()
+        for thread in writes:
+            thread.join(timeout=10)
+        staller.join(timeout=10)
+        assert store.down and store.pending == 2
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        admin.append(client)
+
+        def stored() -> tuple[str | None, float | None, str | None]:
+            return (client.hget(f"{prefix}spam:{SPAMMER}", "marks"),
+                    client.zscore(f"{prefix}sent", record.digest),
+                    client.hget(f"{prefix}sent:records", record.digest))
+
+        # The server ran both after all: merging them again must change nothing.
+        ran = stored()
+        assert ran[0] == "1" and ran[2] is not None
+        settle(store)
+        assert stored() == ran
+        assert backend.sent_messages([record.digest], now) == [record]
+        store.close()
+
+
+def test_a_spam_mark_replayed_spares_what_came_after_it(redis_server: RedisServer) -> None:
+    """The second application of a token is a no-op also in what the mark deletes:
+    a release another process recorded in between stays."""
+    prefix = f"t:{uuid.uuid4().hex}:"
+    store = RedisStore(redis_server.url, prefix, 5.0)
+    journal = OutageJournal(10)
+    now = time.time()
+    mark = journal.entry("add_spam_mark", (SENDER, ("s",), now, math.inf), math.inf)
+    record = sent_record("twice", now)
+    remember = journal.entry("remember_sent", (record, 100), record.expires)
+    try:
+        store.add_release(SENDER, ("before",), now - 10)
+        first = apply(store, mark)
+        assert first == Reputation(SENDER, 0, 0.0, spam_marks=1, last_spam_mark=now,
+                                   spam_reasons=("s",))
+        released = store.add_release(SENDER, ("after",), now + 1)
+        assert released.releases == 1 and released.spam_marks == 1
+        assert apply(store, mark) == first  # applied before: the answer it would have had
+        assert store.reputation(SENDER) == released
+        apply(store, remember)
+        apply(store, remember)
+        assert store.sent_messages([record.digest], now) == [record]
+        # The same mark made live (no token) does count, and cancels the release.
+        assert store.add_spam_mark(SENDER, ("s",), now + 2).spam_marks == 2
+        assert store.reputation(SENDER) == Reputation(
+            SENDER, 0, 0.0, spam_marks=2, last_spam_mark=now + 2, spam_reasons=("s",))
+    finally:
+        store.close()
+
+
+def test_redis_keeps_each_half_one_lapse_after_its_later_time(
+    redis_server: RedisServer,
+) -> None:
+    """A release or spam mark merged late does not shorten its hash's life: the hash
+    expires one lapse after the later of the two times, not the merged one."""
+    prefix = f"t:{uuid.uuid4().hex}:"
+    store = RedisStore(redis_server.url, prefix, 5.0)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    now, lapse = time.time(), 3600.0
+    try:
+        store.add_release(SENDER, ("live",), now, lapse)
+        store.add_release(SENDER, ("outage",), now - 3000, lapse)
+        store.add_spam_mark(SPAMMER, ("live",), now, lapse)
+        store.add_spam_mark(SPAMMER, ("outage",), now - 3000, lapse)
+        for key in (f"{prefix}rep:{SENDER}", f"{prefix}spam:{SPAMMER}"):
+            expires_ms = int(client.execute_command("PEXPIRETIME", key))
+            assert expires_ms == math.ceil((now + lapse) * 1000), key
+    finally:
+        client.close()
+        store.close()
+
+
 # ---- two processes on one Redis ----------------------------------------------------------
 
 
@@ -473,6 +685,28 @@ def test_a_release_merged_late_keeps_the_later_time(state_store: StateStore) -> 
     merged = state_store.add_release(SENDER, ("outage",), now - 600)
     assert merged == Reputation(SENDER, 2, now, ("live", "outage"))
     assert state_store.reputation(SENDER) == merged
+
+
+def test_a_spam_mark_merged_late_keeps_the_later_time(state_store: StateStore) -> None:
+    now = time.time()
+    state_store.add_spam_mark(SPAMMER, ("live",), now)
+    merged = state_store.add_spam_mark(SPAMMER, ("outage",), now - 600)
+    assert merged == Reputation(SPAMMER, 0, 0.0, spam_marks=2, last_spam_mark=now,
+                                spam_reasons=("live", "outage"))
+    assert state_store.reputation(SPAMMER) == merged
+    # Lapses are reckoned from the later mark too: the late one does not end them.
+    assert state_store.add_spam_mark(SPAMMER, (), now - 500, lapse=100).spam_marks == 3
+
+
+def test_a_sent_record_written_twice_is_written_once(state_store: StateStore) -> None:
+    """What a replay of remember_sent does: no replay variant is needed."""
+    now = time.time()
+    record = sent_record("replayed", now)
+    other = sent_record("other", now + 1)
+    state_store.remember_sent(record, 100)
+    state_store.remember_sent(other, 100)
+    state_store.remember_sent(record, 100)
+    assert state_store.sent_messages([record.digest, other.digest], now) == [record, other]
 
 
 def test_a_bounce_merged_late_keeps_the_later_report(state_store: StateStore) -> None:
