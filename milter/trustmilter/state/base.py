@@ -14,7 +14,10 @@ default), `redis.py` (a fleet of MTAs sharing one view).
 
 Every method may raise `StateError` when the backend is unreachable or
 fails; callers decide (policy `state.on_error`) and never hang: backends
-bound each operation by `StateConfig.timeout`.
+bound each operation by `StateConfig.timeout`. Writes made in memory
+while the backend was down are merged back into it when it returns
+(`journal.py`, `open.ResilientStore`); a backend whose failures can hide
+a success adds ``replay_<write>(token, ...)`` variants for that.
 """
 
 from __future__ import annotations

@@ -72,13 +72,16 @@ def next_reputation(
     """`old` after one more release at `now`; a lapsed one starts afresh.
 
     Both are the release half of a sender's record: the stores keep releases
-    and spam marks apart (see `combined`)."""
+    and spam marks apart (see `combined`). The later of the two release times
+    stays: a release merged back after an outage may be older than one another
+    process recorded meanwhile.
+    """
     if old is not None and not releases_current(old, now, lapse):
         old = None
     return Reputation(
         sender=address,
         releases=(old.releases if old else 0) + 1,
-        last_release=now,
+        last_release=max(old.last_release, now) if old else now,
         reasons=merge_reasons(old.reasons if old else (), reasons),
     )
 
@@ -86,7 +89,11 @@ def next_reputation(
 def next_spam_marks(
     old: Reputation | None, address: str, reasons: tuple[str, ...], now: float, lapse: float
 ) -> Reputation:
-    """The spam-mark half `old` after one more mark at `now`; lapsed marks start afresh."""
+    """The spam-mark half `old` after one more mark at `now`; lapsed marks start afresh.
+
+    The later of the two mark times stays, as for releases: a mark merged back
+    after an outage may be older than one another process recorded meanwhile.
+    """
     if old is not None and not spam_marks_current(old, now, lapse):
         old = None
     return Reputation(
@@ -94,7 +101,7 @@ def next_spam_marks(
         releases=0,
         last_release=0.0,
         spam_marks=(old.spam_marks if old else 0) + 1,
-        last_spam_mark=now,
+        last_spam_mark=max(old.last_spam_mark, now) if old else now,
         spam_reasons=merge_reasons(old.spam_reasons if old else (), reasons),
     )
 
@@ -118,14 +125,17 @@ def merge_bounce(old: HardBounce | None, new: HardBounce) -> HardBounce:
     """`new` (one report) added to what was recorded: counted, first sighting kept.
 
     An expired record counts as none, so a recipient that bounces again
-    after months starts afresh.
+    after months starts afresh. The later report's details win whichever
+    arrives last: a report merged back after an outage may be older than
+    one another process recorded meanwhile.
     """
     if old is None or old.expires <= new.last_seen:
         return replace(new, recipient=normalize_sender(new.recipient), bounces=1)
+    latest = old if old.last_seen > new.last_seen else new
     return replace(
-        new,
+        latest,
         recipient=old.recipient,
-        first_seen=old.first_seen,
+        first_seen=min(old.first_seen, new.first_seen),
         bounces=old.bounces + 1,
     )
 

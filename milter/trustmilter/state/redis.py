@@ -28,6 +28,14 @@ several). Keys, all under `key_prefix`:
   records (JSON). One Lua script records a message and trims both: expired
   records (a batch at a time) and the earliest expiring beyond
   `max_entries`.
+- ``<prefix>applied:<token>``: set (for two days) by the ``replay_``
+  variants of add_release, add_spam_mark and add_bounce in the same script
+  as the write, so a write that `ResilientStore` journaled after a timeout
+  — which the server may still have run — is applied once however often it
+  is sent (state/journal.py). ``replay_hit`` needs no marker: the token is
+  the event's member, and a sorted set holds a member once. Nor does
+  `remember_sent`: it sets a digest's score and record, so the same record
+  written twice is written once.
 
 What it does not do: connect at construction: an unreachable server shows on
 the first operation, where the caller's `state.on_error` decides.
@@ -81,17 +89,41 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return count
 """
 
+# Marks a write's token applied (ResilientStore's replay_* calls): two days,
+# far longer than any retry of a journal that is still in memory.
+APPLIED_TTL_MS = 2 * 24 * 3600 * 1000
+
+
+def _once(marker: str, unchanged: str) -> str:
+    """Lua that ends the script with `unchanged` when the key `marker` (a
+    replay's ``applied:<token>``, nil for a plain write) is set already: the
+    write was applied before and its answer lost. Else it sets the marker
+    (for ARGV[5] ms) in the same atomic step as the write that follows."""
+    return (
+        f"if {marker} and not redis.call('SET', {marker}, '1', 'NX', 'PX', ARGV[5]) then\n"
+        f"  return {unchanged}\n"
+        "end\n"
+    )
+
+
 # The hash KEYS[1] counts one more event in field COUNT, stamped LAST; ARGV:
-# sender, now, the lapse cutoff and the hash's expiry in epoch ms ('' and ''
-# when it never lapses), then the new reasons. A hash whose last event is at
-# or before the cutoff has lapsed and starts afresh. Leaves `count` and
-# `encoded` (the reasons, a JSON list) for the script's end. cjson encodes an
-# empty table as {}, so an empty list is written as the literal [].
+# sender, now, the lapse cutoff and the lapse in seconds ('' and '' when it
+# never lapses), the marker's TTL in ms (see `_once`), then the new reasons.
+# A hash whose last event is at or before the cutoff has lapsed and starts
+# afresh. The later of the stored and the new time stays (an event merged
+# back after an outage may be older than the stored one) and the hash
+# expires one lapse after it. Leaves `count`, `encoded` (the reasons, a JSON
+# list) and `last` (the time kept, as the string it was stored as) for the
+# script's end. cjson encodes an empty table as {}, so an empty list is
+# written as the literal [].
 _COUNT_ONE = """
 if ARGV[3] ~= '' then
-  local last = tonumber(redis.call('HGET', KEYS[1], 'LAST') or '')
-  if last and last <= tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]) end
+  local stamped = tonumber(redis.call('HGET', KEYS[1], 'LAST') or '')
+  if stamped and stamped <= tonumber(ARGV[3]) then redis.call('DEL', KEYS[1]) end
 end
+local last = ARGV[2]
+local stored_last = redis.call('HGET', KEYS[1], 'LAST')
+if stored_last and tonumber(stored_last) > tonumber(last) then last = stored_last end
 local count = redis.call('HINCRBY', KEYS[1], 'COUNT', 1)
 local stored = redis.call('HGET', KEYS[1], 'reasons')
 local reasons, seen = {}, {}
@@ -100,48 +132,81 @@ if stored then
     if not seen[reason] then seen[reason] = true; table.insert(reasons, reason) end
   end
 end
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local reason = ARGV[i]
   if reason ~= '' and not seen[reason] then seen[reason] = true; table.insert(reasons, reason) end
 end
 local encoded = '[]'
 if #reasons > 0 then encoded = cjson.encode(reasons) end
-redis.call('HSET', KEYS[1], 'LAST', ARGV[2], 'reasons', encoded)
-if ARGV[4] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'LAST', last, 'reasons', encoded)
+if ARGV[4] ~= '' then
+  local expires = string.format('%.0f', math.ceil((tonumber(last) + tonumber(ARGV[4])) * 1000))
+  redis.call('PEXPIREAT', KEYS[1], expires)
 else redis.call('PERSIST', KEYS[1]) end
 redis.call('SADD', KEYS[2], ARGV[1])
 """
 
+
+def _counting(count_field: str, last_field: str) -> str:
+    """`_COUNT_ONE` for one half of a sender's record."""
+    return _COUNT_ONE.replace("COUNT", count_field).replace("LAST", last_field)
+
+
 # KEYS[1] the sender's release hash, KEYS[2] its index set, KEYS[3] the
-# sender's spam-mark hash (read only). Returns {releases, reasons as a JSON
-# list, the spam-mark hash as a flat list}.
+# sender's spam-mark hash (read only), KEYS[4] (replay only) the marker of the
+# write's token. Returns {releases, reasons as a JSON list, last release, the
+# spam-mark hash as a flat list}; a replay applied before returns the hash as
+# it stands.
 RELEASE_SCRIPT = (
-    _COUNT_ONE.replace("COUNT", "releases").replace("LAST", "last_release")
-    + "return {count, encoded, redis.call('HGETALL', KEYS[3])}\n"
+    _once("KEYS[4]", "{redis.call('HGET', KEYS[1], 'releases') or '0',"
+                     " redis.call('HGET', KEYS[1], 'reasons') or '[]',"
+                     " redis.call('HGET', KEYS[1], 'last_release') or ARGV[2],"
+                     " redis.call('HGETALL', KEYS[3])}")
+    + _counting("releases", "last_release")
+    + "return {count, encoded, last, redis.call('HGETALL', KEYS[3])}\n"
 )
 
 # KEYS[1] the sender's spam-mark hash, KEYS[2] its index set, KEYS[3] the
 # sender's release hash, KEYS[4] that index: a spam mark cancels what
-# releases taught, in the same atomic step. Returns {marks, reasons as a
-# JSON list}.
+# releases taught, in the same atomic step; KEYS[5] (replay only) the marker
+# of the write's token. Returns {marks, reasons as a JSON list, last mark};
+# a replay applied before returns the hash as it stands.
 SPAM_MARK_SCRIPT = (
-    _COUNT_ONE.replace("COUNT", "marks").replace("LAST", "last_mark")
+    _once("KEYS[5]", "{redis.call('HGET', KEYS[1], 'marks') or '0',"
+                     " redis.call('HGET', KEYS[1], 'reasons') or '[]',"
+                     " redis.call('HGET', KEYS[1], 'last_mark') or ARGV[2]}")
+    + _counting("marks", "last_mark")
     + "redis.call('DEL', KEYS[3])\n"
     + "redis.call('SREM', KEYS[4], ARGV[1])\n"
-    + "return {count, encoded}\n"
+    + "return {count, encoded, last}\n"
 )
 
 
-# KEYS[1] the recipient's record, KEYS[2] the index; ARGV: recipient, the new
-# report as JSON, its expiry in epoch milliseconds. Returns the merged JSON
-# (semantics of memory.merge_bounce: an expired record is gone already).
+# KEYS[1] the recipient's record, KEYS[2] the index, KEYS[3] (replay only) the
+# marker of the write's token; ARGV: recipient, the new report as JSON, its
+# expiry in epoch milliseconds, the marker's TTL in ms. Returns the merged
+# JSON (semantics of memory.merge_bounce: an expired record is gone already;
+# a report older than the record, merged after an outage, only adds its
+# count and first sighting). A marker already set: applied before, unchanged.
 BOUNCE_SCRIPT = """
+if KEYS[3] and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then
+  return redis.call('GET', KEYS[1]) or ARGV[2]
+end
 local new = cjson.decode(ARGV[2])
 local stored = redis.call('GET', KEYS[1])
 if stored then
   local old = cjson.decode(stored)
+  local first = old.first_seen
+  if tonumber(new.first_seen) < tonumber(first) then first = new.first_seen end
+  if tonumber(old.last_seen) > tonumber(new.last_seen) then
+    old.bounces = (old.bounces or 0) + 1
+    old.first_seen = first
+    local kept = cjson.encode(old)
+    redis.call('SET', KEYS[1], kept, 'KEEPTTL')
+    return kept
+  end
   new.bounces = (old.bounces or 0) + 1
-  new.first_seen = old.first_seen
+  new.first_seen = first
 end
 local encoded = cjson.encode(new)
 redis.call('SET', KEYS[1], encoded, 'PXAT', ARGV[3])
@@ -207,8 +272,17 @@ class RedisStore:
 
     def hit(self, key: str, now: float, window: float) -> int:
         """Record one event for `key` at `now`; the events in its window, this one included."""
+        # Unique member: two hits at one instant both count.
+        return self._add_event(key, now, window, f"{now!r}:{uuid.uuid4().hex}")
+
+    def replay_hit(self, token: str, key: str, now: float, window: float) -> int:
+        """`hit` once per `token`: the token is the event's member, so a second
+        application (a write whose answer was lost, merged again) adds nothing.
+        `now` may lie in the past: the event is scored at its own time."""
+        return self._add_event(key, now, window, token)
+
+    def _add_event(self, key: str, now: float, window: float, member: str) -> int:
         window_ms = max(1, math.ceil(window * 1000))
-        member = f"{now!r}:{uuid.uuid4().hex}"  # unique: two hits at one instant both count
         args: list[str | int] = [repr(now), repr(now - window), member, window_ms]
         with self._errors():
             count = self._hit(keys=[self._rate_key(key)], args=args)
@@ -227,15 +301,35 @@ class RedisStore:
     ) -> Reputation:
         """Count one release of mail from `sender`; its reputation afterwards.
         With a finite `lapse` the hash expires by itself when it lapses."""
+        return self._add_release(None, sender, reasons, now, lapse)
+
+    def replay_add_release(
+        self,
+        token: str,
+        sender: str,
+        reasons: tuple[str, ...],
+        now: float,
+        lapse: float = math.inf,
+    ) -> Reputation:
+        """`add_release` once per `token` (a marker key remembers it for two days)."""
+        return self._add_release(token, sender, reasons, now, lapse)
+
+    def _add_release(
+        self, token: str | None, sender: str, reasons: tuple[str, ...], now: float, lapse: float
+    ) -> Reputation:
         address = normalize_sender(sender)
         if not address:
             return unlearned(now)
+        keys = [self._rep_key(address), self._index_key(), self._spam_key(address)]
+        if token is not None:
+            keys.append(self._applied_key(token))
         with self._errors():
-            releases, encoded, marks = self._release(
-                keys=[self._rep_key(address), self._index_key(), self._spam_key(address)],
-                args=[address, *_lapse_args(now, lapse), *reasons],
+            releases, encoded, last, marks = self._release(
+                keys=keys, args=[address, *_lapse_args(now, lapse), APPLIED_TTL_MS, *reasons]
             )
-        new = Reputation(address, int(releases), now, merge_reasons(json.loads(encoded), ()))
+        new = Reputation(
+            address, int(releases), float(last), merge_reasons(json.loads(encoded), ())
+        )
         return combined(new, _spam_marks(address, _pairs(marks))) or new
 
     def add_spam_mark(
@@ -243,16 +337,34 @@ class RedisStore:
     ) -> Reputation:
         """Count one message of `sender` deleted as spam; its release hash goes in the
         same script. With a finite `lapse` the marks expire by themselves when they lapse."""
+        return self._add_spam_mark(None, sender, reasons, now, lapse)
+
+    def replay_add_spam_mark(
+        self,
+        token: str,
+        sender: str,
+        reasons: tuple[str, ...],
+        now: float,
+        lapse: float = math.inf,
+    ) -> Reputation:
+        """`add_spam_mark` once per `token` (a marker key remembers it for two days)."""
+        return self._add_spam_mark(token, sender, reasons, now, lapse)
+
+    def _add_spam_mark(
+        self, token: str | None, sender: str, reasons: tuple[str, ...], now: float, lapse: float
+    ) -> Reputation:
         address = normalize_sender(sender)
         if not address:
             return unlearned(now)
+        keys = [self._spam_key(address), self._spam_index_key(),
+                self._rep_key(address), self._index_key()]
+        if token is not None:
+            keys.append(self._applied_key(token))
         with self._errors():
-            marks, encoded = self._spam_mark(
-                keys=[self._spam_key(address), self._spam_index_key(),
-                      self._rep_key(address), self._index_key()],
-                args=[address, *_lapse_args(now, lapse), *reasons],
+            marks, encoded, last = self._spam_mark(
+                keys=keys, args=[address, *_lapse_args(now, lapse), APPLIED_TTL_MS, *reasons]
             )
-        return Reputation(address, 0, 0.0, spam_marks=int(marks), last_spam_mark=now,
+        return Reputation(address, 0, 0.0, spam_marks=int(marks), last_spam_mark=float(last),
                           spam_reasons=merge_reasons(json.loads(encoded), ()))
 
     def reputation(self, sender: str) -> Reputation | None:
@@ -310,15 +422,24 @@ class RedisStore:
 
     def add_bounce(self, bounce: HardBounce) -> HardBounce:
         """Record one report; the merged record."""
+        return self._add_bounce(None, bounce)
+
+    def replay_add_bounce(self, token: str, bounce: HardBounce) -> HardBounce:
+        """`add_bounce` once per `token` (a marker key remembers it for two days)."""
+        return self._add_bounce(token, bounce)
+
+    def _add_bounce(self, token: str | None, bounce: HardBounce) -> HardBounce:
         address = normalize_sender(bounce.recipient)
         report = replace(bounce, recipient=address, bounces=1)
         expires_ms = math.ceil(report.expires * 1000)
         # Times as strings: Lua's cjson would round numbers to 14 digits.
         fields = {k: repr(v) if isinstance(v, float) else v for k, v in report.as_json().items()}
+        keys = [self._bounce_key(address), self._bounce_index_key()]
+        if token is not None:
+            keys.append(self._applied_key(token))
         with self._errors():
             encoded = self._bounce(
-                keys=[self._bounce_key(address), self._bounce_index_key()],
-                args=[address, json.dumps(fields), expires_ms],
+                keys=keys, args=[address, json.dumps(fields), expires_ms, APPLIED_TTL_MS]
             )
         return _bounce(encoded)
 
@@ -405,6 +526,10 @@ class RedisStore:
         """Digest -> the record of the message we sent."""
         return f"{self.prefix}sent:records"
 
+    def _applied_key(self, token: str) -> str:
+        """The marker of a journaled write that has reached the server."""
+        return f"{self.prefix}applied:{token}"
+
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """Turn redis and OS errors into a one-line StateError naming the server."""
@@ -443,11 +568,11 @@ def _spam_marks(address: str, fields: dict[str, str]) -> Reputation | None:
 
 
 def _lapse_args(now: float, lapse: float) -> tuple[str, str, str]:
-    """now, the lapse cutoff and the expiry in epoch ms, as the count scripts take them
-    ('' and '' when nothing lapses)."""
+    """now, the lapse cutoff and the lapse in seconds, as the count scripts take them
+    ('' and '' when nothing lapses; the script reckons the expiry from the time it keeps)."""
     if not math.isfinite(lapse):
         return repr(now), "", ""
-    return repr(now), repr(now - lapse), str(math.ceil((now + lapse) * 1000))
+    return repr(now), repr(now - lapse), repr(lapse)
 
 
 def _strings(fields: Mapping[Any, Any]) -> dict[str, str]:

@@ -16,6 +16,11 @@ once, and pymilter starts a thread per SMTP connection, so connections
 are lent from a small pool (one per concurrently busy thread, at most
 `POOL_IDLE` kept idle) rather than tied to threads that come and go.
 
+Merging an outage back (state/journal.py) needs no special method here:
+a failure is clean (a locked database or a failed COMMIT applies
+nothing), so a journaled write is replayed through the plain method, and
+a `hit` at a past time is just an event row at that time.
+
 What it does not do: share state between hosts (that is Redis), or fsync
 every hit (``synchronous=NORMAL``: with WAL a power loss may forget the
 last moments of counts, never corrupt the file).
@@ -178,7 +183,7 @@ class SqliteStore:
                 new = next_reputation(_reputation(db, address), address, reasons, now, lapse)
                 db.execute(
                     "INSERT OR REPLACE INTO reputation VALUES (?, ?, ?, ?)",
-                    (address, new.releases, now, json.dumps(list(new.reasons))),
+                    (address, new.releases, new.last_release, json.dumps(list(new.reasons))),
                 )
                 marked = _spam_marks(db, address)
             return combined(new, marked) or new
@@ -199,7 +204,8 @@ class SqliteStore:
                 new = next_spam_marks(_spam_marks(db, address), address, reasons, now, lapse)
                 db.execute(
                     "INSERT OR REPLACE INTO spam_marks VALUES (?, ?, ?, ?)",
-                    (address, new.spam_marks, now, json.dumps(list(new.spam_reasons))),
+                    (address, new.spam_marks, new.last_spam_mark,
+                     json.dumps(list(new.spam_reasons))),
                 )
                 db.execute("DELETE FROM reputation WHERE sender = ?", (address,))
             return new
