@@ -165,7 +165,7 @@ def test_delete_as_spam_then_a_new_message_from_that_sender(mta: Rig) -> None:
     assert fate == "accept" and "reputation.learned" in findings(verdict)
 
     # Something new from the learned sender is held, and the operator deletes it as spam.
-    fate, verdict = news.fate("Auto-Submitted: auto-replied")
+    fate, verdict = news.fate("Auto-Submitted: auto-generated")
     assert fate == "hold" and "auto-machine-generated" in rules(verdict)
     marked = mta.quarantine("delete", "--spam", verdict.queue_id)
     assert marked["deleted"] == [verdict.queue_id]
