@@ -188,7 +188,10 @@ def test_exempt_from_the_automation_quarantine_rules_and_still_suppressed(findin
 @pytest.mark.parametrize(("results", "rule"), [
     ([failing("automation", "auto.bounce")], "auto-bounce"),
     ([failing("loops", "loop.marker_seen")], "loop-marker-seen"),
-    ([failing("loops", "loop.support_sender")], "loop-support-sender"),
+    # Our support address claimed from outside, on automated mail.
+    ([failing("loops", "loop.support_sender"), failing("automation", "auto.machine_generated")],
+     "loop-support-sender"),
+    ([failing("loops", "loop.support_to_support")], "loop-support-to-support"),
     ([failing("rate", "rate.tier.reject")], "rate-reject"),
     ([failing("rate", "rate.tier.quarantine")], "rate-quarantine"),
     ([CheckResult("dmarc", Outcome.FAIL, findings=(Finding("dmarc.policy.reject"),))],

@@ -302,5 +302,6 @@ def test_the_default_policy_holds_a_rejected_sender_whatever_its_score():
 
 
 def test_a_rejected_sender_is_still_refused_by_a_reject_rule():
-    verdict = evaluate(Policy(), Results([failing("loops", "loop.support_sender"), rejected()]))
+    verdict = evaluate(Policy(), Results([failing("loops", "loop.support_to_support"),
+                                          rejected()]))
     assert verdict.action is Action.REJECT
