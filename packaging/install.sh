@@ -44,6 +44,13 @@ if [ "$with_tests" = 1 ] && ! dpkg-query -W -f='${Status}' miltertest 2>/dev/nul
     apt-get install -y -qq --no-install-recommends miltertest </dev/null
 fi
 
+# --test: m4, which builds the private Sendmail's sendmail.cf for
+# tests/test_sendmail_*.py (Sendmail itself is fetched below, not installed).
+if [ "$with_tests" = 1 ] && ! dpkg-query -W -f='${Status}' m4 2>/dev/null | grep -q "ok installed"; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends m4 </dev/null
+fi
+
 # --test: a real redis-server for tests/test_state_*.py, which start private
 # servers on free loopback ports (trustmilter.testing.redisserver). The
 # system's own redis must not start: a policy-rc.d denies every service
@@ -70,5 +77,12 @@ if [ "$with_tests" = 1 ]; then
     .venv/bin/python -m pip install -q -c packaging/constraints.txt -e '.[test]'
 else
     .venv/bin/python -m pip install -q -c packaging/constraints.txt -e .
+fi
+# --test: Debian's Sendmail for tests/test_sendmail_*.py, downloaded with
+# apt-get download and unpacked with dpkg-deb -x into
+# ~/.cache/trustmilter-test/sendmail, once: never installed, because the
+# sendmail and postfix packages conflict (trustmilter/testing/sendmailpkg.py).
+if [ "$with_tests" = 1 ]; then
+    .venv/bin/python -m trustmilter.testing.sendmailpkg fetch
 fi
 echo "trustmilter installed: $(.venv/bin/trustmilter --version)"

@@ -144,3 +144,27 @@ def state_store(state_config: StateConfig) -> Iterator[StateStore]:
         yield store
     finally:
         store.close()
+
+
+# ---- Sendmail: a private real instance on 127.0.0.1 (testing/sendmail.py) --
+# Debian's Sendmail, unpacked (testing/sendmailpkg.py) by packaging/install.sh
+# --test, or here when that did not run. It is skipped only for a developer
+# who is not root; under CI, or as root, a Sendmail that cannot run fails.
+# (Imports here, not at the top, keep this section a pure append.)
+
+from trustmilter.testing.sendmail import sendmail_unavailable  # noqa: E402
+from trustmilter.testing.sendmailpkg import SendmailPackageError, fetch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sendmail_prefix() -> Path:
+    """Where Debian's Sendmail is unpacked (fetched now if it is not yet)."""
+    reason = sendmail_unavailable()
+    if reason is None:
+        try:
+            return fetch()
+        except (SendmailPackageError, OSError) as error:
+            reason = f"cannot fetch Sendmail: {error}"
+    if os.environ.get("CI") == "true" or os.geteuid() == 0:
+        pytest.fail(f"the Sendmail tests must run here: {reason}", pytrace=False)
+    pytest.skip(reason)
