@@ -26,6 +26,7 @@ comes from our own code in our own child, never from the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -140,7 +141,10 @@ def _child(source: str) -> int:
     # Started from the milter process, where SIGTERM and friends are blocked
     # for libmilter: a stop of the process group must stop us too.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    os.nice(PARSE_NICENESS)
+    # The unit's SystemCallFilter (~@resources) may refuse setpriority(2):
+    # then the parse still runs, in its own process.
+    with contextlib.suppress(OSError):
+        os.nice(PARSE_NICENESS)
     outcome: tuple[str, object]
     try:
         outcome = ("ok", parse_policy_bytes(sys.stdin.buffer.read(), source))
