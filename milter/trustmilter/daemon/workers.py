@@ -374,12 +374,12 @@ class _KeeperProcess:
             self._stopping = self._stopping or "end of input"
             return
         *lines, self._commands = (self._commands + data).split(b"\n")
-        for line in lines:
-            if line.strip() == b"reload":
-                for slot in self._slots:
-                    if slot.pid:
-                        _send(slot.control, line.strip())
-                self._serving.reload()  # what a replacement will run
+        # Several reloads read at once are one: each reads the file as it is now.
+        if any(line.strip() == b"reload" for line in lines):
+            for slot in self._slots:
+                if slot.pid:
+                    _send(slot.control, b"reload")
+            self._serving.reload()  # what a replacement will run
 
     def _reap(self) -> list[tuple[int, int, int]]:
         """Every worker that has exited: (pid, si_code, si_status)."""
