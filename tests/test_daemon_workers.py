@@ -238,10 +238,10 @@ def test_a_keeper_stopped_alone_is_a_failure_for_systemd(tmp_path: Path, dns_ser
 
 def test_a_worker_that_takes_the_unix_socket_with_it_stops_the_milter(tmp_path: Path,
                                                                        dns_server):
-    """libmilter removes a unix socket's path when a process stops cleanly as
-    a user other than root: a replacement could not be reached, so the milter
-    stops with status 1, to be restarted whole. (Tests run as root, so the
-    path is removed here by hand before the worker is killed.)"""
+    """A worker dies after the unix socket's path was removed (by hand here;
+    before listen.py, libmilter did so at a worker's clean stop as a user
+    other than root): a replacement could not be reached, so the milter
+    stops with status 1, to be restarted whole."""
     dns_server.load(ZONE)
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_text(dns_server, "mx-one.example.org") + "milter: {processes: 2}\n")
@@ -256,7 +256,7 @@ def test_a_worker_that_takes_the_unix_socket_with_it_stops_the_milter(tmp_path: 
     finally:
         running.stop()
     assert status == 1, running.log_tail()
-    # libmilter stops cleanly on SIGTERM: status 0, the way it removes the path.
+    # libmilter stops cleanly on SIGTERM: status 0.
     assert (f"worker process {worker} exited with status 0 and the socket {path} went with it;"
             " stopping, to be restarted whole") in running.log_text()
     assert "starting another" not in running.log_text()

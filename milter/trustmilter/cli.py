@@ -8,7 +8,9 @@ and deletions as spam taught (quarantine/commands.py); ``explain-bounce`` reads 
 ``bounces`` lists the hard bounces the milter recorded (bounce/);
 ``doctor`` checks a sender's setup (doctor/). Exit status: 0 whatever
 the verdict, 1 for unreadable input or a bad policy, 2 for usage errors;
-each failure is one line on standard error.
+each failure is one line on standard error. ``trustmilter run`` has its
+own (RUN_EXIT_STATUS): 2 for a configuration that cannot work, 1 for a
+failure at run time.
 """
 
 from __future__ import annotations
@@ -38,8 +40,26 @@ from trustmilter.quarantine.commands import (
     run_quarantine,
     run_reputation,
 )
+from trustmilter.startup import EXIT_CONFIG, EXIT_RUNTIME
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+RUN_DESCRIPTION = """\
+Run the milter in the foreground: a supervisor process (the service's main
+process) and the milter process it starts. SIGHUP re-reads the policy (an
+invalid one is refused with a log line; the old one stays in force),
+SIGTERM or SIGINT stops it. Under systemd (Type=notify) it reports READY=1
+once the socket listens. It refuses to take over a unix socket another
+process serves."""
+RUN_EXIT_STATUS = f"""\
+exit status:
+  {EXIT_OK}  stopped as asked (SIGTERM, SIGINT)
+  {EXIT_RUNTIME}  could not run now: the socket or a port is in use by another
+     process, the state store cannot be opened, the milter process died or
+     stopped on its own; starting again later may work
+  {EXIT_CONFIG}  the configuration cannot work: an invalid or unreadable policy,
+     a bad --socket, a socket path that is not a socket, an address not on
+     this host, a check that cannot run; fix it first"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     add_check_parser(commands)
     for name, hidden in (("run", False), ("_serve", True)):
         daemon = commands.add_parser(
-            name, help=argparse.SUPPRESS if hidden else "run the milter (foreground)"
+            name, help=argparse.SUPPRESS if hidden else "run the milter (foreground)",
+            description=RUN_DESCRIPTION, epilog=RUN_EXIT_STATUS,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         daemon.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
         daemon.add_argument(
@@ -61,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
         daemon.add_argument(
             "--foreground-log", action="store_true", help="log to stderr instead of syslog"
         )
+        if hidden:  # the supervisor's end of the status pipe (daemon/supervisor.py)
+            daemon.add_argument("--status-fd", type=int, help=argparse.SUPPRESS)
 
     policy = commands.add_parser("policy", help="validate or print a policy")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -95,10 +119,15 @@ def _policy(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from trustmilter.daemon.policyfile import PolicyUnusable, load_policy
     from trustmilter.daemon.supervisor import run
 
     if args.policy is not None:
-        policy_from(args.policy)  # a bad policy stops here, in one line, before any process starts
+        try:  # a bad policy stops here, in one line, before any process starts
+            load_policy(args.policy)
+        except PolicyUnusable as error:
+            print(f"trustmilter: {error}", file=sys.stderr)
+            return EXIT_CONFIG
     return run(args.policy, args.socket, args.foreground_log)
 
 
@@ -106,9 +135,10 @@ def _serve(args: argparse.Namespace) -> int:
     from trustmilter.daemon.serve import ServeError, serve
 
     try:
-        return serve(args.policy, args.socket, args.foreground_log)
+        return serve(args.policy, args.socket, args.foreground_log, args.status_fd)
     except ServeError as error:
-        raise CommandFailure(str(error)) from error
+        print(f"trustmilter: {error}", file=sys.stderr)
+        return error.exit_status
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from trustmilter.app import App
 from trustmilter.checks import StartupError
-from trustmilter.config.load import ConfigError, load_settings
 from trustmilter.config.settings import Settings
 from trustmilter.daemon.metrics import Metrics
+from trustmilter.daemon.policyfile import PolicyUnusable, load_policy_off_path
+from trustmilter.daemon.reloadreport import compare
 from trustmilter.domains import DomainTools
 from trustmilter.lookup.resolver import build_resolver
 from trustmilter.pipeline import PipelineError
@@ -41,6 +42,8 @@ class AppHolder:
         self._executor = executor
         self._metrics = metrics
         self._state = state
+        # What this process was started with: the settings a reload cannot change.
+        self._running = app.settings
         self._lock = threading.Lock()
         # Fixed at start-up (see MilterConfig.large_message_slots): held by the
         # sessions checking a message that spooled to disk.
@@ -51,20 +54,20 @@ class AppHolder:
             return self._app
 
     def reload(self) -> bool:
-        """Re-read the policy file; on any error keep the old policy and log why."""
+        """Re-read the policy file; on any error keep the old policy and log why.
+
+        The file is parsed in a child process (policyfile.py), so a large one
+        does not starve the threads answering the MTA, and a FIFO or a file
+        too large is refused unread.
+        """
         if self._path is None:
             log.info("reload: no policy file (built-in defaults); nothing to re-read")
             return True
         try:
-            settings = load_settings(self._path)
+            settings = load_policy_off_path(self._path)
             app = build_app(settings, self._executor, self._metrics, self._state)
-        except (ConfigError, StartupError, PipelineError) as error:
+        except (PolicyUnusable, StartupError, PipelineError) as error:
             log.error("policy reload refused, keeping the old policy: %s", error)
-            self._count(ok=False)
-            return False
-        except OSError as error:
-            log.error("policy reload refused, keeping the old policy: %s: %s",
-                      self._path, error.strerror)
             self._count(ok=False)
             return False
         except Exception:  # anything else: keep serving with the old policy
@@ -73,33 +76,17 @@ class AppHolder:
             return False
         with self._lock:
             old, self._app = self._app, app
-        pending = _needs_restart(old.settings, settings)
-        if pending:
-            log.warning("policy reloaded from %s; %s take effect at the next restart",
-                        self._path, ", ".join(pending))
+        report = compare(self._running, old.settings, settings)
+        if report.needs_restart:
+            log.warning("%s", report.line(str(self._path)))
         else:
-            log.info("policy reloaded from %s", self._path)
+            log.info("%s", report.line(str(self._path)))
         self._count(ok=True)
         return True
 
     def _count(self, ok: bool) -> None:
         if self._metrics is not None:
             self._metrics.policy_reload(ok)
-
-
-def _needs_restart(old: Settings, new: Settings) -> list[str]:
-    """Settings fixed at start-up: the socket, the thread pool, the large-message
-    slots, the state store, metrics, logging."""
-    fixed = {
-        "milter.socket": (old.milter.socket, new.milter.socket),
-        "milter.check_threads": (old.milter.check_threads, new.milter.check_threads),
-        "milter.large_message_slots": (
-            old.milter.large_message_slots, new.milter.large_message_slots),
-        "state": (old.state, new.state),
-        "metrics": (old.metrics, new.metrics),
-        "logging": (old.logging, new.logging),
-    }
-    return [key for key, (before, after) in fixed.items() if before != after]
 
 
 def build_app(

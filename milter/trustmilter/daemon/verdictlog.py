@@ -6,7 +6,8 @@ Shaped like Postfix's own lines so it greps by queue ID::
 
 Messages refused before Postfix assigned a queue ID carry ``NOQUEUE``, as
 Postfix's do. Values with spaces, quotes or backslashes are double-quoted
-with backslash escapes; an empty value is ``-``. Bytes a sender sent that
+with backslash escapes; an empty value is ``-``; control characters and
+line separators (CR, LF, NEL, U+2028, U+2029...) become ``?``. Bytes a sender sent that
 are not UTF-8 (lone surrogates from ``surrogateescape``) are written as
 ``\\xNN``: a line Python cannot encode as UTF-8 would never reach syslog.
 `parse_verdict_line` reads a line back (for tests and for tools that mine
@@ -29,9 +30,13 @@ NO_QUEUE_ID = "NOQUEUE"
 
 _NEEDS_QUOTES = re.compile(r'[\s"\\=]')
 # Anything _quote changes; most values have none of it.
-_PLAIN_UNLESS = re.compile(r'[\s"\\=\x00-\x1f\x7f\ud800-\udfff]')
+_PLAIN_UNLESS = re.compile(r'[\s"\\=\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
 _PAIR = re.compile(r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|\S*)')
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 control characters and Unicode's line and paragraph separators:
+# every character str.splitlines() (and so a reader of the log in Python,
+# or any Unicode-aware one) ends a line at, NEL (U+0085) and U+2028 among
+# them. A sender's HELO or address with one must not start a line of its own.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _quote(value: str) -> str:

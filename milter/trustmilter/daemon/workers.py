@@ -59,8 +59,8 @@ from types import FrameType
 from typing import Any
 
 from trustmilter.app import App
-from trustmilter.config.load import load_settings
 from trustmilter.config.settings import Settings
+from trustmilter.daemon.policyfile import load_policy_off_path
 from trustmilter.daemon.sharedmetrics import SharedMetricsDir
 from trustmilter.daemon.supervisor import STOP_GRACE_SECONDS
 
@@ -181,8 +181,8 @@ def start_keeper(
     """Fork the keeper and, through it, `workers` worker processes.
 
     `serving` is the policy the workers start with and how to reload it;
-    `socket_path` the unix socket's path (None for inet), which libmilter
-    removes when a process stops cleanly as a user other than root.
+    `socket_path` the unix socket's path (None for inet): if it is gone when
+    a worker dies, the keeper stops rather than replace it.
 
     Call it before this process starts any thread. Returns the keeper's
     handle here, and a `WorkerStart` in each worker process (which goes on
@@ -258,7 +258,9 @@ class ServingPolicy:
         if self.path is None:
             return
         try:
-            settings = load_settings(self.path)
+            # As the milter processes read it (policyfile.py): a FIFO or a huge
+            # file at the path must not block the keeper, which replaces workers.
+            settings = load_policy_off_path(self.path)
             App.build(settings)  # what each milter process builds; raises what it refuses
         except Exception as error:  # the milter processes log the refusal
             log.debug("worker keeper keeps its policy: %s", error)
@@ -372,12 +374,12 @@ class _KeeperProcess:
             self._stopping = self._stopping or "end of input"
             return
         *lines, self._commands = (self._commands + data).split(b"\n")
-        for line in lines:
-            if line.strip() == b"reload":
-                for slot in self._slots:
-                    if slot.pid:
-                        _send(slot.control, line.strip())
-                self._serving.reload()  # what a replacement will run
+        # Several reloads read at once are one: each reads the file as it is now.
+        if any(line.strip() == b"reload" for line in lines):
+            for slot in self._slots:
+                if slot.pid:
+                    _send(slot.control, b"reload")
+            self._serving.reload()  # what a replacement will run
 
     def _reap(self) -> list[tuple[int, int, int]]:
         """Every worker that has exited: (pid, si_code, si_status)."""
@@ -410,9 +412,9 @@ class _KeeperProcess:
         if self._stopping:
             return
         if self._socket_path is not None and not os.path.exists(self._socket_path):
-            # libmilter removed the socket as the worker stopped (it does on a
-            # clean stop as a user other than root): a replacement would listen
-            # on a path no MTA can reach. Stop, to be restarted whole.
+            # The socket's path is gone (libmilter no longer removes it, see
+            # listen.py; someone else did): a replacement would listen on a
+            # path no MTA can reach. Stop, to be restarted whole.
             log.error("worker process %d %s and the socket %s went with it; stopping,"
                       " to be restarted whole", exit.pid, exit.how, self._socket_path)
             self._stopping = "socket removed"
@@ -455,6 +457,9 @@ class _KeeperProcess:
                 os._exit(1)
             return WorkerStart(self._serving.settings)
         os.close(read_end)
+        # A worker that has not read its last reload yet needs no second one
+        # (see `_send`): the keeper never blocks on a full pipe.
+        os.set_blocking(write_end, False)
         slot.pid, slot.control, slot.started = pid, write_end, time.monotonic()
         return None
 
@@ -516,7 +521,10 @@ class _KeeperProcess:
 
 
 def _send(control: int, command: bytes) -> None:
-    with contextlib.suppress(OSError):  # a worker that just died: reaped next
+    # BlockingIOError: its pipe is full of reloads it has yet to read, and
+    # one of them reads the file as it is now. Other errors: a worker that
+    # just died, reaped next.
+    with contextlib.suppress(OSError):
         os.write(control, command + b"\n")
 
 

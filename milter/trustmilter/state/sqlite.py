@@ -27,7 +27,9 @@ last moments of counts, never corrupt the file).
 
 DIAGNOSTICS: every failure — the file cannot be created or opened, the
 write lock is held longer than `timeout` (SQLite's busy timeout), a disk
-or I/O error — raises `StateError` with one line:
+or I/O error, the file removed or replaced since it was opened (its
+device and inode are checked before each operation) — raises
+`StateError` with one line:
 ``sqlite /var/lib/trustmilter/state.sqlite3: database is locked``.
 """
 
@@ -128,6 +130,7 @@ class SqliteStore:
         self._hits = 0
         with self._errors():
             _create_private_file(self.path)
+            self._identity = _file_identity(self.path)
             with self._connection() as db:
                 _prepare(db, timeout)
 
@@ -359,6 +362,7 @@ class SqliteStore:
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """Lend a connection; a connection that failed is closed, not reused."""
+        self._check_file()
         with self._lock:
             if self._closed:
                 raise StateError(f"sqlite {self.path}: the store is closed")
@@ -375,6 +379,21 @@ class SqliteStore:
                 self._idle.append(db)
                 return
         db.close()
+
+    def _check_file(self) -> None:
+        """StateError unless the path still names the file we opened.
+
+        A database file removed (its directory ``rm -rf``-ed) or replaced under
+        us stays usable through open connections, so counts would go on into
+        an unlinked file, silently, and vanish at the next start.
+        """
+        try:
+            same = _file_identity(self.path) == self._identity
+        except OSError:
+            same = False
+        if not same:
+            raise StateError(f"sqlite {self.path}: the database file was removed or replaced"
+                             " while in use; restart trustmilter to open it again")
 
     def _connect(self) -> sqlite3.Connection:
         """A new connection: autocommit (we BEGIN ourselves), busy timeout = `timeout`."""
@@ -484,6 +503,12 @@ def _create_private_file(path: Path) -> None:
             os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    """(device, inode) of the file at `path`."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
 
 
 def _reputation(db: sqlite3.Connection, address: str) -> Reputation | None:

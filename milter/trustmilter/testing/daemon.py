@@ -64,11 +64,12 @@ class DaemonProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    socket_spec: str = ""  # when not the loopback port (a unix socket)
 
     @property
     def spec(self) -> str:
         """The socket as trustmilter and Sendmail write it."""
-        return f"inet:{self.port}@127.0.0.1"
+        return self.socket_spec or f"inet:{self.port}@127.0.0.1"
 
     @property
     def postfix_spec(self) -> str:
@@ -76,17 +77,23 @@ class DaemonProcess:
         return f"inet:127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, policy: Path, log_path: Path, *extra_args: str) -> DaemonProcess:
-        """Start `trustmilter run --policy POLICY` on a free port; wait until it listens."""
+    def start(
+        cls, policy: Path, log_path: Path, *extra_args: str, socket_spec: str = "",
+        env: dict[str, str] | None = None,
+    ) -> DaemonProcess:
+        """Start `trustmilter run --policy POLICY` on a free port (or on
+        `socket_spec`), with `env` added to the environment; wait until it listens."""
         port = free_port()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "trustmilter", "run", "--policy", str(policy),
-                 "--socket", f"inet:{port}@127.0.0.1", "--foreground-log", *extra_args],
+                 "--socket", socket_spec or f"inet:{port}@127.0.0.1", "--foreground-log",
+                 *extra_args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, stopped as a whole
+                env={**os.environ, **(env or {})},
             )
-        daemon = cls(process, port, log_path)
+        daemon = cls(process, port, log_path, socket_spec)
         try:
             daemon.wait_for_log("listening on", START_TIMEOUT)
         except DaemonError:
