@@ -57,6 +57,7 @@ from trustmilter.verdict import Action, Reply, Verdict
 
 if TYPE_CHECKING:
     from trustmilter.app import App
+    from trustmilter.authresults import ForgedHeader
     from trustmilter.config.daemon import OnErrorConfig
 
 EARLY_STAGES = (Stage.CONNECT, Stage.HELO, Stage.MAIL)
@@ -167,10 +168,11 @@ class Transaction:
         delivered = disposition in (Disposition.ACCEPT, Disposition.QUARANTINE)
         if delivered:
             self._apply_effects(results, queue_id)
-        record = self._report(queue_id, verdict, results, "eom")
-        if not delivered:
+        edits = header_edits(self.app, message, results, verdict.headers) if delivered else None
+        record = self._report(queue_id, verdict, results, "eom",
+                              forged=edits.forged if edits is not None else ())
+        if edits is None:
             return MessageOutcome(disposition, verdict.reply, record)
-        edits = header_edits(self.app, message, results, verdict.headers)
         return MessageOutcome(
             disposition,
             None,
@@ -218,11 +220,11 @@ class Transaction:
         """Our own users and hosts: no trust checks, but forgeries still go (RFC 8601 §5)."""
         results = Results(self._identity())
         verdict = Verdict(Action.ACCEPT, None, 0.0, (f"client.{self.kind.value}",))
-        record = self._report(queue_id, verdict, results, "eom")
         edits = header_edits(
             self.app, message, results,
             authentication_results=self.kind is ClientKind.AUTHENTICATED,
         )
+        record = self._report(queue_id, verdict, results, "eom", forged=edits.forged)
         return MessageOutcome(
             Disposition.ACCEPT, None, record, add_headers=edits.add, remove_headers=edits.remove
         )
@@ -267,6 +269,7 @@ class Transaction:
         results: Results,
         stage: str,
         rcpts: tuple[str, ...] | None = None,
+        forged: tuple[ForgedHeader, ...] = (),
     ) -> VerdictRecord:
         record = VerdictRecord(
             queue_id=queue_id,
@@ -278,6 +281,7 @@ class Transaction:
             mail_from=self.mail_from,
             rcpts=rcpts or tuple(self.rcpts),
             elapsed_ms=round((self._clock() - self._started) * 1000),
+            forged=forged,
         )
         if self._observer is not None:
             self._observer(record)
