@@ -92,7 +92,13 @@ def build_header_value(authserv_id: str, results: Results) -> str:
 
 
 def build_folded_value(authserv_id: str, results: Results, width: int = FOLD_WIDTH) -> str:
-    """Our Authentication-Results value as the MTA is to write it, folded.
+    """Our Authentication-Results value as the MTA is to write it, folded."""
+    return build_header_values(authserv_id, results, width)[1]
+
+
+def build_header_values(authserv_id: str, results: Results,
+                        width: int = FOLD_WIDTH) -> tuple[str, str]:
+    """Our Authentication-Results value on one line, and folded (the header built once).
 
     RFC 5322 §2.1.1: lines SHOULD be at most 78 characters; §2.2.3: a
     field is folded by a line break before white space. RFC 8601 §2.2
@@ -100,22 +106,22 @@ def build_folded_value(authserv_id: str, results: Results, width: int = FOLD_WID
     when the field does not fit on one line each result starts a line of
     its own, and a result longer than a line is folded at its spaces: no
     value we write has one (_value), so each is between two parts or in a
-    comment, where RFC 5322 §3.2.2 allows FWS too. A fold is ``\n\t``: libmilter
-    (smfi_addheader) takes a line feed without carriage return and the
-    MTA writes the line end; unfolded, the value equals build_header_value's
-    but for a tab where a space was.
+    comment, where RFC 5322 §3.2.2 allows FWS too. A fold is ``\n\t``:
+    libmilter (smfi_addheader) takes a line feed without carriage return
+    and the MTA writes the line end; unfolded, the value is the one-line
+    value but for a tab where a space was.
     """
     header = _header(authserv_id, results)
-    clauses = [str(r) for r in header.results] or [str(header.NONE_RESULT)]
     single: str = header.header_value()
     first = len(HEADER_NAME) + 2  # "Authentication-Results: "
     if first + len(single) <= width:
-        return single
+        return single, single
+    clauses = [str(r) for r in header.results] or [str(header.NONE_RESULT)]
     pieces = [f"{header.authserv_id};", *(f"{c};" for c in clauses[:-1]), clauses[-1]]
     lines = [pieces[0]]
     for piece in pieces[1:]:
         lines.extend(_fold_within(piece, width - 1))  # after the tab
-    return "\n\t".join(lines)
+    return single, "\n\t".join(lines)
 
 
 def _fold_within(clause: str, room: int) -> list[str]:

@@ -22,8 +22,7 @@ from trustmilter.app import App
 from trustmilter.authresults import (
     HEADER_NAME,
     ForgedHeader,
-    build_folded_value,
-    build_header_value,
+    build_header_values,
     find_forged,
     find_named,
 )
@@ -67,8 +66,9 @@ def header_edits(
     """The edits for a delivered message: forgeries out, A-R (if asked) and
     `verdict_headers` in. Our A-R is added folded (it is often 400
     characters); `HeaderEdits.authentication_results` keeps it on one line."""
-    value = build_header_value(app.authserv_id, results) if authentication_results else None
-    ours = ((HEADER_NAME, build_folded_value(app.authserv_id, results)),) if value else ()
+    value, folded = (build_header_values(app.authserv_id, results) if authentication_results
+                     else (None, None))
+    ours = ((HEADER_NAME, folded),) if folded is not None else ()
     added, replaced = _one_auto_submitted(message, verdict_headers)
     forged = forged_headers(app, message)
     return HeaderEdits(
