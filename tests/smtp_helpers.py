@@ -73,14 +73,17 @@ def smtp_session(
     helo: str = "mail.example.com",
     client_name: str = "[UNAVAILABLE]",
     xclient: bool = True,
+    login: str | None = None,
 ) -> Iterator[smtplib.SMTP]:
-    """An SMTP session from `client_ip` saying EHLO `helo` (via XCLIENT)."""
+    """An SMTP session from `client_ip` saying EHLO `helo` (via XCLIENT), SASL-
+    authenticated as `login` if given (XCLIENT LOGIN: Postfix's {auth_authen})."""
     smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="localhost", timeout=SMTP_TIMEOUT)
     try:
         smtp.ehlo()
         if xclient:
+            sasl = f" LOGIN={login}" if login else ""
             code, text = smtp.docmd(
-                "XCLIENT", f"ADDR={client_ip} NAME={client_name} HELO={helo}"
+                "XCLIENT", f"ADDR={client_ip} NAME={client_name} HELO={helo}{sasl}"
             )
             # XCLIENT answers with a fresh greeting; the session starts over.
             assert code == 220, f"XCLIENT refused: {code} {text!r}"

@@ -111,12 +111,20 @@ def test_other_precedence_is_not_bulk():
 
 
 @pytest.mark.parametrize("header", [
-    "Auto-Submitted: auto-replied", "Auto-Submitted: auto-generated",
+    "Auto-Submitted: auto-generated",
     "Auto-Submitted: auto-notified; owner-email=\"x@example.com\"",
-    "X-Autoreply: yes", "X-Autorespond: vacation", "X-Auto-Response-Suppress: All",
+    "X-Auto-Response-Suppress: All",
 ])
 def test_machine_generated(header):
     assert names(run_message(message(header))) == ["auto.machine_generated"]
+
+
+@pytest.mark.parametrize("header", [
+    "Auto-Submitted: auto-replied", "X-Autoreply: yes", "X-Autorespond: vacation",
+])
+def test_automatic_replies_are_not_machine_generated_besides(header):
+    """RFC 3834 §5.2: "auto-replied" is a reply; machine_generated is for the rest."""
+    assert names(run_message(message(header))) == ["auto.autoreply"]
 
 
 def test_auto_submitted_no_is_a_human():
@@ -169,6 +177,8 @@ def test_ordinary_mail_passes_and_no_message_is_skipped():
 @pytest.mark.parametrize(("finding", "rule"), [
     ("auto.noreply_sender", "auto-noreply"),
     ("auto.bulk", "auto-bulk"),
+    ("auto.autoreply", "auto-autoreply"),
+    ("auto.helpdesk", "auto-helpdesk"),
     ("auto.machine_generated", "auto-machine-generated"),
     ("auto.bounce", "auto-bounce"),
 ])

@@ -12,6 +12,7 @@ from trustmilter.checks import reputation
 from trustmilter.checks.base import Stage
 from trustmilter.checks.reputation import ReputationCheck
 from trustmilter.config.load import parse_settings
+from trustmilter.mail.identity import Identities
 from trustmilter.policy.evaluate import evaluate
 from trustmilter.policy.model import Policy
 from trustmilter.results import CheckResult, Finding, Outcome, Results
@@ -173,7 +174,7 @@ def test_accepted_learned_bulk_mail_still_suppresses_autoreplies():
 @pytest.mark.parametrize(("results", "rule"), [
     ([failing("dmarc", "dmarc.policy.reject"), failing("iprev", "iprev.ptr_missing")],
      "dmarc-reject"),
-    ([failing("loops", "loop.support_sender")], "loop-support-sender"),
+    ([failing("loops", "loop.support_to_support")], "loop-support-to-support"),
     ([failing("loops", "loop.too_many_received")], "loop-too-many-hops"),
     ([failing("rate", "rate.tier.reject")], "rate-reject"),
 ])
@@ -186,3 +187,121 @@ def test_learned_sender_is_never_exempt_from_a_reject(results, rule):
 def test_learned_sender_is_still_rate_quarantined():
     verdict = evaluate(Policy(), Results([failing("rate", "rate.tier.quarantine"), learned()]))
     assert verdict.action is Action.QUARANTINE
+
+
+# ---- negative feedback: spam marks ("quarantine delete --spam") ---------------------
+
+
+def history(*events, sender=SENDER):
+    """A store after `events` in order: "r" a release, "s" a spam mark."""
+    store = MemoryStore()
+    for i, event in enumerate(events):
+        if event == "r":
+            store.add_release(sender, ("auto.bulk",), T0 + i)
+        else:
+            store.add_spam_mark(sender, ("auto.bulk", "dnsbl.listed"), T0 + i)
+    return store
+
+
+@pytest.mark.parametrize(("events", "trusted", "rejected"), [
+    ("", False, False),
+    ("rr", True, False),
+    ("rrs", False, False),         # one mark: trust gone at once, not yet distrusted
+    ("rrrrrrs", False, False),     # however many releases came before it
+    ("rrsr", False, False),        # 1 release since the mark: not trusted
+    ("rrsrr", True, False),        # 2 since, outnumbering 1 mark
+    ("ss", False, True),           # spam_to_distrust (2) marks: distrusted
+    ("ssrr", False, True),         # 2 releases do not outnumber 2 marks
+    ("ssrrr", True, False),        # 3 do: trusted, no longer distrusted
+    ("ssrrrs", False, True),       # and the next mark takes it back
+    ("srss", False, True),
+])
+def test_the_standing_arithmetic(events, trusted, rejected):
+    known = history(*events).reputation(SENDER) if events else None
+    if known is None:
+        assert run(MemoryStore()).outcome is Outcome.NONE
+        return
+    judged = reputation.standing(known, reputation.Config())
+    assert (judged.trusted, judged.rejected) == (trusted, rejected)
+    result = run(history(*events))
+    expected = (Outcome.PASS if trusted else Outcome.FAIL if rejected else Outcome.NONE)
+    assert result.outcome is expected, result
+    assert [f.name for f in result.findings] == (
+        ["reputation.learned"] if trusted else ["reputation.rejected"] if rejected else [])
+
+
+def test_a_rejected_sender_is_reported_with_the_marked_reasons():
+    result = run(history("s", "s"))
+    [finding] = result.findings
+    assert finding.name == "reputation.rejected"
+    assert finding.detail == "2 spam marks, 0 releases since; marked: auto.bulk, dnsbl.listed"
+    assert finding.vouches_for is None  # distrust vouches for nothing
+    assert result.evidence == reputation.ReputationEvidence(
+        0, (), 2, ("auto.bulk", "dnsbl.listed"))
+    assert reputation.learned_reasons(result) == frozenset()
+
+
+def test_one_mark_reports_what_is_missing():
+    result = run(history("r", "r", "s"))
+    assert (result.outcome, result.findings) == (Outcome.NONE, ())
+    assert result.reason == "0 of 2 releases since 1 spam mark(s) (2 to distrust)"
+    assert run(history("s", "r")).reason == "1 of 2 releases since 1 spam mark(s) (2 to distrust)"
+    # Trust needs more releases since the last mark than there are marks.
+    lenient = reputation.Config(spam_to_distrust=5)
+    assert run(history("s", "s", "s", "r"), config=lenient).reason == (
+        "1 of 4 releases since 3 spam mark(s) (5 to distrust)")
+
+
+def test_spam_to_distrust_is_configurable():
+    config = reputation.Config(spam_to_distrust=1)
+    assert run(history("s"), config=config).findings[0].name == "reputation.rejected"
+    assert run(history("s", "s"), config=reputation.Config(spam_to_distrust=3)).findings == ()
+    assert parse_settings("checks:\n  reputation:\n    spam_to_distrust: 5\n").checks.reputation == (
+        reputation.Config(spam_to_distrust=5))
+
+
+def test_marks_lapse_on_their_own():
+    """A year after the last mark it no longer counts; releases since it still do."""
+    store = history("s", "s", "r", "r")  # marks at T0, T0+1; releases at T0+2, T0+3
+    config = reputation.Config(forget_after_days=1)
+    late = replace(make_ctx(NoDns(), mail_from=SENDER), state=store,
+                   clock=lambda: T0 + 1 + 86400)
+    [result] = ReputationCheck(config).run(late)
+    assert result.findings[0].name == "reputation.learned"
+    assert result.evidence.spam_marks == 0
+    never = replace(late, clock=lambda: T0 + 3 + 86400)
+    [gone] = ReputationCheck(config).run(never)
+    assert gone.reason == "lapsed: no release or spam mark in 1 days"
+
+
+def test_the_sender_identity_is_looked_up():
+    """Learning is kept per identity: the VERP, BATV and sub-addressed forms of one
+    sender are that sender; the policy's separators say what a sub-address is."""
+    store = history("s", "s", sender="bounce@example.com")
+    for dressed in ("bounce+4711-bob=example.org@example.com", "prvs=1234abcdef=bounce@example.com",
+                    "SRS0=HHH=TT=example.com=bounce@forwarder.example.net", "bounce@example.com"):
+        assert run(store, sender=dressed).findings[0].name == "reputation.rejected", dressed
+    plain = replace(make_ctx(NoDns(), mail_from="bounce+4711@example.com"), state=store,
+                    clock=lambda: T0, identities=Identities(""))
+    [result] = ReputationCheck(reputation.Config()).run(plain)
+    assert result.outcome is Outcome.NONE
+
+
+def rejected():
+    finding = Finding("reputation.rejected")
+    return CheckResult("reputation", Outcome.FAIL, "", (finding,))
+
+
+def test_the_default_policy_holds_a_rejected_sender_whatever_its_score():
+    verdict = evaluate(Policy(), Results([rejected()]))
+    assert verdict.action is Action.QUARANTINE and verdict.score == 0
+    assert [h.rule for h in verdict.hits] == ["reputation-rejected"]
+    # A clean, authenticated message too.
+    clean = [CheckResult("dmarc", Outcome.PASS), CheckResult("spf.mailfrom", Outcome.PASS)]
+    assert evaluate(Policy(), Results([*clean, rejected()])).action is Action.QUARANTINE
+
+
+def test_a_rejected_sender_is_still_refused_by_a_reject_rule():
+    verdict = evaluate(Policy(), Results([failing("loops", "loop.support_to_support"),
+                                          rejected()]))
+    assert verdict.action is Action.REJECT

@@ -76,11 +76,12 @@ def test_authenticated_mail_is_accepted_with_every_result(tmp_path, capsys, dns_
     """SEED-RULES §1-3: PTR, HELO, SPF, DKIM, DMARC all in order -> accept."""
     dns_server.load(GOOD_ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
     out = run_check(capsys, policy_file, signed(tmp_path), *GOOD_ARGS)
-    assert set(out) == {"action", "smtp_reply", "stage", "client_kind", "mail_from",
+    assert set(out) == {"action", "smtp_reply", "stage", "client_kind", "direction", "mail_from",
                         "mail_from_source", "rcpt", "rcpt_source", "steps",
                         "authentication_results", "headers_added", "headers_removed",
                         "reasons", "score", "verdict_lines"}
     assert out["stage"] == "eom" and out["client_kind"] == "external"
+    assert out["direction"] == "inbound"
     assert out["steps"] == [
         {"command": "MAIL FROM:<alice@example.com>", "answer": "continue"},
         {"command": "RCPT TO:<support@example.org>", "answer": "continue"},
@@ -339,4 +340,6 @@ def test_our_own_clients_are_passed_as_inline(tmp_path, capsys, dns_server, poli
                     "--mail-from", "x@nowhere.example.net")
     assert out["client_kind"] == kind and out["action"] == "accept"
     assert out["verdict_lines"][0]["client_kind"] == kind
+    # No outbound check reports on it under this policy: passed with no check.
+    assert out["direction"] is None and "direction" not in out["verdict_lines"][0]
     assert dns_server.queries == []

@@ -162,3 +162,31 @@ def test_many_recipients_cost_linear_time(dns_server, pool) -> None:
     for i in range(5000):
         assert session.rcpt(f"<user{i}@example.org>") is None
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(("address", "port", "non_smtp"), [
+    ("127.0.0.1", 0, True),  # Postfix's non_smtpd_milters: sendmail(1)'s mail
+    ("127.0.0.1", 47530, False),  # SMTP from this host
+    (None, None, True),  # no address at all
+])
+def test_mail_submitted_without_smtp_is_refused_only_at_end_of_message(
+        dns_server, pool, address, port, non_smtp):
+    """Postfix cannot refuse a recipient of non-SMTP mail (it would retry it for ever):
+    the refusal comes at end of message, for the whole message. Here this host is
+    no trusted network, and the sender's domain does not exist (decided at MAIL)."""
+    dns_server.load("$NXDOMAIN nowhere.example.net.\n")
+    holder = holder_with(dns_server, pool, "milter: {trusted_networks: [192.0.2.0/24]}\n")
+    session = SmtpSession(holder, NullMetrics())
+    session.connect("localhost", address, port)
+    session.helo("localhost")
+    assert session.client().non_smtp is non_smtp
+    outcome = deliver(session, message(), sender="x@nowhere.example.net")
+    if address is None:
+        # No address: our own (local submission), never judged.
+        assert isinstance(outcome, MessageOutcome) and outcome.disposition is Disposition.ACCEPT
+        return
+    if non_smtp:
+        assert isinstance(outcome, MessageOutcome) and outcome.record.stage == "eom"
+    else:
+        assert isinstance(outcome, Refusal)
+    assert outcome.disposition is Disposition.REJECT and outcome.reply.dsn == "5.1.8"

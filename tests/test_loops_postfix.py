@@ -124,12 +124,17 @@ def mta(rig: Rig, dns_server: DnsTestServer) -> Rig:
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+    # "." joins: "-" and "+" are sub-address separators, and every
+    # noreply-<id>@ would be the one sender identity noreply@.
+    return f"{prefix}.{uuid.uuid4().hex[:10]}@example.com"
 
 
 def signed(from_: str = "Alice <alice@example.com>", **kw: Any) -> bytes:
-    """DKIM-signed by example.com (aligned with From): DMARC passes."""
+    """DKIM-signed by example.com (aligned with From): DMARC passes. A Subject of
+    its own unless given: each message is then its own ticket, so the rate
+    counts per From and ticket of one test never reach another's."""
     kw.setdefault("message_id", f"<{uuid.uuid4().hex}@example.com>")
+    kw.setdefault("subject", f"Hello {uuid.uuid4().hex[:10]}")
     return sign(message(from_=from_, **kw), rsa_key(1024), "example.com")
 
 
@@ -220,9 +225,11 @@ def test_our_own_loop_marker_coming_back_is_refused(mta: Rig) -> None:
         ("news", ("List-Id: Newsletter <news.example.com>",), "auto.bulk", "auto-bulk"),
         ("news", ("Precedence: bulk",), "auto.bulk", "auto-bulk"),
         ("news", ("List-Unsubscribe: <mailto:leave@example.com>",), "auto.bulk", "auto-bulk"),
-        ("robot", ("Auto-Submitted: auto-replied",), "auto.machine_generated",
+        ("robot", ("Auto-Submitted: auto-generated",), "auto.machine_generated",
          "auto-machine-generated"),
-        ("robot", ("X-Autoreply: yes",), "auto.machine_generated", "auto-machine-generated"),
+        ("robot", ("Auto-Submitted: auto-replied",), "auto.autoreply", "auto-autoreply"),
+        ("robot", ("X-Autoreply: yes",), "auto.autoreply", "auto-autoreply"),
+        ("robot", ("X-OTRS-Loop: yes",), "auto.helpdesk", "auto-helpdesk"),
     ],
 )
 def test_automated_mail_is_held_with_its_reason(
@@ -408,30 +415,35 @@ def small_tiers(mta: Rig) -> Iterator[Rig]:
 def test_rate_tiers_in_sequence(small_tiers: Rig) -> None:
     rig = small_tiers
     sender = unique("loop")
-    outs = [send_one(rig.postfix.smtp_port, signed(), mail_from=sender, **CLIENT)
+    ticket = f"Printer {uuid.uuid4().hex[:8]} broken"
+    outs = [send_one(rig.postfix.smtp_port, signed(subject=ticket), mail_from=sender, **CLIENT)
             for _ in range(6)]
     fates = [fate(rig, out) for out in outs]
-    assert fates == ["accept", "accept", "hold", "hold", "reject@rcpt", "reject@rcpt"]
-    # Refused at RCPT TO, before the body is sent, with a clear text.
-    assert_reply(outs[4], "rcpt", 550, "5.7.1", "Too many messages")
+    assert fates == ["accept", "accept", "hold", "hold", "reject@data", "reject@data"]
+    # Counted at end of message, once SPF, DKIM and DMARC are known: refused
+    # after DATA, with a clear text.
+    assert_reply(outs[4], "data", 550, "5.7.1", "Too many messages")
     assert "rate-quarantine" in verdict(rig, outs[2]).fields["rules"].split(",")
-    # Counted per sender and recipient (the default key): another recipient starts at 1.
-    other = send_one(rig.postfix.smtp_port, signed(), mail_from=sender,
-                     rcpts=("sales@example.org",), **CLIENT)
+    # Counted per user and ticket (the default keys): another ticket starts at 1.
+    other = send_one(rig.postfix.smtp_port, signed(subject="Another question " + ticket),
+                     mail_from=sender, **CLIENT)
     assert fate(rig, other) == "accept"
 
 
 def test_parallel_sessions_get_exactly_the_tiered_counts(small_tiers: Rig) -> None:
-    """10 sessions at once from one sender: 2 delivered, 2 held, 6 refused — exactly."""
+    """10 sessions at once from one sender about one ticket: 2 delivered, 2 held,
+    6 refused (after DATA, where they are counted) — exactly."""
     rig = small_tiers
     sender = unique("flood")
+    ticket = f"Flood {uuid.uuid4().hex[:8]}"
 
     def one(_: int) -> Outcome:
-        return send_one(rig.postfix.smtp_port, signed(), mail_from=sender, **CLIENT)
+        return send_one(rig.postfix.smtp_port, signed(subject=ticket), mail_from=sender,
+                        **CLIENT)
 
     with ThreadPoolExecutor(10) as pool:
         outs = list(pool.map(one, range(10)))
-    refused = [out for out in outs if out.stage == "rcpt"]
+    refused = [out for out in outs if out.data is not None and out.data.code >= 500]
     assert len(refused) == 6, outs
     assert all(out.final.code == 550 for out in refused)
     assert sum(1 for out in outs if out.data is not None and out.data.code == 250) == 4

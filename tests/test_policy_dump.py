@@ -91,7 +91,7 @@ def test_dump_fills_in_every_field() -> None:
     assert set(data["checks"]) == {
         "iprev", "helo", "dnsbl", "spf", "names", "headers", "dkim", "arc", "dmarc", "author",
         "uribl",
-        "loops", "automation", "rate", "reputation", "bounce",
+        "loops", "automation", "allowlist", "rate", "reputation", "bounce", "replies",
     }
 
 

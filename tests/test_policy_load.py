@@ -139,8 +139,8 @@ def test_unknown_key_lists_the_known_ones() -> None:
         """
     ) == (
         "policy.yaml:6: checks.spff: unknown key; expected one of: "
-        "arc, author, automation, bounce, dkim, dmarc, dnsbl, headers, helo, iprev, loops, names, rate, "
-        "reputation, spf, uribl"
+        "allowlist, arc, author, automation, bounce, dkim, dmarc, dnsbl, headers, helo, iprev, loops, names, rate, "
+        "replies, reputation, spf, uribl"
     )
 
 

@@ -3,8 +3,9 @@
 If these fail, the trustmilter Postfix tests mean nothing: they show that
 mail is delivered and read back, that a milter's quarantine lands in the
 hold queue, that a milter's reply reaches the SMTP client, that XCLIENT
-sets the client address and HELO the milter sees, and that the queue ID
-the milter gets as ``{i}`` is the one in Postfix's log.
+sets the client address and HELO the milter sees, that the queue ID
+the milter gets as ``{i}`` is the one in Postfix's log, and that mail
+submitted with sendmail(1) passes the non_smtpd milter.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def null_milter(postfix: PostfixInstance, tmp_path_factory) -> Iterator[NullMilt
     )
     try:
         assert wait_for_port("127.0.0.1", port, 15), "null milter did not listen"
-        postfix.set_milters(f"inet:127.0.0.1:{port}")
+        postfix.set_milters(f"inet:127.0.0.1:{port}", non_smtpd=True)
         yield NullMilter(events, port)
     finally:
         # The null milter keeps no state worth a graceful shutdown.
@@ -111,6 +112,21 @@ def test_queue_id_macro_matches_the_log(clean: PostfixInstance, null_milter: Nul
     (eom,) = null_milter.events("eom")
     assert eom["i"], "Postfix sends {i} at end of message"
     clean.wait_for_log(rf"{eom['i']}: to=<support@example.org>.*status=sent")
+
+
+def test_sendmail_submission_passes_the_non_smtpd_milter_as_localhost(
+    clean: PostfixInstance, null_milter: NullMilter
+) -> None:
+    """Local submission (a program on the host) reaches the milter from 127.0.0.1."""
+    raw = message(subject="hold this local one", message_id="<local-1@example.org>")
+    clean.sendmail(raw, "agent@example.org", ["colleague@example.org"])
+    queue_id = clean.queue_id_for("<local-1@example.org>")
+    clean.wait_for_log(rf"{queue_id}: milter-hold: ")
+    [mail] = [e for e in null_milter.events("mail") if e["i"] == queue_id]
+    assert mail["sender"].strip("<>") == "agent@example.org"
+    assert {"event": "connect", "hostname": "localhost", "addr": "127.0.0.1"} in \
+        null_milter.events("connect")
+    assert [e["queue_id"] for e in clean.hold_queue()] == [queue_id]
 
 
 def test_two_transactions_on_one_connection(clean: PostfixInstance) -> None:

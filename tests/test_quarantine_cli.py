@@ -263,7 +263,8 @@ def test_release_delivers_and_teaches_the_sender(cli: Cli, mta: PostfixInstance)
         "reasons": ["auto.noreply_sender", "iprev.ptr_missing"],
         "learned": {"sender": "noreply@example.com", "releases": 1,
                     "last_release": released[0]["learned"]["last_release"],
-                    "reasons": ["auto.noreply_sender", "iprev.ptr_missing"]},
+                    "reasons": ["auto.noreply_sender", "iprev.ptr_missing"],
+                    "spam_marks": 0, "last_spam_mark": 0.0, "spam_reasons": []},
     }]
     assert abs(released[0]["learned"]["last_release"] - time.time()) < 60
     # Delivered now (postqueue -i), not at the rig's next queue run in 10 s.
@@ -475,3 +476,159 @@ def test_show_body_of_a_huge_message_is_bounded(cli: Cli, mta: PostfixInstance) 
     assert 15_000 < len(body) < 25_000  # MAX_TEXT characters of text, not 6 MiB
     document = cli.json("show", queue_id, "--json", "--body")
     assert document["body"]["truncated"] is True
+
+
+# ---- deleting as spam: the other direction ------------------------------------------
+
+BULK_TRUST = ("X-Trustmilter-Trust: low; score=8.0; reasons=auto.bulk,dnsbl.listed; "
+              "action=quarantine; rules=auto-bulk")
+
+
+def test_delete_as_spam_marks_the_sender_identity(cli: Cli, mta: PostfixInstance) -> None:
+    """A VERP return path and a BATV-signed one are one sender: news@example.com."""
+    verp = hold(mta, sender="news+4711-bob=example.org@example.com", trust=BULK_TRUST)
+    batv = hold(mta, sender="prvs=1234abcdef=News@Example.com")
+    marked = cli.json("delete", "--spam", verp, "--json")
+    assert marked["deleted"] == [verp]
+    ((item,),) = (marked["marked"],)
+    assert (item["queue_id"], item["sender"], item["reasons"]) == (
+        verp, "news+4711-bob=example.org@example.com", ["auto.bulk", "dnsbl.listed"])
+    learned = item["marked"]
+    assert (learned["sender"], learned["spam_marks"], learned["spam_reasons"],
+            learned["releases"]) == ("news@example.com", 1, ["auto.bulk", "dnsbl.listed"], 0)
+    assert abs(learned["last_spam_mark"] - time.time()) < 60
+
+    status, text, err = cli.quarantine("delete", "--spam", batv)
+    assert (status, err) == (0, "")
+    assert text == f"{batv}: deleted as spam; <news@example.com> has 2 spam mark(s)\n"
+    assert mta.queue() == [] and mta.delivered() == []  # deleted, never delivered
+
+    listing = cli.json("reputation", "list", "--json")
+    assert (listing["releases_to_trust"], listing["spam_to_distrust"]) == (2, 2)
+    (known,) = listing["reputations"]
+    assert (known["sender"], known["releases"], known["spam_marks"], known["trusted"],
+            known["rejected"]) == ("news@example.com", 0, 2, False, True)
+    # Deduplicated, in the order first seen.
+    assert known["spam_reasons"] == ["auto.bulk", "dnsbl.listed", "auto.noreply_sender",
+                                     "iprev.ptr_missing"]
+    status, text, _ = cli("reputation", "list", "--policy", str(cli.policy))
+    assert status == 0
+    assert text.startswith("<news@example.com>  releases=0  last=-  reasons=-  spam=2  last_spam=")
+    assert text.rstrip().endswith(
+        "spam_reasons=auto.bulk,dnsbl.listed,auto.noreply_sender,iprev.ptr_missing  rejected")
+
+
+def test_a_spam_mark_cancels_learned_trust(cli: Cli, mta: PostfixInstance) -> None:
+    """Two releases teach; one deletion as spam takes it back at once, and trust
+    returns only when releases since the mark reach two and outnumber the marks."""
+    for _ in range(2):
+        assert cli.quarantine("release", hold(mta, sender="alerts@example.com"))[0] == 0
+    assert cli.reputations()[0]["trusted"] is True
+    cli.quarantine("delete", "--spam", hold(mta, sender="alerts+x@example.com"))
+    (known,) = cli.reputations()
+    assert (known["releases"], known["spam_marks"], known["trusted"], known["rejected"]) == (
+        0, 1, False, False)
+    status, text, _ = cli("reputation", "list", "--policy", str(cli.policy))
+    assert status == 0 and text.rstrip().endswith("(2 to trust)"), text
+
+    released = cli.json("release", hold(mta, sender="alerts@example.com"), "--json")
+    learned = released["released"][0]["learned"]
+    assert (learned["releases"], learned["spam_marks"]) == (1, 1)  # both directions shown
+    cli.quarantine("release", hold(mta, sender="alerts@example.com"))
+    (known,) = cli.reputations()
+    assert (known["releases"], known["spam_marks"], known["trusted"]) == (2, 1, True)
+    mta.wait_delivered(4)
+
+
+def test_a_release_teaches_the_identity(cli: Cli, mta: PostfixInstance) -> None:
+    released = cli.json("release", hold(mta, sender="Bounce+123@example.com"), "--json")
+    assert released["released"][0]["learned"]["sender"] == "bounce@example.com"
+    assert [r["sender"] for r in cli.reputations()] == ["bounce@example.com"]
+    # The policy's separators decide what a sub-address is.
+    cli.policy.write_text(cli.policy.read_text() + 'address_separators: ""\n')
+    released = cli.json("release", hold(mta, sender="bounce+456@example.com"), "--json")
+    assert released["released"][0]["learned"]["sender"] == "bounce+456@example.com"
+    mta.wait_delivered(2)
+
+
+def test_what_delete_as_spam_does_not_teach(cli: Cli, mta: PostfixInstance) -> None:
+    """Held by something else, or a bounce: deleted, nobody marked."""
+    foreign = hold(mta, sender="alice@example.com", trust=None)
+    bounce = hold(mta, sender="")
+    marked = cli.json("delete", "--spam", foreign, bounce, "--json")
+    assert marked["deleted"] == [foreign, bounce]
+    assert [item["marked"] for item in marked["marked"]] == [None, None]
+    assert mta.queue() == []
+    assert cli.reputations() == []
+    other = hold(mta, sender="bob@example.com", trust=None)
+    assert cli.quarantine("delete", "--spam", other) == (
+        0, f"{other}: deleted (nothing learned)\n", "")
+
+
+def test_delete_as_spam_checks_every_id_first(cli: Cli, mta: PostfixInstance) -> None:
+    queue_id = hold(mta)
+    status, out, err = cli.quarantine("delete", "--spam", queue_id, "ABCDEF12345")
+    assert (status, out) == (1, "") and "ABCDEF12345: not in the hold queue" in err
+    assert held_ids(mta) == {queue_id}
+    assert cli.reputations() == []
+
+
+def test_a_store_that_fails_after_the_deletion_says_so(
+    cli: Cli, mta: PostfixInstance, policy: Path
+) -> None:
+    policy.write_text("state:\n  backend: redis\n"
+                      f"  redis_url: redis://127.0.0.1:{free_port()}/0\n  timeout: 0.2\n")
+    queue_id = hold(mta)
+    status, out, err = cli.quarantine("delete", "--spam", queue_id)
+    assert (status, out) == (1, "")
+    assert err.startswith(f"trustmilter: {queue_id}: deleted, but not marked as spam: ")
+    assert err.count("\n") == 1
+    assert mta.queue() == []
+
+
+def test_forget_takes_any_dressed_form_and_undoes_both_directions(
+    cli: Cli, mta: PostfixInstance
+) -> None:
+    cli.quarantine("release", hold(mta, sender="robot@example.com"))
+    cli.quarantine("delete", "--spam", hold(mta, sender="robot-7@example.com"))
+    cli.quarantine("release", hold(mta, sender="robot@example.com"))
+    (known,) = cli.reputations()
+    assert (known["releases"], known["spam_marks"]) == (1, 1)
+    status, text, _ = cli("reputation", "forget", "SRS0=HHH=TT=example.com=robot+x@fwd.example.net",
+                          "--policy", str(cli.policy))
+    assert (status, text) == (0, "robot@example.com: forgotten\n")
+    assert cli.reputations() == []
+    status, _, err = cli("reputation", "forget", "robot@example.com", "--policy", str(cli.policy))
+    assert status == 1 and err == "trustmilter: robot@example.com: nothing learned about this sender\n"
+    mta.wait_delivered(2)
+
+
+def test_forget_also_drops_what_was_learned_under_a_dressed_address(
+    cli: Cli, mta: PostfixInstance
+) -> None:
+    """Before identities, a release of alice+news@ was kept under that address."""
+    store = SqliteStore(Path(str(cli.policy).replace("policy.yaml", "state.sqlite3")), 1.0)
+    try:
+        store.add_release("alice+news@example.com", ("auto.bulk",), time.time())
+    finally:
+        store.close()
+    status, text, _ = cli("reputation", "forget", "alice+news@example.com",
+                          "--policy", str(cli.policy))
+    assert (status, text) == (0, "alice@example.com: forgotten\n")
+    assert cli.reputations() == []
+
+
+def test_reputation_list_leaves_out_lapsed_spam_marks(cli: Cli) -> None:
+    cli.policy.write_text(cli.policy.read_text()
+                          + "checks:\n  reputation:\n    forget_after_days: 1\n")
+    store = SqliteStore(Path(str(cli.policy).replace("policy.yaml", "state.sqlite3")), 1.0)
+    try:
+        store.add_spam_mark("old@example.com", ("auto.bulk",), time.time() - 2 * 86400)
+        store.add_spam_mark("mixed@example.com", ("auto.bulk",), time.time() - 2 * 86400)
+        store.add_release("mixed@example.com", ("auto.bulk",), time.time())
+    finally:
+        store.close()
+    # mixed@: its mark lapsed, its release after it counts.
+    (listed,) = cli.reputations()
+    assert (listed["sender"], listed["releases"], listed["spam_marks"]) == (
+        "mixed@example.com", 1, 0)

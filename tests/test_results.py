@@ -48,19 +48,21 @@ def test_plus_gives_what_building_at_once_gives() -> None:
         assert evaluate(policy, built) == evaluate(policy, fresh)
 
 
-def test_growing_results_cost_linear_time() -> None:
+def test_growing_results_are_never_rebuilt() -> None:
     """A transaction adds a few results per recipient and the policy is asked each
-    time: rebuilding made that quadratic (8000 steps: 23 s). A guard against that
-    regression, not a speed measurement: the bound is about 10 times what it
-    takes now (the old code's time grows with the square, the bound cannot)."""
+    time: rebuilding the results made that cost 23 s for 8000 steps. A guard
+    against that regression, not a speed measurement. Each evaluation still
+    reads every result (8000 steps: about 4 s of CPU here; a message has at
+    most Postfix's smtpd_recipient_limit recipients, 1000 by default), so the
+    bound is CPU time, which another process's load does not inflate."""
     policy = Policy()
     results = Results()
-    started = time.monotonic()
+    started = time.process_time()
     for i in range(8000):
         results = results.plus([
             CheckResult("rate", Outcome.PASS, summary=f"k{i}"),
             CheckResult("names", Outcome.PASS, findings=(Finding("dnsbl.listed", "", 1.0),)),
         ])
         evaluate(policy, results)
-    assert time.monotonic() - started < 15
+    assert time.process_time() - started < 15
     assert len(results.scored_findings()) == 8000

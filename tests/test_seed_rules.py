@@ -201,17 +201,45 @@ class Row:
     # Held mail from the same sender released this many times first (what it
     # was held for is what the release teaches), `taught` being that mail.
     released: int = 0
+    auth: str | None = None  # the SASL login of the client, if it authenticated
     taught: Mail = field(default_factory=Mail)
+    # Then deleted as spam this many times (`quarantine delete --spam`),
+    # `taught` again being the mail that was held.
+    marked: int = 0
+    # Our notification (NOTICE) sent to the sender first, through the outbound
+    # path, with checks.replies' key set: the row's mail may answer it.
+    notified: bool = False
+    # Messages sent first, within the hour (the rate tiers): `before` times
+    # `earlier` (None: the row's own mail) from `earlier_client` (None: the
+    # row's), MAIL FROM `earlier_sender` with {i} their number ("": the row's).
+    before: int = 0
+    earlier: Mail | None = None
+    earlier_client: Client | None = None
+    earlier_sender: str = ""
 
 
 BULK = Mail(fields=(("Precedence", "bulk"), ("List-Id", "<news.example.com>")))
+# Our help desk's notification to alice, and alice's mail answering it.
+NOTICE_ID = "<notice-4711@example.org>"
+NOTICE = (f"From: Help Desk <support@example.org>\r\nTo: alice@example.com\r\n"
+          f"Subject: [#4711] Updated\r\nDate: Mon, 01 Jan 2024 09:00:00 +0000\r\n"
+          f"Message-ID: {NOTICE_ID}\r\n\r\nYour ticket was updated.\r\n").encode()
+ANSWER = Mail(fields=(("In-Reply-To", NOTICE_ID), ("References", NOTICE_ID),
+                      ("Subject", "Re: [#4711] Updated")))
 FORGED = Mail(signer=None)  # From alice@example.com, sent by someone else unsigned
 FORM = Mail(fields=(("From", "Web Form <form@example.com>"),
                     ("Reply-To", "Customer <customer@example.org>"),
                     ("Subject", "Contact form: question")))
+NOREPLY = Mail(fields=(("From", "Alerts <noreply@example.com>"), ("Subject", "Disk full")))
+ALLOWLIST_NOREPLY = (("    senders: []\n", "    senders: [noreply@example.com]\n"),)
 # broken.example.net: its name servers fail every query (SERVFAIL).
 BROKEN = "".join(f"$SERVFAIL {name}broken.example.net.\n" for name in ("", "_dmarc.", "sel._domainkey."))
 NOSUCH = "nosuch.example.net"  # under example.net, which exists; this name does not
+# The help desk's support addresses, as the operator lists them.
+OUR_DESK = (("    support_addresses: []\n",
+             "    support_addresses: [support@example.org, help@example.com]\n"),)
+OUR_HOST = Client(ipaddress.ip_address("127.0.0.1"), None, "localhost")  # a trusted network
+LAPTOP = Client(ipaddress.ip_address("203.0.113.5"), None, "laptop.example.net")  # SASL
 
 ROWS: dict[str, Row] = {
     # §1 The sending IP: its PTR.
@@ -339,9 +367,71 @@ ROWS: dict[str, Row] = {
                  mail=replace(FORM, signer=None, fields=(
                      *FORM.fields, ("From", "Web Form <form@example.net>"))),
                  sender="form@example.net"),
+    "S4.13": Row("quarantine", ("reputation.rejected", "reputation-rejected"), mail=FORM,
+                 sender="form@example.com", marked=2, taught=replace(FORM, drop=("From",))),
+    # §5 The rate limit: per user, per ticket, per hour; and the allow-list.
+    "S5.20": Row("accept", ("rate.pass",), before=19),
+    "S5.21": Row("quarantine", ("rate.tier.quarantine", "rate-quarantine"), before=20),
+    "S5.22": Row("reject", ("rate.tier.reject", "rate-reject"), before=40),
+    "S5.23": Row("accept", ("rate.pass",), before=41,
+                 earlier=Mail(fields=(("Subject", "Printer broken"),))),
+    "S5.24": Row("quarantine", ("rate.tier.quarantine", "rate-quarantine"), before=20,
+                 sender="bounce+99-support=example.org@example.com",
+                 earlier_sender="bounce+{i}-support=example.org@example.com"),
+    "S5.25": Row("accept", ("rate.pass",), before=41, earlier=FORGED,
+                 earlier_client=OTHER_CLIENT, zone=ZONE + OTHER_SERVER),
+    "S5.26": Row("accept", ("auto.noreply_sender", "allowlist.sender"), mail=NOREPLY,
+                 sender="noreply@example.com", policy=ALLOWLIST_NOREPLY),
+    "S5.27": Row("quarantine", ("allowlist.sender", "rate.tier.quarantine", "rate-quarantine"),
+                 mail=NOREPLY, sender="noreply@example.com", policy=ALLOWLIST_NOREPLY,
+                 before=200),
+    "S5.28": Row("reject", ("allowlist.sender", "rate.tier.reject", "rate-reject"),
+                 mail=NOREPLY, sender="noreply@example.com", policy=ALLOWLIST_NOREPLY,
+                 before=400),
+    "S5.29": Row("quarantine", ("allowlist.unauthenticated", "auto-noreply", "dmarc-reject-held"),
+                 mail=replace(NOREPLY, signer=None), sender="noreply@example.com",
+                 client=OTHER_CLIENT, zone=ZONE + OTHER_SERVER, policy=ALLOWLIST_NOREPLY),
+    # §5 Two machines answering each other: our notification, and what answers it.
+    "S5.31": Row("quarantine", ("reply.ours", "auto.autoreply", "reply-automatic"),
+                 mail=replace(ANSWER, fields=(*ANSWER.fields, ("Auto-Submitted", "auto-replied"),
+                                              ("Subject", "Out of office: [#4711] Updated"))),
+                 notified=True),
+    "S5.32": Row("accept", ("reply.ours", "auto.bulk"),
+                 mail=replace(ANSWER, fields=(*ANSWER.fields, ("Precedence", "list"))),
+                 notified=True),
+    "S5.33": Row("quarantine", ("auto.bulk", "auto-bulk"),
+                 mail=replace(ANSWER, fields=(("In-Reply-To", "<notice-4712@example.org>"),
+                                              ("Subject", "Re: [#4711] Updated"),
+                                              ("Precedence", "list"))),
+                 notified=True),
+    # §5 Support addresses, both ways: the help desk's are support@example.org and
+    # help@example.com (whose SPF lists the outside service 192.0.2.10).
+    "S5.40": Row("reject at RCPT TO", ("loop.support_to_support", "loop-support-to-support"),
+                 sender="help@example.com", policy=OUR_DESK),
+    "S5.41": Row("reject at RCPT TO", ("loop.support_to_support", "loop-support-to-support"),
+                 client=OUR_HOST, sender="support@example.org", policy=OUR_DESK),
+    "S5.42": Row("reject at RCPT TO", ("loop.support_to_support", "loop-support-to-support"),
+                 client=LAPTOP, auth="agent", sender="help@example.com",
+                 rcpt="support+id4711@example.org", policy=OUR_DESK),
+    "S5.43": Row("reject", ("loop.notification_to_support", "loop-notification-to-support"),
+                 client=OUR_HOST, sender="colleague@example.org", policy=OUR_DESK,
+                 mail=Mail(fields=(("From", "Colleague <colleague@example.org>"),
+                                   ("Subject", "Out of office"),
+                                   ("Auto-Submitted", "auto-replied")), signer=None)),
+    "S5.44": Row("accept", (), client=OUR_HOST, sender="colleague@example.org", policy=OUR_DESK,
+                 mail=Mail(fields=(("From", "Colleague <colleague@example.org>"),),
+                           signer=None)),
+    "S5.45": Row("accept", ("loop.support_sender",), sender="help@example.com",
+                 rcpt="colleague@example.org", policy=OUR_DESK,
+                 mail=Mail(fields=(("From", "Help <help@example.com>"),))),
+    "S5.46": Row("quarantine", ("loop.support_sender", "auto.machine_generated",
+                                "loop-support-sender"),
+                 sender="help@example.com", rcpt="colleague@example.org", policy=OUR_DESK,
+                 mail=Mail(fields=(("From", "Help <help@example.com>"),
+                                   ("Auto-Submitted", "auto-generated")))),
     # §7 The suspended queue.
     "S7.1": Row("quarantine", ("auto.bulk", "auto-bulk"), mail=BULK),
-    "S7.2": Row("quarantine", ("auto.machine_generated", "auto-machine-generated"),
+    "S7.2": Row("quarantine", ("auto.autoreply", "auto-autoreply"),
                 mail=Mail(fields=(("Auto-Submitted", "auto-replied"),
                                   ("Subject", "Out of office")))),
     "S7.3": Row("quarantine", ("auto.bulk", "reputation.none"), mail=BULK, released=1,
@@ -353,16 +443,31 @@ ROWS: dict[str, Row] = {
     "S7.6": Row("quarantine", ("reputation.learned", "dmarc-reject-held"),
                 mail=replace(BULK, signer=None),
                 client=OTHER_CLIENT, zone=ZONE + OTHER_SERVER, released=2, taught=BULK),
+    "S7.7": Row("quarantine", ("auto.bulk", "auto-bulk", "reputation.none"), mail=BULK,
+                released=2, marked=1, taught=BULK),
+    # Mail loops: automatic replies and other help desks answering us.
+    "S7.8": Row("quarantine", ("auto.autoreply", "auto-autoreply"), mail=Mail(fields=(
+        ("Subject", "=?iso-8859-1?q?Automatische_Antwort:_Ihre_Bestellung_f=FCr_M=E4rz?="),))),
+    "S7.9": Row("quarantine", ("auto.helpdesk", "auto-helpdesk"),
+                mail=Mail(fields=(("X-OTRS-Loop", "yes"),
+                                  ("Subject", "[Ticket#2025120110000017] Your request")))),
+    "S7.10": Row("accept", (), mail=Mail(fields=(("Subject", "Re: absence"),))),
+    "S7.11": Row("accept", (), mail=Mail(fields=(
+        ("X-Auto-Response-Suppress", "DR, RN, NRN, OOF, AutoReply"),))),
 }
 
 
 # --- running a row ------------------------------------------------------------
 
 
-def shipped_settings(nameserver: str, row: Row) -> Settings:
-    """The shipped policy.yaml with the row's edits, asking the test DNS server."""
+def shipped_settings(nameserver: str, row: Row, key_file: Path | None = None) -> Settings:
+    """The shipped policy.yaml with the row's edits, asking the test DNS server
+    (and with `key_file` as checks.replies' key, when given)."""
     text = SHIPPED.read_text()
-    for old, new in row.policy:
+    edits = row.policy
+    if key_file is not None:
+        edits = (*edits, ('    key_file: ""\n', f"    key_file: {key_file}\n"))
+    for old, new in edits:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     if row.blocklists:
@@ -372,15 +477,23 @@ def shipped_settings(nameserver: str, row: Row) -> Settings:
         settings.dns, nameservers=(nameserver,), timeout=0.5, lifetime=1.0))
 
 
-def deliver(app, row: Row, mail: Mail) -> VerdictRecord:
+def deliver(app, row: Row, mail: Mail, raw: bytes | None = None) -> VerdictRecord:
     """One transaction; the record of its one decision."""
     records: list[VerdictRecord] = []
-    tx = Transaction(app, row.client, row.sender, None, observer=records.append)
+    tx = Transaction(app, row.client, row.sender, row.auth, observer=records.append)
     assert tx.opening() is None  # a refusal comes at RCPT TO, naming the recipient
     if tx.recipient(row.rcpt) is None:
-        tx.finish(Message(mail.raw()), "QID1")
+        tx.finish(Message(raw if raw is not None else mail.raw()), "QID1")
     [record] = records
     return record
+
+
+def notify(app, row: Row) -> None:
+    """Our notification to the row's sender, out through the outbound path."""
+    tx = Transaction(app, Client(None), "support@example.org", None)
+    assert tx.opening() is None and tx.recipient(row.sender) is None
+    sent = tx.finish(Message(NOTICE), "QID0")
+    assert any(name == "X-Trustmilter-Token" for name, _ in sent.add_headers), sent
 
 
 def verdict_text(record: VerdictRecord) -> str:
@@ -398,17 +511,34 @@ def what_counted(record: VerdictRecord) -> set[str]:
 
 
 @pytest.mark.parametrize("row_id", ROWS)
-def test_each_row_gets_the_verdict_of_the_table(dns_server, row_id):
+def test_each_row_gets_the_verdict_of_the_table(dns_server, row_id, tmp_path):
     row = ROWS[row_id]
     dns_server.load(row.zone)
     store = MemoryStore()
+    key_file = None
+    if row.notified:
+        key_file = tmp_path / "token.key"
+        key_file.write_bytes(b"k" * 32)
+        key_file.chmod(0o600)
     with ThreadPoolExecutor(8) as pool:
-        app = build_app(shipped_settings(dns_server.nameserver, row), pool, state=store)
-        if row.released:
+        app = build_app(shipped_settings(dns_server.nameserver, row, key_file), pool,
+                        state=store)
+        if row.notified:
+            notify(app, row)
+        if row.released or row.marked:
             held = deliver(app, row, row.taught)
             assert held.verdict.action is Action.QUARANTINE, held.verdict
             for _ in range(row.released):
                 store.add_release(row.sender, held.verdict.reasons, time.time())
+            for _ in range(row.marked):
+                store.add_spam_mark(row.sender, held.verdict.reasons, time.time())
+        if row.before:
+            earlier = row.earlier or row.mail
+            raw = earlier.raw()  # signed once: the same message again and again
+            for i in range(row.before):
+                deliver(app, replace(row, client=row.earlier_client or row.client,
+                                     sender=(row.earlier_sender or row.sender).format(i=i)),
+                        earlier, raw)
         record = deliver(app, row, row.mail)
     counted = what_counted(record)
     why = (verdict_text(record), record.verdict.score, record.verdict.reasons,

@@ -20,7 +20,7 @@ import pytest
 
 from test_state_backends import NOW, hard_bounce
 from trustmilter.config.state import StateConfig
-from trustmilter.state.base import StateError
+from trustmilter.state.base import Reputation, StateError
 from trustmilter.state.open import ResilientStore, open_store
 from trustmilter.state.redis import RedisStore
 from trustmilter.state.sqlite import SqliteStore
@@ -184,10 +184,13 @@ def down_port() -> int:
 def resilient(
     port: int, on_error: Literal["tempfail", "memory"], clock: FakeClock
 ) -> ResilientStore:
-    """A ResilientStore over Redis on `port`, retrying every 5 s of `clock`."""
+    """A ResilientStore over Redis on `port`, retrying every 5 s of `clock`; its
+    wall clock stands at T0, so what it journals has not expired."""
     backend = RedisStore(f"redis://127.0.0.1:{port}/0", "t:", TIMEOUT)
     log = logging.getLogger(LOGGER)
-    return ResilientStore(backend, on_error, log, retry_interval=5.0, monotonic=clock)
+    return ResilientStore(
+        backend, on_error, log, retry_interval=5.0, monotonic=clock, clock=lambda: T0
+    )
 
 
 def log_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
@@ -256,10 +259,18 @@ def test_memory_counts_in_memory_while_the_backend_is_down(
         assert log_lines(caplog)[0][1].endswith("; counting in memory until it answers again")
         server.start()
         clock.now += 5.0
-        # The backend answers again: counts come from it (the new, empty server).
-        assert store.hit("k", T0, HOUR) == 1
-        assert store.reputation("alice@example.com") is None
-        assert log_lines(caplog)[1] == (logging.INFO, "state backend answers again after 5.0 s")
+        # The backend answers again (a new, empty server): what the outage wrote is
+        # merged into it first, then this hit counts on top.
+        assert store.hit("k", T0, HOUR) == 4
+        assert store.reputation("alice@example.com") == Reputation(
+            "alice@example.com", 1, T0, ("r",)
+        )
+        assert store.hard_bounces(NOW) == []  # added, then forgotten, in that order
+        assert log_lines(caplog)[1] == (
+            logging.INFO,
+            "state: backend back after 5.0 s, merged 3 events, 1 releases, 1 bounces,"
+            " 1 bounce forgets from the outage",
+        )
         assert len(log_lines(caplog)) == 2
     finally:
         store.close()

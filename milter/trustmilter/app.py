@@ -19,6 +19,7 @@ from trustmilter.checks import all_check_names, build_checks
 from trustmilter.checks.base import Check
 from trustmilter.checks.forwarded import Config as ForwardedConfig
 from trustmilter.checks.forwarded import ForwardedCheck, parse_forwarders
+from trustmilter.checks.registry import attached_check_names
 from trustmilter.checks.upstream import UpstreamCheck
 from trustmilter.config.checks import ChecksConfig
 from trustmilter.config.settings import Settings
@@ -95,7 +96,7 @@ class App:
                  *([UpstreamCheck.trusting(settings.trusted_authserv_ids)]
                    if settings.trusted_authserv_ids else []),
                  *forwarded_checks(settings)),
-                all_check_names(),
+                all_check_names() | attached_check_names(),
             ),
             executor=executor or ThreadPoolExecutor(DEFAULT_WORKERS, "trustmilter-check"),
             authserv_id=authserv_id,

@@ -3,10 +3,11 @@
 It plays the MTA's side: MAIL FROM (with the client's address, verified
 name, HELO and SASL login), one RCPT TO per recipient, then the message,
 on the engine's `Transaction` (engine/transaction.py), so trusted
-networks, the SASL bypass, per-recipient checks and early refusals behave
-exactly as inline. What it had to assume (a sender or recipients not
-given) it says. The output names the stage at which the verdict was given
-(mail, rcpt or eom) and the reply the MTA would have sent.
+networks, the SASL bypass, the outbound checks on our own clients' mail,
+per-recipient checks and early refusals behave exactly as inline. What
+it had to assume (a sender or recipients not given) it says. The output
+names the stage at which the verdict was given (mail, rcpt or eom) and
+the reply the MTA would have sent.
 
 State: by default a fresh in-memory store, as a milter that has never
 seen the sender would judge the message (rate counts start at one, no
@@ -27,6 +28,7 @@ from typing import Any
 from trustmilter.app import App
 from trustmilter.authresults import build_header_value
 from trustmilter.checks import StartupError
+from trustmilter.checks.base import Direction
 from trustmilter.command_support import CommandFailure, policy_from
 from trustmilter.config.settings import Settings
 from trustmilter.domains import DomainTools
@@ -173,6 +175,9 @@ class Report:
             "smtp_reply": str(verdict.reply) if verdict.reply else None,
             "stage": self.decision.stage,
             "client_kind": self.decision.kind.value,
+            # inbound (judged), outbound (our own client's mail, outbound checks
+            # ran), or null (our own client's mail, passed with no check).
+            "direction": self.decision.direction.value if self.decision.direction else None,
             "mail_from": self.envelope.sender,
             "mail_from_source": self.envelope.sender_source,
             "rcpt": list(self.envelope.recipients),
@@ -193,8 +198,9 @@ class Report:
         """Each step and its answer, each check's result and why, score, verdict."""
         record = self.decision
         envelope = self.envelope
+        outbound = ", outbound" if record.direction is Direction.OUTBOUND else ""
         lines = [
-            f"client {record.client.ip} ({record.kind.value})"
+            f"client {record.client.ip} ({record.kind.value}{outbound})"
             f" helo {record.client.helo or '-'}"
         ]
         if envelope.sender_source not in ("--mail-from",):

@@ -4,7 +4,7 @@
 from a file or standard input (check_command.py). ``trustmilter policy check|show``
 validate and print the policy. ``trustmilter quarantine`` and
 ``trustmilter reputation`` review Postfix's hold queue and what releases
-taught (quarantine/commands.py); ``explain-bounce`` reads a bounce and
+and deletions as spam taught (quarantine/commands.py); ``explain-bounce`` reads a bounce and
 ``bounces`` lists the hard bounces the milter recorded (bounce/);
 ``doctor`` checks a sender's setup (doctor/). Exit status: 0 whatever
 the verdict, 1 for unreadable input or a bad policy, 2 for usage errors;

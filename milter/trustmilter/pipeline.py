@@ -25,6 +25,11 @@ meanwhile.
 
 A check that raises, or is still running at the deadline, becomes a
 `temperror` result for that check alone; the others are unaffected.
+
+Which checks run also depends on the message's direction: inbound mail
+(from strangers) runs the checks whose spec says "inbound" or "both",
+outbound mail (from our own clients) those that say "outbound" or "both"
+(`CheckSpec.direction`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trustmilter.checks.base import Check, CheckContext, Stage
+from trustmilter.checks.base import Check, CheckContext, Direction, Stage
 from trustmilter.domains import DomainTools
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.cacheonly import CacheOnlyResolver, WouldWait
@@ -104,9 +109,14 @@ class Pipeline:
         """
         return cls(_ordered(list(checks), frozenset(known)))
 
-    def for_stages(self, stages: Iterable[Stage]) -> tuple[Check, ...]:
+    def for_stages(
+        self, stages: Iterable[Stage], direction: Direction = Direction.INBOUND
+    ) -> tuple[Check, ...]:
+        """The checks of `stages` that run on mail going `direction`, in order."""
         wanted = set(stages)
-        return tuple(c for c in self.checks if c.stage in wanted)
+        return tuple(
+            c for c in self.checks if c.stage in wanted and c.spec.runs_on(direction)
+        )
 
     def run(
         self,
@@ -122,8 +132,10 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         state_wait: float | None = None,
         identities: Identities = PLAIN_IDENTITIES,
+        direction: Direction = Direction.INBOUND,
     ) -> Results:
-        """Run the checks of `stages` on `facts`; returns `prior` plus their results.
+        """Run the checks of `stages` for mail going `direction` on `facts`; returns
+        `prior` plus their results.
 
         `timeout` bounds the whole run: checks not finished by then are
         reported as temperror and left to finish in the background.
@@ -132,7 +144,7 @@ class Pipeline:
         """
         prior = prior if prior is not None else Results()
         collected: list[CheckResult] = []  # in completion order
-        order = self.for_stages(stages)
+        order = self.for_stages(stages, direction)
         pending = list(order)
         by_check: dict[str, list[CheckResult]] = {}
         pending_names = {c.name for c in pending}

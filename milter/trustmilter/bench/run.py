@@ -245,8 +245,9 @@ def _socket_spec(kind: str, workdir: Path, name: str) -> SocketSpec:
 def policy_text(nameserver: str, spec: SocketSpec, workdir: Path, processes: int = 1) -> str:
     """The shipped defaults, except: DNS only from the bench server, our socket,
     stderr log, the SQLite state in the bench's own directory, and rate tiers
-    too high to trip (the corpus repeats senders far beyond 20 an hour; the
-    state is still written for every recipient, so its cost is measured)."""
+    too high to trip, for unauthenticated claims too (the corpus repeats
+    senders far beyond 20 an hour; the state is still written for every
+    message, so its cost is measured)."""
     return (
         f"authserv_id: {AUTHSERV_ID}\n"
         "dns:\n"
@@ -262,7 +263,9 @@ def policy_text(nameserver: str, spec: SocketSpec, workdir: Path, processes: int
         "  backend: sqlite\n"
         f"  sqlite_path: '{workdir / 'state.sqlite3'}'\n"
         "checks:\n"
-        "  rate: {quarantine_after: 1000000, reject_after: 2000000}\n"
+        "  rate: {quarantine_after: 1000000, reject_after: 2000000,\n"
+        "         unauthenticated_quarantine_after: 1000000,\n"
+        "         unauthenticated_reject_after: 2000000}\n"
     )
 
 

@@ -1,9 +1,12 @@
-"""Automated mail: no-reply senders, bulk and list mail, auto-replies, bounces.
+"""Automated mail: no-reply senders, bulk and list mail, auto-replies, other
+help desks' output, bounces.
 
 SEED-RULES §5 and §7: bulk mail and machine-generated mail create no
 ticket by default (they go to the suspended queue), and neither does mail
 from "no-reply" style addresses; bounces that come in from outside belong
-there too (§6). Answering any of them automatically is how loops start.
+there too (§6). Answering any of them automatically is how loops start,
+above all an automatic reply or another help desk's acknowledgement:
+two machines answering each other for ever.
 Two checks, both reporting results named ``automation``:
 - `AutomationSenderCheck` (``automation.envelope``, at MAIL): the null
   sender is a bounce (RFC 5321 §4.5.5) -> ``auto.bounce``; a no-reply
@@ -11,17 +14,27 @@ Two checks, both reporting results named ``automation``:
 - `AutomationMessageCheck` (``automation.message``, at end of message):
   a no-reply style From (``auto.noreply_sender``); bulk or list mail
   (``auto.bulk``: Precedence bulk/junk/list, List-Id (RFC 2919),
-  List-Unsubscribe (RFC 2369)); machine-generated mail
-  (``auto.machine_generated``: Auto-Submitted other than "no" (RFC 3834
-  §5), X-Autoreply, X-Autorespond, X-Auto-Response-Suppress, or a
-  multipart/report other than a delivery report); a delivery status
-  report (``auto.bounce``: multipart/report; report-type=delivery-status,
-  RFC 3464 §2, RFC 6522).
+  List-Unsubscribe (RFC 2369)); an automatic reply (``auto.autoreply``:
+  RFC 3834 ``auto-replied``, X-Autoreply and kin, Exchange's inbox-rule
+  replies, an auto-reply Subject in English, German, French, Japanese and
+  more: see autoreply_signs.py, which says where each sign comes from);
+  another help desk's or list robot's output (``auto.helpdesk``: X-Loop,
+  X-OTRS-Loop, X-RT-Loop-Prevention, X-Zendesk-From-Account-Id...);
+  other machine-generated mail (``auto.machine_generated``: Auto-Submitted
+  other than "no" or "auto-replied" (RFC 3834 §5), X-Auto-Response-Suppress
+  asking to suppress all responses, a multipart/report other than a
+  delivery report); a delivery status report (``auto.bounce``:
+  multipart/report; report-type=delivery-status, RFC 3464 §2, RFC 6522).
+  A report is never an automatic reply: its Auto-Submitted counts as
+  machine-generated, as a DSN's "auto-replied" from Postfix always did.
+  An automatic reply is not reported as machine-generated besides.
 
 Outcome fail with any finding, else pass; skipped before the message is
 known. The parsing functions below are pure and take plain values, so the
-policy rules can be tested without a milter. No DNS, no state; nothing
-raises for odd input (a malformed header simply does not match).
+policy rules can be tested without a milter; `is_autoreply` is the one
+answer to "is this an automatic reply?" for other checks and rules. No
+DNS, no state; nothing raises for odd input (a malformed header simply
+does not match), and everything is linear in the header's size.
 """
 
 from __future__ import annotations
@@ -33,6 +46,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
 
+from trustmilter.checks.autoreply_signs import (
+    autoreply_header_reasons,
+    autoreply_subject,
+    helpdesk_reasons,
+    suppresses_all,
+    token,
+)
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
 from trustmilter.config.errors import InvalidField
 from trustmilter.mail.text import clip
@@ -53,9 +73,6 @@ BUILT_IN_NOREPLY = re.compile(
 BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
 # List header fields: RFC 2919 (List-Id), RFC 2369 (List-Unsubscribe).
 LIST_HEADERS = ("List-Id", "List-Unsubscribe")
-# Headers autoresponders and Exchange set on what they generate.
-AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress")
-_COMMENT = re.compile(r"\([^()]*\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,18 +110,13 @@ def is_noreply(address: str, patterns: tuple[re.Pattern[str], ...]) -> bool:
     return bool(local) and any(p.search(local) for p in patterns)
 
 
-def _token(value: str) -> str:
-    """The first keyword of a structured field value: comments dropped, lower case."""
-    return _COMMENT.sub(" ", value).split(";", 1)[0].strip().lower()
-
-
 def bulk_reasons(headers: tuple[tuple[str, str], ...]) -> list[str]:
     """Why the header marks bulk or list mail (empty: it does not)."""
     reasons = []
     for name, value in headers:
         lower = name.lower()
-        if lower == "precedence" and _token(value) in BULK_PRECEDENCE:
-            reasons.append(f"Precedence: {_token(value)}")
+        if lower == "precedence" and token(value) in BULK_PRECEDENCE:
+            reasons.append(f"Precedence: {token(value)}")
         elif lower in (h.lower() for h in LIST_HEADERS):
             reasons.append(f"{name} present")
     return list(dict.fromkeys(reasons))
@@ -112,22 +124,50 @@ def bulk_reasons(headers: tuple[tuple[str, str], ...]) -> list[str]:
 
 def auto_submitted(value: str) -> bool:
     """RFC 3834 §5: any Auto-Submitted value other than "no" marks automated mail."""
-    keyword = _token(value)
+    keyword = token(value)
     # §5: "no" alone means written by a human; an empty value is malformed, so
     # it is treated as the sender's claim of automation rather than ignored.
     return keyword != "no"
 
 
-def machine_reasons(headers: tuple[tuple[str, str], ...]) -> list[str]:
-    """Why the header marks machine-generated mail (empty: it does not)."""
+def machine_reasons(headers: tuple[tuple[str, str], ...], *, replied: bool = False) -> list[str]:
+    """Why the header marks machine-generated mail (empty: it does not).
+
+    "Auto-Submitted: auto-replied" counts only with `replied` (a report's);
+    otherwise it marks an automatic reply, `autoreply_reasons`' business.
+    """
     reasons = []
     for name, value in headers:
         lower = name.lower()
-        if lower == "auto-submitted" and auto_submitted(value):
-            reasons.append(f"Auto-Submitted: {clip(_token(value) or value, 40)}")
-        elif lower in (h.lower() for h in AUTOREPLY_HEADERS):
-            reasons.append(f"{name} present")
+        if (lower == "auto-submitted" and auto_submitted(value)
+                and (replied or token(value) != "auto-replied")):
+            reasons.append(f"Auto-Submitted: {clip(token(value) or value, 40)}")
+        elif lower == "x-auto-response-suppress" and suppresses_all(value):
+            # [MS-OXCMAIL] §2.1.3.2.20: a request to responders. "All" is what
+            # notification senders write (GitHub, GitLab, Zendesk); Outlook puts
+            # "DR, RN, NRN, OOF, AutoReply" on mail people write: no sign.
+            reasons.append("X-Auto-Response-Suppress: All")
     return list(dict.fromkeys(reasons))
+
+
+def autoreply_reasons(headers: tuple[tuple[str, str], ...], subject: str | None) -> list[str]:
+    """Why the header fields and Subject mark an automatic reply (empty: they do not)."""
+    reasons = autoreply_header_reasons(headers)
+    words = autoreply_subject(subject) if subject else None
+    if words is not None:
+        reasons.append(f"Subject {words!r}")
+    return reasons
+
+
+def is_autoreply(message: Message) -> tuple[str, ...]:
+    """Why `message` is an automatic reply (RFC 3834), or () when it is not.
+
+    A report (multipart/report: a bounce, a read receipt) is never one:
+    it is answered by nobody, and the bounce check reads it.
+    """
+    if report_type(message.header("Content-Type")) is not None:
+        return ()
+    return tuple(autoreply_reasons(message.headers, message.header("Subject")))
 
 
 def report_type(content_type: str | None) -> str | None:
@@ -160,8 +200,15 @@ def message_findings(
     bulk = bulk_reasons(headers)
     if bulk:
         findings.append(Finding("auto.bulk", clip("; ".join(bulk))))
-    machine = machine_reasons(headers)
+    autoreply = is_autoreply(message)
+    if autoreply:
+        findings.append(Finding("auto.autoreply", clip("; ".join(autoreply))))
+    helpdesk = helpdesk_reasons(headers)
+    if helpdesk:
+        findings.append(Finding("auto.helpdesk", clip("; ".join(helpdesk))))
     kind = report_type(message.header("Content-Type"))
+    # A report's "auto-replied" (Postfix writes it on its DSNs) is machine-made.
+    machine = [] if autoreply else machine_reasons(headers, replied=kind is not None)
     if kind == "delivery-status":
         # RFC 3464 §2: a DSN is multipart/report; report-type=delivery-status.
         findings.append(Finding("auto.bounce", "multipart/report; report-type=delivery-status"))
@@ -184,7 +231,13 @@ def _result(findings: list[Finding]) -> CheckResult:
 FINDINGS: Mapping[str, str] = MappingProxyType({
     "auto.noreply_sender": "the sender's local part is no-reply style (noreply, mailer-daemon...)",
     "auto.bulk": "bulk or list mail (Precedence bulk/junk/list, List-Id, List-Unsubscribe)",
-    "auto.machine_generated": "machine-generated (Auto-Submitted other than no, X-Autoreply...)",
+    "auto.autoreply": "an automatic reply (RFC 3834 auto-replied, X-Autoreply, Exchange's"
+                      " out-of-office, an auto-reply Subject in English, German, French,"
+                      " Japanese...)",
+    "auto.helpdesk": "another help desk's or list robot's own output (X-Loop, X-OTRS-Loop,"
+                     " X-RT-Loop-Prevention, X-Zendesk-From-Account-Id...)",
+    "auto.machine_generated": "machine-generated, not a reply (Auto-Submitted auto-generated,"
+                              " X-Auto-Response-Suppress: All, a report other than a DSN)",
     "auto.bounce": "a bounce: the null sender, or a multipart/report delivery-status report",
 })
 

@@ -18,6 +18,12 @@ What a check learnt that a later check needs (the domain SPF evaluated,
 the d= of a DKIM signature) travels as typed, frozen evidence on its
 results (`CheckResult.evidence`), defined in the producing module together
 with the function that reads it back.
+
+A check also says which way of mail it is for (`CheckSpec.direction`):
+inbound mail from strangers, which is judged (the default), outbound mail
+from our own clients (trusted networks, local submission, SASL users),
+which is not judged but may still be refused by a rule on what such a
+check reports (a notification sent to a support address), or both.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -38,6 +44,18 @@ from trustmilter.results import AuthMethod, CheckResult, Outcome, Results
 
 if TYPE_CHECKING:
     from trustmilter.state.base import StateStore
+
+
+class Direction(StrEnum):
+    """Which way a message goes: from a stranger to us, or from our own clients."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+# Which mail a check runs on: "inbound" (from strangers: the trust checks),
+# "outbound" (from our own clients only) or "both".
+CheckDirection = Literal["inbound", "outbound", "both"]
 
 
 class Stage(IntEnum):
@@ -107,10 +125,18 @@ class CheckSpec:
     # its own answer). Every other write is an effect on its results, applied
     # by the engine after the verdict (state/effects.py).
     writes_state: bool = False
+    # Which mail it runs on. Outbound mail comes from our own clients: such a
+    # check sees the envelope and, at end of message, the header only (our
+    # own mail is not read whole), and no inbound check's results.
+    direction: CheckDirection = "inbound"
 
     def __post_init__(self) -> None:
         # A read-only copy: a spec is shared by every thread and never changes.
         object.__setattr__(self, "findings", MappingProxyType(dict(self.findings)))
+
+    def runs_on(self, direction: Direction) -> bool:
+        """Whether the check runs on mail going `direction`."""
+        return self.direction in ("both", direction.value)
 
 
 ConfigT = TypeVar("ConfigT")

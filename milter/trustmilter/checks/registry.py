@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from trustmilter.checks import (
+    allowlist,
     arc,
     author,
     automation,
@@ -34,8 +35,10 @@ from trustmilter.checks import (
     loops,
     names,
     rate,
+    replies,
     reputation,
     spf,
+    upstream,
     uribl,
 )
 from trustmilter.checks.base import BaseCheck, Check, CheckSpec
@@ -78,13 +81,21 @@ SECTIONS: tuple[Section[Any], ...] = (
     Section("uribl", uribl.Config, (uribl.UriblCheck,)),
     # Loops, automation, rate tiers and learned reputation.
     Section("loops", loops.Config,
-            (loops.LoopSenderCheck, loops.LoopRecipientCheck, loops.LoopMessageCheck)),
+            (loops.LoopSenderCheck, loops.LoopRecipientCheck, loops.LoopMessageCheck,
+             loops.LoopNotificationCheck, loops.LoopOutboundMessageCheck)),
     Section("automation", automation.Config,
             (automation.AutomationSenderCheck, automation.AutomationMessageCheck)),
-    Section("rate", rate.Config, (rate.RateCheck, rate.ThreadRateCheck)),
+    # Senders known to be safe, once authenticated as themselves.
+    Section("allowlist", allowlist.Config,
+            (allowlist.AllowlistEnvelopeCheck, allowlist.AllowlistMessageCheck)),
+    Section("rate", rate.Config, (rate.RecipientRateCheck, rate.MessageRateCheck)),
     Section("reputation", reputation.Config, (reputation.ReputationCheck,)),
     # Inbound bounces read, and our own hard bounces recorded.
     Section("bounce", bounce.Config, (bounce.BounceCheck,)),
+    # Our own mail stamped and remembered (outbound); replies to it, and
+    # bounces that carry our token (inbound).
+    Section("replies", replies.Config, (replies.ReplyCheck, replies.SentMailCheck),
+            replies.preflight),
 )
 
 # Every check's spec, in pipeline order.
@@ -101,6 +112,13 @@ _CATALOGUE: tuple[CheckSpec, ...] = (*SPECS, *ATTACHED_SPECS)
 def all_check_names() -> frozenset[str]:
     """The name of every check there is, enabled or not."""
     return frozenset(spec.name for spec in SPECS)
+
+
+def attached_check_names() -> frozenset[str]:
+    """The names of the checks App.build attaches from top-level settings (a
+    trusted gateway's, the hop before a trusted forwarder): a check may
+    require them, and they are simply absent when none is configured."""
+    return frozenset(spec.name for spec in (*ATTACHED_SPECS, upstream.UpstreamCheck.spec))
 
 
 def result_names() -> tuple[str, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trustmilter.checks import allowlist as allowlist_check
 from trustmilter.checks import arc as arc_check
 from trustmilter.checks import author as author_check
 from trustmilter.checks import automation as automation_check
@@ -21,9 +22,12 @@ from trustmilter.checks import iprev as iprev_check
 from trustmilter.checks import loops as loops_check
 from trustmilter.checks import names as names_check
 from trustmilter.checks import rate as rate_check
+from trustmilter.checks import replies as replies_check
 from trustmilter.checks import reputation as reputation_check
 from trustmilter.checks import spf as spf_check
 from trustmilter.checks import uribl as uribl_check
+from trustmilter.checks.autoreply_signs import is_foreign_loop_field
+from trustmilter.config.errors import InvalidField
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,18 @@ class ChecksConfig:
     uribl: uribl_check.Config = field(default_factory=uribl_check.Config)
     loops: loops_check.Config = field(default_factory=loops_check.Config)
     automation: automation_check.Config = field(default_factory=automation_check.Config)
+    allowlist: allowlist_check.Config = field(default_factory=allowlist_check.Config)
     rate: rate_check.Config = field(default_factory=rate_check.Config)
     reputation: reputation_check.Config = field(default_factory=reputation_check.Config)
     bounce: bounce_check.Config = field(default_factory=bounce_check.Config)
+    replies: replies_check.Config = field(default_factory=replies_check.Config)
+
+    def __post_init__(self) -> None:
+        # Our loop marker must be ours alone: a field another help desk writes
+        # would be read twice, as their loop (auto.helpdesk) and as ours.
+        if is_foreign_loop_field(self.loops.loop_header):
+            raise InvalidField(
+                ("loops", "loop_header"),
+                "a field name of our own, not another system's loop marker",
+                self.loops.loop_header,
+            )

@@ -57,6 +57,10 @@ class MilterConfig:
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     # SASL-authenticated submission ({auth_authen}) skips the trust checks.
     skip_authenticated: bool = True
+    # Mail from those clients (trusted networks, local submission, SASL users)
+    # is outbound: it is not judged, but the checks made for outbound mail run
+    # on it (a notification to a support address is refused before it leaves).
+    outbound_checks: bool = True
     on_error: ErrorReplies = field(default_factory=ErrorReplies)
     # Seconds one message may wait on trustmilter in all, DNS included; checks
     # still undecided then count as temperror.

@@ -16,7 +16,8 @@ beside the others in the file and in error messages.
 
 DIAGNOSTICS: every problem raises `ConfigError`, whose str() is one line:
 ``FILE:LINE: KEY.PATH: expected WHAT, got GOT``, or ``...: unknown key;
-expected one of: ...``. YAML syntax errors, duplicate keys, bad UTF-8,
+expected one of: ...`` (``...: no longer read: WHAT TO WRITE INSTEAD`` for a
+key a section's `RETIRED_KEYS` names). YAML syntax errors, duplicate keys, bad UTF-8,
 out-of-range numbers and unknown signal names are all reported that way.
 Errors raised by a dataclass's `__post_init__` are placed at its line
 (`InvalidField` names the field below it). Reading the file may raise
@@ -394,6 +395,11 @@ class _Builder:
         pairs = self.keys(node, path) if isinstance(node, MappingNode) else []
         for key, key_node, value_node in pairs:
             if key not in known:
+                # A key a section no longer reads says what replaced it
+                # (a `RETIRED_KEYS` mapping on the section's dataclass).
+                retired = getattr(cls, "RETIRED_KEYS", {}).get(key)
+                if retired is not None:
+                    raise self.fail(key_node, (*path, key), f"no longer read: {retired}")
                 expected = ", ".join(sorted(known))
                 raise self.fail(key_node, (*path, key), f"unknown key; expected one of: {expected}")
             if key in owner:

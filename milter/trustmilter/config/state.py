@@ -23,7 +23,8 @@ class StateConfig:
     # Seconds one state operation may take before it counts as "backend down".
     timeout: float = field(default=0.5, metadata={"min": 0.01, "max": 30})
     # Backend down: tempfail (451 4.3.0, the sender retries) or memory (count in
-    # this process until the backend is back). Either way: one log line.
+    # this process until the backend is back, then merge what was written in
+    # memory into it: state/journal.py). Either way: one log line.
     on_error: Literal["tempfail", "memory"] = "tempfail"
 
     def __post_init__(self) -> None:

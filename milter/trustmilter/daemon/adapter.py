@@ -95,9 +95,11 @@ class TrustMilter(Milter.Base):  # type: ignore[misc]
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         # (ip, port) for inet, (ip, port, flow, scope) for inet6; a path or
         # nothing for local submission, which the session treats as trusted.
+        # Postfix's non_smtpd_milters see sendmail(1)'s mail from port 0.
         address = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else hostaddr
         address = address if isinstance(address, str) else None
-        self.session.connect(hostname, address)
+        port = hostaddr[1] if isinstance(hostaddr, tuple) and len(hostaddr) > 1 else None
+        self.session.connect(hostname, address, port if isinstance(port, int) else None)
         return Milter.CONTINUE
 
     @Milter.noreply

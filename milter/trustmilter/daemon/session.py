@@ -110,6 +110,7 @@ class SmtpSession:
         self.ip: IPAddress | None = None
         self.hostname: str | None = None
         self.helo_name: str | None = None
+        self.non_smtp = False
         self.tx: Transaction | None = None
         self.spool: Spool | None = None
         # A no-reply callback before MAIL FROM failed (connect, HELO): without
@@ -120,12 +121,14 @@ class SmtpSession:
 
     # --- connection -------------------------------------------------------
 
-    def connect(self, hostname: str, address: str | None) -> None:
-        """Record the client; an address that is not an IP is local submission."""
+    def connect(self, hostname: str, address: str | None, port: int | None = None) -> None:
+        """Record the client; an address that is not an IP is local submission, and
+        so is port 0: Postfix's non_smtpd_milters get sendmail(1)'s mail that way."""
         try:
             self.ip = ipaddress.ip_address(address) if address else None
         except ValueError:
             self.ip = None
+        self.non_smtp = self.ip is None or port == 0
         # Postfix passes "[ip]" or "unknown" when the name did not verify.
         verified = hostname and not hostname.startswith("[") and hostname != "unknown"
         self.hostname = hostname if verified else None
@@ -134,7 +137,8 @@ class SmtpSession:
         self.helo_name = name.strip() or None
 
     def client(self) -> Client:
-        return Client(ip=self.ip, hostname=self.hostname, helo=self.helo_name)
+        return Client(ip=self.ip, hostname=self.hostname, helo=self.helo_name,
+                      non_smtp=self.non_smtp)
 
     def error_answer(self, authenticated_as: str | None = None) -> ErrorAnswer:
         """The answer to give when trustmilter itself failed."""

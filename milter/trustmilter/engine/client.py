@@ -3,17 +3,22 @@
 The zone decides how much of the engine runs: our own hosts (the
 policy's trusted networks, and local submission without an address) and,
 where the policy says so, SASL-authenticated users are not judged; every
-other client is. The zone also picks the answer given when trustmilter
+other client is. Our own clients' mail is outbound: with
+`milter.outbound_checks` it runs the checks made for outbound mail (a
+notification to a support address is refused before it leaves), without
+being judged. The zone also picks the answer given when trustmilter
 itself fails (`milter.on_error`, one per zone, as authentication_milter's
 tempfail_on_error_* knobs).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from trustmilter.checks.base import Direction
 from trustmilter.model import Connection, IPAddress
 
 if TYPE_CHECKING:
@@ -34,12 +39,29 @@ class Client:
     # The name the MTA verified for the client (Postfix's client_name), if any.
     hostname: str | None = None
     helo: str | None = None
+    # Submitted without SMTP (sendmail(1) through Postfix's non_smtpd_milters):
+    # the MTA can refuse such a message only as a whole, at end of message.
+    non_smtp: bool = False
 
     def connection(self) -> Connection:
         """The facts the checks see; only external clients (with an address) are checked."""
         if self.ip is None:
             raise ValueError("a client without an address is never checked")
         return Connection(ip=self.ip, hostname=self.hostname, helo=self.helo)
+
+    def outbound_connection(self, authenticated_as: str | None) -> Connection:
+        """The facts outbound checks see: our own client, with its SASL login.
+
+        Local submission without an address is shown as Postfix shows
+        sendmail(1)'s mail to its non_smtpd_milters: from localhost [127.0.0.1].
+        """
+        return Connection(ip=self.ip or LOCAL_SUBMISSION,
+                          hostname=self.hostname or (None if self.ip else "localhost"),
+                          helo=self.helo, authenticated_as=authenticated_as)
+
+
+# Where Postfix says mail submitted with sendmail(1) comes from.
+LOCAL_SUBMISSION: IPAddress = ipaddress.ip_address("127.0.0.1")
 
 
 def classify(config: MilterConfig, client: Client, authenticated_as: str | None) -> ClientKind:
@@ -50,6 +72,14 @@ def classify(config: MilterConfig, client: Client, authenticated_as: str | None)
     if authenticated_as and config.skip_authenticated:
         return ClientKind.AUTHENTICATED
     return ClientKind.EXTERNAL
+
+
+def direction_of(config: MilterConfig, kind: ClientKind) -> Direction | None:
+    """Strangers' mail is inbound (judged); our own clients' is outbound when the
+    policy runs the outbound checks, else None: passed with no check at all."""
+    if kind is ClientKind.EXTERNAL:
+        return Direction.INBOUND
+    return Direction.OUTBOUND if config.outbound_checks else None
 
 
 def on_error(config: MilterConfig, kind: ClientKind) -> OnErrorConfig:

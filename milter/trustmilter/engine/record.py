@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trustmilter.authresults import HEADER_NAME, ForgedHeader
+from trustmilter.checks import rate
+from trustmilter.checks.base import Direction
 from trustmilter.mail.authres_syntax import read_authserv_id
 from trustmilter.results import Results
 from trustmilter.verdict import Verdict
@@ -36,7 +38,9 @@ CLAIM_LENGTH = 64
 
 # Every line carries these keys, in this order; check results follow
 # (``iprev=pass spf.mailfrom=fail dkim=pass,fail ...``), then any check's summary
-# (``bounce_summary="own; 5.1.1 <a@example.net> user unknown"``), before `findings`;
+# (``bounce_summary="own; 5.1.1 <a@example.net> user unknown"``), then, when a
+# rate tier fired, the key and count that decided it
+# (``rate_key=from:robot@example.com|ticket:ref:4711 rate_count=23``), before `findings`;
 # forged fields removed (``removed=Authentication-Results:2 removed_authserv_id=...``)
 # come just before `findings`, on the lines of messages that had any.
 # A result named like one of these keys is written with "_check" after it
@@ -58,6 +62,9 @@ class VerdictRecord:
     mail_from: str
     rcpts: tuple[str, ...]
     elapsed_ms: int
+    # Outbound: our own client's mail, on which the outbound checks ran (the line
+    # says direction=outbound). Inbound (judged) and None (passed) say nothing.
+    direction: Direction | None = None
     # Forged fields removed from the delivered message (engine/edits.py).
     forged: tuple[ForgedHeader, ...] = ()
 
@@ -71,6 +78,8 @@ class VerdictRecord:
         yield "from", f"<{self.mail_from}>"
         yield "rcpt", ",".join(f"<{r}>" for r in self.rcpts)
         yield "client_kind", self.kind.value
+        if self.direction is Direction.OUTBOUND:
+            yield "direction", self.direction.value
         outcomes: dict[str, list[str]] = {}
         for result in self.results.all():
             outcomes.setdefault(result.check, []).append(result.outcome.value)
@@ -83,6 +92,11 @@ class VerdictRecord:
         for result in self.results.all():
             if result.summary:
                 yield f"{result.check}_summary", result.summary
+        # The sender identity and count behind a rate tier (none on ordinary mail).
+        decided = rate.deciding(self.results)
+        if decided is not None:
+            yield "rate_key", decided.key
+            yield "rate_count", str(decided.count)
         if self.verdict.explained:
             # Signals a trusted party's pass explained (neither scored nor ruled on).
             yield "explained", ",".join(self.verdict.explained)

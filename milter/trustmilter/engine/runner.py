@@ -2,8 +2,9 @@
 
 A thin owner of what every run needs (resolver, domain tools, executor,
 state store, clocks): the pipeline (pipeline.py) schedules the checks; the
-transaction says which stages, on which facts, after which results, within
-how much time.
+transaction says which way the message goes (inbound checks for strangers'
+mail, outbound ones for our own clients'), which stages, on which facts,
+after which results, within how much time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from trustmilter.app import App
-from trustmilter.checks.base import Stage
+from trustmilter.checks.base import Direction, Stage
 from trustmilter.model import Facts
 from trustmilter.pipeline import result_name
 from trustmilter.results import Results
@@ -19,12 +20,13 @@ from trustmilter.signals import UPSTREAM_PREFIX, signal_prefixes
 
 
 class CheckRunner:
-    """The checks of one App; cheap to make, one per transaction."""
+    """The checks of one App for mail going one way; cheap to make, one per transaction."""
 
-    __slots__ = ("_app",)
+    __slots__ = ("_app", "direction")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, direction: Direction = Direction.INBOUND) -> None:
         self._app = app
+        self.direction = direction
 
     def run(
         self, facts: Facts, stages: tuple[Stage, ...], prior: Results, timeout: float | None
@@ -34,7 +36,7 @@ class CheckRunner:
         return app.pipeline.run(
             facts, app.dns, app.domains, app.executor, stages=stages, prior=prior,
             timeout=timeout, state=app.state, clock=app.clock, state_wait=self.state_wait(),
-            identities=app.identities,
+            identities=app.identities, direction=self.direction,
         )
 
     def state_wait(self) -> float:
@@ -57,10 +59,11 @@ class CheckRunner:
         later = {
             prefix
             for check in self._app.pipeline.checks
-            if check.stage not in finished
+            if check.stage not in finished and check.spec.runs_on(self.direction)
             for prefix in signal_prefixes(result_name(check))
         }
-        if Stage.DATA not in finished:
+        # Gateways' results are read from inbound mail only.
+        if Stage.DATA not in finished and self.direction is Direction.INBOUND:
             later.add(UPSTREAM_PREFIX)
         return frozenset(later)
 
@@ -70,6 +73,6 @@ class CheckRunner:
         return tuple(
             pattern
             for check in self._app.pipeline.checks
-            if check.stage not in finished
+            if check.stage not in finished and check.spec.runs_on(self.direction)
             for pattern in check.explainable()
         )

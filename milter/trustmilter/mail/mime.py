@@ -11,7 +11,9 @@ time and memory are linear in the message, whatever the sender wrote.
 What it yields are the leaf parts (anything that is not a multipart or an
 encapsulated message) with their content type, charset, transfer encoding,
 nesting depth and body; `MimeLeaf.text` undoes base64 or quoted-printable
-and the charset, leniently. Bounds, each reported rather than silent:
+and the charset, leniently. The header fields of each encapsulated message
+(message/rfc822, as a bounce returns ours) are kept too (`messages`).
+Bounds, each reported rather than silent:
 - at most `MAX_PARTS` parts (containers included) are read; beyond that the
   walk stops and `truncated` says so. This also bounds the depth;
 - nesting deeper than `NESTING_LIMIT` is still walked (a link a thousand
@@ -143,6 +145,9 @@ class MimeStructure:
     depth: int  # nesting level of the deepest part read
     truncated: bool  # the walk stopped at MAX_PARTS
     unclosed: int  # multiparts whose closing delimiter never came
+    # The header fields of each encapsulated message (message/rfc822 read as
+    # it is), in order: a bounce's returned message, a forwarded one.
+    messages: tuple[HeaderFields, ...] = ()
 
     @property
     def too_deep(self) -> bool:
@@ -213,11 +218,13 @@ class _Walker:
         self.parts = 0
         self.depth = 0
         self.unclosed = 0
+        self.messages: list[HeaderFields] = []
 
     def walk(self) -> MimeStructure:
         start: int | None = 0
         depth, default_type = 0, "text/plain"
         truncated = False
+        encapsulated = False  # the part at `start` is a message inside a message/rfc822
         while start is not None:
             if self.parts >= MAX_PARTS:
                 truncated = True
@@ -225,7 +232,10 @@ class _Walker:
             self.parts += 1
             self.depth = max(self.depth, depth)
             fields, body = self._header(start)
+            if encapsulated:
+                self.messages.append(fields)
             kind = _kind(fields, default_type)
+            encapsulated = False
             if kind.boundary is not None:
                 self._push(kind.boundary, depth, kind.content_type == "multipart/digest")
                 start, depth, default_type = self._follow(self._next_delimiter(body))
@@ -233,6 +243,7 @@ class _Walker:
                 kind.transfer_encoding in _IDENTITY_ENCODINGS
             ):
                 start, depth, default_type = body, depth + 1, "text/plain"
+                encapsulated = True
             else:
                 delimiter = self._next_delimiter(body)
                 end = _before_line_end(self.raw, body, delimiter.start) if delimiter else len(
@@ -244,7 +255,8 @@ class _Walker:
                 start, depth, default_type = self._follow(delimiter)
         if start is None:
             self.unclosed += len(self.stack)
-        return MimeStructure(tuple(self.leaves), self.parts, self.depth, truncated, self.unclosed)
+        return MimeStructure(tuple(self.leaves), self.parts, self.depth, truncated, self.unclosed,
+                             tuple(self.messages))
 
     def _header(self, start: int) -> tuple[HeaderFields, int]:
         """The fields of the header block at `start`, and where the body starts."""

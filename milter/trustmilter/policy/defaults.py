@@ -114,7 +114,17 @@ _DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
 # SEED-RULES §7: releasing held mail teaches the filter; such a sender is
 # exempt from the quarantine rules below, never from a reject rule.
 _LEARNED = "reputation.learned"
-_LOOP = "Mail loop refused: a support address never sends to us"
+# In-Reply-To/References names a message we sent (checks/replies.py): a
+# customer answering us. No proof of anything (every recipient of our mail
+# sees its Message-ID), so it lifts automation quarantine rules only.
+_REPLY_OURS = "reply.ours"
+# The seed's remedy for a no-reply sender known to be safe: an allow-listed
+# sender, authenticated as itself, is exempt from the automation quarantine
+# rules below (never from a reject, a DMARC forgery or a loop).
+_ALLOWLISTED = "allowlist.sender"
+# RFC 3463 5.7.1: delivery not authorized, message refused (a loop stopped
+# before it starts).
+_NOTIFICATION = "Mail loop refused: notifications are not sent to "
 # RFC 3463 X.4.6: routing loop detected.
 _ROUTING_LOOP = "Routing loop detected"
 
@@ -223,13 +233,27 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reply=ReplyConfig(451, "4.4.3", _DNS_RETRY),
         reason="RFC 7208 §8.6 for the hop before a trusted forwarder",
     ),
+    # --- Negative feedback: "mark as spam" damages a sender's standing. Held
+    # whatever the score, never exempted; held rather than refused, since the
+    # envelope sender a mark is kept under is anyone's to write.
+    Rule(
+        name="reputation-rejected",
+        when=("reputation.rejected",),
+        action=Action.QUARANTINE,
+        reason="mark as spam damages a sender's standing: held whatever its score",
+    ),
     # --- Mail loops (SEED-RULES §5) ---
+    # Our support address claimed from outside is no loop by itself (a help
+    # desk may relay its notifications through an outside service); automated,
+    # it is held as a suspected one, and a release confirms it.
     Rule(
         name="loop-support-sender",
         when=("loop.support_sender",),
-        action=Action.REJECT,
-        reply=ReplyConfig(550, "5.7.1", _LOOP),
-        reason="SEED-RULES §5: a support address is never a user address",
+        any=("auto.*",),
+        unless=(_LEARNED,),
+        action=Action.QUARANTINE,
+        reason="a support address is never a user address: automated mail in its name "
+               "from outside is our own coming back, or a machine speaking as our help desk",
     ),
     Rule(
         name="loop-support-to-support",
@@ -237,6 +261,22 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         action=Action.REJECT,
         reply=ReplyConfig(550, "5.7.1", "Mail loop refused: support address to support address"),
         reason="SEED-RULES §5: two support addresses would answer each other for ever",
+    ),
+    # The purpose of the support-address rule: no notification is ever sent
+    # to a support address (nor to another help desk), refused before it leaves.
+    Rule(
+        name="loop-notification-to-support",
+        when=("loop.notification_to_support",),
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.7.1", _NOTIFICATION + "a support address"),
+        reason="a notification to a support address comes back as a new ticket, without end",
+    ),
+    Rule(
+        name="loop-notification-to-helpdesk",
+        when=("loop.notification_to_helpdesk",),
+        action=Action.REJECT,
+        reply=ReplyConfig(550, "5.7.1", _NOTIFICATION + "another help desk"),
+        reason="two help desks notifying each other answer each other for ever",
     ),
     Rule(
         name="loop-too-many-hops",
@@ -274,26 +314,54 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reason="the rate store is down (state.on_error: tempfail); RFC 3463 4.3.0",
     ),
     # --- Automated mail (SEED-RULES §5, §7: no ticket, suspended) ---
+    # An automatic answer to mail we sent: two machines answering each other,
+    # the loop at its first turn. Held at once, and lifted by nothing (not a
+    # learned reputation: it would be the loop's own releases).
+    Rule(
+        name="reply-automatic",
+        when=(_REPLY_OURS,),
+        any=("auto.autoreply", "auto.helpdesk", "auto.machine_generated", "auto.noreply_sender"),
+        action=Action.QUARANTINE,
+        reason="an automatic reply to our own mail: two machines answering each other",
+    ),
     Rule(
         name="auto-noreply",
         when=("auto.noreply_sender",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5: no-reply senders create no ticket",
     ),
     Rule(
         name="auto-bulk",
         when=("auto.bulk",),
-        unless=(_LEARNED,),
+        # A customer's answer to our own mail is no bulk mail, whatever list
+        # relayed it (reply.ours lifts only this kind of rule).
+        unless=(_LEARNED, _ALLOWLISTED, _REPLY_OURS),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5: bulk mail creates no ticket by default",
     ),
     Rule(
         name="auto-machine-generated",
         when=("auto.machine_generated",),
-        unless=(_LEARNED,),
+        unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
         reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
+    ),
+    # An automatic reply, or another help desk's own output, creates no
+    # ticket: answering it is how two machines answer each other for ever.
+    Rule(
+        name="auto-autoreply",
+        when=("auto.autoreply",),
+        unless=(_LEARNED, _ALLOWLISTED),
+        action=Action.QUARANTINE,
+        reason="mail loops: an automatic reply creates no ticket (RFC 3834 §2)",
+    ),
+    Rule(
+        name="auto-helpdesk",
+        when=("auto.helpdesk",),
+        unless=(_LEARNED, _ALLOWLISTED),
+        action=Action.QUARANTINE,
+        reason="mail loops: another help desk's own output creates no ticket",
     ),
     Rule(
         name="auto-bounce",

@@ -3,5 +3,6 @@
 `postfix.py` is the only module that runs Postfix's queue tools
 (``postqueue -j``, ``postcat -ehq``, ``postsuper -H``/``-d``); `review.py`
 turns their answers into held messages with the reasons trustmilter
-recorded, and releases that teach the state store (SEED-RULES §7).
+recorded, and releases and deletions as spam that teach the state store
+(SEED-RULES §7; a spam mark is the other direction).
 """

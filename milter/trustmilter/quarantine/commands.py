@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trustmilter.checks.reputation import releases_needed, standing
 from trustmilter.command_support import (
     CommandFailure,
     age,
@@ -28,14 +29,16 @@ from trustmilter.command_support import (
 )
 from trustmilter.config.settings import Settings
 from trustmilter.mail.addresses import normalise_address
+from trustmilter.mail.identity import Identities
 from trustmilter.quarantine.postfix import PostfixQueue
 from trustmilter.quarantine.review import (
     HeldMessage,
     QuarantineReview,
     ReviewError,
+    SpamDeletion,
     reputation_json,
 )
-from trustmilter.state.base import is_current
+from trustmilter.state.base import current
 
 if TYPE_CHECKING:
     from trustmilter.state.base import Reputation
@@ -62,18 +65,27 @@ def add_quarantine_parser(commands: Any) -> None:
     release.add_argument("queue_ids", nargs="+", metavar="ID")
     release.add_argument("--no-learn", action="store_true",
                          help="release without teaching the state store")
-    delete = actions.add_parser("delete", parents=[common], help="delete (postsuper -d)")
+    delete = actions.add_parser(
+        "delete", parents=[common],
+        help="delete (postsuper -d); with --spam each deletion damages the sender's reputation")
     delete.add_argument("queue_ids", nargs="+", metavar="ID")
+    delete.add_argument("--spam", action="store_true",
+                        help="mark each sender as a spammer in the state store: it loses "
+                             "learned trust, and enough marks hold its mail")
 
 
 def add_reputation_parser(commands: Any) -> None:
     """``reputation list|forget ADDR`` on cli.py's subparsers."""
     common = common_options("print one JSON document")
-    parser = commands.add_parser("reputation", help="what releases from quarantine taught")
+    parser = commands.add_parser(
+        "reputation", help="what releases from quarantine and deletions as spam taught")
     actions = parser.add_subparsers(dest="reputation_command", required=True, metavar="ACTION")
-    actions.add_parser("list", parents=[common], help="every sender with releases, most first")
-    forget = actions.add_parser("forget", parents=[common],
-                                help="drop what was learned about one sender address")
+    actions.add_parser("list", parents=[common],
+                       help="every sender with releases or spam marks, most releases first")
+    forget = actions.add_parser(
+        "forget", parents=[common],
+        help="drop what was learned about one sender (releases and spam marks; any "
+             "sub-address, SRS or BATV form of it names the same sender)")
     forget.add_argument("address", metavar="ADDR")
 
 
@@ -92,7 +104,8 @@ def _quarantine(args: argparse.Namespace) -> None:
     settings = policy_from(args.policy)
     review = QuarantineReview(PostfixQueue(args.postfix_config),
                               settings.policy.headers.trust_header,
-                              lapse=settings.checks.reputation.lapse)
+                              lapse=settings.checks.reputation.lapse,
+                              identities=Identities(settings.address_separators))
     action = args.quarantine_command
     if action == "list":
         messages = review.held()
@@ -119,6 +132,12 @@ def _quarantine(args: argparse.Namespace) -> None:
                 f"; <{learned.sender}> has {learned.releases} release(s)" if learned
                 else " (nothing learned)"))
         output(args, {"released": [item.as_json() for item in released]}, lines)
+    elif args.spam:
+        with state_store(settings) as store:
+            marked = review.delete_as_spam(args.queue_ids, store)
+        output(args, {"deleted": [item.message.queue_id for item in marked],
+                      "marked": [item.as_json() for item in marked]},
+               [_spam_line(item) for item in marked])
     else:
         deleted = review.delete(args.queue_ids)
         output(args, {"deleted": deleted}, [f"{queue_id}: deleted" for queue_id in deleted])
@@ -126,25 +145,41 @@ def _quarantine(args: argparse.Namespace) -> None:
 
 def _reputation(args: argparse.Namespace) -> None:
     settings = policy_from(args.policy)
-    needed = releases_to_trust(settings)
+    config = settings.checks.reputation
     with state_store(settings) as store:
         if args.reputation_command == "list":
-            now, lapse = time.time(), settings.checks.reputation.lapse
-            known = [r for r in store.reputations() if is_current(r, now, lapse)]
-            output(args, {"releases_to_trust": needed,
-                        "reputations": [reputation_json(r, needed) for r in known]},
-                 [_reputation_line(r, needed) for r in known] or ["nothing learned yet"])
+            now = time.time()
+            known = [r for r in (current(rep, now, config.lapse) for rep in store.reputations())
+                     if r is not None]
+            output(args, {"releases_to_trust": releases_to_trust(settings),
+                          "spam_to_distrust": spam_to_distrust(settings),
+                          "reputations": [_judged_json(r, settings) for r in known]},
+                   [_reputation_line(r, settings) for r in known] or ["nothing learned yet"])
             return
+        # Learning is keyed by the sender identity: any dressed form of the
+        # address (sub-address, VERP, SRS, BATV) forgets the one sender. The
+        # address exactly as given goes too: what was learned under a dressed
+        # address before identities were used.
         address = normalise_address(args.address)
-        if not store.forget(address):
-            raise CommandFailure(f"{address}: nothing learned about this sender")
-        output(args, {"forgotten": address}, [f"{address}: forgotten"])
+        identity = Identities(settings.address_separators).of(address).address
+        forgotten = store.forget(identity)
+        if address != identity:
+            forgotten = store.forget(address) or forgotten
+        if not forgotten:
+            raise CommandFailure(f"{identity}: nothing learned about this sender")
+        output(args, {"forgotten": identity}, [f"{identity}: forgotten"])
 
 
 def releases_to_trust(settings: Settings) -> int | None:
     """Releases before the reputation check trusts a sender (None: the check is off)."""
     config = settings.checks.reputation
     return config.releases_to_trust if config.enabled else None
+
+
+def spam_to_distrust(settings: Settings) -> int | None:
+    """Spam marks before the reputation check distrusts a sender (None: the check is off)."""
+    config = settings.checks.reputation
+    return config.spam_to_distrust if config.enabled else None
 
 
 # ---- output -----------------------------------------------------------------
@@ -175,9 +210,35 @@ def _details(message: HeldMessage) -> list[str]:
     return [printable(line) for line in lines]
 
 
-def _reputation_line(reputation: Reputation, needed: int | None) -> str:
-    trusted = "" if needed is None else (
-        "  trusted" if reputation.releases >= needed else f"  ({needed} to trust)")
+def _spam_line(item: SpamDeletion) -> str:
+    marked = item.reputation
+    if marked is None:
+        return f"{item.message.queue_id}: deleted (nothing learned)"
+    return printable(f"{item.message.queue_id}: deleted as spam; <{marked.sender}> has "
+                     f"{marked.spam_marks} spam mark(s)")
+
+
+def _judged_json(reputation: Reputation, settings: Settings) -> dict[str, Any]:
+    """A listed reputation as JSON, with what the reputation check makes of it."""
+    data = reputation_json(reputation)
+    config = settings.checks.reputation
+    if config.enabled:
+        judged = standing(reputation, config)
+        data.update(trusted=judged.trusted, rejected=judged.rejected)
+    return data
+
+
+def _reputation_line(reputation: Reputation, settings: Settings) -> str:
+    config = settings.checks.reputation
     reasons = ",".join(reputation.reasons) or "-"
-    return printable(f"<{reputation.sender}>  releases={reputation.releases}  "
-                      f"last={utc(reputation.last_release)}  reasons={reasons}{trusted}")
+    last = utc(reputation.last_release) if reputation.releases else "-"
+    line = (f"<{reputation.sender}>  releases={reputation.releases}  "
+            f"last={last}  reasons={reasons}  spam={reputation.spam_marks}")
+    if reputation.spam_marks:
+        line += (f"  last_spam={utc(reputation.last_spam_mark)}  "
+                 f"spam_reasons={','.join(reputation.spam_reasons) or '-'}")
+    if config.enabled:
+        judged = standing(reputation, config)
+        line += ("  trusted" if judged.trusted else "  rejected" if judged.rejected
+                 else f"  ({releases_needed(reputation, config)} to trust)")
+    return printable(line)

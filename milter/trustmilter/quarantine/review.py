@@ -16,12 +16,18 @@ DESCRIPTION
     A release teaches (SEED-RULES §7: "releasing mail from the suspended
     queue tells the filter it was legitimate"): for every released message
     that trustmilter itself held (its header says ``action=quarantine``)
-    and that has a sender, ``store.add_release(sender, reasons, now)``
+    and that has a sender, ``store.add_release(identity, reasons, now)``
     counts one release in the state store; after the policy's number of
     releases the reputation check lets that sender pass the checks that
-    suspended it. Mail held by anything else, or bounces (the null
-    sender, RFC 5321 §4.5.5), is released without teaching: there is
-    nobody, or no trustmilter reason, to learn about.
+    suspended it. A deletion as spam (``delete_as_spam``) teaches the
+    other way: ``store.add_spam_mark(identity, reasons, now)`` cancels
+    what releases taught, and enough marks make the reputation check
+    distrust the sender. Both are keyed by the sender identity
+    (mail/identity.py, the policy's `address_separators`): releasing mail
+    from ``bounce+4711@example.com`` teaches about ``bounce@example.com``.
+    Mail held by anything else, or bounces (the null sender, RFC 5321
+    §4.5.5), teaches nothing either way: there is nobody, or no
+    trustmilter reason, to learn about.
 
     Every queue ID is checked before anything is done: one unknown ID
     stops the whole command, so a typo never half-releases a batch.
@@ -40,11 +46,12 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import TYPE_CHECKING, Any
 
+from trustmilter.mail.encoded_words import decode_words
+from trustmilter.mail.identity import PLAIN_IDENTITIES, Identities
 from trustmilter.quarantine.body import BodyView, view_body
 from trustmilter.quarantine.postfix import (
     InvalidQueueId,
@@ -163,17 +170,34 @@ class Release:
         }
 
 
-def reputation_json(reputation: Reputation, releases_to_trust: int | None = None) -> dict[str, Any]:
-    """A Reputation as JSON; with `releases_to_trust`, whether it is enough now."""
-    data: dict[str, Any] = {
+@dataclass(frozen=True, slots=True)
+class SpamDeletion:
+    """One message deleted as spam, and the sender's reputation afterwards."""
+
+    message: HeldMessage
+    reputation: Reputation | None  # None: nothing was taught (see module docstring)
+
+    def as_json(self) -> dict[str, Any]:
+        marked = self.reputation
+        return {
+            "queue_id": self.message.queue_id,
+            "sender": self.message.sender,
+            "reasons": list(self.message.reasons),
+            "marked": reputation_json(marked) if marked else None,
+        }
+
+
+def reputation_json(reputation: Reputation) -> dict[str, Any]:
+    """A Reputation as JSON: both directions."""
+    return {
         "sender": reputation.sender,
         "releases": reputation.releases,
         "last_release": reputation.last_release,
         "reasons": list(reputation.reasons),
+        "spam_marks": reputation.spam_marks,
+        "last_spam_mark": reputation.last_spam_mark,
+        "spam_reasons": list(reputation.spam_reasons),
     }
-    if releases_to_trust is not None:
-        data["trusted"] = reputation.releases >= releases_to_trust
-    return data
 
 
 class QuarantineReview:
@@ -185,11 +209,13 @@ class QuarantineReview:
         trust_header: str = "X-Trustmilter-Trust",
         clock: Callable[[], float] = time.time,
         lapse: float = math.inf,
+        identities: Identities = PLAIN_IDENTITIES,
     ) -> None:
         self._queue = queue
         self._trust_header = trust_header.lower()
         self._clock = clock
         self._lapse = lapse  # seconds after which a reputation lapses (the policy's)
+        self._identities = identities  # the policy's address_separators
 
     def held(self) -> list[HeldMessage]:
         """Every held message, oldest first."""
@@ -234,10 +260,10 @@ class QuarantineReview:
             except ReviewError as error:
                 raise ReviewError(_partly(error, [r.message.queue_id for r in released])) from error
             learned = None
-            if store is not None and message.held_by_trustmilter and message.sender:
+            if store is not None and self._teaches(message):
                 try:
                     learned = store.add_release(
-                        message.sender.lower(), message.reasons, self._clock(), self._lapse
+                        self.identity(message), message.reasons, self._clock(), self._lapse
                     )
                 except StateError as error:
                     raise ReviewError(
@@ -255,6 +281,38 @@ class QuarantineReview:
             except ReviewError as error:
                 raise ReviewError(_partly(error, [e.queue_id for e in entries[:done]])) from error
         return [entry.queue_id for entry in entries]
+
+    def delete_as_spam(self, queue_ids: Iterable[str], store: StateStore) -> list[SpamDeletion]:
+        """Delete each held message and mark its sender's identity in `store` with the
+        reasons it was held for (a "mark as spam": the sender loses learned trust)."""
+        messages = [self._read(entry) for entry in self._lookup(queue_ids)]
+        deleted: list[SpamDeletion] = []
+        for message in messages:
+            try:
+                self._postfix(self._queue.delete, message.queue_id)
+            except ReviewError as error:
+                raise ReviewError(_partly(error, [d.message.queue_id for d in deleted])) from error
+            marked = None
+            if self._teaches(message):
+                try:
+                    marked = store.add_spam_mark(
+                        self.identity(message), message.reasons, self._clock(), self._lapse
+                    )
+                except StateError as error:
+                    raise ReviewError(
+                        f"{message.queue_id}: deleted, but not marked as spam: {error}"
+                    ) from error
+            deleted.append(SpamDeletion(message, marked))
+        return deleted
+
+    def identity(self, message: HeldMessage) -> str:
+        """The sender identity a release or spam mark of `message` is recorded under."""
+        return self._identities.of(message.sender).address
+
+    @staticmethod
+    def _teaches(message: HeldMessage) -> bool:
+        """Whether reviewing `message` teaches: held by trustmilter, and not a bounce."""
+        return message.held_by_trustmilter and bool(message.sender)
 
     # ---- internals -------------------------------------------------------
 
@@ -289,7 +347,7 @@ class QuarantineReview:
             entry=entry,
             sender=stored.sender,
             age=max(0.0, self._clock() - entry.arrival_time),
-            subject=_decoded(subjects[0]) if subjects else "",
+            subject=decode_words(subjects[0]) if subjects else "",
             headers=headers,
             mark=parse_trust_header(values[0]) if values else None,
         )
@@ -311,14 +369,6 @@ def _header_fields(raw: bytes) -> tuple[tuple[str, str], ...]:
     """(name, unfolded value) pairs; bytes that are not ASCII stay as they were sent."""
     parsed = BytesHeaderParser(policy=compat32).parsebytes(raw)
     return tuple((name, _FOLD.sub(" ", str(value)).strip()) for name, value in parsed.items())
-
-
-def _decoded(value: str) -> str:
-    """RFC 2047 encoded-words decoded; the value as it is when they are broken."""
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        return value
 
 
 def _names(text: str) -> tuple[str, ...]:

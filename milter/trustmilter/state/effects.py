@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trustmilter.state.base import HardBounce, StateStore
+from trustmilter.state.base import HardBounce, SentMessage, StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +33,18 @@ class RecordHardBounces:
 
     def describe(self) -> str:
         return f"{len(self.bounces)} hard bounce(s)"
+
+
+@dataclass(frozen=True, slots=True)
+class RememberSent:
+    """Remember a message we sent (keyed digests only), so replies to it are known."""
+
+    sent: SentMessage
+    max_entries: int
+
+    def apply(self, store: StateStore) -> None:
+        """Write it; raises StateError when the store cannot take it."""
+        store.remember_sent(self.sent, self.max_entries)
+
+    def describe(self) -> str:
+        return "the sent message"

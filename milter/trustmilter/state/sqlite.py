@@ -16,6 +16,11 @@ once, and pymilter starts a thread per SMTP connection, so connections
 are lent from a small pool (one per concurrently busy thread, at most
 `POOL_IDLE` kept idle) rather than tied to threads that come and go.
 
+Merging an outage back (state/journal.py) needs no special method here:
+a failure is clean (a locked database or a failed COMMIT applies
+nothing), so a journaled write is replayed through the plain method, and
+a `hit` at a past time is just an event row at that time.
+
 What it does not do: share state between hosts (that is Redis), or fsync
 every hit (``synchronous=NORMAL``: with WAL a power loss may forget the
 last moments of counts, never corrupt the file).
@@ -35,15 +40,24 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from trustmilter.state.base import HardBounce, Reputation, StateError, decode_bounce
+from trustmilter.state.base import (
+    HardBounce,
+    Reputation,
+    SentMessage,
+    StateError,
+    decode_bounce,
+    decode_sent,
+)
 from trustmilter.state.memory import (
+    combined,
     latest_first,
     merge_bounce,
     next_reputation,
+    next_spam_marks,
     normalize_sender,
     rank,
     unlearned,
@@ -55,7 +69,7 @@ SWEEP_EVERY = 256  # hits per connection between sweeps of other keys' expired e
 SWEEP_BATCH = 1000  # rows one sweep deletes at most, so a hit never stalls on a big backlog
 POOL_IDLE = 8  # idle connections kept for reuse
 
-SCHEMA_TABLES = ("events", "reputation", "bounces")
+SCHEMA_TABLES = ("events", "reputation", "bounces", "spam_marks", "sent")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     key TEXT NOT NULL,
@@ -76,6 +90,23 @@ CREATE TABLE IF NOT EXISTS bounces (
     record TEXT NOT NULL         -- the HardBounce as a JSON object
 );
 CREATE INDEX IF NOT EXISTS bounces_expires ON bounces (expires);
+-- Messages deleted as spam, per sender: a table of its own, so a file
+-- written here still works for a version that knows only releases.
+CREATE TABLE IF NOT EXISTS spam_marks (
+    sender TEXT PRIMARY KEY,  -- lower-case address (a sender identity)
+    marks INTEGER NOT NULL,
+    last_mark REAL NOT NULL,
+    reasons TEXT NOT NULL     -- JSON list, deduplicated, in the order first seen
+);
+CREATE TABLE IF NOT EXISTS sent (
+    -- AUTOINCREMENT: numbers are never reused, so the rows numbered above
+    -- (newest - max_entries) are the newest max_entries, found by the key.
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest TEXT NOT NULL UNIQUE,  -- keyed hash of the Message-ID (mail/token.py)
+    expires REAL NOT NULL,        -- epoch seconds, the row is dead after this
+    record TEXT NOT NULL          -- the SentMessage as a JSON object
+);
+CREATE INDEX IF NOT EXISTS sent_expires ON sent (expires);
 """
 
 
@@ -152,29 +183,70 @@ class SqliteStore:
                 new = next_reputation(_reputation(db, address), address, reasons, now, lapse)
                 db.execute(
                     "INSERT OR REPLACE INTO reputation VALUES (?, ?, ?, ?)",
-                    (address, new.releases, now, json.dumps(list(new.reasons))),
+                    (address, new.releases, new.last_release, json.dumps(list(new.reasons))),
                 )
+                marked = _spam_marks(db, address)
+            return combined(new, marked) or new
+
+        return self._write(run)
+
+    def add_spam_mark(
+        self, sender: str, reasons: tuple[str, ...], now: float, lapse: float = math.inf
+    ) -> Reputation:
+        """Count one message of `sender` deleted as spam; its releases go, in the same
+        transaction."""
+        address = normalize_sender(sender)
+        if not address:
+            return unlearned(now)
+
+        def run(db: sqlite3.Connection) -> Reputation:
+            with _immediate(db):
+                new = next_spam_marks(_spam_marks(db, address), address, reasons, now, lapse)
+                db.execute(
+                    "INSERT OR REPLACE INTO spam_marks VALUES (?, ?, ?, ?)",
+                    (address, new.spam_marks, new.last_spam_mark,
+                     json.dumps(list(new.spam_reasons))),
+                )
+                db.execute("DELETE FROM reputation WHERE sender = ?", (address,))
             return new
 
         return self._write(run)
 
     def reputation(self, sender: str) -> Reputation | None:
-        """What is known about `sender`, or None."""
+        """What is known about `sender` (both directions), or None."""
         address = normalize_sender(sender)
-        return self._run(lambda db: _reputation(db, address))
+
+        def run(db: sqlite3.Connection) -> Reputation | None:
+            with _snapshot(db):
+                return combined(_reputation(db, address), _spam_marks(db, address))
+
+        return self._run(run)
 
     def reputations(self) -> list[Reputation]:
-        """Every sender with a reputation, most releases first."""
+        """Every sender with releases or spam marks, most releases first."""
 
         def run(db: sqlite3.Connection) -> list[Reputation]:
-            rows = db.execute("SELECT sender, releases, last_release, reasons FROM reputation")
-            return rank(_row_reputation(row) for row in rows)
+            with _snapshot(db):
+                released = {row[0]: _row_reputation(row) for row in db.execute(
+                    "SELECT sender, releases, last_release, reasons FROM reputation")}
+                marked = {row[0]: _row_spam_marks(row) for row in db.execute(
+                    "SELECT sender, marks, last_mark, reasons FROM spam_marks")}
+            found = (combined(released.get(s), marked.get(s)) for s in released.keys() | marked)
+            return rank(rep for rep in found if rep is not None)
 
         return self._run(run)
 
     def forget(self, sender: str) -> bool:
-        """Drop what was learned about `sender`; True if there was anything."""
-        return self._delete("DELETE FROM reputation WHERE sender = ?", normalize_sender(sender))
+        """Drop what was learned about `sender`, both directions; True if there was anything."""
+        address = normalize_sender(sender)
+
+        def run(db: sqlite3.Connection) -> bool:
+            with _immediate(db):
+                released = db.execute("DELETE FROM reputation WHERE sender = ?", (address,))
+                marked = db.execute("DELETE FROM spam_marks WHERE sender = ?", (address,))
+                return released.rowcount > 0 or marked.rowcount > 0
+
+        return self._write(run)
 
     # ---- hard bounces ------------------------------------------------------
 
@@ -209,6 +281,46 @@ class SqliteStore:
     def forget_bounce(self, recipient: str) -> bool:
         """Drop the record of `recipient`; True if there was one."""
         return self._delete("DELETE FROM bounces WHERE recipient = ?", normalize_sender(recipient))
+
+    # ---- the messages we sent -------------------------------------------------
+
+    def remember_sent(self, sent: SentMessage, max_entries: int) -> None:
+        """Record one message we sent; rows beyond the newest `max_entries` go, and a
+        batch of expired ones: each step found through an index, never a count."""
+
+        def run(db: sqlite3.Connection) -> None:
+            with _immediate(db):
+                # OR REPLACE: a digest recorded again gets a new number (the newest).
+                inserted = db.execute(
+                    "INSERT OR REPLACE INTO sent (digest, expires, record) VALUES (?, ?, ?)",
+                    (sent.digest, sent.expires, json.dumps(sent.as_json())),
+                )
+                newest = int(inserted.lastrowid or 0)
+                db.execute("DELETE FROM sent WHERE seq <= ?", (newest - max_entries,))
+                db.execute(
+                    "DELETE FROM sent WHERE rowid IN"
+                    " (SELECT rowid FROM sent WHERE expires <= ? LIMIT ?)",
+                    (sent.sent_at, SWEEP_BATCH),
+                )
+
+        self._write(run)
+
+    def sent_messages(self, digests: Sequence[str], now: float) -> list[SentMessage]:
+        """The records among `digests` not expired at `now`, in the order asked."""
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return []
+
+        def run(db: sqlite3.Connection) -> list[SentMessage]:
+            rows = db.execute(
+                f"SELECT digest, record FROM sent WHERE expires > ? AND digest IN"
+                f" ({', '.join('?' * len(wanted))})",
+                (now, *wanted),
+            )
+            found = {digest: _row_sent(record) for digest, record in rows}
+            return [found[digest] for digest in wanted if digest in found]
+
+        return self._run(run)
 
     def close(self) -> None:
         """Close the idle connections; busy ones close when they come back."""
@@ -309,6 +421,19 @@ def _immediate(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
+@contextlib.contextmanager
+def _snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: several SELECTs see the same committed state."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def _use_wal(db: sqlite3.Connection, timeout: float) -> None:
     """Switch the file to WAL unless it is already.
 
@@ -334,8 +459,9 @@ def _prepare(db: sqlite3.Connection, timeout: float) -> None:
     # WAL is a property of the file, set once; a file system that cannot do
     # it keeps the rollback journal, which is slower but just as correct.
     _use_wal(db, timeout)
+    marks = ", ".join("?" * len(SCHEMA_TABLES))
     (tables,) = db.execute(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)",
+        f"SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ({marks})",
         SCHEMA_TABLES,
     ).fetchone()
     if tables == len(SCHEMA_TABLES):
@@ -373,9 +499,31 @@ def _row_reputation(row: tuple[str, int, float, str]) -> Reputation:
     return Reputation(sender, int(releases), float(last_release), tuple(json.loads(reasons)))
 
 
+def _spam_marks(db: sqlite3.Connection, address: str) -> Reputation | None:
+    row = db.execute(
+        "SELECT sender, marks, last_mark, reasons FROM spam_marks WHERE sender = ?", (address,)
+    ).fetchone()
+    return _row_spam_marks(row) if row else None
+
+
+def _row_spam_marks(row: tuple[str, int, float, str]) -> Reputation:
+    sender, marks, last_mark, reasons = row
+    return Reputation(sender, 0, 0.0, spam_marks=int(marks), last_spam_mark=float(last_mark),
+                      spam_reasons=tuple(json.loads(reasons)))
+
+
 def _row_bounce(row: tuple[str]) -> HardBounce:
     """A stored record; StateError for one this version cannot read."""
     return decode_bounce(json.loads(row[0]))
+
+
+def _row_sent(record: str) -> SentMessage:
+    """A stored sent-message record; StateError for one this version cannot read."""
+    try:
+        fields = json.loads(record)
+    except ValueError as exc:
+        raise StateError(f"a stored sent-message record cannot be read: {exc}") from exc
+    return decode_sent(fields)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,6 +17,13 @@ longer for old processes to leave).
 XCLIENT is allowed from 127.0.0.0/8 (Postfix XCLIENT_README), so a test
 presents any client address and HELO over a loopback connection.
 
+Local submission: `sendmail()` runs Postfix's own sendmail(1) against the
+private instance (``sendmail -C <config_dir>``), as a local program (a
+help desk on the same host) submits mail: postdrop, pickup, cleanup and
+the ``non_smtpd_milters``, which `set_milters(..., non_smtpd=True)` points
+at the milter too. Postfix hands such mail to the milter as a connection
+from localhost [127.0.0.1].
+
 Nothing leaves the machine: smtpd does no reverse lookups
 (``smtpd_peername_lookup = no``), the SMTP/LMTP clients may not use DNS,
 and everything not for the local domain goes to the error(8) transport, so
@@ -40,7 +47,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -229,14 +236,40 @@ class PostfixInstance:
                 raise PostfixError("Postfix still answers with the old configuration")
             time.sleep(0.02)
 
-    def set_milters(self, spec: str, default_action: str | None = None) -> None:
-        """Point ``smtpd_milters`` at `spec` (Postfix syntax, e.g. inet:127.0.0.1:PORT)."""
-        params = {"smtpd_milters": spec}
+    def set_milters(
+        self, spec: str, default_action: str | None = None, *, non_smtpd: bool = False
+    ) -> None:
+        """Point ``smtpd_milters`` at `spec` (Postfix syntax, e.g. inet:127.0.0.1:PORT),
+        and ``non_smtpd_milters`` too when `non_smtpd` (else it is emptied)."""
+        params = {"smtpd_milters": spec, "non_smtpd_milters": spec if non_smtpd else ""}
         if default_action is not None:
             if default_action not in MILTER_DEFAULT_ACTIONS:
                 raise ValueError(f"milter_default_action must be one of {MILTER_DEFAULT_ACTIONS}")
             params["milter_default_action"] = default_action
         self.reload_with(**params)
+
+    def sendmail(self, raw: bytes, sender: str, recipients: Sequence[str]) -> None:
+        """Submit `raw` with Postfix's sendmail(1) from `sender` ('' for the null
+        sender) to `recipients`, as a local program does; PostfixError if it fails.
+
+        sendmail(1) only drops the message into the queue: what the
+        ``non_smtpd_milters`` said shows in the log (`queue_id_for`,
+        `wait_for_log`) and in the Maildir, not here.
+        """
+        argv = ["sendmail", "-C", str(self.config_dir), "-i", "-f", sender or "<>",
+                "--", *recipients]
+        done = subprocess.run(argv, input=raw, capture_output=True, env=self._env(),
+                              timeout=COMMAND_TIMEOUT, check=False)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            raise PostfixError(f"sendmail exited {done.returncode}:\n{output}")
+
+    def queue_id_for(self, message_id: str, timeout: float = 10.0) -> str:
+        """The queue ID cleanup(8) logged for the message with `message_id`
+        (``<...>`` as written in the message)."""
+        match = self.wait_for_log(rf"\]: ([0-9A-F]+): message-id={re.escape(message_id)}",
+                                  timeout)
+        return match.group(1)
 
     # ---- what happened ---------------------------------------------------
 

@@ -3,9 +3,11 @@
 `RedisServer(workdir)` runs Debian's ``redis-server`` on a free loopback
 port (or the one given, so a test can bring a server back where a store
 expects it), with its working directory, log and nothing else under
-`workdir`: no RDB snapshots, no AOF, protected mode on, no daemonizing,
-so the child is ours to stop. `start()` returns once it answers PING;
-`stop()` ends it (SIGTERM, then SIGKILL) and is safe to call twice.
+`workdir`: no RDB snapshots, no AOF (``persistent=True``: an AOF, which a
+server stopped by `stop()` flushes, so started again it has its data),
+protected mode on, no daemonizing, so the child is ours to stop.
+`start()` returns once it answers PING; `stop()` ends it (SIGTERM, then
+SIGKILL) and is safe to call twice.
 Every wait has a timeout.
 
 DIAGNOSTICS: `RedisServerError` with the server's log when it does not
@@ -52,9 +54,10 @@ def free_port(host: str = HOST) -> int:
 class RedisServer:
     """One redis-server child process on 127.0.0.1:`port`, its files under `workdir`."""
 
-    def __init__(self, workdir: Path, port: int = 0) -> None:
+    def __init__(self, workdir: Path, port: int = 0, *, persistent: bool = False) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
+        self.persistent = persistent
         self.log_path = self.workdir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -79,7 +82,8 @@ class RedisServer:
                 "--dir", str(self.workdir),
                 "--logfile", str(self.log_path),
                 "--save", "",  # no RDB snapshots
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.persistent else "no",
+                "--appendfsync", "everysec",  # SIGTERM flushes it on the way out
                 "--daemonize", "no",
                 "--protected-mode", "yes",
             ],
