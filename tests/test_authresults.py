@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,9 @@ import authres.dkim_b
 import authres.dmarc
 
 from trustmilter.authresults import (
+    HEADER_NAME,
     authserv_id_of,
+    build_folded_value,
     build_header_value,
     find_forged,
     parse_core_header_value,
@@ -91,6 +94,75 @@ def test_garbage_in_a_property_value_cannot_break_the_header():
     [clause] = parse_header_value(value).results
     assert clause.result == "none"
     assert value.isascii()
+
+
+# ---- folding (RFC 5322 §2.2.3) ------------------------------------------------
+
+# The results of the newcomer's first message: 469 characters on one line.
+DELIVERED = Results([
+    CheckResult("iprev", Outcome.PASS, "mail.example.com", method="iprev",
+                props=(("policy.iprev", "192.0.2.10"),)),
+    CheckResult("spf.helo", Outcome.NONE, "no SPF record for mail.example.com", method="spf",
+                props=(("smtp.helo", "mail.example.com"),)),
+    CheckResult("spf.mailfrom", Outcome.PASS, "sender SPF authorized", method="spf",
+                props=(("smtp.mailfrom", "alice@example.com"),)),
+    CheckResult("dkim", Outcome.PASS, "signature verified", method="dkim",
+                props=(("header.d", "example.com"), ("header.i", "@example.com"),
+                       ("header.s", "sel"), ("header.a", "rsa-sha256"),
+                       ("header.b", "oucKm0UcsqVO"))),
+    CheckResult("dmarc", Outcome.PASS, "aligned SPF and DKIM pass", method="dmarc",
+                props=(("header.from", "example.com"), ("policy.dmarc", "none"))),
+    CheckResult("arc", Outcome.NONE, "no ARC sets", method="arc"),
+])
+
+
+def _field_lines(value: str) -> list[str]:
+    return f"{HEADER_NAME}: {value}".split("\n")
+
+
+def test_a_long_field_is_folded_before_each_result_within_78_columns():
+    value = build_folded_value("mx.example.org", DELIVERED)
+    lines = _field_lines(value)
+    assert max(len(line) for line in lines) <= 78, lines
+    assert lines[0] == f"{HEADER_NAME}: mx.example.org;"
+    # Each result starts a line; continuation lines start with white space (§2.2.3).
+    starts = [re.match(r"\t(iprev|spf|dkim|dmarc|arc)=", line) for line in lines[1:]]
+    assert [m.group(1) for m in starts if m] == ["iprev", "spf", "spf", "dkim", "dmarc", "arc"]
+    assert all(line.startswith("\t") for line in lines[1:])
+    assert "\r" not in value  # libmilter wants a bare line feed; the MTA writes CRLF
+    # Unfolded (CRLF/LF before white space removed), it is the one-line value.
+    unfolded = value.replace("\n", "")
+    assert " ".join(unfolded.split()) == build_header_value("mx.example.org", DELIVERED)
+    parsed = parse_header_value(unfolded)
+    assert [(r.method, r.result) for r in parsed.results] == [
+        ("iprev", "pass"), ("spf", "none"), ("spf", "pass"), ("dkim", "pass"),
+        ("dmarc", "pass"), ("arc", "none")]
+    dkim = next(r for r in parsed.results if r.method == "dkim")
+    assert {(p.type, p.name, p.value) for p in dkim.properties} >= {
+        ("header", "b", "oucKm0UcsqVO"), ("header", "a", "rsa-sha256")}
+
+
+def test_a_short_field_stays_on_one_line():
+    assert build_folded_value("mx.example.org", Results()) == "mx.example.org; none"
+    one = Results([CheckResult("arc", Outcome.NONE, method="arc")])
+    assert build_folded_value("mx.example.org", one) == build_header_value("mx.example.org", one)
+
+
+def test_a_result_longer_than_a_line_is_folded_between_its_parts():
+    results = Results([CheckResult(
+        "spf.mailfrom", Outcome.FAIL, "x" * 60 + " reason", method="spf",
+        props=(("smtp.mailfrom", "alice@example.com"), ("smtp.helo", "h" * 50 + ".example")))])
+    value = build_folded_value("mx.example.org", results)
+    lines = _field_lines(value)
+    assert len(lines) >= 3 and max(len(line) for line in lines) <= 78, lines
+    [clause] = parse_header_value(value.replace("\n", "")).results
+    assert {(p.type, p.name): p.value for p in clause.properties} == {
+        ("smtp", "mailfrom"): "alice@example.com", ("smtp", "helo"): "h" * 50 + ".example"}
+    # A token longer than a line (RFC 5322 §2.1.1 allows 998) stays whole.
+    long_token = Results([CheckResult("spf.helo", Outcome.PASS, method="spf",
+                                      props=(("smtp.helo", "h" * 120 + ".example"),))])
+    lines = _field_lines(build_folded_value("mx.example.org", long_token))
+    assert any(len(line) > 78 for line in lines) and all(len(line) < 998 for line in lines)
 
 
 # ---- parsing by position (LinearHeader) ------------------------------------------

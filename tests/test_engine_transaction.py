@@ -373,3 +373,93 @@ def test_a_store_that_fails_costs_the_memory_not_the_message(dns_server, pool, c
     [line] = [r.getMessage() for r in caplog.records if r.name == "trustmilter.engine"]
     assert line == ("QID1: bounce: 1 hard bounce(s) not remembered: "
                     "redis 127.0.0.1:6379: connection refused")
+
+
+# ---- what the verdict line and the header edits say once ----------------------
+
+
+def test_a_finding_two_results_report_is_named_once_in_the_line(dns_server, pool):
+    """The envelope sender and the From field are both no-reply: the automation check
+    reports auto.noreply_sender at MAIL FROM and at end of message; the line names it once."""
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool)
+    raw = message(from_="noreply@example.com")
+    _, outcome, _ = transact(app, GOOD, "<noreply@example.com>", ["<support@example.org>"], raw)
+    assert outcome is not None
+    reported = [f.name for r in outcome.record.results.all() for f in r.findings]
+    assert reported.count("auto.noreply_sender") == 2  # both details kept on the results
+    findings = dict(outcome.record.pairs())["findings"].split(",")
+    assert findings.count("auto.noreply_sender") == 1
+    assert len(findings) == len(set(findings)) and set(findings) == set(reported)
+
+
+def test_forged_fields_removed_are_named_in_the_line(dns_server, pool):
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool)
+    raw = message(extra_headers=(
+        "Authentication-Results: MX.Example.ORG; dkim=pass header.d=bank.example",
+        "Authentication-Results: other.example; dkim=pass",
+        "Authentication-Results: mx.example.org; spf=pass",
+        "X-Trustmilter-Trust: high",
+    ))
+    _, outcome, _ = transact(app, GOOD, "<alice@example.com>", ["<support@example.org>"], raw)
+    assert outcome is not None
+    line = format_verdict_line("QID1", outcome.record.pairs())
+    fields = parse_verdict_line(line)[1]
+    assert fields["removed"] == "Authentication-Results:2,X-Trustmilter-Trust:1"
+    assert fields["removed_authserv_id"] == "MX.Example.ORG,mx.example.org"
+    assert list(fields).index("removed") == list(fields).index("findings") - 2
+    assert len(outcome.remove_headers) == 3
+
+
+def test_each_claimed_spelling_is_named_once_as_written(dns_server, pool):
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool)
+    claims = [f"mx.example.org; dkim=pass{n}" for n in range(3)] + [
+        '"mx.example.org"; x', "MX.EXAMPLE.ORG.; x"]
+    raw = message(extra_headers=tuple(f"Authentication-Results: {c}" for c in claims))
+    _, outcome, _ = transact(app, GOOD, "<alice@example.com>", ["<support@example.org>"], raw)
+    assert outcome is not None
+    fields = dict(outcome.record.pairs())
+    assert fields["removed"] == "Authentication-Results:5"
+    assert fields["removed_authserv_id"] == "mx.example.org,MX.EXAMPLE.ORG."
+
+
+@pytest.mark.parametrize(("existing", "added", "removed"), [
+    ((), ["auto-generated"], []),
+    (("Auto-Submitted: auto-replied",), [], []),  # the sender's own, more precise, stays
+    (("Auto-Submitted: Auto-Generated (bounce)",), [], []),
+    (("Auto-Submitted: no",), ["auto-generated"], ["no"]),  # "no" = no field (RFC 3834 §5)
+    (("Auto-Submitted: no", "Auto-Submitted: NO"), ["auto-generated"], ["no", "NO"]),
+])
+def test_one_auto_submitted_field_at_most(dns_server, pool, existing, added, removed):
+    """Automated mail gets the RFC 3834 fields; never a second Auto-Submitted."""
+    dns_server.load(ZONE)
+    app = make_app(dns_server, pool)
+    raw = message(from_="noreply@example.com", extra_headers=existing)
+    _, outcome, _ = transact(app, GOOD, "<noreply@example.com>", ["<support@example.org>"], raw)
+    assert outcome is not None and outcome.disposition is Disposition.QUARANTINE
+    ours = [value for name, value in outcome.add_headers if name == "Auto-Submitted"]
+    assert ours == added
+    gone = [h.value.strip() for h in outcome.remove_headers if h.name == "Auto-Submitted"]
+    assert gone == removed
+    assert "X-Auto-Response-Suppress" in dict(outcome.add_headers)  # the others still come
+    # Removing a sender's "no" is not a forgery: the verdict line names none.
+    assert "removed" not in dict(outcome.record.pairs())
+
+
+def test_a_claimed_authserv_id_is_escaped_and_clipped():
+    """What a sender wrote cannot split the line or make it long (the record alone)."""
+    from trustmilter.authresults import ForgedHeader
+    from trustmilter.verdict import Action, Verdict
+
+    forged = tuple(ForgedHeader(n, value) for n, value in enumerate([
+        '"mx.exa\u2028mple.org"; x', '"mx\x85\x07,example.org"; x', "m" * 300 + "; x",
+        "a.example; x", "b.example; x"], 1))
+    record = VerdictRecord("QID1", Verdict(Action.ACCEPT, None, 0.0, ()), Results(), "eom", GOOD,
+                           ClientKind.EXTERNAL, "alice@example.com", ("bob@example.org",), 1,
+                           forged=forged)
+    line = format_verdict_line("QID1", record.pairs())
+    assert len(line.splitlines()) == 1 and line.isascii(), line
+    claimed = parse_verdict_line(line)[1]["removed_authserv_id"].split(",")
+    assert claimed == ["mx.exa\\u2028mple.org", "mx\\x85\\x07\\x2cexample.org", "m" * 64, "+2"]

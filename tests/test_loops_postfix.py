@@ -264,6 +264,21 @@ def test_a_bounce_is_held(mta: Rig) -> None:
     assert "auto.bounce" in fields["findings"]
 
 
+def test_a_sender_saying_auto_submitted_no_gets_ours_instead(mta: Rig) -> None:
+    """RFC 3834 §5: "no" is the same as no field; held automated mail gets one
+    Auto-Submitted field, ours, not two that disagree."""
+    sender = unique("noreply")
+    out = send_one(mta.postfix.smtp_port,
+                   signed(from_=sender, extra_headers=("Auto-Submitted: no",)),
+                   mail_from=sender, **CLIENT)
+    assert fate(mta, out) == "hold"
+    shown = mta.trustmilter("quarantine", "show", "--postfix-config",
+                            str(mta.postfix.config_dir), queue_id_of(out))
+    assert shown.returncode == 0, shown.stderr
+    assert [line for line in shown.stdout.splitlines()
+            if line.lower().startswith("auto-submitted:")] == ["Auto-Submitted: auto-generated"]
+
+
 def our_bounce(gone: str, returned_id: str, extra_headers: tuple[str, ...] = ()) -> bytes:
     """example.com's MTA reports that our support mail to `gone` bounced (RFC 3464)."""
     body = (b"--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
@@ -302,6 +317,10 @@ def test_a_bounce_of_our_own_mail_is_summarised_held_and_recorded(mta: Rig) -> N
     # Ours is there, the sender's forged copy is gone.
     assert [line for line in shown.stdout.splitlines()
             if line.startswith("X-Trustmilter-Bounce:")] == [f"X-Trustmilter-Bounce: {expected}"]
+    # RFC 3834 §5: the bounce said auto-replied itself; no second Auto-Submitted of ours.
+    assert [line for line in shown.stdout.splitlines()
+            if line.lower().startswith("auto-submitted:")] == ["Auto-Submitted: auto-replied"]
+    assert "X-Auto-Response-Suppress: All" in shown.stdout.splitlines()
 
     listing = mta.trustmilter("bounces", "list", "--json")
     assert listing.returncode == 0, listing.stderr

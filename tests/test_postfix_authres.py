@@ -88,8 +88,11 @@ def _send(mta: PostfixInstance, raw: bytes, client_ip: str, helo: str,
         return send(smtp, mail_from, ["support@example.org"], raw)
 
 
-def test_every_spelling_of_ours_removed_and_foreign_kept(mta: PostfixInstance) -> None:
-    """RFC 8601 §5, in one message: ours among foreign ones, each one of ours removed."""
+def test_every_spelling_of_ours_removed_and_foreign_kept(
+    mta: PostfixInstance, gateway_daemon: DaemonProcess
+) -> None:
+    """RFC 8601 §5, in one message: ours among foreign ones, each one of ours removed,
+    and the verdict line says so: how many, and the authserv-ids they claimed."""
     mixed = [value for pair in zip(OURS, FOREIGN * 3, strict=False) for value in pair]
     mixed += OURS[len(mixed) // 2:]
     raw = good_message(extra_headers=tuple(f"Authentication-Results: {v}" for v in mixed))
@@ -106,6 +109,15 @@ def test_every_spelling_of_ours_removed_and_foreign_kept(mta: PostfixInstance) -
     assert kept == expected, values
     assert "bank.example" not in delivered.raw.decode(errors="replace")
     assert "evil@example.net" not in delivered.raw.decode(errors="replace")
+    fields = gateway_daemon.wait_verdict(mail_from="alice@example.com").fields
+    assert fields["removed"] == f"Authentication-Results:{len(OURS)}"
+    assert set(fields["removed_authserv_id"].split(",")) == {
+        AUTHSERV_ID, "MX.Example.ORG", f"{AUTHSERV_ID}."}
+    # The next message forged nothing: its line has neither key.
+    assert _send(mta, good_message(), **GOOD_CLIENT).data.code == 250  # type: ignore[union-attr]
+    mta.wait_delivered(2)
+    fields = gateway_daemon.wait_verdict(mail_from="alice@example.com").fields
+    assert "removed" not in fields and "removed_authserv_id" not in fields
 
 
 @pytest.mark.parametrize("forged", [OURS[7], OURS[9], OURS[12], OURS[13], OURS[14]],
@@ -157,3 +169,26 @@ def test_a_domain_literal_sender_gives_a_field_authres_reads(mta: PostfixInstanc
     mailfrom = [p.value for r in header.results for p in r.properties
                 if (p.type, p.name) == ("smtp", "mailfrom")]
     assert mailfrom == ["foo@[192.0.2.5]"], value
+
+
+def test_our_field_is_delivered_folded_and_still_parses(mta: PostfixInstance) -> None:
+    """RFC 5322 §2.1.1/§2.2.3: no line of our field over 78 characters; Postfix writes
+    each libmilter line (LF + tab) as a continuation line, and authres reads it unfolded."""
+    out = _send(mta, good_message(), **GOOD_CLIENT)
+    assert out.data is not None and out.data.code == 250, out
+    (delivered,) = mta.wait_delivered(1)
+    head = delivered.raw.split(b"\n\n", 1)[0].decode("ascii")
+    lines = head.split("\n")
+    start = next(n for n, line in enumerate(lines) if line.startswith("Authentication-Results:"))
+    end = next(n for n in range(start + 1, len(lines)) if lines[n][:1] not in (" ", "\t"))
+    field = lines[start:end]
+    assert len(field) > 3, field  # iprev, spf (helo, mailfrom), dkim, dmarc, arc each a line
+    assert all(len(line.rstrip("\r")) <= 78 for line in field), field
+    assert all(line.startswith("\t") for line in field[1:]), field
+    assert not any("\r" in line.rstrip("\r") for line in field), field  # no stray CR
+    # Unfolded as RFC 5322 §2.2.3 says: the line breaks before white space removed.
+    value = "".join(line.rstrip("\r") for line in field).split(":", 1)[1]
+    header = authres.FeatureContext(authres.dkim_b, authres.dmarc, authres.arc).parse_value(value)
+    assert header.authserv_id == AUTHSERV_ID
+    assert [r.method for r in header.results] == ["iprev", "spf", "spf", "dkim", "dmarc", "arc"]
+    assert ("dkim", "pass") in {(r.method, r.result) for r in header.results}

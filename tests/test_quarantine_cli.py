@@ -370,6 +370,114 @@ def test_reputation_list_leaves_out_what_lapsed(cli: Cli, mta: PostfixInstance) 
     assert [r["sender"] for r in cli.reputations()] == ["new@example.com"]
 
 
+# ---- the body, safely (quarantine show --body) ----------------------------------
+
+
+def hold_raw(mta: PostfixInstance, head: bytes, body: bytes) -> str:
+    """Hold a message with header fields `head` (CRLF lines, no Subject) and `body`."""
+    raw = (TRUST.encode() + b"\r\nFrom: noreply@example.com\r\nTo: support@example.org\r\n"
+           b"Subject: hold for review\r\nMessage-ID: <body@example.com>\r\n" + head
+           + b"\r\n" + body)
+    out = send_one(mta.smtp_port, raw, mail_from="noreply@example.com")
+    assert out.data is not None and out.data.code == 250, out
+    match = re.search(r"queued as (\S+)", out.data.text)
+    assert match and match.group(1) in held_ids(mta), out.data
+    return match.group(1)
+
+
+MIXED = b"""\
+--outer\r
+Content-Type: multipart/alternative; boundary="alt"\r
+\r
+--alt\r
+Content-Type: text/plain; charset=iso-8859-1\r
+Content-Transfer-Encoding: quoted-printable\r
+\r
+Gr=FC=DFe aus K=F6ln,\r
+\x1b[2J\x1b[31mthe invoice\x1b[0m\tis attached.\r
+--alt\r
+Content-Type: text/html; charset=utf-8\r
+\r
+<p>Gr\xc3\xbc\xc3\x9fe <img src="https://tracker.example/pixel.png"></p>\r
+--alt--\r
+--outer\r
+Content-Type: application/pdf; name="old-name.pdf"\r
+Content-Disposition: attachment; filename*=UTF-8''Rechnung%20M%C3%A4rz%1B.pdf\r
+Content-Transfer-Encoding: base64\r
+\r
+JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK\r
+--outer\r
+Content-Type: image/png\r
+Content-Transfer-Encoding: base64\r
+\r
+iVBORw0KGgo=\r
+--outer--\r
+"""
+
+
+def test_show_body_decodes_the_text_and_lists_the_parts_unopened(
+        cli: Cli, mta: PostfixInstance) -> None:
+    queue_id = hold_raw(mta, b"MIME-Version: 1.0\r\n"
+                        b'Content-Type: multipart/mixed; boundary="outer"\r\n', MIXED)
+    status, text, err = cli.quarantine("show", queue_id, "--body")
+    assert status == 0, err
+    lines = text.splitlines()
+    body = lines[lines.index("--- body (as text; HTML without its markup; nothing opened) ---"):]
+    assert body[1] == "Grüße aus Köln,"  # quoted-printable and ISO-8859-1 undone
+    # Terminal escapes are shown, never sent to the terminal; a tab is spaces.
+    assert body[2] == "\\x1b[2J\\x1b[31mthe invoice\\x1b[0m       is attached."
+    assert "\x1b" not in text
+    listed = body[body.index("--- parts not shown ---") + 1:]
+    # The HTML alternative (its plain twin is shown), the attachment and the image:
+    # named, typed and sized, none decoded or rendered.
+    assert listed == ["(no name)  text/html  60 bytes",
+                      "Rechnung März\\x1b.pdf  application/pdf  48 bytes",
+                      "(no name)  image/png  8 bytes"]
+    assert "tracker.example" not in text and "JVBERi" not in text
+
+    document = cli.json("show", queue_id, "--json", "--body")
+    assert document["body"]["parts"][1] == {
+        "name": "Rechnung März\\x1b.pdf", "content_type": "application/pdf", "size": 48}
+    assert document["body"]["text"].startswith("Grüße aus Köln,\n")
+    assert document["body"]["truncated"] is False
+    assert "body" not in cli.json("show", queue_id, "--json")  # only when asked
+
+
+def test_show_body_of_html_mail_is_its_text_without_markup(
+        cli: Cli, mta: PostfixInstance) -> None:
+    html = (b"<html><head><title>x</title><style>p {display:none}</style>"
+            b"<script>document.location='https://evil.example/'</script></head>"
+            b"<body><p>Your account is <b>locked</b>&nbsp;&amp; must be verified.</p>"
+            b"<img src=\"https://tracker.example/p.png\">"
+            b"<a href=\"https://phish.example/login\">Verify now</a><br>Bank&#x2028;Team"
+            b"<!-- hidden --></body></html>\r\n")
+    queue_id = hold_raw(mta, b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n",
+                        html)
+    status, text, err = cli.quarantine("show", queue_id, "--body")
+    assert status == 0, err
+    body = text.split("nothing opened) ---\n", 1)[1].splitlines()
+    assert body == ["Your account is locked & must be verified.",
+                    "Verify now <https://phish.example/login>",
+                    "Bank\\u2028Team"]
+    for hidden in ("display:none", "evil.example", "tracker.example", "hidden", "<b>"):
+        assert hidden not in text
+
+
+def test_show_body_of_a_huge_message_is_bounded(cli: Cli, mta: PostfixInstance) -> None:
+    line = b"All work and no play makes Jack a dull boy. " * 2 + b"\r\n"
+    huge = line * (6 * 1024 * 1024 // len(line))  # 6 MiB of text
+    queue_id = hold_raw(mta, b"", huge)
+    started = time.monotonic()
+    status, text, err = cli.quarantine("show", queue_id, "--body")
+    assert status == 0, err
+    assert time.monotonic() - started < 20
+    body = text.split("nothing opened) ---\n", 1)[1]
+    assert body.endswith("[... more not shown]\n")
+    assert 15_000 < len(body) < 25_000  # MAX_TEXT characters of text, not 6 MiB
+    document = cli.json("show", queue_id, "--json", "--body")
+    assert document["body"]["truncated"] is True
+
+
 # ---- deleting as spam: the other direction ------------------------------------------
 
 BULK_TRUST = ("X-Trustmilter-Trust: low; score=8.0; reasons=auto.bulk,dnsbl.listed; "

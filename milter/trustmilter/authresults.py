@@ -36,6 +36,8 @@ _FEATURES = linear_features(
 )
 # and with authres's core features only (authres.parse_value).
 _CORE_FEATURES = linear_features(authres.FeatureContext())
+# RFC 5322 §2.1.1: the recommended line length, without the line end.
+FOLD_WIDTH = 78
 _COMMENT_UNSAFE = re.compile(r"[^\x20-\x7e]|[()\\]")
 _VALUE_UNSAFE = re.compile(r"[^\x21-\x7e]")
 
@@ -75,15 +77,67 @@ def _clause(result: CheckResult) -> authres.core.AuthenticationResult:
     )
 
 
-def build_header_value(authserv_id: str, results: Results) -> str:
-    """Our Authentication-Results value: every reportable result, or ``none``."""
+def _header(authserv_id: str, results: Results) -> authres.core.AuthenticationResultsHeader:
     reportable = [
         r for r in results.all() if r.method in _METHOD_ORDER and r.outcome is not Outcome.SKIPPED
     ]
     reportable.sort(key=lambda r: _METHOD_ORDER.index(r.method or ""))
-    header = _FEATURES.header(authserv_id=authserv_id, results=[_clause(r) for r in reportable])
-    value: str = header.header_value()
+    return _FEATURES.header(authserv_id=authserv_id, results=[_clause(r) for r in reportable])
+
+
+def build_header_value(authserv_id: str, results: Results) -> str:
+    """Our Authentication-Results value on one line: every reportable result, or ``none``."""
+    value: str = _header(authserv_id, results).header_value()
     return value
+
+
+def build_folded_value(authserv_id: str, results: Results, width: int = FOLD_WIDTH) -> str:
+    """Our Authentication-Results value as the MTA is to write it, folded."""
+    return build_header_values(authserv_id, results, width)[1]
+
+
+def build_header_values(authserv_id: str, results: Results,
+                        width: int = FOLD_WIDTH) -> tuple[str, str]:
+    """Our Authentication-Results value on one line, and folded (the header built once).
+
+    RFC 5322 §2.1.1: lines SHOULD be at most 78 characters; §2.2.3: a
+    field is folded by a line break before white space. RFC 8601 §2.2
+    allows CFWS before each ``;`` resinfo and between a result's parts, so
+    when the field does not fit on one line each result starts a line of
+    its own, and a result longer than a line is folded at its spaces: no
+    value we write has one (_value), so each is between two parts or in a
+    comment, where RFC 5322 §3.2.2 allows FWS too. A fold is ``\n\t``:
+    libmilter (smfi_addheader) takes a line feed without carriage return
+    and the MTA writes the line end; unfolded, the value is the one-line
+    value but for a tab where a space was.
+    """
+    header = _header(authserv_id, results)
+    single: str = header.header_value()
+    first = len(HEADER_NAME) + 2  # "Authentication-Results: "
+    if first + len(single) <= width:
+        return single, single
+    clauses = [str(r) for r in header.results] or [str(header.NONE_RESULT)]
+    pieces = [f"{header.authserv_id};", *(f"{c};" for c in clauses[:-1]), clauses[-1]]
+    lines = [pieces[0]]
+    for piece in pieces[1:]:
+        lines.extend(_fold_within(piece, width - 1))  # after the tab
+    return single, "\n\t".join(lines)
+
+
+def _fold_within(clause: str, room: int) -> list[str]:
+    """`clause` as lines of at most `room` characters, broken at its spaces (a token
+    longer than that stays whole: RFC 5322 §2.1.1 allows up to 998)."""
+    if len(clause) <= room:
+        return [clause]
+    lines: list[str] = []
+    line = ""
+    for token in clause.split(" "):
+        if line and len(line) + 1 + len(token) > room:
+            lines.append(line)
+            line = token
+        else:
+            line = f"{line} {token}" if line else token
+    return [*lines, line]
 
 
 def parse_header_value(value: str) -> authres.core.AuthenticationResultsHeader:

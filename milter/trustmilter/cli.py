@@ -10,13 +10,17 @@ and deletions as spam taught (quarantine/commands.py); ``explain-bounce`` reads 
 the verdict, 1 for unreadable input or a bad policy, 2 for usage errors;
 each failure is one line on standard error. ``trustmilter run`` has its
 own (RUN_EXIT_STATUS): 2 for a configuration that cannot work, 1 for a
-failure at run time.
+failure at run time. Output to a reader that went away (``trustmilter
+check ... | head -1``) ends the command quietly with status 141, as a Unix
+tool killed by SIGPIPE reports in the shell.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +47,8 @@ from trustmilter.quarantine.commands import (
 from trustmilter.startup import EXIT_CONFIG, EXIT_RUNTIME
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# What a shell reports for a process that SIGPIPE ended: 128 + the signal.
+EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE
 
 RUN_DESCRIPTION = """\
 Run the milter in the foreground: a supervisor process (the service's main
@@ -70,11 +76,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_check_parser(commands)
+    # The supervisor's worker entry point is internal: a subparser given no
+    # help= at all is left out of --help (help=SUPPRESS is listed as
+    # "==SUPPRESS==" by the argparse of Python 3.11).
     for name, hidden in (("run", False), ("_serve", True)):
-        daemon = commands.add_parser(
-            name, help=argparse.SUPPRESS if hidden else "run the milter (foreground)",
-            description=RUN_DESCRIPTION, epilog=RUN_EXIT_STATUS,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+        daemon = (
+            commands.add_parser(
+                name, description=RUN_DESCRIPTION, epilog=RUN_EXIT_STATUS,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            if hidden else
+            commands.add_parser(
+                name, help="run the milter (foreground)", description=RUN_DESCRIPTION,
+                epilog=RUN_EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
         )
         daemon.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
         daemon.add_argument(
@@ -93,7 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     policy_show = policy_commands.add_parser(
         "show", help="print the effective policy, every default filled in"
     )
-    policy_show.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
+    # The file as `policy check` takes it, or --policy as every other command.
+    shown = policy_show.add_mutually_exclusive_group()
+    shown.add_argument("file", nargs="?", type=Path, help="the policy file")
+    shown.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
 
     bench = commands.add_parser(
         "bench", help="measure the daemon under load beside a null milter (milter protocol)"
@@ -114,7 +132,7 @@ def _policy(args: argparse.Namespace) -> int:
         policy_from(args.file)
         print(f"{args.file}: ok")
     else:
-        sys.stdout.write(settings_to_yaml(policy_from(args.policy)))
+        sys.stdout.write(settings_to_yaml(policy_from(args.file or args.policy)))
     return EXIT_OK
 
 
@@ -149,6 +167,30 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status."""
+    try:
+        status = _command(argv)
+        sys.stdout.flush()  # a closed pipe is found here, not at interpreter exit
+    except BrokenPipeError:
+        return _reader_gone()
+    return status
+
+
+def _reader_gone() -> int:
+    """The reader of standard output went away (``| head -1``): stop quietly.
+
+    Python ignores SIGPIPE and raises BrokenPipeError instead; restoring
+    SIG_DFL would also kill us on a DNS or milter socket whose peer left.
+    What is still buffered goes to /dev/null, so the interpreter's last
+    flush does not print a traceback (Python docs, "Note on SIGPIPE").
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="trustmilter: %(levelname)s %(message)s")
     handlers = {"check": run_check, "policy": _policy, "run": _run, "_serve": _serve,

@@ -35,7 +35,7 @@ from trustmilter.command_support import (
     state_store,
     utc,
 )
-from trustmilter.i18n import N_, translator
+from trustmilter.i18n import N_, command_translator
 from trustmilter.mail.addresses import normalise_address
 from trustmilter.state.base import HardBounce
 
@@ -57,13 +57,19 @@ def add_explain_parser(commands: Any) -> None:
 _KINDS = {"permanent": N_("permanent failure, will not be retried"),
           "temporary": N_("temporary failure, may be retried"),
           "success": N_("success")}
+# RFC 3464 §2.3.3 action values, in plain words; any other is shown as written.
+_ACTIONS = {"failed": N_("failed"), "delayed": N_("delayed"), "delivered": N_("delivered"),
+            "relayed": N_("relayed"), "expanded": N_("expanded")}
+# Where the reporting server's name was read: a header field keeps its name.
+_SOURCES = {"body": N_("the body text")}
 
 
 def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
     """The readable report in `tr`'s language (English by default)."""
     if not bounce.is_bounce:
         lines = [tr(N_("This message is not a bounce."))]
-        lines.extend(tr(N_("note: %(problem)s")) % {"problem": p} for p in bounce.problems)
+        lines.extend(tr(N_("note: %(problem)s")) % {"problem": n.render(tr)}
+                     for n in bounce.notes)
         return "\n".join(lines)
     origin = tr(N_("our own outbound mail") if bounce.own
                 else N_("mail not sent by us (or unknown)"))
@@ -73,7 +79,7 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
             tr(N_("Bounce (%(format)s) reported by %(server)s.")))
     lines = [
         head % {"format": bounce.format or tr(N_("unknown format")), "server": server,
-                "source": bounce.reporting_mta_source},
+                "source": _shown(bounce.reporting_mta_source, _SOURCES, tr)},
         tr(N_("It reports on %(origin)s.")) % {"origin": origin},
     ]
     if bounce.cause is not None:
@@ -83,8 +89,8 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
         m = r.meaning
         kind = tr(_KINDS.get(m.class_name or "", N_("unknown class")))
         lines.append(tr(N_("Recipient %(address)s: %(action)s, %(kind)s")) % {
-            "address": r.address, "action": r.action or tr(N_("no action given")),
-            "kind": kind})
+            "address": r.address, "action": _shown(r.action, _ACTIONS, tr)
+            or tr(N_("no action given")), "kind": kind})
         if r.status:
             parts = [tr(p) for p in (m.subject_meaning, m.detail_meaning) if p]
             lines.append("  " + tr(N_("status %(status)s")) % {"status": r.status}
@@ -105,8 +111,16 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
                              ("Date", returned.date)):
             if value:
                 lines.append(f"  {label}: {value}")
-    lines.extend(tr(N_("note: %(problem)s")) % {"problem": p} for p in bounce.problems)
+    lines.extend(tr(N_("note: %(problem)s")) % {"problem": n.render(tr)} for n in bounce.notes)
     return "\n".join(lines)
+
+
+def _shown(value: str | None, words: dict[str, str], tr: Callable[[str], str]) -> str | None:
+    """`value` in plain words when it is one of `words`, else as the bounce wrote it."""
+    if value is None:
+        return None
+    known = words.get(value.lower())
+    return tr(known) if known is not None else value
 
 
 def run_explain_bounce(args: argparse.Namespace) -> int:
@@ -122,7 +136,10 @@ def _explain_bounce(args: argparse.Namespace) -> None:
         raise CommandFailure(f"{args.message}: cannot read message: {error.strerror}") from error
     compat.install()  # a stranger's bounce: the parsers must stay linear
     bounce = explain(raw, own)
-    print(json.dumps(bounce.to_json()) if args.json else report(bounce, translator(args.lang)))
+    if args.json:
+        print(json.dumps(bounce.to_json()))
+    else:
+        print(report(bounce, command_translator(args.lang)))
 
 
 # ---- bounces list|forget ------------------------------------------------------

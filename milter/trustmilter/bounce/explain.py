@@ -27,7 +27,8 @@ from trustmilter.bounce.dsn import (
 )
 from trustmilter.bounce.heuristics import TextReport, read_text
 from trustmilter.bounce.status import StatusMeaning, describe, find_basic
-from trustmilter.i18n import N_
+from trustmilter.i18n import N_, Text
+from trustmilter.i18n import text as sentence
 from trustmilter.mail.addresses import first_address
 from trustmilter.mail.mime import MimeStructure
 from trustmilter.mail.mime import walk as walk_mime
@@ -190,7 +191,13 @@ class Bounce:
     own: bool = False
     recipients: tuple[BounceRecipient, ...] = ()
     returned: ReturnedMessage | None = None
-    problems: tuple[str, ...] = field(default=())
+    # What could not be read, as sentences `explain-bounce --lang` translates.
+    notes: tuple[Text, ...] = field(default=())
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """`notes` in English (``--json`` and the logs)."""
+        return tuple(note.render() for note in self.notes)
 
     @property
     def cause(self) -> Cause | None:
@@ -344,7 +351,7 @@ def _interpret(recipient: Recipient) -> BounceRecipient:
 
 
 def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
-    problems: list[str] = []
+    problems: list[Text] = []
     dsn = parse_dsn(message)
     body = _body_text(message)
     text: TextReport | None = read_text(body)
@@ -357,9 +364,9 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
         if dsn.reporting_mta:
             reporting, source = dsn.reporting_mta, "Reporting-MTA"
         if not recipients:
-            problems.append("delivery-status part names no recipient")
+            problems.append(sentence(N_("delivery-status part names no recipient")))
     elif is_report(message):
-        problems.append("multipart/report without a delivery-status part")
+        problems.append(sentence(N_("multipart/report without a delivery-status part")))
     if text is not None:
         fmt = fmt if recipients else text.mta
         recipients = recipients or text.recipients
@@ -368,7 +375,7 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
     if reporting is None:
         reporting, source = _sender_mta(message)
     if not recipients:
-        problems.append("no recipient could be read")
+        problems.append(sentence(N_("no recipient could be read")))
     returned = (dsn.returned if dsn else None) or returned_message(message)
     returned = returned or _returned_inline(body)
     return Bounce(
@@ -379,7 +386,7 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
         own=_is_own(returned, own_domains),
         recipients=tuple(_interpret(r) for r in recipients),
         returned=returned,
-        problems=tuple(problems),
+        notes=tuple(problems),
     )
 
 
@@ -398,12 +405,14 @@ def explain(
     """
     structure = structure if structure is not None else walk_mime(raw)
     if structure.too_deep or structure.truncated:
-        return Bounce(is_bounce=False, problems=(
-            f"not read: MIME nested {structure.depth} levels deep, {structure.parts} parts",
+        return Bounce(is_bounce=False, notes=(
+            sentence(N_("not read: MIME nested %(depth)s levels deep, %(parts)s parts"),
+                 depth=structure.depth, parts=structure.parts),
         ))
     try:
         message = email.message_from_bytes(raw, policy=email.policy.compat32)
         return _explain(message, tuple(own_domains))
     except Exception as error:  # hostile input must not stop the CLI or the milter
         log.warning("bounce could not be read: %s", error)
-        return Bounce(is_bounce=False, problems=(f"unreadable: {error}",))
+        # The parser's own words, as the log has them.
+        return Bounce(is_bounce=False, notes=(sentence(N_("unreadable: %(error)s"), error=error),))

@@ -8,7 +8,7 @@ from typing import Literal
 
 from trustmilter.config.errors import InvalidField
 from trustmilter.config.networks import IPNetwork, check_networks, parsed_networks
-from trustmilter.config.socket import parse_socket
+from trustmilter.config.socket import SocketSpecError, parse_socket
 from trustmilter.policy.rules import ReplyConfig
 from trustmilter.verdict import Action, Reply
 
@@ -90,8 +90,8 @@ class MilterConfig:
     def __post_init__(self) -> None:
         try:
             parse_socket(self.socket)
-        except ValueError as error:
-            raise InvalidField(("socket",), str(error), self.socket) from None
+        except SocketSpecError as error:
+            raise InvalidField(("socket",), error.expected, self.socket) from None
         check_networks("trusted_networks", self.trusted_networks)
 
     def networks(self) -> tuple[IPNetwork, ...]:

@@ -32,7 +32,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -92,9 +92,7 @@ def parse_settings(text: str, source: str = "<policy>") -> Settings:
     try:
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        problem = error.problem or error.context or "cannot parse"
-        line = mark.line + 1 if mark is not None else 1
+        line, problem = _syntax_error(text, error)
         raise ConfigError(source, line, (), f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as error:  # ReaderError: a character YAML does not allow
         position = getattr(error, "position", 0)
@@ -102,6 +100,62 @@ def parse_settings(text: str, source: str = "<policy>") -> Settings:
         raise ConfigError(source, line, (), "YAML error: a non-printable character") from None
     settings: Settings = _Builder(source).convert(root, Settings, (), {})
     return settings
+
+
+def _syntax_error(text: str, error: yaml.MarkedYAMLError) -> tuple[int, str]:
+    """The line (from 1) and the wording of a YAML syntax error, said where the admin erred.
+
+    Indentation is what goes wrong most in a hand-edited policy, and PyYAML
+    notices it late. A key dedented by mistake is reported at the next line
+    indented deeper than it ("did not find expected key"), after any
+    comments and any value of its own between them: the line to fix is the
+    nearest one above that is indented less. A line indented deeper than
+    the ``key: value`` line before it continues that value, and PyYAML
+    stops at its colon ("mapping values are not allowed"): either line may
+    be the wrong one, so both are named.
+    """
+    mark = error.problem_mark or error.context_mark
+    problem = error.problem or error.context or "cannot parse"
+    if mark is None:
+        return 1, problem
+    lines = text.splitlines()
+    found = lines[mark.line] if mark.line < len(lines) else ""
+    if found[mark.column:mark.column + 1] == "\t":
+        return mark.line + 1, f"{problem} (a tab: YAML indents with spaces only)"
+    if (problem == "did not find expected key" and error.context == "while parsing a block mapping"
+            and _indentation_used_elsewhere(lines, mark.line, mark.column)):
+        # (An indentation no other line has marks that line itself as the odd one.)
+        for number, indent in _content_above(lines, mark.line):
+            if indent > mark.column:
+                continue  # the value of a key further up
+            if indent < mark.column:
+                return number + 1, (f"this line is indented less than line {mark.line + 1} "
+                                    "after it: is one of them misplaced?")
+            break
+    if problem.startswith("mapping values are not allowed"):
+        indent = len(found) - len(found.lstrip(" "))
+        for number, above in _content_above(lines, mark.line):
+            key, colon, value = lines[number].partition(":")
+            if above < indent and colon and value.strip() and not key.lstrip().startswith("-"):
+                return mark.line + 1, (f"{problem}: this line is indented more than line "
+                                       f"{number + 1} before it: is one of them misplaced?")
+            break
+    return mark.line + 1, problem
+
+
+def _indentation_used_elsewhere(lines: list[str], line: int, column: int) -> bool:
+    """Whether a line with content other than `line` is indented by `column` spaces."""
+    return any(len(text) - len(text.lstrip(" ")) == column and text.strip()
+               and not text.lstrip().startswith("#")
+               for number, text in enumerate(lines) if number != line)
+
+
+def _content_above(lines: list[str], line: int) -> Iterator[tuple[int, int]]:
+    """(index, indentation) of each line above `line` with content, nearest first."""
+    for number in range(min(line, len(lines)) - 1, -1, -1):
+        content = lines[number].strip()
+        if content and not content.startswith("#"):
+            yield number, len(lines[number]) - len(lines[number].lstrip(" "))
 
 
 def _got(node: Node | None) -> str:

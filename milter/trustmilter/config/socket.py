@@ -26,25 +26,37 @@ class SocketSpec:
         return f"{self.family}:{self.port}@{self.host}"
 
 
+class SocketSpecError(ValueError):
+    """A socket spec that cannot be used; `expected` says what would do.
+
+    str() is ``expected <what>``, for a command line's ``--socket``; the
+    policy loader adds the value itself (``expected ..., got '...'``).
+    """
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+        super().__init__(f"expected {expected}")
+
+
 def parse_socket(text: str) -> SocketSpec:
-    """Parse a socket spec; raises ValueError saying what was expected."""
+    """Parse a socket spec; raises SocketSpecError saying what was expected."""
     family, sep, rest = text.partition(":")
     if not sep:
-        raise ValueError("expected unix:/path, inet:PORT@HOST or inet6:PORT@HOST")
+        raise SocketSpecError("unix:/path, inet:PORT@HOST or inet6:PORT@HOST")
     if family in ("unix", "local"):
         if not rest.startswith("/"):
-            raise ValueError("a unix socket needs an absolute path (unix:/run/x.sock)")
+            raise SocketSpecError("an absolute path after unix: (unix:/run/x.sock)")
         return SocketSpec("unix", path=rest)
     if family not in ("inet", "inet6"):
-        raise ValueError(f"unknown socket family {family!r}: use unix, inet or inet6")
+        raise SocketSpecError(f"the socket family unix, inet or inet6, not {family!r}")
     port_text, at, host = rest.partition("@")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError("expected a port 1-65535 before '@'")
+        raise SocketSpecError("a port 1-65535 before '@'")
     if not at or not host:
-        raise ValueError("expected @HOST after the port (inet:8894@127.0.0.1)")
+        raise SocketSpecError("@HOST after the port (inet:8894@127.0.0.1)")
     if family == "inet6":
         try:
             ipaddress.IPv6Address(host.strip("[]"))
         except ValueError:
-            raise ValueError(f"inet6 needs an IPv6 address, got {host!r}") from None
+            raise SocketSpecError(f"an IPv6 address after inet6:PORT@, not {host!r}") from None
     return SocketSpec(family, host=host, port=int(port_text))  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ Nothing here raises for DNS conditions.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+import re
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -28,7 +28,7 @@ from trustmilter.checks import helo as helo_check
 from trustmilter.checks import iprev as iprev_check
 from trustmilter.checks.base import CheckContext
 from trustmilter.checks.spf import evaluate
-from trustmilter.i18n import N_
+from trustmilter.i18n import N_, Text, text
 from trustmilter.lookup.answer import DnsStatus
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.model import Connection, Envelope, Facts
@@ -48,25 +48,21 @@ NOWHERE = ipaddress.ip_address("0.0.0.0")
 _LIMIT_ERRORS = ("Too many DNS lookups", "Void lookup limit")
 # RFC 6376 §3.3 / RFC 8463: signing algorithm by key type (k=).
 _ALGORITHM = {b"rsa": b"rsa-sha256", b"ed25519": b"ed25519-sha256"}
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    """A sentence kept as its msgid and named arguments, so `--lang` can translate it.
-
-    Named placeholders (``%(record)s``) let a translator reorder the parts.
-    """
-
-    template: str
-    args: tuple[tuple[str, str], ...] = ()
-
-    def render(self, tr: Callable[[str], str] = N_) -> str:
-        return tr(self.template) % dict(self.args)
-
-
-def text(template: str, **args: object) -> Text:
-    """A `Text` of `template` (a literal marked with N_) with its arguments as strings."""
-    return Text(template, tuple((k, str(v)) for k, v in args.items()))
+# The key problems the dkim check names (checks/dkim.py classify_key), as
+# sentences that can be translated; "key syntax error: <dkimpy's words>"
+# keeps the library's words as its detail.
+_KEY_PROBLEMS = {
+    "key revoked": N_("%(name)s: key revoked (empty p=)"),
+    "key syntax error": N_("%(name)s: key syntax error"),
+    "key record without p=": N_("%(name)s: key record without p="),
+    "key syntax error: bad v=": N_("%(name)s: key syntax error: v= is not DKIM1"),
+    "inappropriate key algorithm": N_("%(name)s: the key type does not fit the algorithm"),
+    "inappropriate hash algorithm": N_("%(name)s: the key does not allow sha256 (h=)"),
+    "inappropriate service type": N_("%(name)s: the key is not for email (s=)"),
+}
+_KEY_SYNTAX_ERROR = "key syntax error: "
+# The complaint of a DNS lookup that failed temporarily: an rcode or a timeout.
+_DNS_FAILURE = re.compile(r"\b(SERVFAIL|REFUSED|NOTIMP|FORMERR|timeout|timed out)\b", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +97,16 @@ def context(resolver: Resolver, domains: DomainTools, domain: str,
 
 
 def _unsure(rule: str, why: str, subject: str = "") -> Diagnosis:
-    return diag(rule, "warn", text(N_("could not check: %(reason)s"), reason=why),
+    """A rule that a temporary DNS failure left undecided: a warning, never a verdict.
+
+    The checks' reasons are English prose; only the DNS complaint in them
+    (SERVFAIL, a timeout) is kept, so the sentence can be translated.
+    """
+    complaint = _DNS_FAILURE.search(why)
+    found = (text(N_("could not check: a DNS lookup failed temporarily (%(code)s)"),
+                  code=complaint.group(1).upper().replace("TIMED OUT", "TIMEOUT"))
+             if complaint else text(N_("could not check: a DNS lookup failed temporarily")))
+    return diag(rule, "warn", found,
                 text(N_("Run the doctor again; the DNS lookup failed temporarily.")), subject)
 
 
@@ -124,7 +129,7 @@ def ip_rules(ctx: CheckContext, config: iprev_check.Config, domain: str,
         return [_unsure("ptr.exists", result.reason, ip)]
     if "iprev.ptr_missing" in found or result.outcome is Outcome.PERMERROR:
         what = (text(N_("no PTR record")) if "iprev.ptr_missing" in found
-                else text("%(reason)s", reason=result.reason))
+                else text(N_("the PTR record of %(ip)s is not a host name"), ip=ip))
         return [diag("ptr.exists", "fail", what, set_ptr, ip)]
     name = iprev_check.client_name(result)
     out = [diag("ptr.exists", "pass", text(N_("PTR %(name)s"), name=name), None, ip)]
@@ -139,7 +144,7 @@ def ip_rules(ctx: CheckContext, config: iprev_check.Config, domain: str,
     if "iprev.ptr_generic" in found:
         out.append(diag("ptr.not_generic", "fail",
                         text(N_("%(name)s looks like a dynamic or consumer line"),
-                             name=found["iprev.ptr_generic"]), set_ptr, ip))
+                             name=name), set_ptr, ip))
     else:
         out.append(diag("ptr.not_generic", "pass",
                         text(N_("%(name)s is not generic"), name=name), None, ip))
@@ -172,15 +177,17 @@ def helo_rules(ctx: CheckContext, domain: str, host: str) -> list[Diagnosis]:
         out.append(diag("helo.resolves", "pass", text(N_("HELO %(helo)s resolves"), helo=helo),
                         None, helo))
     else:
+        # The finding names are the milter's own words for it (helo.nxdomain).
         broken = sorted(f.name for f in judgement.findings
-                        if f.name in helo_check.UNRESOLVABLE) or [judgement.resolution.value]
+                        if f.name in helo_check.UNRESOLVABLE) or [
+                            f"helo.{judgement.resolution.value}"]
         out.append(diag("helo.resolves", "fail",
-                        text("HELO %(helo)s: %(findings)s", helo=helo,
+                        text(N_("HELO %(helo)s does not resolve (%(findings)s)"), helo=helo,
                              findings=", ".join(broken)), fix_name, helo))
     # The helo check accepts a name of the domain's mail provider too (an MX host's org).
     if judgement.in_sender_org is None:
         out.append(_unsure("helo.in_domain", judgement.undecided[0] if judgement.undecided
-                           else "MX lookup failed", helo))
+                           else "", helo))
     elif judgement.in_sender_org:
         out.append(diag("helo.in_domain", "pass",
                         text(N_("%(name)s belongs to %(domain)s"), name=helo, domain=domain),
@@ -197,7 +204,9 @@ def helo_rules(ctx: CheckContext, domain: str, host: str) -> list[Diagnosis]:
         hosts = judgement.mx_hosts
         out.append(diag("helo.is_mx", "warn",
                         text(N_("%(helo)s is not among the MX hosts (%(hosts)s)"), helo=helo,
-                             hosts=", ".join(hosts) or "none"),
+                             hosts=", ".join(hosts)) if hosts else
+                        text(N_("%(helo)s is not an MX host: %(domain)s has none"), helo=helo,
+                             domain=domain),
                         text(N_("Greet with the name of one of %(domain)s's MX hosts, "
                                 "or publish %(domain)s. IN MX 10 %(helo)s."),
                              domain=domain, helo=helo), helo))
@@ -209,7 +218,7 @@ def mx_rule(domain: str, mx: DnsAnswer, host: str) -> Diagnosis:
     fix = text(N_("Publish an MX record: %(domain)s. IN MX 10 %(host)s."),
                domain=domain, host=host)
     if mx.status is DnsStatus.TEMPERROR:
-        return _unsure("mx.exists", mx.error or "MX lookup failed", domain)
+        return _unsure("mx.exists", mx.error or "", domain)
     hosts = [h for _, h in mx.mx_hosts() if h not in ("", ".")]
     if hosts:
         return diag("mx.exists", "pass", text("MX %(hosts)s", hosts=", ".join(hosts)), None,
@@ -218,8 +227,11 @@ def mx_rule(domain: str, mx: DnsAnswer, host: str) -> Diagnosis:
         # RFC 7505: a null MX says the domain accepts no mail, so no reply reaches it.
         return diag("mx.exists", "fail",
                     text(N_("null MX (RFC 7505): the domain takes no mail")), fix, domain)
-    return diag("mx.exists", "fail", text(N_("no MX record (%(status)s)"),
-                                          status=mx.status.value), fix, domain)
+    if mx.status is DnsStatus.NXDOMAIN:
+        # Said plainly: no record can be published before the domain exists.
+        return diag("mx.exists", "fail", text(N_("%(domain)s does not exist (NXDOMAIN)"),
+                                              domain=domain), fix, domain)
+    return diag("mx.exists", "fail", text(N_("no MX record")), fix, domain)
 
 
 def spf_record_for(ips: list[IPAddress], mx_addresses: set[str]) -> str:
@@ -245,18 +257,23 @@ def spf_rules(base: CheckContext, domain: str, ips: list[IPAddress],
     publish = text(N_("Publish this TXT record at %(name)s: %(record)s"), name=domain, record=spf)
     records = [t.decode("utf-8", "replace") for t in
                base.dns.query(domain, "TXT").txt_strings() if t.lower().startswith(b"v=spf1")]
-    shown = records[0] if len(records) == 1 else f"{len(records)} SPF records"
+    shown = (text("%(record)s", record=records[0]) if len(records) == 1
+             else text(N_("%(count)s SPF records"), count=len(records)))
     outcome, reason = evaluate(base, f"postmaster@{domain}", domain, domain)
     if outcome is Outcome.TEMPERROR:
         return [_unsure("spf.exists", reason, domain)]
     if outcome is Outcome.NONE:
         return [diag("spf.exists", "fail", text(N_("no SPF record at %(domain)s"), domain=domain),
                      publish, domain)]
-    out = [diag("spf.exists", "pass", text("%(record)s", record=shown), None, domain)]
+    out = [diag("spf.exists", "pass", shown, None, domain)]
     limit = outcome is Outcome.PERMERROR and any(e in reason for e in _LIMIT_ERRORS)
     if outcome is Outcome.PERMERROR and not limit:
-        out.append(diag("spf.valid", "fail", text("%(record)s: %(reason)s", record=shown,
-                                                  reason=reason), publish, domain))
+        # pyspf's own words say what is wrong with the record.
+        invalid = (text(N_("the record does not parse: %(reason)s"), reason=_pyspf(reason))
+                   if len(records) == 1 else
+                   text(N_("%(count)s SPF records: there must be one (RFC 7208 §4.5)"),
+                        count=len(records)))
+        out.append(diag("spf.valid", "fail", invalid, publish, domain))
         return out
     out.append(diag("spf.valid", "pass", text(N_("the record parses")), None, domain))
     if limit:
@@ -265,7 +282,10 @@ def spf_rules(base: CheckContext, domain: str, ips: list[IPAddress],
                       "record at %(name)s: %(record)s") if "Void" in reason else
                    N_("Flatten the record to at most 10 lookups, e.g. publish this TXT record "
                       "at %(name)s: %(record)s"), name=domain, record=spf)
-        out.append(diag("spf.lookups", "fail", text("%(reason)s", reason=reason), fix, domain))
+        over = (text(N_("too many lookups of names that do not exist: more than 2 "
+                        "(RFC 7208 §4.6.4)")) if "Void" in reason else
+                text(N_("too many DNS lookups: more than 10 (RFC 7208 §4.6.4)")))
+        out.append(diag("spf.lookups", "fail", over, fix, domain))
         return out
     out.append(diag("spf.lookups", "pass", text(N_("within the 10 DNS lookup limit")), None,
                     domain))
@@ -273,8 +293,9 @@ def spf_rules(base: CheckContext, domain: str, ips: list[IPAddress],
         ctx = context(base.dns, base.domains, domain, ip, base.connection.helo)
         result, why = evaluate(ctx, f"postmaster@{domain}", domain, base.connection.helo or domain)
         if result is Outcome.PASS:
-            out.append(diag("spf.authorises", "pass", text("%(ip)s: pass", ip=ip), None,
-                            str(ip)))
+            out.append(diag("spf.authorises", "pass",
+                            text(N_("%(ip)s may send mail for %(domain)s (spf=%(result)s)"),
+                                 ip=ip, domain=domain, result=result.value), None, str(ip)))
         elif result is Outcome.TEMPERROR:
             out.append(_unsure("spf.authorises", why, str(ip)))
         else:
@@ -283,8 +304,9 @@ def spf_rules(base: CheckContext, domain: str, ips: list[IPAddress],
                         term=term, domain=domain, record=with_term(records[0], term))
                    if len(records) == 1 else publish)
             out.append(diag("spf.authorises", "fail",
-                            text("%(ip)s: %(result)s (%(reason)s)", ip=ip, result=result.value,
-                                 reason=why), add, str(ip)))
+                            text(N_("%(ip)s may not send mail for %(domain)s "
+                                    "(spf=%(result)s)"), ip=ip, domain=domain,
+                                 result=result.value), add, str(ip)))
     return out
 
 
@@ -306,13 +328,13 @@ def dkim_rule(resolver: Resolver, domain: str, selector: str, min_bits: int) -> 
     if verdict is not None:
         if verdict.outcome is Outcome.TEMPERROR:
             return _unsure("dkim.key", verdict.reason, selector)
-        what = verdict.reason if name in verdict.reason else f"{name}: {verdict.reason}"
-        return diag("dkim.key", "fail", text("%(reason)s", reason=what), fix, selector)
+        return diag("dkim.key", "fail", _key_problem(name, verdict.reason, verdict.finding),
+                    fix, selector)
     try:
         _pk, bits, _ktag, _tlsrpt = evaluate_pk(name, txt)
     except DKIMException as error:  # classify_key already ran it; kept for safety
-        return diag("dkim.key", "fail", text("%(name)s: %(reason)s", name=name, reason=error),
-                    fix, selector)
+        return diag("dkim.key", "fail", text(N_("%(name)s: key syntax error: %(detail)s"),
+                                             name=name, detail=error), fix, selector)
     if key_type == b"rsa" and (bits or 0) < min_bits:
         # RFC 8301 §3.2: RSA keys under 1024 bits MUST NOT be considered valid.
         return diag("dkim.key", "fail", text(N_("%(name)s: RSA key of %(bits)s bits"),
@@ -320,6 +342,23 @@ def dkim_rule(resolver: Resolver, domain: str, selector: str, min_bits: int) -> 
     return diag("dkim.key", "pass", text(N_("%(name)s: %(type)s key of %(bits)s bits"),
                                          name=name, type=key_type.decode(), bits=bits),
                 None, selector)
+
+
+def _key_problem(name: str, reason: str, finding: str | None) -> Text:
+    """The dkim check's complaint about the key at `name`, as a translatable sentence."""
+    if finding == "dkim.key_missing":
+        return text(N_("no key for signature at %(name)s"), name=name)
+    if reason in _KEY_PROBLEMS:
+        return text(_KEY_PROBLEMS[reason], name=name)
+    if reason.startswith(_KEY_SYNTAX_ERROR):
+        return text(N_("%(name)s: key syntax error: %(detail)s"), name=name,
+                    detail=reason.removeprefix(_KEY_SYNTAX_ERROR))
+    return text("%(name)s: %(reason)s", name=name, reason=reason)  # a problem named later
+
+
+def _pyspf(reason: str) -> str:
+    """pyspf's complaint without its "SPF Permanent Error: " lead."""
+    return reason.split(": ", 1)[1] if reason.startswith("SPF ") and ": " in reason else reason
 
 
 def dmarc_rules(ctx: CheckContext, domain: str) -> list[Diagnosis]:
@@ -333,9 +372,13 @@ def dmarc_rules(ctx: CheckContext, domain: str) -> list[Diagnosis]:
         return [_unsure("dmarc.exists", found.temperror, domain)]
     record = found.record
     if record is None:
-        where = " or ".join(f"_dmarc.{d}" for d in dict.fromkeys((domain, org)))
-        what = text(N_("several DMARC records at %(name)s"), name=f"_dmarc.{found.domain}") \
-            if found.several else text(N_("no DMARC record at %(name)s"), name=where)
+        if found.several:
+            what = text(N_("several DMARC records at %(name)s"), name=f"_dmarc.{found.domain}")
+        elif org != domain:
+            what = text(N_("no DMARC record at %(name)s or %(org)s"), name=f"_dmarc.{domain}",
+                        org=f"_dmarc.{org}")
+        else:
+            what = text(N_("no DMARC record at %(name)s"), name=f"_dmarc.{domain}")
         return [diag("dmarc.exists", "fail", what, publish, domain)]
     out = [diag("dmarc.exists", "pass", text(N_("record at %(name)s"),
                                              name=f"_dmarc.{found.domain}"), None, domain)]
@@ -349,21 +392,26 @@ def dmarc_rules(ctx: CheckContext, domain: str) -> list[Diagnosis]:
     out.append(diag("dmarc.valid", "pass", text(N_("the record parses")), None, domain))
     published = record.sp if found.inherited and record.sp is not None else record.p
     sp = (record.sp or record.p).value
-    args = {"p": record.p.value, "sp": sp, "pct": record.pct, "action": published.value}
+    args = {"p": record.p.value, "sp": sp, "pct": record.pct}
     at = f"_dmarc.{found.domain}"
+    # The policy keyword is said as what receivers do, so it reads in any language.
     if published is dmarc_check.Policy.NONE:
         out.append(diag("dmarc.policy", "warn",
-                        text(N_("p=%(p)s sp=%(sp)s pct=%(pct)s: receivers apply %(action)s to "
+                        text(N_("p=%(p)s sp=%(sp)s pct=%(pct)s: receivers take no action on "
                                 "mail that fails DMARC (monitoring only)"), **args),
                         text(N_("Once reports show your mail aligns, change p=none to "
                                 "p=quarantine at %(name)s."), name=at), domain))
     elif record.pct < 100:
-        out.append(diag("dmarc.policy", "warn",
-                        text(N_("p=%(p)s sp=%(sp)s pct=%(pct)s: receivers apply %(action)s to "
-                                "mail that fails DMARC for %(pct)s%% of it"), **args),
+        sampled = (N_("p=%(p)s sp=%(sp)s pct=%(pct)s: receivers reject %(pct)s%% of the mail "
+                      "that fails DMARC") if published is dmarc_check.Policy.REJECT else
+                   N_("p=%(p)s sp=%(sp)s pct=%(pct)s: receivers treat %(pct)s%% of the mail "
+                      "that fails DMARC as suspicious (spam folder)"))
+        out.append(diag("dmarc.policy", "warn", text(sampled, **args),
                         text(N_("Raise pct= to 100 at %(name)s."), name=at), domain))
     else:
-        out.append(diag("dmarc.policy", "pass",
-                        text(N_("p=%(p)s sp=%(sp)s pct=%(pct)s: receivers apply %(action)s to "
-                                "mail that fails DMARC"), **args), None, domain))
+        applied = (N_("p=%(p)s sp=%(sp)s pct=%(pct)s: receivers reject mail that fails DMARC")
+                   if published is dmarc_check.Policy.REJECT else
+                   N_("p=%(p)s sp=%(sp)s pct=%(pct)s: receivers treat mail that fails DMARC "
+                      "as suspicious (spam folder)"))
+        out.append(diag("dmarc.policy", "pass", text(applied, **args), None, domain))
     return out

@@ -34,7 +34,7 @@ from trustmilter.doctor.rules import (
     suggested_host,
 )
 from trustmilter.domains import DomainTools, normalise
-from trustmilter.i18n import N_, translator
+from trustmilter.i18n import N_, command_translator
 from trustmilter.lookup.parallel import query_many
 from trustmilter.lookup.resolver import build_resolver
 
@@ -163,5 +163,5 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(as_json(domain, diagnoses)))
     else:
-        print(as_text(domain, diagnoses, translator(args.lang)))
+        print(as_text(domain, diagnoses, command_translator(args.lang)))
     return 1 if failed(diagnoses) else 0

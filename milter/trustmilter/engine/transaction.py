@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Literal
 from trustmilter.checks.base import Direction, Stage
 from trustmilter.engine.budget import Budget
 from trustmilter.engine.client import Client, ClientKind, classify, direction_of, on_error
-from trustmilter.engine.edits import header_edits
+from trustmilter.engine.edits import HeaderEdits, header_edits
 from trustmilter.engine.ledger import Ledger
 from trustmilter.engine.outcome import Disposition, MessageOutcome, Refusal
 from trustmilter.engine.record import VerdictRecord
@@ -68,6 +68,7 @@ from trustmilter.verdict import Action, Reply, Verdict
 
 if TYPE_CHECKING:
     from trustmilter.app import App
+    from trustmilter.authresults import ForgedHeader
     from trustmilter.config.daemon import OnErrorConfig
 
 EARLY_STAGES = (Stage.CONNECT, Stage.HELO, Stage.MAIL)
@@ -188,17 +189,11 @@ class Transaction:
         delivered = disposition in (Disposition.ACCEPT, Disposition.QUARANTINE)
         if delivered:
             self._apply_effects(results, queue_id)
-        record = self._report(queue_id, verdict, results, "eom")
-        if not delivered:
+        edits = self._edits(message, results, verdict) if delivered else None
+        record = self._report(queue_id, verdict, results, "eom",
+                              forged=edits.forged if edits is not None else ())
+        if edits is None:
             return MessageOutcome(disposition, verdict.reply, record)
-        if self.direction is Direction.OUTBOUND:
-            # Not judged: no A-R verdict, only a SASL user's identity (RFC 8601 §2.7.4).
-            edits = header_edits(
-                self.app, message, Results(self._identity()), verdict.headers,
-                authentication_results=self.kind is ClientKind.AUTHENTICATED,
-            )
-        else:
-            edits = header_edits(self.app, message, results, verdict.headers)
         return MessageOutcome(
             disposition,
             None,
@@ -209,6 +204,17 @@ class Transaction:
                 verdict.quarantine_reason if disposition is Disposition.QUARANTINE else None
             ),
         )
+
+    def _edits(self, message: Message, results: Results, verdict: Verdict) -> HeaderEdits:
+        """The header edits of a delivered message (made before its record, which
+        names the forgeries they remove)."""
+        if self.direction is Direction.OUTBOUND:
+            # Not judged: no A-R verdict, only a SASL user's identity (RFC 8601 §2.7.4).
+            return header_edits(
+                self.app, message, Results(self._identity()), verdict.headers,
+                authentication_results=self.kind is ClientKind.AUTHENTICATED,
+            )
+        return header_edits(self.app, message, results, verdict.headers)
 
     def refuse(self, why: Literal["too_big", "busy"], queue_id: str = "") -> MessageOutcome:
         """End of message refused by no policy rule: the message grew too big, or no
@@ -246,11 +252,12 @@ class Transaction:
         """Our own users and hosts: no trust checks, but forgeries still go (RFC 8601 §5)."""
         results = Results(self._identity())
         verdict = Verdict(Action.ACCEPT, None, 0.0, (f"client.{self.kind.value}",))
-        record = self._report(queue_id, verdict, results, "eom", by_checks=False)
         edits = header_edits(
             self.app, message, results,
             authentication_results=self.kind is ClientKind.AUTHENTICATED,
         )
+        record = self._report(queue_id, verdict, results, "eom", by_checks=False,
+                              forged=edits.forged)
         return MessageOutcome(
             Disposition.ACCEPT, None, record, add_headers=edits.add, remove_headers=edits.remove
         )
@@ -308,6 +315,7 @@ class Transaction:
         rcpts: tuple[str, ...] | None = None,
         *,
         by_checks: bool = True,
+        forged: tuple[ForgedHeader, ...] = (),
     ) -> VerdictRecord:
         """Report one decision. Its direction is the message's when the checks
         decided it; a message passed unchecked, or refused without a rule, has none."""
@@ -322,6 +330,7 @@ class Transaction:
             rcpts=rcpts or tuple(self.rcpts),
             elapsed_ms=round((self._clock() - self._started) * 1000),
             direction=self.direction if by_checks else None,
+            forged=forged,
         )
         if self._observer is not None:
             self._observer(record)

@@ -102,6 +102,24 @@ class MimeLeaf:
     transfer_encoding: str  # lower-case; "7bit" when absent
     depth: int  # 0: the message itself; 1: a part of the top multipart; ...
     body: bytes  # as sent, transfer encoding not undone
+    fields: HeaderFields = ()  # the part's own header fields, unfolded
+
+    @property
+    def attached(self) -> bool:
+        """Sent as an attachment (RFC 2183 ``Content-Disposition: attachment``)."""
+        disposition = field_value(self.fields, "Content-Disposition") or ""
+        return disposition.split(";", 1)[0].strip().lower() == "attachment"
+
+    def filename(self) -> str | None:
+        """The part's file name: Content-Disposition's filename (RFC 2183, RFC 2231
+        encoded too), else Content-Type's older name parameter; None when it has none."""
+        holder = email.message.Message()
+        for name in ("Content-Disposition", "Content-Type"):
+            value = field_value(self.fields, name)
+            if value is not None:
+                holder[name] = value
+        found = holder.get_filename()
+        return found if isinstance(found, str) else None
 
     def payload(self, limit: int) -> bytes:
         """The body with its transfer encoding undone, at most `limit` bytes of it."""
@@ -232,7 +250,8 @@ class _Walker:
                     self.raw
                 )
                 self.leaves.append(MimeLeaf(kind.content_type, kind.charset,
-                                            kind.transfer_encoding, depth, self.raw[body:end]))
+                                            kind.transfer_encoding, depth, self.raw[body:end],
+                                            fields))
                 start, depth, default_type = self._follow(delimiter)
         if start is None:
             self.unclosed += len(self.stack)

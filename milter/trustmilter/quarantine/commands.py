@@ -56,6 +56,9 @@ def add_quarantine_parser(commands: Any) -> None:
     show = actions.add_parser("show", parents=[common],
                               help="one held message: its headers and the reasons")
     show.add_argument("queue_id", metavar="ID")
+    show.add_argument("--body", action="store_true",
+                      help="also its body as plain text (HTML without markup, attachments "
+                      "listed, nothing opened)")
     release = actions.add_parser(
         "release", parents=[common],
         help="release from hold (postsuper -H); each release teaches the sender's reputation")
@@ -110,7 +113,12 @@ def _quarantine(args: argparse.Namespace) -> None:
              [_summary(m) for m in messages] or ["the hold queue is empty"])
     elif action == "show":
         message = review.show(args.queue_id)
-        output(args, message.as_json(with_headers=True), _details(message))
+        document, lines = message.as_json(with_headers=True), _details(message)
+        if args.body:
+            body = review.body(args.queue_id)
+            document["body"] = body.as_json()
+            lines += ["", *body.lines()]  # escaped by quarantine/body.py
+        output(args, document, lines)
     elif action == "release":
         if args.no_learn:
             released = review.release(args.queue_ids, None)

@@ -6,7 +6,9 @@ NAME
 DESCRIPTION
     `PostfixQueue` runs ``postqueue -j`` (every queued message, one JSON
     object per line), ``postcat -ehq ID`` (the envelope records and the
-    header section of one queued message), ``postsuper -H ID`` (release
+    header section of one queued message), ``postcat -hbq ID`` (the
+    message itself, read up to a limit: a held message may be huge),
+    ``postsuper -H ID`` (release
     from hold; then ``postqueue -i ID``, so it is delivered now rather than
     at the next queue run) and ``postsuper -d ID`` (delete), each with
     ``-c CONFIG_DIR`` when one is given. There is no
@@ -31,7 +33,9 @@ import contextlib
 import json
 import os
 import re
+import select
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +130,48 @@ class PostfixQueue:
         # -e: the envelope records, for the sender exactly as stored (postqueue
         # shows the null sender as MAILER-DAEMON); -h: the header section.
         return _queue_file(self._run_bytes("postcat", "-ehq", checked_queue_id(queue_id)))
+
+    def read_message(self, queue_id: str, limit: int) -> tuple[bytes, bool]:
+        """The header and body of a queued message (``postcat -hbq``), its first
+        `limit` bytes; and whether there was more (then postcat is stopped)."""
+        argv = self._argv("postcat", "-hbq", checked_queue_id(queue_id))
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=_env())
+        except FileNotFoundError as error:
+            raise PostfixCommandError("postcat: not found (is Postfix installed?)") from error
+        with process:
+            data, more = self._read_bounded(process, limit)
+            if more:
+                process.kill()
+            _, errors = process.communicate(timeout=self.timeout)
+        if not more and process.returncode != 0:
+            done = subprocess.CompletedProcess(argv, process.returncode, b"", errors)
+            raise PostfixCommandError(f"{' '.join(_short(argv))}: {_last_line(done)}")
+        return data[:limit], more
+
+    def _read_bounded(self, process: subprocess.Popen[bytes], limit: int) -> tuple[bytes, bool]:
+        """Up to `limit` bytes of the process's output (and whether it had more),
+        within the command timeout."""
+        assert process.stdout is not None
+        stream = process.stdout.fileno()
+        deadline = time.monotonic() + self.timeout
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                process.kill()
+                raise PostfixCommandError(f"postcat: no answer after {self.timeout:g}s")
+            ready, _, _ = select.select([stream], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(stream, 65536)
+            if not chunk:
+                return b"".join(chunks), False
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks), True
 
     def release(self, queue_id: str) -> None:
         """Release a held message (``postsuper -H``) and ask for its delivery now."""

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from trustmilter.mail.encoded_words import decode_words
 from trustmilter.mail.identity import PLAIN_IDENTITIES, Identities
+from trustmilter.quarantine.body import BodyView, view_body
 from trustmilter.quarantine.postfix import (
     InvalidQueueId,
     PostfixCommandError,
@@ -65,6 +66,9 @@ if TYPE_CHECKING:
     from trustmilter.state.base import Reputation, StateStore
 
 _FOLD = re.compile(r"\r?\n[ \t]+")
+# Bytes of a held message read for its body view at most (its text shown is
+# bounded anew, quarantine/body.py); a message may be as large as Postfix allows.
+MAX_MESSAGE_READ = 4 * 1024 * 1024
 
 
 class ReviewError(Exception):
@@ -235,6 +239,16 @@ class QuarantineReview:
         """One held message, headers included."""
         (entry,) = self._lookup([queue_id])
         return self._read(entry)
+
+    def body(self, queue_id: str, limit: int = MAX_MESSAGE_READ) -> BodyView:
+        """The held message's body as safe text (quarantine/body.py), from at most
+        `limit` bytes of the message."""
+        (entry,) = self._lookup([queue_id])
+        try:
+            raw, more = self._queue.read_message(entry.queue_id, limit)
+        except PostfixCommandError as error:
+            raise ReviewError(str(error)) from error
+        return view_body(raw, message_truncated=more)
 
     def release(self, queue_ids: Iterable[str], store: StateStore | None) -> list[Release]:
         """Release each message from hold; teach `store` (None: teach nothing)."""
