@@ -1,4 +1,4 @@
-"""The built-in score table and rules: SEED-RULES §1-4 turned into policy.
+"""The built-in score table and rules: docs/rules.md §1-4 turned into policy.
 
 These are the defaults of `Policy.scores` and `Policy.rules`, and the
 shipped policy.yaml spells out exactly the same values with a comment on
@@ -18,12 +18,12 @@ from trustmilter.policy.rules import ReplyConfig, Rule
 from trustmilter.verdict import Action
 
 _CONNECTION_SCORES: dict[str, float] = {
-        # The sending IP (SEED-RULES §1)
+        # The sending IP (docs/rules.md §1)
         "iprev.ptr_missing": 3.0,
         "iprev.ptr_generic": 3.0,
         "iprev.forward_mismatch": 3.0,
         "iprev.ptr_not_sender_domain": 1.0,
-        # HELO/EHLO (SEED-RULES §2, RFC 5321 §2.3.5, §4.1.4)
+        # HELO/EHLO (docs/rules.md §2, RFC 5321 §2.3.5, §4.1.4)
         "helo.missing": 3.0,
         "helo.ip_literal": 3.0,
         "helo.ip_literal_mismatch": 2.0,
@@ -35,7 +35,7 @@ _CONNECTION_SCORES: dict[str, float] = {
         "helo.not_client_ip": 1.0,
         "helo.not_sender_domain": 3.0,
         "helo.not_sender_mx": 0.5,
-        # Sender authentication (SEED-RULES §3)
+        # Sender authentication (docs/rules.md §3)
         "spf.mailfrom.fail": 3.0,
         "spf.mailfrom.softfail": 2.0,
         "spf.mailfrom.neutral": 1.0,
@@ -57,10 +57,10 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
         "dmarc.permerror": 1.0,
         "author.unauthenticated": 3.0,
         "arc.fail": 1.0,
-        # Blocklists (SEED-RULES §1, §7); each listing adds its list's weight on top
+        # Blocklists (docs/rules.md §1, §7); each listing adds its list's weight on top
         "dnsbl.listed": 2.0,
         "uribl.listed": 2.0,
-        # Names that do not exist or cannot receive mail (SEED-RULES §3)
+        # Names that do not exist or cannot receive mail (docs/rules.md §3)
         "names.sender_nonexistent": 3.0,
         "names.sender_no_address": 3.0,
         "names.from_nonexistent": 3.0,
@@ -74,7 +74,7 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
         "names.to_no_address": 1.0,
         "names.cc_nonexistent": 3.0,
         "names.cc_no_address": 1.0,
-        # Header sanity (SEED-RULES §4, RFC 5322)
+        # Header sanity (docs/rules.md §4, RFC 5322)
         "headers.from_missing": 8.0,
         "headers.from_multiple": 3.0,
         "headers.from_unparseable": 3.0,
@@ -92,7 +92,7 @@ DEFAULT_SCORES: MappingProxyType[str, float] = MappingProxyType(
         "headers.8bit_unencoded": 1.0,
         "headers.mime_too_deep": 3.0,
         "headers.mime_too_many_parts": 3.0,
-        # Learned reputation (SEED-RULES §7): cancels the points that would
+        # Learned reputation (docs/rules.md §7): cancels the points that would
         # re-quarantine a sender whose held mail was released often enough.
         "reputation.learned": -10.0,
     }
@@ -111,7 +111,7 @@ _HOST_SIGNS = (
 # ... and the same of the hop before a trusted forwarder, the real sender there.
 _NOT_A_MAIL_SERVER = (*_HOST_SIGNS, "dnsbl.listed", *(f"forwarded.{s}" for s in _HOST_SIGNS))
 _DNS_RETRY = "Temporary DNS failure checking the sender, please try again later"
-# SEED-RULES §7: releasing held mail teaches the filter; such a sender is
+# docs/rules.md §7: releasing held mail teaches the filter; such a sender is
 # exempt from the quarantine rules below, never from a reject rule.
 _LEARNED = "reputation.learned"
 # In-Reply-To/References names a message we sent (checks/replies.py): a
@@ -134,7 +134,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         when=("names.sender_nonexistent",),
         action=Action.REJECT,
         reply=ReplyConfig(550, "5.1.8", "Sender address rejected: domain does not exist"),
-        reason="SEED-RULES §3: nonexistent sender domains are not trusted; RFC 3463 5.1.8",
+        reason="nonexistent sender domains are not trusted; RFC 3463 5.1.8",
     ),
     # RFC 9989 §7.4: "p=reject" alone is no reason to reject: indirect flows
     # (forwarders, role aliases, mailing lists; RFC 7960) break DMARC for
@@ -168,7 +168,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         when=("spf.mailfrom.fail",),
         unless=("dmarc.dkim_aligned", *_VOUCHED_DMARC, "upstream.spf.pass", _LEARNED),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §3: failed SPF not rescued by an aligned DKIM signature",
+        reason="failed SPF not rescued by an aligned DKIM signature",
     ),
     Rule(
         name="forwarded-spf-fail-unaligned",
@@ -188,7 +188,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         name="from-domain-nonexistent",
         when=("names.from_nonexistent",),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §3: nonexistent domain names in sender headers",
+        reason="nonexistent domain names in sender headers",
     ),
     Rule(
         name="sender-fields-nonexistent",
@@ -242,7 +242,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         action=Action.QUARANTINE,
         reason="mark as spam damages a sender's standing: held whatever its score",
     ),
-    # --- Mail loops (SEED-RULES §5) ---
+    # --- Mail loops (docs/rules.md §5) ---
     # Our support address claimed from outside is no loop by itself (a help
     # desk may relay its notifications through an outside service); automated,
     # it is held as a suspected one, and a release confirms it.
@@ -260,7 +260,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         when=("loop.support_to_support",),
         action=Action.REJECT,
         reply=ReplyConfig(550, "5.7.1", "Mail loop refused: support address to support address"),
-        reason="SEED-RULES §5: two support addresses would answer each other for ever",
+        reason="two support addresses would answer each other for ever",
     ),
     # The purpose of the support-address rule: no notification is ever sent
     # to a support address (nor to another help desk), refused before it leaves.
@@ -292,19 +292,19 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reply=ReplyConfig(554, "5.4.6", _ROUTING_LOOP + ": this message was here before"),
         reason="our own loop marker came back; RFC 3463 5.4.6 routing loop detected",
     ),
-    # --- Rate tiers (SEED-RULES §5: 20 pass, the next 20 held, beyond 40 refused) ---
+    # --- Rate tiers (docs/rules.md §5: 20 pass, the next 20 held, beyond 40 refused) ---
     Rule(
         name="rate-reject",
         when=("rate.tier.reject",),
         action=Action.REJECT,
         reply=ReplyConfig(550, "5.7.1", "Too many messages from this sender in the last hour"),
-        reason="SEED-RULES §5: beyond 40 in the hour, rejected outright",
+        reason="beyond 40 in the hour, rejected outright",
     ),
     Rule(
         name="rate-quarantine",
         when=("rate.tier.quarantine",),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §5: messages 21 to 40 in the hour are suspended",
+        reason="messages 21 to 40 in the hour are held",
     ),
     Rule(
         name="rate-state-unavailable",
@@ -313,7 +313,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reply=ReplyConfig(451, "4.3.0", "Temporary local problem, please try again later"),
         reason="the rate store is down (state.on_error: tempfail); RFC 3463 4.3.0",
     ),
-    # --- Automated mail (SEED-RULES §5, §7: no ticket, suspended) ---
+    # --- Automated mail (docs/rules.md §5, §7: no ticket, suspended) ---
     # An automatic answer to mail we sent: two machines answering each other,
     # the loop at its first turn. Held at once, and lifted by nothing (not a
     # learned reputation: it would be the loop's own releases).
@@ -329,7 +329,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         when=("auto.noreply_sender",),
         unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §5: no-reply senders create no ticket",
+        reason="no-reply senders create no ticket",
     ),
     Rule(
         name="auto-bulk",
@@ -338,14 +338,14 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         # relayed it (reply.ours lifts only this kind of rule).
         unless=(_LEARNED, _ALLOWLISTED, _REPLY_OURS),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §5: bulk mail creates no ticket by default",
+        reason="bulk mail creates no ticket by default",
     ),
     Rule(
         name="auto-machine-generated",
         when=("auto.machine_generated",),
         unless=(_LEARNED, _ALLOWLISTED),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §5, §7: machine-generated mail creates no ticket (RFC 3834)",
+        reason="machine-generated mail creates no ticket (RFC 3834)",
     ),
     # An automatic reply, or another help desk's own output, creates no
     # ticket: answering it is how two machines answer each other for ever.
@@ -368,6 +368,6 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         when=("auto.bounce",),
         unless=(_LEARNED,),
         action=Action.QUARANTINE,
-        reason="SEED-RULES §6: bounces from outside belong in the suspended queue",
+        reason="bounces from outside are held for review",
     ),
 )
