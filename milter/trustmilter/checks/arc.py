@@ -13,7 +13,7 @@ reports one result ``arc`` (method arc):
   and more than 50 instances (§4.2.1);
 - temperror: the chain did not pass and some key lookup failed transiently.
 
-Trusted sealers (SEED-RULES §3, forwarded mail): when the chain passes and
+Trusted sealers (docs/rules.md §3, forwarded mail): when the chain passes and
 the ARC-Seal of some instance was made by a domain in `trusted_sealers`,
 that instance's ARC-Authentication-Results (parsed with `authres`) tell what
 the sealer saw before it forwarded the message. If it recorded dmarc=pass

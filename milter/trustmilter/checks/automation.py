@@ -1,7 +1,7 @@
 """Automated mail: no-reply senders, bulk and list mail, auto-replies, other
 help desks' output, bounces.
 
-SEED-RULES §5 and §7: bulk mail and machine-generated mail create no
+docs/rules.md §5 and §7: bulk mail and machine-generated mail create no
 ticket by default (they go to the suspended queue), and neither does mail
 from "no-reply" style addresses; bounces that come in from outside belong
 there too (§6). Answering any of them automatically is how loops start,
@@ -61,7 +61,7 @@ from trustmilter.results import CheckResult, Finding, Outcome
 
 RESULT = "automation"
 
-# Local parts of no-reply style senders (SEED-RULES §5). Matched as a whole
+# Local parts of no-reply style senders (docs/rules.md §5). Matched as a whole
 # word of the local part, so "noreply", "no-reply+4711", "info.noreply",
 # "do_not_reply" and "MAILER-DAEMON" match, "snoreplyx" does not.
 _SEP = r"[-_.]?"

@@ -1,4 +1,4 @@
-"""Inbound bounces, read at end of message (SEED-RULES §6; RFC 3464, RFC 3463).
+"""Inbound bounces, read at end of message (docs/rules.md §6; RFC 3464, RFC 3463).
 
 A message that looks like a bounce — the null sender (RFC 5321 §4.5.5),
 a multipart/report, or a From of MAILER-DAEMON / postmaster — is read by

@@ -1,4 +1,4 @@
-"""The client IP against DNS blocklists (RFC 5782; SEED-RULES §1).
+"""The client IP against DNS blocklists (RFC 5782; docs/rules.md §1).
 
 At connect time every configured list is asked, concurrently, for the A
 record of the client address in reversed form under the list's zone:

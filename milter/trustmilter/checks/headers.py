@@ -1,6 +1,6 @@
-"""RFC 5322 header sanity (SEED-RULES §4: mail from web forms and scripts).
+"""RFC 5322 header sanity (docs/rules.md §4: mail from web forms and scripts).
 
-SEED-RULES §4 asks for RFC 5322 formatted mail with correct Subject, From,
+docs/rules.md §4 asks for RFC 5322 formatted mail with correct Subject, From,
 To and Reply-To headers. One result named ``headers`` at end of message,
 no DNS, no RFC 8601 method: pass without findings, fail with any,
 skipped before the message is known. Findings:

@@ -1,4 +1,4 @@
-"""iprev (RFC 8601 §3; SEED-RULES §1): does the client IP's PTR name resolve back to it?
+"""iprev (RFC 8601 §3; docs/rules.md §1): does the client IP's PTR name resolve back to it?
 
 The client address is looked up in the reverse tree (PTR); then the A
 (IPv4) or AAAA (IPv6) records of each PTR name, at most `max_ptr_names`
@@ -9,7 +9,7 @@ of them and all at once. RFC 8601 §3 results:
   passed, failed temporarily;
 - permerror: every PTR name is malformed (not a host name, or a single label).
 
-Findings, whatever the outcome (SEED-RULES §1):
+Findings, whatever the outcome (docs/rules.md §1):
 - ``iprev.ptr_missing``: no PTR record;
 - ``iprev.ptr_generic``: the client's name embeds the IP address (1-2-3-4,
   1.2.3.4, reversed, zero-padded 001002003004, hex c0000201) or a
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from trustmilter.model import IPAddress
 
 # Words that mark a consumer or dynamically addressed line in a PTR name
-# (SEED-RULES §1: "4-3-2-1-cable-subscribers.isp.com").
+# (docs/rules.md §1: "4-3-2-1-cable-subscribers.isp.com").
 DEFAULT_GENERIC_WORDS: tuple[str, ...] = (
     "dynamic", "dyn", "dhcp", "pool", "cable", "dsl", "adsl", "vdsl", "ppp", "pppoe",
     "client", "clients", "subscriber", "subscribers", "customer", "customers",
