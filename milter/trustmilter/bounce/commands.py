@@ -83,7 +83,7 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
         tr(N_("It reports on %(origin)s.")) % {"origin": origin},
     ]
     if bounce.cause is not None:
-        # The Cause values are msgids (explain.py); SEED-RULES §6 names them.
+        # The Cause values are msgids (explain.py); docs/rules.md §6 names them.
         lines.append(tr(N_("Cause: %(cause)s.")) % {"cause": tr(bounce.cause.value)})
     for r in bounce.recipients:
         m = r.meaning

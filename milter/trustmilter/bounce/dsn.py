@@ -34,7 +34,7 @@ class Recipient:
 
 @dataclass(frozen=True)
 class ReturnedMessage:
-    """The headers that identify the original mail (SEED-RULES.md §6)."""
+    """The headers that identify the original mail (docs/rules.md §6)."""
 
     message_id: str | None = None
     subject: str | None = None

@@ -1,7 +1,7 @@
 """One bounce, explained: who reported it, for whom, why, and whether it is ours.
 
 ``explain`` combines the RFC 3464 reader (dsn.py) with the body-text readers
-(heuristics.py) and turns codes into plain causes (SEED-RULES.md §6: "User
+(heuristics.py) and turns codes into plain causes (docs/rules.md §6: "User
 Unknown", "Host Unknown", "Mail could not be delivered"). It never raises:
 the CLI and the milter both hand it mail written by strangers.
 """

@@ -1,7 +1,7 @@
 """RFC 3463 enhanced mail system status codes and what they mean.
 
 A bounce is only as useful as the reading of its ``class.subject.detail``
-code (SEED-RULES.md §6): the class says whether the relay will retry
+code (docs/rules.md §6): the class says whether the relay will retry
 (4 = persistent transient, 5 = permanent), the subject and detail say why.
 The tables hold every code of RFC 3463 plus the later IANA registrations
 ("Simple Mail Transfer Protocol (SMTP) Enhanced Status Codes" registry).
