@@ -1,6 +1,6 @@
 """`trustmilter doctor` (issue 5 item 3): what a sender must fix so its mail is trusted.
 
-`rules` holds one function per SEED-RULES §1-3 rule group, each built on the
+`rules` holds one function per docs/rules.md §1-3 rule group, each built on the
 milter's own checks; `run` runs them concurrently and prints the report.
 """
 

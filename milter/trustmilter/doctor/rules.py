@@ -1,4 +1,4 @@
-"""The doctor's rules (SEED-RULES §1-3), one function per group, each a list of `Diagnosis`.
+"""The doctor's rules (docs/rules.md §1-3), one function per group, each a list of `Diagnosis`.
 
 Every rule asks the milter's own checks (iprev, helo, spf, dkim key
 classification, DMARC discovery) rather than judging anew, so the doctor
@@ -119,7 +119,7 @@ def suggested_host(domain: str, helo: str | None, domains: DomainTools) -> str:
 
 def ip_rules(ctx: CheckContext, config: iprev_check.Config, domain: str,
              host: str) -> list[Diagnosis]:
-    """SEED-RULES §1: PTR exists, is in the domain's organisation, not generic, confirms."""
+    """docs/rules.md §1: PTR exists, is in the domain's organisation, not generic, confirms."""
     ip = str(ctx.connection.ip)
     result = iprev_check.IprevCheck(config).run(ctx)[0]
     found = {f.name: f.detail for f in result.findings}
@@ -214,7 +214,7 @@ def helo_rules(ctx: CheckContext, domain: str, host: str) -> list[Diagnosis]:
 
 
 def mx_rule(domain: str, mx: DnsAnswer, host: str) -> Diagnosis:
-    """SEED-RULES §4: the domain has MX records (senders must look them up)."""
+    """docs/rules.md §4: the domain has MX records (senders must look them up)."""
     fix = text(N_("Publish an MX record: %(domain)s. IN MX 10 %(host)s."),
                domain=domain, host=host)
     if mx.status is DnsStatus.TEMPERROR:
@@ -251,7 +251,7 @@ def with_term(record: str, term: str) -> str:
 
 def spf_rules(base: CheckContext, domain: str, ips: list[IPAddress],
               mx_addresses: set[str]) -> list[Diagnosis]:
-    """SEED-RULES §3: SPF exists, parses, stays within 10 lookups, authorises each IP."""
+    """docs/rules.md §3: SPF exists, parses, stays within 10 lookups, authorises each IP."""
     compat.install()  # pyspf must ask DNS through our resolver
     spf = spf_record_for(ips, mx_addresses)
     publish = text(N_("Publish this TXT record at %(name)s: %(record)s"), name=domain, record=spf)
@@ -311,7 +311,7 @@ def spf_rules(base: CheckContext, domain: str, ips: list[IPAddress],
 
 
 def dkim_rule(resolver: Resolver, domain: str, selector: str, min_bits: int) -> Diagnosis:
-    """SEED-RULES §3: the selector's key exists, is valid, rsa/ed25519, RSA >= 1024 bits."""
+    """docs/rules.md §3: the selector's key exists, is valid, rsa/ed25519, RSA >= 1024 bits."""
     name = f"{selector}._domainkey.{domain}".lower()
     fix = text(N_("Publish the public key at %(name)s: v=DKIM1; k=rsa; p=<base64 of a "
                   "2048-bit RSA public key> (or k=ed25519)."), name=name)
@@ -362,7 +362,7 @@ def _pyspf(reason: str) -> str:
 
 
 def dmarc_rules(ctx: CheckContext, domain: str) -> list[Diagnosis]:
-    """SEED-RULES §3: a DMARC record exists (domain or org domain), parses, and its effect."""
+    """docs/rules.md §3: a DMARC record exists (domain or org domain), parses, and its effect."""
     org = ctx.domains.org_domain(domain) or domain
     publish = text(N_("Publish this TXT record at %(name)s: %(record)s"), name=f"_dmarc.{org}",
                    record="v=DMARC1; p=quarantine")

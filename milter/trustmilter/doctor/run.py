@@ -54,7 +54,7 @@ _SUMMARY = N_("%(failed)s failed, %(warnings)s warnings, %(passed)s passed")
 def diagnose(domain: str, ips: list[IPAddress], helo: str | None, selectors: list[str],
              resolver: Resolver, settings: Settings | None = None,
              domains: DomainTools | None = None) -> list[Diagnosis]:
-    """Every SEED-RULES §1-3 rule for mail from `domain` sent by `ips` greeting as `helo`."""
+    """Every docs/rules.md §1-3 rule for mail from `domain` sent by `ips` greeting as `helo`."""
     settings = settings or Settings()
     domains = domains or DomainTools()
     domain = normalise(domain)
@@ -137,7 +137,8 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 def add_parser(commands: Any) -> None:
     """Add `doctor` to the CLI's subcommands."""
     doctor = commands.add_parser(
-        "doctor", help="check a sender's DNS setup against the trust rules (SEED-RULES §1-3)")
+        "doctor", help="check a sender's DNS setup (PTR, HELO, MX, SPF, DKIM, DMARC) "
+        "against the sender-trust rules")
     doctor.add_argument("--domain", required=True, help="the sending domain")
     doctor.add_argument("--ip", action="append", default=[], type=_ip,
                         help="a sending IP address (repeat)")

@@ -110,7 +110,7 @@ class HeadersConfig:
     # Delivered mail (accepted, low trust, or held and later released) that
     # carries any of these signals gets `auto_suppress_headers`, so help
     # desks and autoresponders downstream do not answer it automatically
-    # (RFC 3834 §5; SEED-RULES §5: no notifications for bulk mail, also
+    # (RFC 3834 §5; docs/rules.md §5: no notifications for bulk mail, also
     # after release). Empty: never.
     auto_suppress_when: tuple[str, ...] = ("auto.*", "loop.*", "rate.tier.*")
     # "Name: value" fields. RFC 3834 §5: Auto-Submitted marks automated

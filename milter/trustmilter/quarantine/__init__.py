@@ -4,5 +4,5 @@
 (``postqueue -j``, ``postcat -ehq``, ``postsuper -H``/``-d``); `review.py`
 turns their answers into held messages with the reasons trustmilter
 recorded, and releases and deletions as spam that teach the state store
-(SEED-RULES §7; a spam mark is the other direction).
+(docs/rules.md §7; a spam mark is the other direction).
 """

@@ -13,8 +13,8 @@ DESCRIPTION
     sits below it) and reports queue ID, age, sender, recipients, subject
     and those reasons.
 
-    A release teaches (SEED-RULES §7: "releasing mail from the suspended
-    queue tells the filter it was legitimate"): for every released message
+    A release teaches (docs/rules.md §7: releasing held mail tells the
+    filter it was no spam): for every released message
     that trustmilter itself held (its header says ``action=quarantine``)
     and that has a sender, ``store.add_release(identity, reasons, now)``
     counts one release in the state store; after the policy's number of

@@ -5,7 +5,7 @@ key sent in the last hour — exact under concurrency, also across processes
 and, with Redis, across hosts), learned reputation (how often mail from a
 sender identity was released from quarantine, and how often it was deleted
 as spam) and hard bounces (recipients our own
-outbound mail could not reach: 5.1.x, SEED-RULES §6), kept for a policy-set
+outbound mail could not reach: 5.1.x, docs/rules.md §6), kept for a policy-set
 time after the last report, and the messages we sent ourselves (keyed
 hashes of their Message-IDs, bounded and expiring: checks/replies.py
 recognises replies to them). Backends: `memory.py` (one process;
