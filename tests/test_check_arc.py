@@ -21,7 +21,7 @@ def keys_zone():
 
 
 def forwarded(results="dkim=pass header.d=example.com; dmarc=pass header.from=example.com"):
-    """SEED-RULES §3: a customer's signed mail, changed by a forwarder (footer) and sealed."""
+    """docs/rules.md §3: a customer's signed mail, changed by a forwarder (footer) and sealed."""
     key = rsa_key()
     original = sign(message(), key, "example.com")
     changed = original + FOOTER  # breaks the author's DKIM body hash
@@ -66,7 +66,7 @@ def test_body_altered_after_sealing_fails(dns_server, resolver):
 
 
 def test_trusted_sealer_vouches_for_dmarc_pass(dns_server, resolver):
-    """SEED-RULES §3 forwarded mail: a trusted sealer recorded dmarc=pass before forwarding."""
+    """docs/rules.md §3 forwarded mail: a trusted sealer recorded dmarc=pass before forwarding."""
     dns_server.load(keys_zone())
     result = run(resolver, forwarded(), trusted=[FORWARDER.upper()])
     assert result.outcome is Outcome.PASS

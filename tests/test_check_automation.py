@@ -1,4 +1,4 @@
-"""Automated mail (SEED-RULES §5, §7; RFC 3834, RFC 3464): the check, the rules, and
+"""Automated mail (docs/rules.md §5, §7; RFC 3834, RFC 3464): the check, the rules, and
 the RFC 3834 headers the evaluator adds when such mail is delivered anyway."""
 
 from __future__ import annotations

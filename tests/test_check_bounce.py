@@ -1,4 +1,4 @@
-"""The bounce check (SEED-RULES §6): inbound bounces read at end of message, their
+"""The bounce check (docs/rules.md §6): inbound bounces read at end of message, their
 summary, our own hard bounces recorded, and the policy around them."""
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def bounce_results(origin: str) -> Results:
 
 @pytest.mark.parametrize("origin", ["own", "foreign"])
 def test_bounces_are_held_with_their_summary(origin: str) -> None:
-    """SEED-RULES §6: bounces from outside belong in the suspended queue; "own" is
+    """docs/rules.md §6: bounces from outside belong in the suspended queue; "own" is
     the bounce's own claim, so it lifts nothing by default either."""
     verdict = evaluate(Policy(), bounce_results(origin))
     assert verdict.action is Action.QUARANTINE

@@ -1,4 +1,4 @@
-"""DNS blocklists for the client IP (RFC 5782; SEED-RULES §1), through the DNS test server."""
+"""DNS blocklists for the client IP (RFC 5782; docs/rules.md §1), through the DNS test server."""
 
 from __future__ import annotations
 

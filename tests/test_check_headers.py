@@ -1,4 +1,4 @@
-"""RFC 5322 header sanity (SEED-RULES §4); no DNS is involved."""
+"""RFC 5322 header sanity (docs/rules.md §4); no DNS is involved."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def names(result):
 
 
 def test_well_formed_message_passes():
-    """SEED-RULES §4: RFC 5322 formatted, with good From, To, Subject, Date, Message-ID."""
+    """docs/rules.md §4: RFC 5322 formatted, with good From, To, Subject, Date, Message-ID."""
     result = run(message())
     assert result.outcome is Outcome.PASS
     assert result.findings == ()
@@ -84,7 +84,7 @@ def test_from_multiple():
      "", "a@b@c.example.com", "undisclosed-recipients:;"],
 )
 def test_from_unparseable(value):
-    """SEED-RULES §4 "correctly formatted From:": one local@domain mailbox at least."""
+    """docs/rules.md §4 "correctly formatted From:": one local@domain mailbox at least."""
     assert "headers.from_unparseable" in names(run(message({"From": value})))
 
 
@@ -119,7 +119,7 @@ def test_date_missing_and_invalid():
     ],
 )
 def test_subject_malformed(subject, why):
-    """SEED-RULES §4 "correctly formatted Subject:"; RFC 2047 §2, §4."""
+    """docs/rules.md §4 "correctly formatted Subject:"; RFC 2047 §2, §4."""
     result = run(message({"Subject": subject}))
     assert "headers.subject_malformed" in names(result)
     detail = next(f.detail for f in result.findings if f.name == "headers.subject_malformed")
@@ -185,7 +185,7 @@ def test_required_names_only_optional_fields(bad):
 
 @pytest.mark.parametrize("value", ["", "support", "Support <support@>", "a@example.com,,<"])
 def test_to_malformed(value):
-    """SEED-RULES §4 "correctly formatted To:"."""
+    """docs/rules.md §4 "correctly formatted To:"."""
     assert names(run(message({"To": value}))) == ["headers.to_malformed"]
 
 
@@ -196,7 +196,7 @@ def test_to_group_and_duplicate():
 
 
 def test_reply_to():
-    """SEED-RULES §4 "correctly formatted Reply-To:": parseable, at most once (§3.6)."""
+    """docs/rules.md §4 "correctly formatted Reply-To:": parseable, at most once (§3.6)."""
     good = run(message(extra=["Reply-To: Help <help@example.com>"]))
     bad = run(message(extra=["Reply-To: help at example dot com"]))
     twice = run(message(extra=["Reply-To: a@example.com", "Reply-To: b@example.com"]))

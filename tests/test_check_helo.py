@@ -1,4 +1,4 @@
-"""HELO/EHLO sanity (SEED-RULES §2; RFC 5321 §2.3.5, §4.1.4), through the DNS test server."""
+"""HELO/EHLO sanity (docs/rules.md §2; RFC 5321 §2.3.5, §4.1.4), through the DNS test server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from trustmilter.results import Outcome
 ZONE = """
 example.com.              300 IN MX   10 mail.example.com.
 mail.example.com.         300 IN A    192.0.2.4
-; SEED-RULES §2 "HELO mail.otherdomain.com": resolves, but another domain
+; docs/rules.md §2 "HELO mail.otherdomain.com": resolves, but another domain
 mail.example.org.         300 IN A    192.0.2.4
 other.example.com.        300 IN A    192.0.2.99
 noaddr.example.com.       300 IN TXT  "no address here"
@@ -41,7 +41,7 @@ def names(result):
 
 
 def test_good_helo_passes(dns_server, resolver):
-    """SEED-RULES §2: resolvable, the client's IP, the sender's domain and MX."""
+    """docs/rules.md §2: resolvable, the client's IP, the sender's domain and MX."""
     dns_server.load(ZONE)
     result = run(resolver, "mail.example.com")
     assert result.outcome is Outcome.PASS
@@ -60,7 +60,7 @@ def test_missing_helo(dns_server, resolver, name):
 
 
 def test_seed_other_domain(dns_server, resolver):
-    """SEED-RULES §2 "HELO mail.otherdomain.com": not the sender's domain nor its MX."""
+    """docs/rules.md §2 "HELO mail.otherdomain.com": not the sender's domain nor its MX."""
     dns_server.load(ZONE)
     result = run(resolver, "mail.example.org")
     assert result.outcome is Outcome.FAIL
@@ -69,7 +69,7 @@ def test_seed_other_domain(dns_server, resolver):
 
 
 def test_mail_provider_host_matches_sender_mx(dns_server, resolver):
-    """SEED-RULES §2 "should match an MX record": same organisation as an MX host."""
+    """docs/rules.md §2 "should match an MX record": same organisation as an MX host."""
     dns_server.load(ZONE)
     result = run(resolver, "out.mailhost.example.net", mail_from="a@customer.example.org")
     # In the provider's organisation, so not "another domain"; but not an MX host itself.
@@ -79,7 +79,7 @@ def test_mail_provider_host_matches_sender_mx(dns_server, resolver):
 @pytest.mark.parametrize("name", ["localhost", "localhost.localdomain", "box.localhost",
                                   "LOCALHOST."])
 def test_seed_localhost(dns_server, resolver, name):
-    """SEED-RULES §2 "HELO localhost"; RFC 6761 §6.3 names are never looked up."""
+    """docs/rules.md §2 "HELO localhost"; RFC 6761 §6.3 names are never looked up."""
     dns_server.load(ZONE)
     result = run(resolver, name)
     assert result.outcome is Outcome.FAIL
@@ -88,7 +88,7 @@ def test_seed_localhost(dns_server, resolver, name):
 
 
 def test_seed_bare_ip_literal_mismatch(dns_server, resolver):
-    """SEED-RULES §2 "HELO 1.2.3.4": an address, and not the client's."""
+    """docs/rules.md §2 "HELO 1.2.3.4": an address, and not the client's."""
     dns_server.load(ZONE)
     result = run(resolver, "192.0.2.5")
     assert names(result) == ["helo.ip_literal", "helo.ip_literal_mismatch"]
@@ -96,7 +96,7 @@ def test_seed_bare_ip_literal_mismatch(dns_server, resolver):
 
 
 def test_bracketed_literal_of_the_client(dns_server, resolver):
-    """RFC 5321 §4.1.3: [192.0.2.4] is a valid literal; still low trust by SEED-RULES §2."""
+    """RFC 5321 §4.1.3: [192.0.2.4] is a valid literal; still low trust by docs/rules.md §2."""
     dns_server.load(ZONE)
     result = run(resolver, "[192.0.2.4]")
     assert result.outcome is Outcome.FAIL
@@ -113,7 +113,7 @@ def test_ipv6_literal(dns_server, resolver):
 
 
 def test_loopback_literal_is_localhost(dns_server, resolver):
-    """SEED-RULES §2 "HELO localhost" in address form: [127.0.0.1]."""
+    """docs/rules.md §2 "HELO localhost" in address form: [127.0.0.1]."""
     dns_server.load(ZONE)
     result = run(resolver, "[127.0.0.1]")
     assert names(result) == ["helo.ip_literal", "helo.localhost", "helo.ip_literal_mismatch"]
@@ -139,7 +139,7 @@ def test_seed_invalid_tld(dns_server, resolver):
 
 
 def test_seed_not_existing_domain(dns_server, resolver):
-    """SEED-RULES §2 "HELO not.existing.domain.com": NXDOMAIN."""
+    """docs/rules.md §2 "HELO not.existing.domain.com": NXDOMAIN."""
     dns_server.load(ZONE)
     result = run(resolver, "not.existing.example.com")
     assert result.outcome is Outcome.FAIL
@@ -163,7 +163,7 @@ def test_not_client_ip(dns_server, resolver):
 
 
 def test_name_without_addresses(dns_server, resolver):
-    """SEED-RULES §2 "must be resolvable": an existing name without A/AAAA."""
+    """docs/rules.md §2 "must be resolvable": an existing name without A/AAAA."""
     dns_server.load(ZONE)
     result = run(resolver, "noaddr.example.com")
     assert names(result) == ["helo.no_address"]

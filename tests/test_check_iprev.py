@@ -1,4 +1,4 @@
-"""iprev (RFC 8601 §3; SEED-RULES §1), through the DNS test server."""
+"""iprev (RFC 8601 §3; docs/rules.md §1), through the DNS test server."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from trustmilter.results import Outcome
 
 V6 = "2001:db8::25"
 ZONE = f"""
-; SEED-RULES §1: "4.3.2.1.in-addr.arpa -> mail.domain.com"
+; docs/rules.md §1: "4.3.2.1.in-addr.arpa -> mail.domain.com"
 4.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.
 mail.example.com.         300 IN A   192.0.2.4
 example.com.              300 IN MX  10 mail.example.com.
-; SEED-RULES §1 bad example: "4-3-2-1-cable-subscribers.isp.com"
+; docs/rules.md §1 bad example: "4-3-2-1-cable-subscribers.isp.com"
 5.2.0.192.in-addr.arpa.   300 IN PTR 4-3-2-1-cable-subscribers.isp.example.net.
 4-3-2-1-cable-subscribers.isp.example.net. 300 IN A 192.0.2.5
 6.2.0.192.in-addr.arpa.   300 IN PTR host-192-0-2-6.example.net.
@@ -68,7 +68,7 @@ def names(result):
 
 
 def test_seed_good_example_passes(dns_server, resolver):
-    """SEED-RULES §1 good example: PTR mail.example.com resolves back to the IP."""
+    """docs/rules.md §1 good example: PTR mail.example.com resolves back to the IP."""
     dns_server.load(ZONE)
     result = run(resolver, "192.0.2.4")
     assert result.outcome is Outcome.PASS
@@ -78,7 +78,7 @@ def test_seed_good_example_passes(dns_server, resolver):
 
 
 def test_seed_missing_ptr_nxdomain(dns_server, resolver):
-    """SEED-RULES §1 "Missing: NXDOMAIN"; RFC 8601 §3: no PTR is a fail."""
+    """docs/rules.md §1 "Missing: NXDOMAIN"; RFC 8601 §3: no PTR is a fail."""
     dns_server.load(ZONE)
     result = run(resolver, "192.0.2.10")
     assert result.outcome is Outcome.FAIL
@@ -94,7 +94,7 @@ def test_missing_ptr_nodata(dns_server, resolver):
 
 
 def test_seed_cable_subscriber_name_is_generic(dns_server, resolver):
-    """SEED-RULES §1 bad example: consumer-line words in the PTR name."""
+    """docs/rules.md §1 bad example: consumer-line words in the PTR name."""
     dns_server.load(ZONE)
     result = run(resolver, "192.0.2.5", mail_from="a@example.net")
     assert result.outcome is Outcome.PASS  # forward-confirmed, but generic
@@ -104,7 +104,7 @@ def test_seed_cable_subscriber_name_is_generic(dns_server, resolver):
 
 
 def test_embedded_ip_is_generic(dns_server, resolver):
-    """SEED-RULES §1: IP address numbers in the PTR name mark a generic name."""
+    """docs/rules.md §1: IP address numbers in the PTR name mark a generic name."""
     dns_server.load(ZONE)
     result = run(resolver, "192.0.2.6", mail_from="a@example.net")
     assert names(result) == ["iprev.ptr_generic"]
@@ -198,7 +198,7 @@ def test_ipv6_uses_nibbles_and_aaaa(dns_server, resolver):
 
 
 def test_ptr_not_sender_domain(dns_server, resolver):
-    """SEED-RULES §1: the PTR name should belong to the sender's domain."""
+    """docs/rules.md §1: the PTR name should belong to the sender's domain."""
     dns_server.load(ZONE)
     result = run(resolver, "192.0.2.4", mail_from="a@example.org")
     assert result.outcome is Outcome.PASS
@@ -206,7 +206,7 @@ def test_ptr_not_sender_domain(dns_server, resolver):
 
 
 def test_null_sender_uses_helo_domain(dns_server, resolver):
-    """SEED-RULES §1 for bounces: the HELO name stands in for the sender domain."""
+    """docs/rules.md §1 for bounces: the HELO name stands in for the sender domain."""
     dns_server.load(ZONE)
     same = run(resolver, "192.0.2.4", mail_from="", helo="relay.example.com")
     other = run(resolver, "192.0.2.4", mail_from="", helo="relay.example.org")
@@ -240,7 +240,7 @@ def test_null_sender_uses_helo_domain(dns_server, resolver):
     ],
 )
 def test_generic_name_forms(name, ip, generic):
-    """SEED-RULES §1: IP numbers in any common form, or consumer-line words."""
+    """docs/rules.md §1: IP numbers in any common form, or consumer-line words."""
     words = frozenset(iprev.DEFAULT_GENERIC_WORDS)
     reason = generic_reason(name, ipaddress.ip_address(ip), words, domain_tools())
     assert bool(reason) is generic, reason

@@ -1,4 +1,4 @@
-"""Name existence (SEED-RULES §3; RFC 5321 §5.1, RFC 7505), through the DNS test server."""
+"""Name existence (docs/rules.md §3; RFC 5321 §5.1, RFC 7505), through the DNS test server."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_sender_domain_exists(dns_server, resolver, sender):
 
 
 def test_sender_nonexistent(dns_server, resolver):
-    """SEED-RULES §3: a nonexistent sender domain (NXDOMAIN), decided at MAIL."""
+    """docs/rules.md §3: a nonexistent sender domain (NXDOMAIN), decided at MAIL."""
     dns_server.load(ZONE)
     result = envelope(resolver, "a@not.existing.example.com")
     assert result.outcome is Outcome.FAIL
@@ -99,7 +99,7 @@ def test_sender_domain_that_cannot_exist(dns_server, resolver, sender):
 
 
 def test_sender_no_address(dns_server, resolver):
-    """SEED-RULES §3 "unresolvable": the name exists but has no A, AAAA or MX."""
+    """docs/rules.md §3 "unresolvable": the name exists but has no A, AAAA or MX."""
     dns_server.load(ZONE)
     result = envelope(resolver, "a@noaddr.example.org")
     assert result.outcome is Outcome.FAIL
@@ -183,13 +183,13 @@ def message(from_value):
 
 
 def test_from_domain_exists(dns_server, resolver):
-    """SEED-RULES §3: the From header's domain exists."""
+    """docs/rules.md §3: the From header's domain exists."""
     dns_server.load(ZONE)
     assert header(resolver, message("Alice <alice@example.com>")).outcome is Outcome.PASS
 
 
 def test_from_nonexistent(dns_server, resolver):
-    """SEED-RULES §3: a nonexistent domain in the From header."""
+    """docs/rules.md §3: a nonexistent domain in the From header."""
     dns_server.load(ZONE)
     result = header(resolver, message("Boss <boss@not.existing.example.com>"))
     assert result.outcome is Outcome.FAIL

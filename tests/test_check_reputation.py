@@ -1,4 +1,4 @@
-"""Learned reputation (SEED-RULES §7: releasing teaches the filter) and what the
+"""Learned reputation (docs/rules.md §7: releasing teaches the filter) and what the
 default policy lets it exempt: quarantine rules yes, reject rules never."""
 
 from __future__ import annotations

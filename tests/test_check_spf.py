@@ -10,7 +10,7 @@ from trustmilter.checks.spf import SpfHeloCheck, SpfMailFromCheck, spf_domain
 from trustmilter.results import Outcome
 
 ZONE = """
-; SEED-RULES §3: "v=spf1 mx:domain.com ~all" and "v=spf1 ip4:1.2.3.4 ~all"
+; docs/rules.md §3: "v=spf1 mx:domain.com ~all" and "v=spf1 ip4:1.2.3.4 ~all"
 example.com.            300 IN TXT "v=spf1 mx:example.com ~all"
 example.com.            300 IN MX  10 mail.example.com.
 mail.example.com.       300 IN A   192.0.2.4
@@ -70,7 +70,7 @@ def zone(dns_server):
 
 
 def test_seed_mx_record_passes_for_the_mx_address(zone, resolver):
-    """SEED-RULES §3 "v=spf1 mx:domain.com ~all"; RFC 7208 §5.4 mx: the MX host's address passes."""
+    """docs/rules.md §3 "v=spf1 mx:domain.com ~all"; RFC 7208 §5.4 mx: the MX host's address passes."""
     result = mailfrom(resolver, "alice@example.com")
     assert result.outcome is Outcome.PASS
     assert result.method == "spf"
@@ -82,12 +82,12 @@ def test_seed_mx_record_passes_for_the_mx_address(zone, resolver):
 
 
 def test_seed_mx_record_softfails_other_addresses(zone, resolver):
-    """SEED-RULES §3 "~all"; RFC 7208 §8.5: softfail for an address the record does not list."""
+    """docs/rules.md §3 "~all"; RFC 7208 §8.5: softfail for an address the record does not list."""
     assert mailfrom(resolver, "alice@example.com", ip="198.51.100.7").outcome is Outcome.SOFTFAIL
 
 
 def test_seed_ip4_record(zone, resolver):
-    """SEED-RULES §3 "v=spf1 ip4:1.2.3.4 ~all" (as 192.0.2.4); RFC 7208 §5.6 ip4."""
+    """docs/rules.md §3 "v=spf1 ip4:1.2.3.4 ~all" (as 192.0.2.4); RFC 7208 §5.6 ip4."""
     assert mailfrom(resolver, "bob@example.net").outcome is Outcome.PASS
     assert mailfrom(resolver, "bob@example.net", ip="203.0.113.50").outcome is Outcome.SOFTFAIL
 
@@ -168,7 +168,7 @@ def test_helo_identity(zone, resolver):
 
 
 def test_helo_skips_and_none(zone, resolver):
-    """SEED-RULES §2 "HELO 1.2.3.4" / "HELO localhost"; RFC 7208 §2.3, §4.3: nothing to ask DNS."""
+    """docs/rules.md §2 "HELO 1.2.3.4" / "HELO localhost"; RFC 7208 §2.3, §4.3: nothing to ask DNS."""
     check = SpfHeloCheck(spf.Config())
     literal = check.run(make_ctx(resolver, ip="192.0.2.4", helo="192.0.2.4"))[0]
     assert literal.outcome is Outcome.SKIPPED

@@ -1,4 +1,4 @@
-"""URI blocklists for link domains (RFC 5782 §2.3; SEED-RULES §7), through the DNS test server."""
+"""URI blocklists for link domains (RFC 5782 §2.3; docs/rules.md §7), through the DNS test server."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ HEAD = (
     b"MIME-Version: 1.0\r\n"
 )
 
-# SEED-RULES §7: "spammy links, for example in a signature" - here in an HTML
+# docs/rules.md §7: "spammy links, for example in a signature" - here in an HTML
 # signature, quoted-printable with a soft line break inside the host name.
 SIGNATURE = HEAD + (
     b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
@@ -80,7 +80,7 @@ def domains(raw):
 
 
 def test_seed_link_in_html_signature(dns_server, resolver):
-    """SEED-RULES §7: a listed link in an HTML signature (quoted-printable) fails."""
+    """docs/rules.md §7: a listed link in an HTML signature (quoted-printable) fails."""
     dns_server.load(ZONE)
     result = run(resolver, SIGNATURE)
     assert result.outcome is Outcome.FAIL

@@ -73,7 +73,7 @@ GOOD_ARGS = ("--ip", "192.0.2.10", "--helo", "mail.example.com",
 
 
 def test_authenticated_mail_is_accepted_with_every_result(tmp_path, capsys, dns_server, policy_file):
-    """SEED-RULES §1-3: PTR, HELO, SPF, DKIM, DMARC all in order -> accept."""
+    """docs/rules.md §1-3: PTR, HELO, SPF, DKIM, DMARC all in order -> accept."""
     dns_server.load(GOOD_ZONE + key_zone(rsa_key(1024), "sel", "example.com"))
     out = run_check(capsys, policy_file, signed(tmp_path), *GOOD_ARGS)
     assert set(out) == {"action", "smtp_reply", "stage", "client_kind", "direction", "mail_from",
@@ -99,7 +99,7 @@ def test_authenticated_mail_is_accepted_with_every_result(tmp_path, capsys, dns_
 
 
 def test_spoofed_from_under_p_reject_is_rejected(tmp_path, capsys, dns_server, policy_file):
-    """SEED-RULES §3 (forged sender) + RFC 7489 §6.3 p=reject -> 550 5.7.1."""
+    """docs/rules.md §3 (forged sender) + RFC 7489 §6.3 p=reject -> 550 5.7.1."""
     dns_server.load(GOOD_ZONE + """
 spoofer.example.net. 300 IN TXT "v=spf1 ip4:203.0.113.5 -all"
 spoofer.example.net. 300 IN A 203.0.113.5
@@ -122,7 +122,7 @@ def test_p_quarantine_failure_is_quarantined(tmp_path, capsys, dns_server, polic
 
 
 def test_spf_fail_without_aligned_dkim_is_quarantined(tmp_path, capsys, dns_server, policy_file):
-    """SEED-RULES §3 "failed SPF check" -> not trusted; no DMARC record to decide."""
+    """docs/rules.md §3 "failed SPF check" -> not trusted; no DMARC record to decide."""
     zone = GOOD_ZONE.replace('_dmarc.example.com.        300 IN TXT "v=DMARC1; p=reject; rua=mailto:d@example.com"', "")
     dns_server.load(zone)
     out = run_check(capsys, policy_file, write(tmp_path, message()), "--ip", "203.0.113.5",
@@ -132,7 +132,7 @@ def test_spf_fail_without_aligned_dkim_is_quarantined(tmp_path, capsys, dns_serv
 
 
 def test_nonexistent_sender_domain_is_rejected_558(tmp_path, capsys, dns_server, policy_file):
-    """SEED-RULES §3: nonexistent domain names in the sender -> 550 5.1.8."""
+    """docs/rules.md §3: nonexistent domain names in the sender -> 550 5.1.8."""
     dns_server.load(GOOD_ZONE + "$NXDOMAIN nowhere.example.net.\n")
     out = run_check(capsys, policy_file, write(tmp_path, message(from_="x@nowhere.example.net")),
                     *GOOD_ARGS[:4], "--mail-from", "x@nowhere.example.net")
@@ -152,7 +152,7 @@ def test_dns_timeout_on_dmarc_is_a_tempfail(tmp_path, capsys, dns_server, policy
 
 
 def test_weak_signals_lower_trust_but_accept(tmp_path, capsys, dns_server, policy_file):
-    """SEED-RULES §1: a server without PTR gets little trust but is not rejected for that alone."""
+    """docs/rules.md §1: a server without PTR gets little trust but is not rejected for that alone."""
     zone = GOOD_ZONE.replace("10.2.0.192.in-addr.arpa.   300 IN PTR mail.example.com.", "")
     dns_server.load(zone + key_zone(rsa_key(1024), "sel", "example.com"))
     out = run_check(capsys, policy_file, signed(tmp_path), *GOOD_ARGS)

@@ -1,6 +1,6 @@
 """`trustmilter doctor` (issue 5 item 3) against the DNS test server.
 
-A correct setup passes every SEED-RULES §1-3 rule; broken setups make each
+A correct setup passes every docs/rules.md §1-3 rule; broken setups make each
 rule fail (or warn, where the rule is only a warning) with a one-sentence
 fix; the CLI exits 0 / 1 accordingly and prints JSON or English.
 """
@@ -32,7 +32,7 @@ _dmarc.example.com.          300 IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@ex
 ELEVEN = " ".join(f"a:h{n}.example.org" for n in range(1, 12))
 HOSTS = "\n".join(f"h{n}.example.org. 300 IN A 203.0.113.{n}" for n in range(1, 12))
 BAD_ZONE = f"""
-; SEED-RULES §1: no PTR for 198.51.100.7; a generic, foreign, unconfirmed one for .8
+; docs/rules.md §1: no PTR for 198.51.100.7; a generic, foreign, unconfirmed one for .8
 8.100.51.198.in-addr.arpa.   300 IN PTR 198-51-100-8.dsl.example.net.
 ; example.org: no MX, no SPF, no DMARC; DKIM keys revoked, of a bad type, garbled
 example.org.                 300 IN TXT "site-verification=abc"
@@ -51,7 +51,7 @@ auth.example.org.            300 IN TXT "v=spf1 ip4:192.0.2.4 -all"
 _dmarc.auth.example.org.     300 IN TXT "v=DMARC1; p=reject; pct=50"
 """
 BAD_IPS = [ipaddress.ip_address("198.51.100.7"), ipaddress.ip_address("198.51.100.8")]
-# Rules that are only warnings (SEED-RULES §2 "should match an MX"; p=none, pct<100).
+# Rules that are only warnings (docs/rules.md §2 "should match an MX"; p=none, pct<100).
 WARN_RULES = {"helo.is_mx", "dmarc.policy"}
 ALL_RULES = {
     "ptr.exists", "ptr.in_domain", "ptr.not_generic", "ptr.forward_confirmed",

@@ -9,7 +9,7 @@ puts in. What is asserted is what a sending MTA and a help desk see: the
 SMTP reply at the stage where trustmilter decided, the hold queue, the
 delivered message's headers, and the verdict line.
 
-SEED-RULES §5 (mail-loops.de.txt) and §7: a support address never sends to
+docs/rules.md §5 (mail loops) and §7: a support address never sends to
 us; more than `max_received` hops is a loop (554 5.4.6); no-reply, bulk,
 machine-generated mail and bounces are suspended; 20 messages an hour
 pass, the next 20 are suspended, then they are refused; releasing held
@@ -165,7 +165,7 @@ def assert_reply(out: Outcome, stage: str, code: int, dsn: str, text: str) -> No
     assert text in reply.text, reply
 
 
-# ---- loops (SEED-RULES §5; RFC 5321 §6.3) ----------------------------------------
+# ---- loops (docs/rules.md §5; RFC 5321 §6.3) ----------------------------------------
 
 
 def test_a_support_address_as_sender_is_refused_at_rcpt(mta: Rig) -> None:
@@ -215,7 +215,7 @@ def test_our_own_loop_marker_coming_back_is_refused(mta: Rig) -> None:
     assert fate(mta, other) == "accept", "another system's marker is not ours"
 
 
-# ---- automated mail (SEED-RULES §5, §6, §7) ----------------------------------------
+# ---- automated mail (docs/rules.md §5, §6, §7) ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -298,7 +298,7 @@ def our_bounce(gone: str, returned_id: str, extra_headers: tuple[str, ...] = ())
 
 
 def test_a_bounce_of_our_own_mail_is_summarised_held_and_recorded(mta: Rig) -> None:
-    """SEED-RULES §6 and issue 5: the bounce is held (automated mail; "own" is only
+    """docs/rules.md §6: the bounce is held (automated mail; "own" is only
     its claim) with a summary header for the help desk, its verdict line says what
     bounced, and the hard bounce is listed."""
     gone = unique("gone")
@@ -337,7 +337,7 @@ def test_a_bounce_of_our_own_mail_is_summarised_held_and_recorded(mta: Rig) -> N
     assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
 
 
-# ---- release teaches: the learned pass (SEED-RULES §7) ------------------------------
+# ---- release teaches: the learned pass (docs/rules.md §7) ------------------------------
 
 
 @pytest.mark.parametrize(("prefix", "headers"), [
@@ -359,7 +359,7 @@ def test_two_releases_teach_the_third_message_through(
         released = mta.release(queue_id_of(held))
         assert released["learned"]["releases"] == release
         delivered = mta.postfix.wait_delivered(release, timeout=5)[-1]
-        # Released mail keeps its reasons and the RFC 3834 fields (SEED-RULES §5:
+        # Released mail keeps its reasons and the RFC 3834 fields (docs/rules.md §5:
         # notifications stay suppressed after a release).
         assert "action=quarantine" in delivered.header("X-Trustmilter-Trust")[0]
         assert delivered.header("Auto-Submitted") == ["auto-generated"]
@@ -399,7 +399,7 @@ def test_learning_never_lifts_a_reject(mta: Rig) -> None:
     assert_reply(looped, "data", 554, "5.4.6", "Routing loop detected")
 
 
-# ---- rate tiers (SEED-RULES §5: pass, suspend, refuse) ------------------------------
+# ---- rate tiers (docs/rules.md §5: pass, suspend, refuse) ------------------------------
 
 
 @pytest.fixture

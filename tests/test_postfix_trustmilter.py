@@ -123,7 +123,7 @@ def assert_reply(outcome_reply: object, code: int, dsn: str, text: str | None = 
 def test_nonexistent_sender_domain_is_rejected_at_rcpt(
     mta: PostfixInstance, daemon: DaemonProcess, dns_server: DnsTestServer
 ) -> None:
-    """SEED-RULES §3: the verdict cannot change, so it comes at RCPT TO (550 5.1.8)."""
+    """docs/rules.md §3: the verdict cannot change, so it comes at RCPT TO (550 5.1.8)."""
     dns_server.load(ZONE + "$NXDOMAIN nowhere.example.net.\n")
     out = send_one(mta.smtp_port, message(from_="x@nowhere.example.net"),
                    mail_from="x@nowhere.example.net", **GOOD_CLIENT)

@@ -253,7 +253,7 @@ def test_postfix_failure_is_one_line(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_release_delivers_and_teaches_the_sender(cli: Cli, mta: PostfixInstance) -> None:
-    """SEED-RULES §7: a release tells the filter the mail was legitimate."""
+    """docs/rules.md §7: a release tells the filter the mail was legitimate."""
     assert cli.reputations() == []
     first = hold(mta, sender="NoReply@Example.com")
     released = cli.json("release", first, "--json")["released"]

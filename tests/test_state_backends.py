@@ -330,7 +330,7 @@ def test_a_hard_bounce_is_recorded_and_listed(state_store: StateStore) -> None:
 
 
 def test_reports_for_one_recipient_merge(state_store: StateStore) -> None:
-    """Several bounces for one mail are common (SEED-RULES §6): counted, not repeated."""
+    """Several bounces for one mail are common (docs/rules.md §6): counted, not repeated."""
     state_store.add_bounce(hard_bounce("bob@example.net", NOW))
     merged = state_store.add_bounce(hard_bounce("BOB@example.net", NOW + 60, status="5.1.10",
                                                 cause="host unknown", message_id="<m2@x.test>"))
