@@ -21,8 +21,8 @@ from trustmilter.command_support import (
     common_options,
     guarded,
     output,
-    policy_from,
     printable,
+    state_policy,
     state_store,
     utc,
 )
@@ -86,7 +86,7 @@ def run_reputation(args: argparse.Namespace) -> int:
 
 
 def _quarantine(args: argparse.Namespace) -> None:
-    settings = policy_from(args.policy)
+    settings = state_policy(args)
     review = QuarantineReview(PostfixQueue(args.postfix_config),
                               settings.policy.headers.trust_header,
                               lapse=settings.checks.reputation.lapse)
@@ -117,7 +117,7 @@ def _quarantine(args: argparse.Namespace) -> None:
 
 
 def _reputation(args: argparse.Namespace) -> None:
-    settings = policy_from(args.policy)
+    settings = state_policy(args)
     needed = releases_to_trust(settings)
     with state_store(settings) as store:
         if args.reputation_command == "list":
