@@ -136,6 +136,7 @@ def test_install_prints_the_postfix_lines_and_changes_nothing_of_postfix(deb: Pa
     done = run("apt-get", "install", "-y", "--no-install-recommends", str(deb))
     assert installed_status().startswith("ii")
     output = done.stdout + done.stderr
+    print(output)  # shown with -s, and with the failure
     assert "postconf -e 'smtpd_milters = unix:/run/trustmilter/trustmilter.sock'" in output
     assert "postconf -e 'milter_default_action = tempfail'" in output
     assert "postconf -F 'smtp/inet/chroot = n' 'cleanup/unix/chroot = n'" in output
