@@ -113,12 +113,11 @@ def _run(args: argparse.Namespace) -> int:
 
     # A bad policy stops here, in one line, before any process starts.
     loaded = load_policy(args.policy)
-    path = loaded.path.absolute() if loaded.path is not None else None
     # What the admin commands compare their own store with (runfile.py).
-    note = DaemonNote(os.getpid(), str(path) if path else None,
+    note = DaemonNote(os.getpid(), str(loaded.path.absolute()) if loaded.path else None,
                       describe_state(loaded.settings.state))
     with noted(runtime_directory(os.environ), note):
-        return run(path, args.socket, args.foreground_log)
+        return run(loaded.path, args.socket, args.foreground_log)
 
 
 def _serve(args: argparse.Namespace) -> int:

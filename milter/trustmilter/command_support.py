@@ -6,9 +6,10 @@ with the daemon's own opener, and print either readable lines or exactly
 one JSON document. Without ``--policy`` every command reads the
 installation's policy (policy_search.py); the state commands say on
 standard error which policy and store they read, and warn when a running
-daemon keeps its state elsewhere (runfile.py). A failure is one line on standard error and exit
-status 1. Text output escapes control characters: addresses, subjects and
-headers come from strangers and must not drive the reviewer's terminal.
+daemon keeps its state elsewhere (runfile.py). A failure is one line on
+standard error and exit status 1. Text output escapes control characters:
+addresses, subjects and headers come from strangers and must not drive the
+reviewer's terminal.
 """
 
 from __future__ import annotations
