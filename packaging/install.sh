@@ -2,12 +2,41 @@
 # Install trustmilter and what it needs on Debian 12, as root, non-interactively.
 #   bash packaging/install.sh          the milter, in ./.venv
 #   bash packaging/install.sh --test   the milter plus its test dependencies
+#   bash packaging/install.sh --link   also /usr/local/bin/trustmilter -> ./.venv
+#                                      (a production install from source: the
+#                                      command on every administrator's PATH)
 # Idempotent: a second run only updates. Never asks a question (CI has no stdin).
+# The Debian package (packaging/build-deb.sh) is the other production install.
+
+# link_command SOURCE TARGET: TARGET becomes a symlink to SOURCE; only a
+# symlink is ever replaced, never a file someone else put there.
+link_command() {
+    local source=$1 target=$2
+    if [ -e "$target" ] && [ ! -L "$target" ]; then
+        echo "install.sh: $target exists and is not a symlink; left alone" >&2
+        return 1
+    fi
+    ln -sfn "$source" "$target"
+    echo "trustmilter on PATH: $target -> $source"
+}
+
+# Sourced (by tests/test_install_link.py) it only defines the function above.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+    return 0
+fi
+
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_tests=0
-[ "${1:-}" = "--test" ] && with_tests=1
+link=0
+for argument in "$@"; do
+    case $argument in
+        --test) with_tests=1 ;;
+        --link) link=1 ;;
+        *) echo "install.sh: unknown argument $argument (--test, --link)" >&2; exit 2 ;;
+    esac
+done
 
 export DEBIAN_FRONTEND=noninteractive
 packages=(python3 python3-venv python3-dev gcc libmilter-dev)
@@ -86,3 +115,13 @@ if [ "$with_tests" = 1 ]; then
     .venv/bin/python -m trustmilter.testing.sendmailpkg fetch
 fi
 echo "trustmilter installed: $(.venv/bin/trustmilter --version)"
+
+# --link: the command on PATH. /usr/local/bin, not /usr/bin, which is the
+# package manager's (the Debian package puts its own /usr/bin/trustmilter there).
+if [ "$link" = 1 ]; then
+    link_command "$PWD/.venv/bin/trustmilter" /usr/local/bin/trustmilter
+    if [ -e /usr/bin/trustmilter ]; then
+        echo "install.sh: the Debian package's /usr/bin/trustmilter is installed too;" \
+             "/usr/local/bin/trustmilter comes first on root's PATH" >&2
+    fi
+fi

@@ -26,4 +26,8 @@ gate "mypy (tools)" .venv/bin/mypy --strict tools/*.py
 # The layering contracts: [tool.importlinter] in pyproject.toml.
 gate "import-linter" .venv/bin/lint-imports --no-cache
 
+# Under CI=true (as root) the suite also builds the Debian package with
+# packaging/build-deb.sh, installs, runs, removes and purges it on this machine
+# (tests/test_deb_package.py, about 3 minutes); elsewhere that test is skipped
+# unless TRUSTMILTER_TEST_DEB=1 asks for it.
 exec .venv/bin/python -m pytest -q "$@"

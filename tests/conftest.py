@@ -168,3 +168,22 @@ def sendmail_prefix() -> Path:
     if os.environ.get("CI") == "true" or os.geteuid() == 0:
         pytest.fail(f"the Sendmail tests must run here: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# ---- the installation's well-known paths, kept out of the tests ---------------
+# Without --policy the commands read /etc/trustmilter/policy.yaml or
+# ./policy.yaml (policy_search.py), and `trustmilter run` leaves a note in
+# /run/trustmilter (runfile.py). A test must not read the policy of the
+# machine it runs on, nor a daemon it did not start: no file is searched
+# (tests that test the search set it themselves), and RUNTIME_DIRECTORY,
+# which daemons started by tests inherit, points into a private directory.
+
+from trustmilter import policy_search  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_installation_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(policy_search, "search_path", lambda cwd: ())
+        patch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("run")))
+        yield

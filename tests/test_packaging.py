@@ -254,13 +254,21 @@ def test_readme_shows_the_commands() -> None:
 
 
 def pinned() -> dict[str, str]:
-    """packaging/constraints.txt as {distribution (lower case): version}."""
+    """packaging/constraints.txt as {distribution (lower case): version}, for this Python.
+
+    A pin with an environment marker that does not hold here is left out, as pip does.
+    """
+    from packaging.requirements import Requirement
+
     pins = {}
     for line in (PACKAGING / "constraints.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            name, version = line.split("==")
-            pins[name.strip().lower()] = version.strip()
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate():
+                (spec,) = requirement.specifier
+                assert spec.operator == "==", line
+                pins[requirement.name.lower()] = spec.version
     return pins
 
 

@@ -183,7 +183,7 @@ def test_list_shows_each_held_message_with_its_reasons(cli: Cli, mta: PostfixIns
     assert (two["reasons"], two["held_by_trustmilter"], two["score"]) == ([], False, None)
 
     status, text, err = cli.quarantine("list")
-    assert status == 0 and err == ""
+    assert status == 0 and err == f"policy: {cli.policy}, state: sqlite {cli.policy.parent}/state.sqlite3\n"
     lines = text.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith(first) and "<noreply@example.com>" in lines[0]
@@ -193,7 +193,9 @@ def test_list_shows_each_held_message_with_its_reasons(cli: Cli, mta: PostfixIns
 
 def test_an_empty_hold_queue(cli: Cli) -> None:
     assert cli.json("list", "--json") == {"messages": []}
-    assert cli.quarantine("list") == (0, "the hold queue is empty\n", "")
+    status, out, err = cli.quarantine("list")
+    assert (status, out) == (0, "the hold queue is empty\n")
+    assert err.startswith(f"policy: {cli.policy}, state: ") and err.count("\n") == 1
 
 
 def test_the_trust_header_name_comes_from_the_policy(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trustmilter import policy_search
 from trustmilter.app import App
 from trustmilter.authresults import build_header_value
 from trustmilter.checks import StartupError
@@ -65,7 +66,7 @@ def add_parser(commands: Any) -> None:
         "--state", choices=("memory", "none"), default="memory",
         help="rate counts and learned senders: a fresh in-memory store (default) or none",
     )
-    check.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
+    check.add_argument("--policy", type=Path, help=f"policy.yaml ({policy_search.DEFAULT_HELP})")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     replay = check.add_mutually_exclusive_group()
     replay.add_argument("--record-dns", type=Path, metavar="FILE",

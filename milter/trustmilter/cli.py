@@ -6,7 +6,9 @@ validate and print the policy. ``trustmilter quarantine`` and
 ``trustmilter reputation`` review Postfix's hold queue and what releases
 and deletions as spam taught (quarantine/commands.py); ``explain-bounce`` reads a bounce and
 ``bounces`` lists the hard bounces the milter recorded (bounce/);
-``doctor`` checks a sender's setup (doctor/). Exit status: 0 whatever
+``doctor`` checks a sender's setup (doctor/). Without ``--policy`` every
+command reads /etc/trustmilter/policy.yaml, else ./policy.yaml, else the
+built-in defaults (policy_search.py). Exit status: 0 whatever
 the verdict, 1 for unreadable input or a bad policy, 2 for usage errors;
 each failure is one line on standard error. ``trustmilter run`` has its
 own (RUN_EXIT_STATUS): 2 for a configuration that cannot work, 1 for a
@@ -25,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trustmilter import __version__
+from trustmilter import __version__, policy_search
 from trustmilter.bounce.commands import (
     add_bounces_parser,
     add_explain_parser,
@@ -34,7 +36,7 @@ from trustmilter.bounce.commands import (
 )
 from trustmilter.check_command import add_parser as add_check_parser
 from trustmilter.check_command import run as run_check
-from trustmilter.command_support import CommandFailure, policy_from
+from trustmilter.command_support import CommandFailure, find_policy, load_policy, policy_from
 from trustmilter.config.dump import settings_to_yaml
 from trustmilter.doctor import add_parser as add_doctor_parser
 from trustmilter.doctor import run_command as run_doctor
@@ -44,6 +46,7 @@ from trustmilter.quarantine.commands import (
     run_quarantine,
     run_reputation,
 )
+from trustmilter.runfile import DaemonNote, describe_state, noted, runtime_directory
 from trustmilter.startup import EXIT_CONFIG, EXIT_RUNTIME
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -91,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                 epilog=RUN_EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
             )
         )
-        daemon.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
+        daemon.add_argument("--policy", type=Path,
+                            help=f"policy.yaml ({policy_search.DEFAULT_HELP})")
         daemon.add_argument(
             "--socket", help="unix:/path, inet:PORT@HOST or inet6:PORT@HOST (default: the policy's)"
         )
@@ -104,14 +108,16 @@ def _parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="validate or print a policy")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     policy_check = policy_commands.add_parser("check", help="validate a policy file")
-    policy_check.add_argument("file", type=Path)
+    policy_check.add_argument("file", type=Path, nargs="?",
+                              help="the policy file (default: /etc/trustmilter/policy.yaml, "
+                              "else ./policy.yaml)")
     policy_show = policy_commands.add_parser(
         "show", help="print the effective policy, every default filled in"
     )
     # The file as `policy check` takes it, or --policy as every other command.
     shown = policy_show.add_mutually_exclusive_group()
     shown.add_argument("file", nargs="?", type=Path, help="the policy file")
-    shown.add_argument("--policy", type=Path, help="policy.yaml (default: built-in defaults)")
+    shown.add_argument("--policy", type=Path, help=f"policy.yaml ({policy_search.DEFAULT_HELP})")
 
     bench = commands.add_parser(
         "bench", help="measure the daemon under load beside a null milter (milter protocol)"
@@ -129,24 +135,38 @@ def _parser() -> argparse.ArgumentParser:
 
 def _policy(args: argparse.Namespace) -> int:
     if args.policy_command == "check":
-        policy_from(args.file)
-        print(f"{args.file}: ok")
+        path = find_policy(args.file)
+        if path is None:
+            tried = ", ".join(str(p) for p in policy_search.search_path(Path.cwd()))
+            raise CommandFailure(f"no policy file to check (none of {tried}); name one")
+        policy_from(path)
+        print(f"{path}: ok")
     else:
-        sys.stdout.write(settings_to_yaml(policy_from(args.file or args.policy)))
+        loaded = load_policy(args.file or args.policy)
+        print(f"policy: {loaded.source()}", file=sys.stderr)
+        sys.stdout.write(settings_to_yaml(loaded.settings))
     return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
-    from trustmilter.daemon.policyfile import PolicyUnusable, load_policy
+    from trustmilter.daemon.policyfile import PolicyUnusable
+    from trustmilter.daemon.policyfile import load_policy as read_as_daemon
     from trustmilter.daemon.supervisor import run
 
-    if args.policy is not None:
-        try:  # a bad policy stops here, in one line, before any process starts
-            load_policy(args.policy)
+    # A bad policy stops here, in one line, before any process starts; the
+    # file is read as the daemon reads it (a FIFO or a huge file is refused).
+    loaded = load_policy(args.policy)
+    if loaded.path is not None:
+        try:
+            read_as_daemon(loaded.path)
         except PolicyUnusable as error:
             print(f"trustmilter: {error}", file=sys.stderr)
             return EXIT_CONFIG
-    return run(args.policy, args.socket, args.foreground_log)
+    # What the admin commands compare their own store with (runfile.py).
+    note = DaemonNote(os.getpid(), str(loaded.path.absolute()) if loaded.path else None,
+                      describe_state(loaded.settings.state))
+    with noted(runtime_directory(os.environ), note):
+        return run(loaded.path, args.socket, args.foreground_log)
 
 
 def _serve(args: argparse.Namespace) -> int:

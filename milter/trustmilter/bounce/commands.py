@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trustmilter import compat
+from trustmilter import compat, policy_search
 from trustmilter.bounce.explain import Bounce, explain
 from trustmilter.command_support import (
     CommandFailure,
@@ -32,6 +32,7 @@ from trustmilter.command_support import (
     output,
     policy_from,
     printable,
+    state_policy,
     state_store,
     utc,
 )
@@ -47,8 +48,8 @@ def add_explain_parser(commands: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--own-domain", action="append", default=[], metavar="DOMAIN",
                         help="a domain of ours, besides the policy's own_domains (repeat)")
-    parser.add_argument("--policy", type=Path,
-                        help="policy.yaml, for checks.bounce.own_domains (default: built-in)")
+    parser.add_argument("--policy", type=Path, help="policy.yaml, for checks.bounce.own_domains "
+                        f"({policy_search.DEFAULT_HELP})")
     parser.add_argument("--lang", help="language of the readable report: en, de, fr or ja "
                         "(default: the locale, else English)")
 
@@ -163,7 +164,7 @@ def run_bounces(args: argparse.Namespace, now: Callable[[], float] = time.time) 
 
 
 def _bounces(args: argparse.Namespace, now: float) -> None:
-    settings = policy_from(args.policy)
+    settings = state_policy(args)
     with state_store(settings) as store:
         if args.bounces_command == "list":
             records = store.hard_bounces(now)

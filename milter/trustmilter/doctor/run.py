@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trustmilter import policy_search
 from trustmilter.command_support import CommandFailure, policy_from
 from trustmilter.config.settings import Settings
 from trustmilter.doctor.rules import (
@@ -145,7 +146,8 @@ def add_parser(commands: Any) -> None:
     doctor.add_argument("--helo", help="the HELO/EHLO name the servers use")
     doctor.add_argument("--dkim-selector", action="append", default=[], metavar="SEL",
                         help="a DKIM selector to check (repeat)")
-    doctor.add_argument("--policy", type=Path, help="policy.yaml (its dns: settings are used)")
+    doctor.add_argument("--policy", type=Path, help="policy.yaml, for its dns: settings "
+                        f"({policy_search.DEFAULT_HELP})")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.add_argument("--lang", help="language of the readable report: en, de, fr or ja "
                         "(default: the locale, else English)")

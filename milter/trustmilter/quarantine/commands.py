@@ -22,8 +22,8 @@ from trustmilter.command_support import (
     common_options,
     guarded,
     output,
-    policy_from,
     printable,
+    state_policy,
     state_store,
     utc,
 )
@@ -101,7 +101,7 @@ def run_reputation(args: argparse.Namespace) -> int:
 
 
 def _quarantine(args: argparse.Namespace) -> None:
-    settings = policy_from(args.policy)
+    settings = state_policy(args)
     review = QuarantineReview(PostfixQueue(args.postfix_config),
                               settings.policy.headers.trust_header,
                               lapse=settings.checks.reputation.lapse,
@@ -144,7 +144,7 @@ def _quarantine(args: argparse.Namespace) -> None:
 
 
 def _reputation(args: argparse.Namespace) -> None:
-    settings = policy_from(args.policy)
+    settings = state_policy(args)
     config = settings.checks.reputation
     with state_store(settings) as store:
         if args.reputation_command == "list":
