@@ -153,9 +153,14 @@ def test_lenient_decoding():
 
 
 def timed(raw: bytes) -> float:
-    start = time.process_time()
-    walk(raw)
-    return time.process_time() - start
+    """The best of three CPU times: one run of a few milliseconds is noise on a
+    loaded machine, and the guard compares a small input's time with a large one's."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        walk(raw)
+        best = min(best, time.process_time() - start)
+    return best
 
 
 @pytest.mark.parametrize(
