@@ -21,30 +21,6 @@ from trustmilter.bounce.heuristics import (
 
 # ---- the code before, as the references -------------------------------------------
 
-OLD_TEXT_CAUSES = (
-    (r"spam|blacklist|blocklist|block list|\brbl\b|spamhaus|reputation|listed",
-     Cause.BLOCKED_AS_SPAM),
-    (r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)|unable to relay",
-     Cause.RELAY_DENIED),
-    (r"user unknown|unknown user|no such (?:user|mailbox|recipient)|does not exist|"
-     r"recipnotfound|address not found|doesn't have a .* account|mailbox unavailable|"
-     r"invalid recipient|recipient address rejected", Cause.USER_UNKNOWN),
-    (r"host unknown|host or domain name not found|domain not found|no mx|nxdomain|"
-     r"name service error", Cause.HOST_UNKNOWN),
-    (r"mailbox (?:is )?full|over ?quota|quota exceeded|insufficient storage",
-     Cause.MAILBOX_FULL),
-    (r"too (?:large|big)|size limit|exceeds .*(?:size|limit)", Cause.MESSAGE_TOO_LARGE),
-)
-
-
-def old_text_cause(diagnostic: str) -> Cause:
-    text = diagnostic.lower()
-    for pattern, cause in OLD_TEXT_CAUSES:
-        if re.search(pattern, text):
-            return cause
-    return Cause.UNKNOWN
-
-
 def old_copied_text(body: str) -> str | None:
     match = re.search(
         r"(?:--- Below this line is a copy of the message\.|------ This is a copy of the message"
@@ -106,13 +82,6 @@ def texts(seed: int, alphabet: list[str], count: int, most: int = 16) -> list[st
 
 
 # ---- same answers -----------------------------------------------------------------
-
-
-def test_reply_words_give_the_same_cause() -> None:
-    alphabet = ["exceeds ", "size", "limit", "doesn't have a ", " account", "\n", " ", "x",
-                "too large", "spam", "user unknown", "\r", "exceeds", "account", "Size"]
-    for text in texts(3463, alphabet, 8000):
-        assert cause_of(None, text) == old_text_cause(text), text
 
 
 def test_copied_message_is_found_after_the_same_separator() -> None:

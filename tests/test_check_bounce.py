@@ -64,8 +64,8 @@ def test_our_own_bounce_is_read_and_summarised() -> None:
         ("X-Trustmilter-Bounce", result.summary, "delivered")]
     assert bounce.summary_of(result) == (
         "own; reporting-mta=mail.example.com; message-id=<q1.20261124@example.com>; "
-        "5.1.1 <bob@example.net> user unknown; 4.2.2 <carol@example.org> mailbox full; "
-        "5.7.1 <dave@example.org> blocked as spam; hard=1"
+        "5.1.1 <Bob@example.net> user unknown; 4.2.2 <carol@example.org> mailbox full; "
+        "5.7.1 <dave@example.org> blocklisted; hard=1"
     )
 
 

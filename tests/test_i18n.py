@@ -87,7 +87,7 @@ def test_explain_bounce_in_german(tmp_path: Path, capsys: pytest.CaptureFixture[
     path = _bounce(tmp_path, POSTFIX_DSN)
     assert main(["explain-bounce", path, "--lang", "de"]) == 0
     out = capsys.readouterr().out
-    assert "Empfänger bob@example.net" in out
+    assert "Empfänger Bob@example.net" in out
     assert "Ursache: Benutzer unbekannt" in out
     assert "dauerhafter Fehler, wird nicht erneut versucht" in out
     assert "Cause:" not in out and "server said:" not in out
@@ -105,10 +105,10 @@ def test_explain_bounce_french_and_unknown_language(
 
 
 @pytest.mark.parametrize(("lang", "meaning"), [
-    ("de", "Status 5.1.1: Adressierungsstatus / Ungültige Ziel-Postfachadresse"),
-    ("fr", "statut 5.1.1: État de l'adressage / "
+    ("de", "Status 5.1.1 (im Bericht angegeben): Adressierungsstatus / Ungültige Ziel-Postfachadresse"),
+    ("fr", "statut 5.1.1 (indiqué dans le rapport): État de l'adressage / "
            "Adresse de boîte aux lettres de destination non valide"),
-    ("ja", "ステータス 5.1.1: アドレス関連のステータス / 宛先メールボックスのアドレスが不正"),
+    ("ja", "ステータス 5.1.1 (レポートに記載): アドレス関連のステータス / 宛先メールボックスのアドレスが不正"),
 ])
 def test_explain_bounce_translates_the_status_meaning(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], lang: str, meaning: str) -> None:

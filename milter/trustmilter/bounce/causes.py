@@ -127,7 +127,8 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
     (_words(r"relay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited)",
             r"unable to relay", r"not permitted to relay", r"we do not relay",
             r"relaying denied"), Cause.RELAYING_DENIED),
-    (_words(r"(?:mailbox|mail box|inbox) (?:is )?full", r"full mailbox", r"over ?quota", r"quota (?:exceeded|violation)",
+    (_words(r"(?:mailbox|mail box|inbox) (?:is )?full", r"full mailbox", r"over ?quota",
+            r"quota (?:exceeded|violation)",
             r"exceed(?:ed|s|ing)? (?:\w+ ){0,3}quota", r"disk ?(?:space )?quota",
             r"insufficient (?:storage|disk)", r"not enough (?:storage|disk|space)",
             r"does not have enough space", r"mail ?folder is full", r"account is full",
@@ -195,7 +196,8 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
 
 # RFC 3463 subject.detail -> cause, for a code the words did not explain.
 _CODE_CAUSES: dict[tuple[int, int], Cause] = {
-    (1, 0): Cause.USER_UNKNOWN, (1, 1): Cause.USER_UNKNOWN, (1, 2): Cause.HOST_UNKNOWN, (1, 3): Cause.SYNTAX_ERROR,
+    (1, 0): Cause.USER_UNKNOWN, (1, 1): Cause.USER_UNKNOWN, (1, 2): Cause.HOST_UNKNOWN,
+    (1, 3): Cause.SYNTAX_ERROR,
     (1, 6): Cause.ADDRESS_MOVED, (1, 10): Cause.HOST_UNKNOWN,
     (2, 1): Cause.MAILBOX_DISABLED, (2, 2): Cause.MAILBOX_FULL,
     (2, 3): Cause.MESSAGE_TOO_LARGE, (3, 4): Cause.MESSAGE_TOO_LARGE,

@@ -28,6 +28,8 @@ _RETURNED_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-head
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 # A status part is read up to this many characters: real ones are a few KB.
 STATUS_TEXT_LIMIT = 256_000
+# Recipients read from one report; the rest are left out (bounds the work per bounce).
+MAX_RECIPIENTS = 1000
 # Fields of a returned message kept for later checks (whose mail it was).
 RETURNED_FIELDS = 100
 RETURNED_FIELD_LENGTH = 998  # RFC 5322 §2.1.1
@@ -35,7 +37,9 @@ RETURNED_FIELD_LENGTH = 998  # RFC 5322 §2.1.1
 _FIELD = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)")
 # An address in angle brackets, else a bare one (RFC 5321 forward-paths).
 _BRACKETED = re.compile(r"<([^<>\s]*@[^<>\s]*)>")
-_BARE = re.compile(r"[^\s<>()\"',;:]+@[^\s<>()\"',;:]+")
+# A match can only start where a run of address characters starts: searched
+# from every character of a long run without "@", it would be quadratic.
+_BARE = re.compile(r"(?<![^\s<>()\"',;:])[^\s<>()\"',;:]+@[^\s<>()\"',;:]+")
 # X.400 addresses carry the Internet one as RFC-822=local(a)domain (RFC 2156 §4.2).
 _X400_RFC822 = re.compile(r"/RFC-822=([^/]+)/", re.IGNORECASE)
 _ENHANCED_AT_START = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
@@ -139,11 +143,12 @@ def parse_fields(text: str) -> list[list[tuple[str, str]]]:
     lines are joined; lines that are no field are passed over."""
     blocks: list[list[tuple[str, str]]] = []
     block: list[tuple[str, str]] = []
+    names: set[str] = set()  # of the fields in `block`
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if not line.strip():
             if block:
                 blocks.append(block)
-                block = []
+                block, names = [], set()
             continue
         if line[0] in " \t":
             if block:
@@ -154,12 +159,11 @@ def parse_fields(text: str) -> list[list[tuple[str, str]]]:
         if match is None:
             continue
         name = match.group(1).lower()
-        if name in ("final-recipient", "original-recipient") and any(
-            field == name for field, _ in block
-        ):
+        if name in ("final-recipient", "original-recipient") and name in names:
             blocks.append(block)
-            block = []
+            block, names = [], set()
         block.append((name, match.group(2).strip()))
+        names.add(name)
     if block:
         blocks.append(block)
     return blocks
@@ -294,7 +298,7 @@ def parse_dsn(message: Message) -> DsnReport | None:
     for block in parse_fields(_part_text(part)):
         reporting_mta = reporting_mta or typed_value(_field(block, "reporting-mta"))
         recipient = _recipient(block)
-        if recipient is None:
+        if recipient is None or len(recipients) >= MAX_RECIPIENTS:
             continue
         key = (recipient.original_recipient or recipient.address).lower()
         if key not in seen:

@@ -31,6 +31,7 @@ from trustmilter.bounce.causes import (
     inferred_code,
 )
 from trustmilter.bounce.dsn import (
+    MAX_RECIPIENTS,
     Recipient,
     ReturnedMessage,
     address_of,
@@ -43,6 +44,7 @@ from trustmilter.bounce.heuristics import TextReport, read_text
 from trustmilter.bounce.recipients import (
     Failures,
     expanded_from,
+    first_mentions,
     flufl_failures,
     words_for,
 )
@@ -51,7 +53,7 @@ from trustmilter.mail.addresses import first_address
 from trustmilter.mail.mime import MimeStructure, decode_text
 from trustmilter.mail.mime import walk as walk_mime
 
-__all__ = ["Bounce", "BounceRecipient", "Cause", "READ_LIMIT", "cause_of", "explain"]
+__all__ = ["READ_LIMIT", "Bounce", "BounceRecipient", "Cause", "cause_of", "explain"]
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +183,8 @@ def _decoded(part: Message) -> str:
             except UnicodeDecodeError:
                 pass
         return text
-    text = part.get_payload()
-    return text[: TEXT_LIMIT * 4] if isinstance(text, str) else ""
+    raw = part.get_payload()
+    return raw[: TEXT_LIMIT * 4] if isinstance(raw, str) else ""
 
 
 def _from_html(text: str) -> str:
@@ -398,7 +400,7 @@ def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> Bou
     original = recipient.original_recipient
     return BounceRecipient(
         address=original or recipient.address,
-        action=recipient.action or ("failed" if permanent else "delayed"),
+        action=recipient.action,
         status=status,
         smtp_code=basic,
         diagnostic=recipient.diagnostic,
@@ -438,16 +440,16 @@ def _originals(recipients: list[Recipient], report: str) -> list[Recipient]:
     return kept
 
 
-def _with_words(recipient: Recipient, report: str, others: tuple[str, ...],
+def _with_words(recipient: Recipient, report: str, mentions: dict[str, int],
                 alone: bool) -> Recipient:
     """The reply from the report's text where the recipient's own reading has
     none (an X.400 report, a bare DSN, a text bounce). A lone recipient the text
     does not name (AOL's screen names) gets the whole report's words."""
     if recipient.diagnostic:
         return recipient
-    words = words_for(report, recipient.address, others)
+    words = words_for(report, recipient.address, mentions, recipient.original_recipient)
     if words is None and recipient.original_recipient:
-        words = words_for(report, recipient.original_recipient, others)
+        words = words_for(report, recipient.original_recipient, mentions, recipient.address)
     if words is None and alone:
         words = " ".join(report[:1000].split()) or None
     if words is None:
@@ -539,7 +541,7 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
     if not recipients:
         failures = flufl_failures(message, report)
         extra = _failed_recipients_field(message)
-        recipients = _text_recipients(text, failures, extra, notice_is_delay)
+        recipients = _text_recipients(text, failures, extra, notice_is_delay)[:MAX_RECIPIENTS]
         fmt = text.mta if text else ("text" if recipients else None)
     if not (recipients or dsn is not None or text is not None or is_report(message)
             or _looks_automated(message)):
@@ -561,12 +563,10 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
     returned = returned or _returned_inline(body)
     recipients = _originals(recipients, report)
     context = f"{message.get('Subject', '')}\n{_preamble(report, recipients)}"
-    read = []
-    for recipient in recipients:
-        others = tuple(a for r in recipients if r is not recipient
-                       for a in (r.address, r.original_recipient) if a)
-        recipient = _with_words(recipient, report, others, len(recipients) == 1)
-        read.append(_interpret(recipient, notice_is_delay, context))
+    mentions = first_mentions(report, tuple(
+        a for r in recipients for a in (r.address, r.original_recipient) if a))
+    read = [_interpret(_with_words(r, report, mentions, len(recipients) == 1),
+                       notice_is_delay, context) for r in recipients]
     return Bounce(
         is_bounce=True,
         format=fmt,

@@ -114,46 +114,60 @@ def flufl_failures(message: Message, order: str) -> Failures:
 _EXPANDED = re.compile(
     r"\((?:expanded|generated) from:?\s*<?([^\s<>()]+@[^\s<>()]+|[^\s<>()@]+)>?\s*\)",
     re.IGNORECASE)
+# Another address between the one named and the expansion note: the note is not
+# its. A match starts only where a run of address characters does (linear).
+_ANOTHER_ADDRESS = re.compile(r"(?<![^\s<>()])[^\s<>()]+@[^\s<>()]+")
+_NOTE_REACH = 300  # characters after an address where its expansion note may stand
+_MENTIONS = 5  # mentions of one address looked at
 
 
 def expanded_from(text: str, address: str) -> str | None:
-    """The address `address` was expanded (or generated) from, where the
-    text says so right after naming it: within its line and the next."""
+    """The address `address` was expanded (or generated) from, where the text
+    says so right after naming it: on its line or the next, close by."""
     folded = text.lower()
     start = folded.find(address.lower())
-    while start >= 0:
+    for _ in range(_MENTIONS):
+        if start < 0:
+            return None
         end = start + len(address)
-        window_end = folded.find("\n", folded.find("\n", end) + 1)
-        window = text[end : window_end if window_end >= 0 else len(text)]
+        second_line = folded.find("\n", folded.find("\n", end, end + _NOTE_REACH) + 1,
+                                  end + _NOTE_REACH)
+        window = text[end : second_line if second_line >= 0 else end + _NOTE_REACH]
         match = _EXPANDED.search(window)
-        if match and not _BEFORE_EXPANSION.search(window[: match.start()]):
+        if match and not _ANOTHER_ADDRESS.search(window, 0, match.start()):
             original = match.group(1)
             return original if original.lower() != address.lower() else None
         start = folded.find(address.lower(), end)
     return None
 
 
-# Another address between the one named and the expansion note: the note is not its.
-_BEFORE_EXPANSION = re.compile(r"[^\s<>()]+@[^\s<>()]+")
-
-
-def words_for(text: str, address: str, others: tuple[str, ...] = (),
-              limit: int = 1000) -> str | None:
-    """The words that go with `address` in a bounce's text: from the line that
-    first names it on, up to the line that names another failed address (a
-    list of recipients with a reason each), at most `limit` characters."""
+def first_mentions(text: str, addresses: tuple[str, ...]) -> dict[str, int]:
+    """Where each address is first named in `text` (lower-case address -> index)."""
     folded = text.lower()
-    start = folded.find(address.lower())
-    if start < 0:
+    found = {}
+    for address in addresses:
+        position = folded.find(address.lower())
+        if position >= 0:
+            found[address.lower()] = position
+    return found
+
+
+def words_for(text: str, address: str, mentions: dict[str, int],
+              also: str | None = None, limit: int = 1000) -> str | None:
+    """The words that go with `address` in a bounce's text: from the line that
+    first names it on, up to the line that first names another failed address
+    (a list of recipients with a reason each), at most `limit` characters.
+    `mentions` is `first_mentions` of all the failed addresses; `also` is
+    another name of the same recipient (the address it was expanded from)."""
+    start = mentions.get(address.lower())
+    if start is None:
         return None
     line_start = text.rfind("\n", 0, start) + 1
-    end = min(len(text), line_start + limit)
     after = start + len(address)
-    for other in others:
-        if other.lower() == address.lower():
-            continue
-        position = folded.find(other.lower(), after, end)
-        if position >= 0:
-            end = min(end, text.rfind("\n", 0, position) + 1 or position)
-    chunk = " ".join(text[line_start:max(end, after)].split())
+    own = {address.lower(), (also or "").lower()}
+    later = [p for a, p in mentions.items() if p >= after and a not in own]
+    end = min([line_start + limit, len(text), *later])
+    if later and end == min(later):
+        end = max(after, text.rfind("\n", 0, end) + 1)
+    chunk = " ".join(text[line_start:end].split())
     return chunk or None
