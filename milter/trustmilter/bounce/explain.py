@@ -579,6 +579,9 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
     )
 
 
+_LINE_ENDS = re.compile(rb"\r\n?")
+
+
 def explain(
     raw: bytes,
     own_domains: tuple[str, ...] | list[str] = (),
@@ -599,7 +602,10 @@ def explain(
             f"not read: MIME nested {structure.depth} levels deep, {structure.parts} parts",
         ))
     try:
-        message = email.message_from_bytes(raw[:READ_LIMIT], policy=email.policy.compat32)
+        # CRLF and the lone CR of old Mac mailers read as LF: the decoders of
+        # quoted-printable soft breaks and some detectors know only LF.
+        text = _LINE_ENDS.sub(b"\n", raw[:READ_LIMIT])
+        message = email.message_from_bytes(text, policy=email.policy.compat32)
         return _explain(message, tuple(own_domains))
     except Exception as error:  # hostile input must not stop the CLI or the milter
         log.warning("bounce could not be read: %s", error)
