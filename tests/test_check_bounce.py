@@ -3,6 +3,7 @@ summary, our own hard bounces recorded, and the policy around them."""
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import replace
 
 import pytest
@@ -262,3 +263,85 @@ def test_the_summary_header_can_be_turned_off_and_is_not_added_to_refused_mail()
     verdict = evaluate(rejecting, bounce_results("foreign"))
     assert verdict.action is Action.REJECT
     assert not [h for h in verdict.headers if h[0] == "X-Trustmilter-Bounce"]
+
+
+# ---- values from the bounce cannot write our header ------------------------------------
+
+HOSTILE = 'x; own; recorded=5 "q"=\u00e9'
+
+
+def fields(line: str) -> list[str]:
+    return line.split("; ")
+
+
+def unquoted(value: str) -> str:
+    return urllib.parse.unquote(value)
+
+
+def hostile_summary(old: bytes, new: str) -> str:
+    raw = POSTFIX_DSN.replace(old, new.encode("utf-8"))
+    assert raw != POSTFIX_DSN
+    summary = bounce.summary_of(run(raw))
+    assert summary is not None
+    assert all(0x20 <= ord(c) < 0x7F for c in summary)
+    return summary
+
+
+BENIGN = bounce.summary_of(run(POSTFIX_DSN)) or ""
+
+
+def test_a_reporting_mta_cannot_add_fields() -> None:
+    """The attack run's own sample: "; " in Reporting-MTA wrote "own" and "recorded=5"."""
+    line = hostile_summary(b"Reporting-MTA: dns; mail.example.com",
+                           "Reporting-MTA: dns; mail.example.com; own; recorded=5")
+    assert len(fields(line)) == len(fields(BENIGN))
+    assert fields(line)[1] == "reporting-mta=mail.example.com%3B%20own%3B%20recorded%3D5"
+    assert fields(line)[-1] == "hard=1"
+
+
+@pytest.mark.parametrize(("old", "template", "index"), [
+    # Reporting-MTA (RFC 3464 §2.2.2)
+    (b"Reporting-MTA: dns; mail.example.com", "Reporting-MTA: dns; {}", 1),
+    # the returned message's Message-ID
+    (b"Message-ID: <q1.20261124@example.com>", "Message-ID: <{}@example.com>", 2),
+    # Final-Recipient (the address when there is no Original-Recipient)
+    (b"Final-Recipient: rfc822; carol@example.org", 'Final-Recipient: rfc822; "{}"@example.org', 4),
+    # Original-Recipient (the address the sender used)
+    (b"Original-Recipient: rfc822;Bob@example.net", 'Original-Recipient: rfc822;"{}"@example.net', 3),
+])
+def test_each_value_from_the_bounce_is_encoded(old: bytes, template: str, index: int) -> None:
+    # In an address the value is a quoted local part (RFC 5321 §4.1.2): its quotes escaped.
+    value = HOSTILE.replace('"', '\\"') if template.count('"') else HOSTILE
+    line = hostile_summary(old, template.format(value))
+    parts = fields(line)
+    assert len(parts) == len(fields(BENIGN)), line
+    assert not any(part.startswith(("own", "recorded=")) for part in parts[1:]), line
+    assert "%3B" in parts[index] and "%3D" in parts[index] and "%22" in parts[index]
+    assert "%C3%A9" in parts[index]  # non-ASCII: its UTF-8 bytes
+
+
+def test_line_breaks_and_a_long_value_stay_in_one_field() -> None:
+    line = hostile_summary(b"Reporting-MTA: dns; mail.example.com",
+                           "Reporting-MTA: dns; a\r\n b=1;\r\n\tc" + "d" * 2000)
+    parts = fields(line)
+    assert len(parts) == len(fields(BENIGN)) and "\r" not in line and "\n" not in line
+    assert len(parts[1]) <= len("reporting-mta=") + 3 * bounce.MAX_VALUE
+
+
+def test_the_status_field_cannot_carry_text() -> None:
+    """Only a well-formed code is shown; the rest of a Status field is not."""
+    line = hostile_summary(b"Status: 5.1.1", "Status: 5.1.1; recorded=9")
+    assert fields(line)[3].startswith("5.1.1 <Bob@example.net>")
+    assert "recorded=9" not in line
+
+
+def test_text_bounce_values_are_encoded_too() -> None:
+    raw = QMAIL.replace(b"<hank@example.org>:", b'<"h;a=nk"@example.org>:')
+    line = bounce.summary_of(run(raw)) or ""
+    assert "h%3Ba%3Dnk" in line and len(fields(line)) == len(fields(bounce.summary_of(run(QMAIL)) or ""))
+
+
+def test_quoting_is_reversible_and_leaves_plain_values_alone() -> None:
+    for value in ("mail.example.com", "<q1@example.com>", "bob+tag@example.org", HOSTILE):
+        assert unquoted(bounce.quoted(value)) == value
+    assert bounce.quoted("mail.example.com") == "mail.example.com"

@@ -37,6 +37,8 @@ RETURNED_FIELD_LENGTH = 998  # RFC 5322 §2.1.1
 _FIELD = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)")
 # An address in angle brackets, else a bare one (RFC 5321 forward-paths).
 _BRACKETED = re.compile(r"<([^<>\s]*@[^<>\s]*)>")
+# A quoted local part (RFC 5321 §4.1.2), at most 256 characters of it.
+_QUOTED = re.compile(r'"(?:[^"\\\r\n]|\\.){0,256}"@[^\s<>()",;:]+')
 # A match can only start where a run of address characters starts: searched
 # from every character of a long run without "@", it would be quadratic.
 _BARE = re.compile(r"(?<![^\s<>()\"',;:])[^\s<>()\"',;:]+@[^\s<>()\"',;:]+")
@@ -118,6 +120,9 @@ def address_of(value: str | None) -> str | None:
     if kind.strip().lower() == "x400":
         match = _X400_RFC822.search(rest + "/")
         return match.group(1).replace("(a)", "@") if match else None
+    quoted = _QUOTED.search(rest)
+    if quoted:
+        return quoted.group(0)
     bracketed = _BRACKETED.search(rest)
     if bracketed and bracketed.group(1):
         return bracketed.group(1)
@@ -189,6 +194,9 @@ def _recipient(block: list[tuple[str, str]]) -> Recipient | None:
         diagnostic = f"{diagnostic} {extra}" if diagnostic else extra
     status_field = _field(block, "status") or ""
     status = _ENHANCED_AT_START.match(status_field)
+    if not diagnostic and status is None and status_field.strip():
+        # "Status: 553 Exceeded maximum inbound message size": a reply, not a code.
+        diagnostic = _unfold(status_field)
     basic = _BASIC_AT_START.match(diagnostic or "") or _BASIC_AT_START.match(status_field)
     return Recipient(
         address=address,
@@ -201,15 +209,34 @@ def _recipient(block: list[tuple[str, str]]) -> Recipient | None:
     )
 
 
+def unescaped(text: str) -> str:
+    """Text the email package read from bytes (8-bit bytes kept as surrogates,
+    compat32), as Unicode: UTF-8 where it is, else replacement characters."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _block_text(block: Message) -> str:
+    """A block the email package parsed, as the lines it came from (its own
+    serialisation would encode 8-bit values as RFC 2047 words)."""
+    lines = [f"{name}: {value}" for name, value in block.raw_items()]
+    body = block.get_payload()
+    if isinstance(body, str) and body.strip():
+        lines.append(body)
+    return "\n".join(lines)
+
+
 def _part_text(part: Message) -> str:
     """The text of a status part, its transfer encoding undone. The email
     package parses message/delivery-status into blocks itself; those are
     put back together, which keeps every field and line."""
     payload = part.get_payload()
     if isinstance(payload, list):
-        text = "\n".join(block.as_string() for block in payload if isinstance(block, Message))
+        text = "\n\n".join(_block_text(block) for block in payload if isinstance(block, Message))
     else:
         text = payload if isinstance(payload, str) else ""
+    text = unescaped(text)
     text = text[:STATUS_TEXT_LIMIT]
     encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
     raw = text.encode("ascii", "surrogateescape") if text.isascii() else None
@@ -230,15 +257,20 @@ def _looks_like_status(part: Message) -> bool:
 
 
 def _header(message: Message, name: str) -> str | None:
-    value = message.get(name)
-    return _unfold(str(value)) if value is not None else None
+    """A field's value as sent (raw_items: the email package would turn 8-bit
+    bytes into replacement characters), unfolded."""
+    wanted = name.lower()
+    for field, value in message.raw_items():
+        if field.lower() == wanted:
+            return _unfold(unescaped(str(value)))
+    return None
 
 
 def returned_from_headers(headers: Message) -> ReturnedMessage:
     """The identifying headers of a returned message (or of its header block)."""
     fields = tuple(
-        (str(name), str(value)[:RETURNED_FIELD_LENGTH])
-        for name, value in list(headers.items())[:RETURNED_FIELDS]
+        (str(name), unescaped(str(value))[:RETURNED_FIELD_LENGTH])
+        for name, value in list(headers.raw_items())[:RETURNED_FIELDS]
     )
     return ReturnedMessage(
         message_id=_header(headers, "Message-ID"),
