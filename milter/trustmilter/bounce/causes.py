@@ -225,12 +225,17 @@ _CAUSE_CODES: dict[Cause, str] = {
 }
 
 
+# A server says why in its first sentences; a longer "reply" is not read further.
+WORDS_LIMIT = 2000
+
+
 def cause_from_words(text: str | None) -> Cause | None:
     """The cause the reply's words name, or None when they name none we know."""
     if not text:
         return None
+    words = text[:WORDS_LIMIT]
     for pattern, cause in _WORD_CAUSES:
-        if pattern.search(text):
+        if pattern.search(words):
             return cause
     return None
 

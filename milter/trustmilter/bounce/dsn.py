@@ -15,17 +15,27 @@ malformed reports: what can be read is returned, the rest stays None.
 
 from __future__ import annotations
 
-import binascii
 import re
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
 
-from trustmilter.mail.mime import decode_text, unbase64
+from trustmilter.mail.mime import decode_text
 
 _RETURNED_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers",
                    "message/global", "message/global-headers")
-_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
+_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status",
+                 # as `unwrapped_status_parts` renames them before parsing
+                 "text/delivery-status", "text/global-delivery-status")
+# The email package parses a message/delivery-status part into one Message per
+# block: a part of a million blank lines took minutes. Renamed to text/, it is
+# one string, read by `parse_fields` here.
+_STATUS_TYPE = re.compile(rb"message/((?:global-)?delivery-status)", re.IGNORECASE)
+
+
+def unwrapped_status_parts(raw: bytes) -> bytes:
+    """`raw` with its delivery-status parts labelled text/... (see _STATUS_TYPE)."""
+    return _STATUS_TYPE.sub(rb"text/\1", raw)
 # A status part is read up to this many characters: real ones are a few KB.
 STATUS_TEXT_LIMIT = 256_000
 # Recipients read from one report; the rest are left out (bounds the work per bounce).
@@ -228,23 +238,17 @@ def _block_text(block: Message) -> str:
 
 
 def _part_text(part: Message) -> str:
-    """The text of a status part, its transfer encoding undone. The email
-    package parses message/delivery-status into blocks itself; those are
-    put back together, which keeps every field and line."""
+    """The text of a status part, its transfer encoding undone, 8-bit text read
+    as UTF-8 (RFC 6533) where the part names no charset."""
     payload = part.get_payload()
-    if isinstance(payload, list):
+    if isinstance(payload, list):  # a message the caller did not unwrap
         text = "\n\n".join(_block_text(block) for block in payload if isinstance(block, Message))
-    else:
-        text = payload if isinstance(payload, str) else ""
-    text = unescaped(text)
-    text = text[:STATUS_TEXT_LIMIT]
-    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    raw = text.encode("ascii", "surrogateescape") if text.isascii() else None
-    if raw is not None and encoding == "base64":
-        return decode_text(unbase64(raw), part.get_content_charset())
-    if raw is not None and encoding == "quoted-printable":
-        return decode_text(binascii.a2b_qp(raw), part.get_content_charset())
-    return text
+        return unescaped(text)[:STATUS_TEXT_LIMIT]
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return ""
+    return decode_text(data[: STATUS_TEXT_LIMIT * 4], part.get_content_charset() or "utf-8")[
+        :STATUS_TEXT_LIMIT]
 
 
 def _looks_like_status(part: Message) -> bool:

@@ -39,6 +39,7 @@ from trustmilter.bounce.dsn import (
     parse_dsn,
     returned_from_headers,
     returned_message,
+    unwrapped_status_parts,
 )
 from trustmilter.bounce.heuristics import TextReport, read_text
 from trustmilter.bounce.recipients import (
@@ -604,7 +605,7 @@ def explain(
     try:
         # CRLF and the lone CR of old Mac mailers read as LF: the decoders of
         # quoted-printable soft breaks and some detectors know only LF.
-        text = _LINE_ENDS.sub(b"\n", raw[:READ_LIMIT])
+        text = unwrapped_status_parts(_LINE_ENDS.sub(b"\n", raw[:READ_LIMIT]))
         message = email.message_from_bytes(text, policy=email.policy.compat32)
         return _explain(message, tuple(own_domains))
     except Exception as error:  # hostile input must not stop the CLI or the milter

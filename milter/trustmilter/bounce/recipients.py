@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 TEXT_LIMIT = 16_000  # characters of text handed to flufl.bounce, all parts together
 LINE_LIMIT = 256  # characters of one line
+LINE_COST = 40  # the least a line costs of TEXT_LIMIT
 PART_LIMIT = 60  # parts copied
 FIELD_LIMIT = 100  # header fields copied per part
 _CONTAINERS = ("multipart/", "message/rfc822")
@@ -59,7 +60,9 @@ def _cut(text: str, budget: _Budget) -> str:
         if budget.text <= 0:
             break
         line = line[:LINE_LIMIT]
-        budget.text -= len(line) + 1
+        # Every detector pattern is tried on every line: a line costs at least
+        # LINE_COST of the budget, so a run of empty lines cannot buy many.
+        budget.text -= max(len(line) + 1, LINE_COST)
         lines.append(line)
     return "\n".join(lines).encode("ascii", "replace").decode("ascii")
 
