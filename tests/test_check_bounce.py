@@ -345,3 +345,37 @@ def test_quoting_is_reversible_and_leaves_plain_values_alone() -> None:
     for value in ("mail.example.com", "<q1@example.com>", "bob+tag@example.org", HOSTILE):
         assert unquoted(bounce.quoted(value)) == value
     assert bounce.quoted("mail.example.com") == "mail.example.com"
+
+
+# ---- permanence, relayed reports and inferred codes ---------------------------------------
+
+
+def test_a_relayed_report_is_no_failure() -> None:
+    relayed = POSTFIX_DSN.replace(b"Action: failed\nStatus: 5.1.1", b"Action: relayed\nStatus: 2.0.0")
+    relayed = relayed.replace(b"Action: failed\nStatus: 5.7.1", b"Action: delivered\nStatus: 2.0.0")
+    result = run(relayed)
+    assert result.outcome is Outcome.NEUTRAL  # only carol's delay is a failure
+    assert names(result) == ["bounce.own", "bounce.delayed"]
+    assert "2.0.0 <Bob@example.net> delivered" in (bounce.summary_of(result) or "")
+
+
+def test_a_failure_with_a_temporary_code_fails() -> None:
+    """Action failed with 4.4.7: the reporter gave up, whatever the code's class."""
+    expired = POSTFIX_DSN.replace(b"Status: 5.7.1", b"Status: 4.4.7")
+    result = run(expired)
+    assert result.outcome is Outcome.FAIL
+    assert [f.detail for f in result.findings if f.name == "bounce.permanent"] == [
+        "Bob@example.net, dave@example.org"]
+
+
+def test_codes_inferred_from_words_record_nothing() -> None:
+    """Only a code the bounce states makes a hard bounce: "user unknown" alone does not."""
+    store = MemoryStore()
+    text = QMAIL.replace(b"Remote host said: 550 5.1.1 <gina@example.org>... User unknown",
+                         b"Remote host said: 550 <gina@example.org>... User unknown")
+    result = run(text, state=store)
+    gina = [r for r in bounce.explain(text, ("example.com",)).recipients
+            if r.address == "gina@example.org"][0]
+    assert (gina.status, gina.status_source) == ("5.1.1", "inferred")
+    assert [b.recipient for b in store.hard_bounces(NOW)] == ["hank@example.org"]
+    assert (bounce.summary_of(result) or "").endswith("hard=1")
