@@ -35,7 +35,7 @@ TOOLS = corpus_tool()
 # (read right, code right, cause right), as shares of their samples.
 FLOORS = {
     "development": (0.98, 1.00, 0.96),
-    "held out": (0.92, 1.00, 0.94),
+    "held out": (0.94, 1.00, 0.94),
 }
 
 

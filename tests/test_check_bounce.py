@@ -374,8 +374,8 @@ def test_codes_inferred_from_words_record_nothing() -> None:
     text = QMAIL.replace(b"Remote host said: 550 5.1.1 <gina@example.org>... User unknown",
                          b"Remote host said: 550 <gina@example.org>... User unknown")
     result = run(text, state=store)
-    gina = [r for r in bounce.explain(text, ("example.com",)).recipients
-            if r.address == "gina@example.org"][0]
+    gina = next(r for r in bounce.explain(text, ("example.com",)).recipients
+                if r.address == "gina@example.org")
     assert (gina.status, gina.status_source) == ("5.1.1", "inferred")
     assert [b.recipient for b in store.hard_bounces(NOW)] == ["hank@example.org"]
     assert (bounce.summary_of(result) or "").endswith("hard=1")

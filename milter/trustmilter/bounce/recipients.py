@@ -89,8 +89,22 @@ def _copy(part: Message, budget: _Budget) -> Message:
     return copy
 
 
+# What flufl.bounce returns must at least look like an address: its looser
+# patterns also match runs of an attachment's bytes. A local part of visible
+# characters; a domain of host-name labels, or an address literal.
+_PLAUSIBLE = re.compile(
+    r"[!-~]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])")
+
+
+def plausible(address: str) -> bool:
+    """Whether `address` can be a mail address (RFC 5321 §4.1.2, loosely)."""
+    return _PLAUSIBLE.fullmatch(address) is not None and address.count("@") == 1
+
+
 def _addresses(found: frozenset[bytes]) -> list[str]:
-    return [address.decode("utf-8", "replace") for address in found]
+    decoded = (address.decode("utf-8", "replace") for address in found)
+    return [address for address in decoded if plausible(address)]
 
 
 def flufl_failures(message: Message, order: str) -> Failures:
