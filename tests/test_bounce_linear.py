@@ -8,7 +8,7 @@ import re
 import time
 
 from trustmilter.bounce import heuristics
-from trustmilter.bounce.explain import Cause, _copied_text, cause_of
+from trustmilter.bounce.causes import Cause, cause_of
 from trustmilter.bounce.heuristics import (
     _ADDRESS,
     _FIRST_ADDRESS,
@@ -18,6 +18,7 @@ from trustmilter.bounce.heuristics import (
     _postfix,
     _recipient,
 )
+from trustmilter.bounce.text import copied_text as _copied_text
 
 # ---- the code before, as the references -------------------------------------------
 
@@ -172,8 +173,10 @@ def test_new_parsers_cost_linear_time() -> None:
 
     from trustmilter.bounce.causes import cause_from_words
     from trustmilter.bounce.dsn import address_of, parse_fields
-    from trustmilter.bounce.explain import _delay_notice, _from_html, _reply_code
+    from trustmilter.bounce.explain import _reply_code
     from trustmilter.bounce.recipients import expanded_from, first_mentions, words_for
+    from trustmilter.bounce.text import delay_notice as _delay_notice
+    from trustmilter.bounce.text import from_html as _from_html
 
     size = 1_000_000
     started = time.monotonic()

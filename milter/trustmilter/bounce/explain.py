@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import html
 import logging
 import re
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ from trustmilter.bounce.dsn import (
     address_of,
     is_report,
     parse_dsn,
-    returned_from_headers,
     returned_message,
     unwrapped_status_parts,
 )
@@ -50,8 +48,9 @@ from trustmilter.bounce.recipients import (
     words_for,
 )
 from trustmilter.bounce.status import StatusMeaning, describe, find_basic, find_enhanced
+from trustmilter.bounce.text import body_text, delay_notice, report_text, returned_inline
 from trustmilter.mail.addresses import first_address
-from trustmilter.mail.mime import MimeStructure, decode_text
+from trustmilter.mail.mime import MimeStructure
 from trustmilter.mail.mime import walk as walk_mime
 
 __all__ = ["READ_LIMIT", "Bounce", "BounceRecipient", "Cause", "cause_of", "explain"]
@@ -62,8 +61,6 @@ log = logging.getLogger(__name__)
 # before the returned message, so a bounce that returns a large attachment
 # is still read whole where it matters, and no bounce costs more than this.
 READ_LIMIT = 1_000_000
-# Characters of human-readable text read for recipients, words and cues.
-TEXT_LIMIT = 64_000
 
 StatusSource = Literal["report", "diagnostic", "inferred"]
 Preferred = Literal["original", "final"]
@@ -166,113 +163,6 @@ class Bounce:
         }
 
 
-# ---- the human-readable text ------------------------------------------------------
-
-_SKIPPED = ("message/", "text/rfc822-headers")
-_TAG = re.compile(r"<[^<>]*>")  # [^<>]: a run of "<" without ">" stays linear
-_LINE_TAG = re.compile(r"<(?:br|/p|/tr|/div|/h\d)\b[^<>]*>", re.IGNORECASE)
-
-
-def _decoded(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        data = payload[: TEXT_LIMIT * 4]
-        text = decode_text(data, part.get_content_charset())
-        if "\ufffd" in text:  # a mislabelled charset: UTF-8 is the usual truth
-            try:
-                return data.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
-        return text
-    raw = part.get_payload()
-    return raw[: TEXT_LIMIT * 4] if isinstance(raw, str) else ""
-
-
-def _from_html(text: str) -> str:
-    return html.unescape(_TAG.sub(" ", _LINE_TAG.sub("\n", text)))
-
-
-def _body_text(message: Message) -> str:
-    """The human-readable report: the first text/plain part outside any returned
-    message or status part, else the first text/html one as text."""
-    plain: str | None = None
-    markup: str | None = None
-    stack = [message]
-    while stack and plain is None:
-        part = stack.pop()
-        content_type = part.get_content_type()
-        payload = part.get_payload()
-        if part is not message and content_type.startswith(_SKIPPED):
-            continue
-        if isinstance(payload, list):
-            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
-        elif content_type == "text/plain" or (part is message and not message.is_multipart()
-                                              and content_type != "text/html"):
-            plain = _decoded(part)
-        elif content_type == "text/html" and markup is None:
-            markup = _from_html(_decoded(part))
-    text = plain if plain is not None else markup or ""
-    return text.replace("\r\n", "\n").replace("\r", "\n")[:TEXT_LIMIT]
-
-
-# The separator lines before a copy of the returned message (qmail, Yahoo,
-# Exim, Exchange, Gmail, 1&1); Exim's is followed by the rest of its line.
-_COPY_MARKER = re.compile(
-    r"--- Below this line is a copy of the message\.|(------ This is a copy of the message)"
-    r"|Original message headers:|----- Original message -----"
-)
-_REPORT_END = re.compile(
-    r"--- ?Below this line is a copy|------ This is a copy of the message|"
-    r"Original message headers:|----- Original message -----|--- The header of the original|"
-    r"---- START OF RETURNED MESSAGE|--------RETURNED MAIL FOLLOWS|Original message follows|"
-    r"-------- Returned Mail --------|--- Enclosed is a copy|Message headers follow|"
-    r"----- Message header follows",
-    re.IGNORECASE)
-_BLANKS = re.compile(r"\s*")
-
-
-def _copied_text(body: str) -> str | None:
-    r"""What follows the first separator and the blank lines after it: group 1 of
-    re.search(r"(?:<separator>|<Exim's>[^\n]*)\s*\n\s*\n?(.*)", body, re.S).
-
-    That pattern tried every split of the blanks (with "[^\n]*" before them, every
-    end of the line too) at every separator: quadratic in a run of blanks or of
-    separators on one line (100 KB: 1.4 s). Its answer is the text after the run of
-    blanks that starts at the separator's end (at the end of Exim's line), when that
-    run holds a line end; else the search goes on at the next separator.
-    """
-    start = 0
-    while (marker := _COPY_MARKER.search(body, start)) is not None:
-        end = marker.end()
-        if marker.group(1):
-            end = body.find("\n", end)
-            if end < 0:
-                return None  # no line end follows: no later separator can match either
-        blanks = _BLANKS.match(body, end)
-        assert blanks is not None  # \s* matches the empty string
-        if "\n" in blanks.group():
-            return body[blanks.end() :]
-        start = marker.start() + 1
-    return None
-
-
-def _returned_inline(body: str) -> ReturnedMessage | None:
-    """Headers copied into the text after a separator line (qmail, Yahoo, Exim, Exchange)."""
-    copied = _copied_text(body)
-    if copied is None:
-        return None
-    headers = email.message_from_string(copied.lstrip())
-    returned = returned_from_headers(headers)
-    return returned if any(getattr(returned, name) for name in (
-        "message_id", "subject", "from_", "to", "date", "return_path")) else None
-
-
-def _report_text(body: str) -> str:
-    """The report's own words: the body up to the copy of the returned message."""
-    end = _REPORT_END.search(body)
-    return body[: end.start()] if end else body
-
-
 # ---- who reported it --------------------------------------------------------------
 
 _COURIER = re.compile(r"delivery status notification from ([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
@@ -312,33 +202,6 @@ def _is_feedback_report(message: Message) -> bool:
     """An ARF abuse report (RFC 5965): a report, but of a complaint, not a failure."""
     return (message.get_content_type() == "multipart/report"
             and str(message.get_param("report-type", "")).lower() == "feedback-report")
-
-
-# ---- temporary or for good --------------------------------------------------------
-
-_DELAY = re.compile(
-    r"has not yet been delivered|not yet been delivered|delivery (?:has been |is )?delayed|"
-    r"message (?:has been |is )?delayed|delayed (?:mail|for)|will (?:continue|keep) (?:to )?"
-    r"(?:try|attempt)|will be retried|will retry|retried until|warning message only|"
-    r"this is a warning|warning only|is only a notification about a delay|"
-    r"no action is required|do not need to (?:resend|take any action)|still being retried|"
-    r"postponed|delivery incomplete|temporary problem delivering|attempts will continue|"
-    r"will continue trying|has been delayed",
-    re.IGNORECASE)
-_GIVEN_UP = re.compile(
-    r"permanent (?:error|failure)|failed permanently|giving up|given up|gave up|"
-    r"not going to try again|will not (?:try|retry)|has been returned|could not be delivered|"
-    r"was not delivered|cannot be delivered|wasn't delivered|unable to deliver|"
-    r"not be delivered|undeliverable",
-    re.IGNORECASE)
-
-
-def _delay_notice(message: Message, report: str) -> bool:
-    """The text (or subject) says delivery is still being tried, and nothing says it
-    was given up: a delay notice (RFC 3464 "delayed")."""
-    subject = str(message.get("Subject", ""))
-    words = f"{subject}\n{report}"
-    return bool(_DELAY.search(words)) and not _GIVEN_UP.search(report)
 
 
 # ---- each recipient ---------------------------------------------------------------
@@ -533,9 +396,9 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
         return Bounce(is_bounce=False, problems=("an abuse report (RFC 5965), not a bounce",))
     problems: list[str] = []
     dsn = parse_dsn(message)
-    body = _body_text(message)
-    report = _report_text(body)
-    notice_is_delay = _delay_notice(message, report)
+    body = body_text(message)
+    report = report_text(body)
+    notice_is_delay = delay_notice(message, report)
     text: TextReport | None = read_text(body)
     recipients: list[Recipient] = list(dsn.recipients) if dsn else []
     fmt: str | None = "rfc3464" if recipients else None
@@ -561,7 +424,7 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
     if not recipients:
         problems.append("no recipient could be read")
     returned = (dsn.returned if dsn else None) or returned_message(message)
-    returned = returned or _returned_inline(body)
+    returned = returned or returned_inline(body)
     recipients = _originals(recipients, report)
     context = f"{message.get('Subject', '')}\n{_preamble(report, recipients)}"
     mentions = first_mentions(report, tuple(
