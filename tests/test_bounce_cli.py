@@ -25,12 +25,21 @@ def test_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert data["reporting_mta"] == "mail.example.com"
     assert data["original_message_id"] == "<q1.20261124@example.com>"
     assert [(r["address"], r["action"], r["status"], r["class"]) for r in data["recipients"]] == [
-        ("bob@example.net", "failed", "5.1.1", "permanent"),
+        ("Bob@example.net", "failed", "5.1.1", "permanent"),
         ("carol@example.org", "delayed", "4.2.2", "temporary"),
         ("dave@example.org", "failed", "5.7.1", "permanent"),
     ]
     assert data["recipients"][0]["diagnostic"].startswith("550 5.1.1 <bob@example.net>")
-    assert data["recipients"][0]["cause"] == "user unknown"
+    bob = data["recipients"][0]
+    assert {key: bob[key] for key in ("cause", "status", "status_source", "permanent",
+                                      "original_recipient", "final_recipient", "preferred")} == {
+        "cause": "user unknown", "status": "5.1.1", "status_source": "report", "permanent": True,
+        "original_recipient": "Bob@example.net", "final_recipient": "bob@example.net",
+        "preferred": "original"}
+    assert bob["cause_explanation"].startswith("The address does not exist")
+    carol = data["recipients"][1]
+    assert (carol["permanent"], carol["cause"], carol["original_recipient"]) == (
+        False, "mailbox full", None)
 
 
 def test_readable_from_stdin(monkeypatch: pytest.MonkeyPatch,
@@ -40,7 +49,8 @@ def test_readable_from_stdin(monkeypatch: pytest.MonkeyPatch,
     out = capsys.readouterr().out
     assert "reported by mx.example.net" in out
     assert "Recipient gina@example.org: failed, permanent failure" in out
-    assert "status 5.1.1: Addressing Status / Bad destination mailbox address" in out
+    assert ("status 5.1.1 (from the server's reply): Addressing Status / "
+            "Bad destination mailbox address") in out
     assert "cause: user unknown" in out
     assert "Message-ID: <gina.2@example.com>" in out
 

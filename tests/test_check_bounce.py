@@ -3,6 +3,7 @@ summary, our own hard bounces recorded, and the policy around them."""
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import replace
 
 import pytest
@@ -64,8 +65,8 @@ def test_our_own_bounce_is_read_and_summarised() -> None:
         ("X-Trustmilter-Bounce", result.summary, "delivered")]
     assert bounce.summary_of(result) == (
         "own; reporting-mta=mail.example.com; message-id=<q1.20261124@example.com>; "
-        "5.1.1 <bob@example.net> user unknown; 4.2.2 <carol@example.org> mailbox full; "
-        "5.7.1 <dave@example.org> blocked as spam; hard=1"
+        "5.1.1 <Bob@example.net> user unknown; 4.2.2 <carol@example.org> mailbox full; "
+        "5.7.1 <dave@example.org> blocklisted; hard=1"
     )
 
 
@@ -262,3 +263,119 @@ def test_the_summary_header_can_be_turned_off_and_is_not_added_to_refused_mail()
     verdict = evaluate(rejecting, bounce_results("foreign"))
     assert verdict.action is Action.REJECT
     assert not [h for h in verdict.headers if h[0] == "X-Trustmilter-Bounce"]
+
+
+# ---- values from the bounce cannot write our header ------------------------------------
+
+HOSTILE = 'x; own; recorded=5 "q"=\u00e9'
+
+
+def fields(line: str) -> list[str]:
+    return line.split("; ")
+
+
+def unquoted(value: str) -> str:
+    return urllib.parse.unquote(value)
+
+
+def hostile_summary(old: bytes, new: str) -> str:
+    raw = POSTFIX_DSN.replace(old, new.encode("utf-8"))
+    assert raw != POSTFIX_DSN
+    summary = bounce.summary_of(run(raw))
+    assert summary is not None
+    assert all(0x20 <= ord(c) < 0x7F for c in summary)
+    return summary
+
+
+BENIGN = bounce.summary_of(run(POSTFIX_DSN)) or ""
+
+
+def test_a_reporting_mta_cannot_add_fields() -> None:
+    """The attack run's own sample: "; " in Reporting-MTA wrote "own" and "recorded=5"."""
+    line = hostile_summary(b"Reporting-MTA: dns; mail.example.com",
+                           "Reporting-MTA: dns; mail.example.com; own; recorded=5")
+    assert len(fields(line)) == len(fields(BENIGN))
+    assert fields(line)[1] == "reporting-mta=mail.example.com%3B%20own%3B%20recorded%3D5"
+    assert fields(line)[-1] == "hard=1"
+
+
+@pytest.mark.parametrize(("old", "template", "index"), [
+    # Reporting-MTA (RFC 3464 §2.2.2)
+    (b"Reporting-MTA: dns; mail.example.com", "Reporting-MTA: dns; {}", 1),
+    # the returned message's Message-ID
+    (b"Message-ID: <q1.20261124@example.com>", "Message-ID: <{}@example.com>", 2),
+    # Final-Recipient (the address when there is no Original-Recipient)
+    (b"Final-Recipient: rfc822; carol@example.org", 'Final-Recipient: rfc822; "{}"@example.org', 4),
+    # Original-Recipient (the address the sender used)
+    (b"Original-Recipient: rfc822;Bob@example.net", 'Original-Recipient: rfc822;"{}"@example.net', 3),
+])
+def test_each_value_from_the_bounce_is_encoded(old: bytes, template: str, index: int) -> None:
+    # In an address the value is a quoted local part (RFC 5321 §4.1.2): its quotes escaped.
+    value = HOSTILE.replace('"', '\\"') if template.count('"') else HOSTILE
+    line = hostile_summary(old, template.format(value))
+    parts = fields(line)
+    assert len(parts) == len(fields(BENIGN)), line
+    assert not any(part.startswith(("own", "recorded=")) for part in parts[1:]), line
+    assert "%3B" in parts[index] and "%3D" in parts[index] and "%22" in parts[index]
+    assert "%C3%A9" in parts[index]  # non-ASCII: its UTF-8 bytes
+
+
+def test_line_breaks_and_a_long_value_stay_in_one_field() -> None:
+    line = hostile_summary(b"Reporting-MTA: dns; mail.example.com",
+                           "Reporting-MTA: dns; a\r\n b=1;\r\n\tc" + "d" * 2000)
+    parts = fields(line)
+    assert len(parts) == len(fields(BENIGN)) and "\r" not in line and "\n" not in line
+    assert len(parts[1]) <= len("reporting-mta=") + 3 * bounce.MAX_VALUE
+
+
+def test_the_status_field_cannot_carry_text() -> None:
+    """Only a well-formed code is shown; the rest of a Status field is not."""
+    line = hostile_summary(b"Status: 5.1.1", "Status: 5.1.1; recorded=9")
+    assert fields(line)[3].startswith("5.1.1 <Bob@example.net>")
+    assert "recorded=9" not in line
+
+
+def test_text_bounce_values_are_encoded_too() -> None:
+    raw = QMAIL.replace(b"<hank@example.org>:", b'<"h;a=nk"@example.org>:')
+    line = bounce.summary_of(run(raw)) or ""
+    assert "h%3Ba%3Dnk" in line and len(fields(line)) == len(fields(bounce.summary_of(run(QMAIL)) or ""))
+
+
+def test_quoting_is_reversible_and_leaves_plain_values_alone() -> None:
+    for value in ("mail.example.com", "<q1@example.com>", "bob+tag@example.org", HOSTILE):
+        assert unquoted(bounce.quoted(value)) == value
+    assert bounce.quoted("mail.example.com") == "mail.example.com"
+
+
+# ---- permanence, relayed reports and inferred codes ---------------------------------------
+
+
+def test_a_relayed_report_is_no_failure() -> None:
+    relayed = POSTFIX_DSN.replace(b"Action: failed\nStatus: 5.1.1", b"Action: relayed\nStatus: 2.0.0")
+    relayed = relayed.replace(b"Action: failed\nStatus: 5.7.1", b"Action: delivered\nStatus: 2.0.0")
+    result = run(relayed)
+    assert result.outcome is Outcome.NEUTRAL  # only carol's delay is a failure
+    assert names(result) == ["bounce.own", "bounce.delayed"]
+    assert "2.0.0 <Bob@example.net> delivered" in (bounce.summary_of(result) or "")
+
+
+def test_a_failure_with_a_temporary_code_fails() -> None:
+    """Action failed with 4.4.7: the reporter gave up, whatever the code's class."""
+    expired = POSTFIX_DSN.replace(b"Status: 5.7.1", b"Status: 4.4.7")
+    result = run(expired)
+    assert result.outcome is Outcome.FAIL
+    assert [f.detail for f in result.findings if f.name == "bounce.permanent"] == [
+        "Bob@example.net, dave@example.org"]
+
+
+def test_codes_inferred_from_words_record_nothing() -> None:
+    """Only a code the bounce states makes a hard bounce: "user unknown" alone does not."""
+    store = MemoryStore()
+    text = QMAIL.replace(b"Remote host said: 550 5.1.1 <gina@example.org>... User unknown",
+                         b"Remote host said: 550 <gina@example.org>... User unknown")
+    result = run(text, state=store)
+    gina = next(r for r in bounce.explain(text, ("example.com",)).recipients
+                if r.address == "gina@example.org")
+    assert (gina.status, gina.status_source) == ("5.1.1", "inferred")
+    assert [b.recipient for b in store.hard_bounces(NOW)] == ["hank@example.org"]
+    assert (bounce.summary_of(result) or "").endswith("hard=1")

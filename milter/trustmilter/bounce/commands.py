@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from trustmilter import compat
-from trustmilter.bounce.explain import Bounce, explain
+from trustmilter.bounce.causes import EXPLANATIONS
+from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
 from trustmilter.command_support import (
     CommandFailure,
     common_options,
@@ -53,10 +54,40 @@ def add_explain_parser(commands: Any) -> None:
                         "(default: the locale, else English)")
 
 
-# RFC 3463 §3.1 classes, in plain words.
-_KINDS = {"permanent": N_("permanent failure, will not be retried"),
-          "temporary": N_("temporary failure, may be retried"),
-          "success": N_("success")}
+# Whether the reporter gave up (RFC 3464 §2.3.3), in plain words.
+_GIVEN_UP = N_("permanent failure, will not be retried")
+_STILL_TRYING = N_("temporary failure, may be retried")
+_DELIVERED = N_("not a failure")
+# Where a recipient's code came from.
+_SOURCES = {"report": N_("stated in the report"),
+            "diagnostic": N_("from the server's reply"),
+            "inferred": N_("inferred from the reply's words")}
+
+
+def _recipient_lines(r: BounceRecipient, tr: Callable[[str], str]) -> list[str]:
+    kind = tr(_DELIVERED if not r.failed else _GIVEN_UP if r.permanent else _STILL_TRYING)
+    lines = [tr(N_("Recipient %(address)s: %(action)s, %(kind)s")) % {
+        "address": r.address, "action": r.action or tr(N_("no action given")), "kind": kind}]
+    if r.original_recipient and r.final_recipient and (
+            r.original_recipient.lower() != r.final_recipient.lower()):
+        lines.append("  " + tr(N_("the address used; delivery failed at %(final)s")) % {
+            "final": r.final_recipient})
+    if r.status:
+        m = r.meaning
+        parts = [tr(p) for p in (m.subject_meaning, m.detail_meaning) if p]
+        source = f" ({tr(_SOURCES[r.status_source])})" if r.status_source else ""
+        lines.append("  " + tr(N_("status %(status)s")) % {"status": r.status} + source
+                     + (f": {' / '.join(parts)}" if parts else ""))
+    if r.smtp_code:
+        lines.append("  " + tr(N_("SMTP reply code %(code)s")) % {"code": r.smtp_code})
+    if r.cause is not None:
+        lines.append("  " + tr(N_("cause: %(cause)s")) % {"cause": tr(r.cause.value)})
+        lines.append("    " + tr(EXPLANATIONS[r.cause]))
+    if r.diagnostic:
+        lines.append("  " + tr(N_("server said: %(text)s")) % {"text": r.diagnostic})
+    if r.remote_mta:
+        lines.append("  " + tr(N_("remote server: %(host)s")) % {"host": r.remote_mta})
+    return lines
 
 
 def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
@@ -77,25 +108,10 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
         tr(N_("It reports on %(origin)s.")) % {"origin": origin},
     ]
     if bounce.cause is not None:
-        # The Cause values are msgids (explain.py); SEED-RULES §6 names them.
+        # The Cause values are msgids (causes.py).
         lines.append(tr(N_("Cause: %(cause)s.")) % {"cause": tr(bounce.cause.value)})
     for r in bounce.recipients:
-        m = r.meaning
-        kind = tr(_KINDS.get(m.class_name or "", N_("unknown class")))
-        lines.append(tr(N_("Recipient %(address)s: %(action)s, %(kind)s")) % {
-            "address": r.address, "action": r.action or tr(N_("no action given")),
-            "kind": kind})
-        if r.status:
-            parts = [tr(p) for p in (m.subject_meaning, m.detail_meaning) if p]
-            lines.append("  " + tr(N_("status %(status)s")) % {"status": r.status}
-                         + (f": {' / '.join(parts)}" if parts else ""))
-        if r.smtp_code:
-            lines.append("  " + tr(N_("SMTP reply code %(code)s")) % {"code": r.smtp_code})
-        lines.append("  " + tr(N_("cause: %(cause)s")) % {"cause": tr(r.cause.value)})
-        if r.diagnostic:
-            lines.append("  " + tr(N_("server said: %(text)s")) % {"text": r.diagnostic})
-        if r.remote_mta:
-            lines.append("  " + tr(N_("remote server: %(host)s")) % {"host": r.remote_mta})
+        lines.extend(_recipient_lines(r, tr))
     returned = bounce.returned
     if returned is not None:
         lines.append(tr(N_("Returned message:")))

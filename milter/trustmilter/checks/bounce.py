@@ -1,4 +1,4 @@
-"""Inbound bounces, read at end of message (SEED-RULES §6; RFC 3464, RFC 3463).
+"""Inbound bounces, read at end of message (RFC 3464, RFC 3463).
 
 A message that looks like a bounce — the null sender (RFC 5321 §4.5.5),
 a multipart/report, or a From of MAILER-DAEMON / postmaster — is read by
@@ -11,12 +11,14 @@ The result, named ``bounce``:
   that does not (a delay warning, a success notice, an unreadable report);
 - findings: ``bounce.own`` (the returned message came from one of
   `own_domains`), ``bounce.foreign`` (it came from elsewhere: backscatter,
-  or a report meant for someone else), ``bounce.permanent``,
-  ``bounce.delayed``;
+  or a report meant for someone else), ``bounce.permanent`` (the reporter
+  gave up on a recipient), ``bounce.delayed`` (it is still trying);
 - its `summary` (also `BounceEvidence.summary`, read with `summary_of`):
   one printable line — origin, reporting MTA, each recipient with its
   code and cause — for the verdict log line, and asked for as the help
-  desk's header (`header`) on delivered bounces.
+  desk's header (`header`) on delivered bounces. Every value in it that
+  the bounce's sender wrote is percent-encoded (`quoted`): no ";" or "="
+  of theirs can add a field the help desk would read as ours.
 
 Hard bounces of our own mail (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10: the
 address or its domain does not exist) are remembered for `keep_days`, at
@@ -53,6 +55,7 @@ DAY = 86400.0
 # Senders of bounces that do not use the null sender (RFC 5321 §4.5.5 says they should).
 DAEMON_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster"})
 MAX_SUMMARY = 900  # a header line stays well inside RFC 5322's 998
+MAX_VALUE = 255  # characters of one value taken from a bounce, before encoding
 MAX_LISTED = 5  # recipients named in the summary; the rest are counted
 # Recipients of one bounce recorded at most: a report naming thousands of
 # recipients must not turn one message into thousands of state writes.
@@ -60,6 +63,12 @@ MAX_RECORDED = 20
 # RFC 3463 / RFC 7505: the destination mailbox or system does not exist.
 HARD_CODES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+# Characters a value taken from a bounce keeps as they are in the summary:
+# those of host names, addresses and message ids. Everything else (";", "=",
+# quotes, blanks, "%", CR/LF, non-ASCII) is percent-encoded, so a value can
+# never end its field or add one (RFC 3986 §2.1 percent-encoding, on UTF-8).
+_KEPT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                  ".@_+-:<>[]/!#$&'*?^{|}~")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +134,31 @@ def origin(bounce: Bounce, own_domains: tuple[str, ...]) -> Origin:
     return "unknown"
 
 
+def quoted(value: str) -> str:
+    """A value taken from a bounce, safe inside the summary: at most MAX_VALUE
+    characters, everything but host, address and message-id characters
+    percent-encoded (so "a;b=c" reads "a%3Bb%3Dc")."""
+    return "".join(
+        char if char in _KEPT else "".join(f"%{byte:02X}" for byte in char.encode(
+            "utf-8", "surrogatepass"))
+        for char in value[:MAX_VALUE]
+    )
+
+
 def summary(bounce: Bounce, origin_word: str, recorded: str | None = None) -> str:
     """One printable line: ``own; reporting-mta=..; 5.1.1 <a@example.net> user unknown``,
-    and how many hard bounces of ours it reports (``hard=N``) when any."""
+    and how many hard bounces of ours it reports (``hard=N``) when any. Every
+    value that comes from the bounce is `quoted`; the words around them are ours."""
     parts = [origin_word]
     if bounce.reporting_mta:
-        parts.append(f"reporting-mta={bounce.reporting_mta}")
+        parts.append(f"reporting-mta={quoted(bounce.reporting_mta)}")
     if bounce.returned is not None and bounce.returned.message_id:
-        parts.append(f"message-id={bounce.returned.message_id.strip()}")
+        parts.append(f"message-id={quoted(bounce.returned.message_id.strip())}")
     listed = bounce.recipients[:MAX_LISTED]
-    parts.extend(f"{r.status or '-'} <{r.address}> {r.cause.value}" for r in listed)
+    parts.extend(
+        f"{quoted(r.status) if r.status else '-'} <{quoted(r.address)}> "
+        f"{r.cause.value if r.cause else 'delivered'}"
+        for r in listed)
     if len(bounce.recipients) > MAX_LISTED:
         parts.append(f"and {len(bounce.recipients) - MAX_LISTED} more")
     if not bounce.recipients:
@@ -150,11 +174,13 @@ def is_hard(recipient: BounceRecipient) -> bool:
 
     Only the 5.1.x codes about the destination (RFC 3463 §3.2; 5.1.10, RFC
     7505): not 5.1.7/5.1.8 (our sender address was refused: a problem on
-    our side, perhaps a passing DNS failure) nor 5.1.0/5.1.9 (vague)."""
+    our side, perhaps a passing DNS failure) nor 5.1.0/5.1.9 (vague); and
+    only a code the bounce states, not one inferred from its words."""
     return (
-        recipient.meaning.valid
+        recipient.failed
+        and recipient.permanent
+        and recipient.status_source in ("report", "diagnostic")
         and recipient.meaning.code in HARD_CODES
-        and recipient.action in (None, "failed")
     )
 
 
@@ -191,7 +217,7 @@ class BounceCheck(BaseCheck[Config]):
         hard = self._hard_bounces(ctx, bounce) if origin_word == "own" else ()
         line = summary(bounce, origin_word, f"hard={len(hard)}" if hard else None)
         findings = self._findings(bounce, origin_word)
-        permanent = any(r.meaning.permanent for r in bounce.recipients)
+        permanent = any(r.failed and r.permanent for r in bounce.recipients)
         return [CheckResult(
             RESULT, Outcome.FAIL if permanent else Outcome.NEUTRAL, clip(line),
             tuple(findings), summary=line,
@@ -205,10 +231,10 @@ class BounceCheck(BaseCheck[Config]):
         found = []
         if origin_word in ("own", "foreign"):
             found.append(Finding(f"bounce.{origin_word}", clip(bounce.reporting_mta or "")))
-        permanent = [r.address for r in bounce.recipients if r.meaning.permanent]
+        permanent = [r.address for r in bounce.recipients if r.failed and r.permanent]
         if permanent:
             found.append(Finding("bounce.permanent", clip(", ".join(permanent))))
-        delayed = [r.address for r in bounce.recipients if r.meaning.temporary]
+        delayed = [r.address for r in bounce.recipients if r.failed and not r.permanent]
         if delayed:
             found.append(Finding("bounce.delayed", clip(", ".join(delayed))))
         return found
@@ -224,7 +250,7 @@ class BounceCheck(BaseCheck[Config]):
             HardBounce(
                 recipient=clip(recipient.address.strip("<> "), 320),
                 status=recipient.status or "",
-                cause=recipient.cause.value,
+                cause=recipient.cause.value if recipient.cause else "",
                 reporting_mta=clip(bounce.reporting_mta or "", 255),
                 sender=clip(first_address(returned.from_ or "") if returned else "", 320),
                 message_id=clip((returned.message_id or "") if returned else "", 255),
