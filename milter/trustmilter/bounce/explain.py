@@ -40,6 +40,7 @@ from trustmilter.bounce.dsn import (
     unwrapped_status_parts,
 )
 from trustmilter.bounce.heuristics import TextReport, read_text
+from trustmilter.bounce.ours import Ours, decide
 from trustmilter.bounce.recipients import (
     Failures,
     expanded_from,
@@ -137,6 +138,10 @@ class Bounce:
     recipients: tuple[BounceRecipient, ...] = ()
     returned: ReturnedMessage | None = None
     problems: tuple[str, ...] = field(default=())
+    # Whether it returns our own mail: from `own` alone ("claims" or "no") as
+    # read here; the marks that can prove it are added by the caller, who has
+    # the keys, the DNS and the connection (bounce/ours.py).
+    ours: Ours = field(default=Ours())
 
     @property
     def cause(self) -> Cause | None:
@@ -154,6 +159,9 @@ class Bounce:
             "format": self.format,
             "reporting_mta_source": self.reporting_mta_source,
             "own": self.own,
+            "ours": self.ours.value,
+            "ours_evidence": list(self.ours.evidence),
+            "ours_details": list(self.ours.details),
             "cause": self.cause.value if self.cause else None,
             "returned_message": None if returned is None else {
                 "message_id": returned.message_id, "subject": returned.subject,
@@ -431,12 +439,14 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
         a for r in recipients for a in (r.address, r.original_recipient) if a))
     read = [_interpret(_with_words(r, report, mentions, len(recipients) == 1),
                        notice_is_delay, context) for r in recipients]
+    own = _is_own(returned, own_domains)
     return Bounce(
         is_bounce=True,
         format=fmt,
         reporting_mta=reporting,
         reporting_mta_source=source,
-        own=_is_own(returned, own_domains),
+        own=own,
+        ours=decide(own, ()),
         recipients=_distinct(read),
         returned=returned,
         problems=tuple(problems),
