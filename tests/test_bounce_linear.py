@@ -246,3 +246,27 @@ def test_hostile_bounces_are_read_in_bounded_time() -> None:
             bounce = explain(raw)
             assert bounce.is_bounce
             assert time.monotonic() - started < 20, (filler[:20], where)
+
+
+def test_the_returned_copy_and_its_signatures_cost_bounded_time() -> None:
+    """The walk to the returned copy and the signatures on it: a megabyte of
+    delimiters, of nested multiparts, of one long line, of DKIM-Signature fields."""
+    from trustmilter.bounce.signature import dkim_marks, returned_copy
+
+    class NoDns:
+        def query(self, name: str, rdtype: str) -> object:
+            raise AssertionError(f"looked up {name}")
+
+    size = 1_000_000
+    head = b"Content-Type: multipart/report; boundary=B\n\n"
+    nested = b"--B\nContent-Type: multipart/mixed; boundary=B\n\n"
+    signatures = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.net; s=s; h=from; bh=; b=\n"
+    fillers = [b"--B\n" * (size // 4), nested * (size // len(nested)), b"a" * size,
+               b"--B\nContent-Type: message/rfc822\n\n" + signatures * (size // len(signatures))
+               + b"\nbody\n--B--\n"]
+    for filler in fillers:
+        started = time.monotonic()
+        copy = returned_copy(head + filler)
+        if copy is not None:
+            assert dkim_marks(copy, ("example.org",), NoDns()) == []  # type: ignore[arg-type]
+        assert time.monotonic() - started < 10, filler[:40]

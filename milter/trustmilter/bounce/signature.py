@@ -40,7 +40,6 @@ from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from trustmilter.bounce.ours import Mark
-from trustmilter.checks.dkim import precheck_signature
 from trustmilter.compat.dkimpy import DkimpyLog, Parsed, rfc822_parse, verifier
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.shims import DkimDns
@@ -50,7 +49,9 @@ from trustmilter.mail.mime import unbase64
 log = logging.getLogger(__name__)
 
 MAX_SIGNATURES = 3  # signatures of our domains verified per returned copy
+MAX_FIELDS = 20  # DKIM-Signature fields of the copy read at most, ours or not
 MAX_DEPTH = 3  # multipart levels walked to find the returned copy
+MAX_PARTS = 50  # parts of one multipart looked into (a report has three)
 MIN_KEY_BITS = 1024  # RFC 8301 §3.2
 MAX_COPY = 1_000_000  # bytes of a bounce walked (as the reader's READ_LIMIT)
 # Parts that return a message whole, and those that return its header only.
@@ -124,7 +125,9 @@ def _find(data: bytes, depth: int) -> ReturnedCopy | None:
     header, body = _split(data)
     content_type, boundary, encoding = _kind(header)
     if boundary is not None and depth < MAX_DEPTH:
-        for part in _parts(body, boundary):
+        for count, part in enumerate(_parts(body, boundary)):
+            if count >= MAX_PARTS:
+                break
             found = _find(part, depth + 1)
             if found is not None:
                 return found
@@ -137,7 +140,7 @@ def _find(data: bytes, depth: int) -> ReturnedCopy | None:
     crlf = _LINE_END.sub(b"\r\n", copy)
     if content_type in _HEADER_ONLY:
         # A header alone: the empty body DKIM canonicalizes (RFC 6376 §3.4.3, §3.4.4).
-        return ReturnedCopy(_split(crlf)[0] + b"\r\n\r\n", True)
+        return ReturnedCopy(_split(crlf)[0].rstrip(b"\r\n") + b"\r\n\r\n", True)
     return ReturnedCopy(crlf, False)
 
 
@@ -184,6 +187,11 @@ def _verify(copy: ReturnedCopy, parsed: Parsed, index: int, tags: dict[bytes, by
     domain = _domain(tags)
     selector = re.sub(rb"\s+", b"", tags.get(b"s", b"")).decode("ascii", "replace")
     name = f"our signature d={domain} s={selector}"
+    # Imported here: the checks package imports the bounce check, which imports
+    # this module, so a module-level import would be a cycle when the command
+    # line imports this first.
+    from trustmilter.checks.dkim import precheck_signature
+
     problem = precheck_signature(tags, now)
     if problem is not None:
         return Mark("dkim", "claims", f"{name} cannot be verified: {problem.reason}")
@@ -220,7 +228,7 @@ def dkim_marks(copy: ReturnedCopy, own_domains: tuple[str, ...], resolver: Resol
         return []
     values = [value for name, value in parsed[0] if name.lower() == b"dkim-signature"]
     marks: list[Mark] = []
-    for index, value in enumerate(values):
+    for index, value in enumerate(values[:MAX_FIELDS]):
         try:
             tags = dict(parse_tag_value(value))
         except InvalidTagValueList:

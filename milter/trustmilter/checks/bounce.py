@@ -50,11 +50,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from trustmilter.bounce.batv import MAX_SECRET_BYTES
-from trustmilter.bounce.candidate import DAEMON_LOCAL_PARTS, may_be_bounce
 from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
 from trustmilter.bounce.marks import Arrival, OwnMail, ownership
 from trustmilter.bounce.ours import token_mark
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
+from trustmilter.checks.bounce_signs import DAEMON_LOCAL_PARTS, may_be_bounce
 from trustmilter.checks.replies import RESULT as REPLY_RESULT
 from trustmilter.checks.replies import ReplyCheck, returned_token
 from trustmilter.config.errors import InvalidField
@@ -67,8 +67,8 @@ from trustmilter.results import CheckResult, Finding, HeaderRequest, Outcome
 from trustmilter.state.base import HardBounce
 from trustmilter.state.effects import RecordHardBounces
 
-__all__ = ["DAEMON_LOCAL_PARTS", "BounceCheck", "BounceEvidence", "Config", "may_be_bounce",
-           "preflight", "quoted", "summary", "summary_of"]
+__all__ = ["DAEMON_LOCAL_PARTS", "BounceCheck", "BounceEvidence", "Config", "batv_secret",
+           "may_be_bounce", "preflight", "quoted", "summary", "summary_of"]
 
 RESULT = "bounce"
 DAY = 86400.0
@@ -127,7 +127,7 @@ class Config:
             )
 
 
-def _batv_secret(config: Config) -> bytes | None:
+def batv_secret(config: Config) -> bytes | None:
     """The BATV secret, or None when none is configured; KeyFileError when unusable."""
     if not config.batv_key_file:
         return None
@@ -140,7 +140,7 @@ def _batv_secret(config: Config) -> bytes | None:
 
 def preflight(config: Config) -> None:
     """A BATV key file that is set must be usable: a typo must not turn the mark off."""
-    _batv_secret(config)
+    batv_secret(config)
 
 
 # ---- pure parts ---------------------------------------------------------------
@@ -249,7 +249,7 @@ class BounceCheck(BaseCheck[Config]):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.own = OwnMail(config.own_domains, config.own_mtas, _batv_secret(config))
+        self.own = OwnMail(config.own_domains, config.own_mtas, batv_secret(config))
 
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         message = ctx.message

@@ -48,8 +48,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
-from trustmilter.bounce.candidate import may_be_bounce
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
+from trustmilter.checks.bounce_signs import may_be_bounce
 from trustmilter.config.errors import InvalidField
 from trustmilter.mail.fields import HeaderFields, field_value, split_fields
 from trustmilter.mail.mime import MimeStructure

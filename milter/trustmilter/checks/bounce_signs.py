@@ -1,4 +1,5 @@
-"""Could this message be a bounce? The cheap test before a body is parsed.
+"""Could this message be a bounce? The cheap test before a body is parsed (as
+autoreply_signs.py is for automatic replies).
 
 Shared by the bounce check (which then reads the bounce) and the replies
 check (which then looks for our token in the returned header), so both
