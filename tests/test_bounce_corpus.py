@@ -4,7 +4,8 @@ The corpus holds bounces other projects collected from real MTAs and what a
 person reads in each (tests/data/bounces/README.md). The figures are printed
 (run with -s, or tools/bounce_corpus.py); the floors are the levels reached
 when they were last raised, so a change that reads real bounces worse fails
-here. The held-out samples were not looked at while the reader was written.
+here. The held-out samples (sisimai-held-out/) were chosen by a rule fixed
+before they were read, and the reader was not changed to read them.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def corpus_tool() -> ModuleType:
 
 TOOLS = corpus_tool()
 
-# (read right, code right, cause right), as shares of their samples.
+# (read right, code right, cause right), as shares of their samples: the
+# levels reached. Held out: sisimai-held-out/, measured once (80.8 %, 94.7 %,
+# 66.7 %); development: every other sample, the spent first held-out set too.
 FLOORS = {
-    "development": (0.98, 1.00, 0.96),
-    "held out": (0.94, 1.00, 0.94),
+    "development": (0.97, 1.00, 0.95),
+    "held out": (0.80, 0.94, 0.66),
 }
 
 
@@ -48,7 +51,8 @@ def test_the_corpus_is_complete() -> None:
         assert files == answers, source
         assert (root / source / "LICENSE").is_file() and (root / source / "ORIGIN").is_file()
     held = [s for s in TOOLS.samples() if s.held_out]
-    assert len(held) == 54 and len(list(TOOLS.samples())) == 181
+    assert {s.source for s in held} == {"sisimai-held-out"}
+    assert len(held) == 26 and len(list(TOOLS.samples())) == 207
 
 
 def test_figures_on_real_bounces() -> None:

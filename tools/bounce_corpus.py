@@ -5,7 +5,9 @@
 Each sample is read by `trustmilter.bounce.explain` and compared with the
 answer a person wrote for it (`expected.yaml`, described in the corpus's
 README). Three figures, each for the development and the held-out samples
-apart (every third sample of each set but sisimai/, by sorted name):
+apart (held out: sisimai-held-out/, chosen by a rule fixed before any of it
+was read; the first held-out set, every third sample of the older sets,
+was spent by a fix made on seeing it and is development now):
 
 - read right: is it a bounce, every failed recipient as the sender wrote
   it (no more, no fewer), each one permanent or temporary as the answer says;
@@ -36,8 +38,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "data" / "bounces"
-SOURCES = ("flufl", "bounce_email", "bounced", "sisimai")
-ALL_DEVELOPMENT = ("sisimai",)  # read while copied in: nothing of it is held out
+SOURCES = ("flufl", "bounce_email", "bounced", "sisimai", "sisimai-held-out")
+HELD_OUT = ("sisimai-held-out",)  # every sample of these, and nothing else
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,9 @@ def samples(corpus: Path = CORPUS) -> Iterator[Sample]:
     """Every sample with its answer, in sorted order per source."""
     for source in SOURCES:
         answers = yaml.safe_load((corpus / source / "expected.yaml").read_text(encoding="utf-8"))
-        for index, name in enumerate(sorted(answers)):
-            held_out = source not in ALL_DEVELOPMENT and index % 3 == 2
+        for name in sorted(answers):
             yield Sample(source, name, (corpus / source / name).read_bytes(), answers[name],
-                         held_out)
+                         source in HELD_OUT)
 
 
 def _names(entry: dict[str, Any]) -> set[str]:
