@@ -317,11 +317,13 @@ def test_a_wildcard_exemption_keeps_a_verdict_open_while_its_prefix_may_appear()
 
 
 def bounce_app(dns_server, pool, store, extra: str = ""):
-    """Our own bounces read (own_domains example.com) and delivered (held by default)."""
+    """Our own bounces read (own_domains example.com) and delivered (held by default);
+    GOOD's host is our own MTA, and the reporter of `bounce_of_ours`."""
     policy = parse_settings(
         "authserv_id: mx.example.org\n"
         f"dns: {{nameservers: ['{dns_server.nameserver}'], timeout: 0.5, lifetime: 1.0}}\n"
-        "checks: {bounce: {own_domains: [example.com]}}\n" + extra,
+        "checks: {bounce: {own_domains: [example.com], own_mtas: [mail.example.com]}}\n"
+        + extra,
         "test-policy.yaml",
     )
     return build_app(policy, pool, state=store)

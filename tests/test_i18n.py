@@ -87,7 +87,7 @@ def test_explain_bounce_in_german(tmp_path: Path, capsys: pytest.CaptureFixture[
     path = _bounce(tmp_path, POSTFIX_DSN)
     assert main(["explain-bounce", path, "--lang", "de"]) == 0
     out = capsys.readouterr().out
-    assert "Empfänger bob@example.net" in out
+    assert "Empfänger Bob@example.net" in out
     assert "Ursache: Benutzer unbekannt" in out
     assert "dauerhafter Fehler, wird nicht erneut versucht" in out
     assert "Cause:" not in out and "server said:" not in out
@@ -105,10 +105,10 @@ def test_explain_bounce_french_and_unknown_language(
 
 
 @pytest.mark.parametrize(("lang", "meaning"), [
-    ("de", "Status 5.1.1: Adressierungsstatus / Ungültige Ziel-Postfachadresse"),
-    ("fr", "statut 5.1.1: État de l'adressage / "
+    ("de", "Status 5.1.1 (im Bericht angegeben): Adressierungsstatus / Ungültige Ziel-Postfachadresse"),
+    ("fr", "statut 5.1.1 (indiqué dans le rapport): État de l'adressage / "
            "Adresse de boîte aux lettres de destination non valide"),
-    ("ja", "ステータス 5.1.1: アドレス関連のステータス / 宛先メールボックスのアドレスが不正"),
+    ("ja", "ステータス 5.1.1 (レポートに記載): アドレス関連のステータス / 宛先メールボックスのアドレスが不正"),
 ])
 def test_explain_bounce_translates_the_status_meaning(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], lang: str, meaning: str) -> None:
@@ -172,3 +172,28 @@ def test_code_msgids_are_in_the_catalog() -> None:
             marked.add("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', call[1])).replace('\\"', '"'))
     assert len(marked) > 50
     assert marked <= set(po_entries("de")), marked - set(po_entries("de"))
+
+
+@pytest.mark.parametrize("lang", TRANSLATED)
+def test_every_cause_is_named_and_explained_in_each_language(lang: str) -> None:
+    """The fixed set of bounce causes: a name and an explanation each, in English
+    (the msgids) and translated into German, French and Japanese."""
+    from trustmilter.bounce.causes import CAUSE_MSGIDS, EXPLANATIONS, Cause
+
+    assert set(CAUSE_MSGIDS) == {cause.value for cause in Cause}
+    assert set(EXPLANATIONS) == set(Cause)
+    tr = translator(lang)
+    entries = po_entries(lang)
+    for cause in Cause:
+        for msgid in (cause.value, EXPLANATIONS[cause]):
+            assert msgid in entries, msgid
+            assert tr(msgid) != msgid, (lang, msgid)
+
+
+def test_explain_bounce_explains_the_cause_in_japanese(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain-bounce", str(_bounce(tmp_path, POSTFIX_DSN)), "--lang", "ja"]) == 0
+    out = capsys.readouterr().out
+    assert translator("ja")("user unknown") in out
+    assert "受信側ドメインにそのアドレスは存在しません" in out
+    assert "(レポートに記載)" in out  # where the code came from

@@ -207,14 +207,15 @@ def test_unknown_language_is_said_once_and_the_locale_is_used(
     assert main(["explain-bounce", str(path), "--lang", "es"]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and "'es'" in captured.err
-    assert "Empfänger bob@example.net" in captured.out  # the locale's German
+    # The address as the sender wrote it (the report's Original-Recipient).
+    assert "Empfänger Bob@example.net" in captured.out  # the locale's German
     assert captured.err.startswith("trustmilter: ") and "de" in captured.err
     monkeypatch.setenv("LANG", "C.UTF-8")
     assert main(["explain-bounce", str(path), "--lang", "es"]) == 0
     captured = capsys.readouterr()
     assert captured.err == ("trustmilter: unknown language 'es' (known: en, de, fr, ja); "
                             "using en\n")
-    assert "Recipient bob@example.net" in captured.out
+    assert "Recipient Bob@example.net" in captured.out
     assert main(["explain-bounce", str(path), "--lang", "fr_FR.UTF-8"]) == 0
     assert capsys.readouterr().err == ""  # a locale name of a shipped language is known
 

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from keys import key_zone, message, rsa_key, sign
-from smtp_helpers import Outcome, send_one
+from smtp_helpers import Outcome, send, send_one, smtp_session
 from trustmilter.testing.daemon import DaemonProcess, Verdict, write_policy
 from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.testing.postfix import PostfixInstance
@@ -71,7 +71,8 @@ class Rig:
             state={"backend": "sqlite", "sqlite_path": str(self.state_path)},
             checks={"loops": {"support_addresses": [SUPPORT, "helpdesk@example.org"]},
                     "rate": rate or {},
-                    "bounce": {"own_domains": ["example.org"]}},
+                    "bounce": {"own_domains": ["example.org"],
+                               "own_mtas": ["mail.example.com"]}},
         )
 
     def reload(self, rate: dict[str, Any] | None = None) -> None:
@@ -298,16 +299,18 @@ def our_bounce(gone: str, returned_id: str, extra_headers: tuple[str, ...] = ())
 
 
 def test_a_bounce_of_our_own_mail_is_summarised_held_and_recorded(mta: Rig) -> None:
-    """docs/rules.md §6: the bounce is held (automated mail; "own" is only
-    its claim) with a summary header for the help desk, its verdict line says what
-    bounced, and the hard bounce is listed."""
+    """docs/rules.md §6: the bounce is held (automated mail) with a summary header
+    for the help desk, its verdict line says what bounced, and the hard bounce is
+    listed: the report comes from one of our own MTAs (the policy's own_mtas), by
+    the name Postfix verified for the client that delivered it."""
     gone = unique("gone")
     returned_id = f"<{uuid.uuid4().hex}@example.org>"
     raw = our_bounce(gone, returned_id, ("X-Trustmilter-Bounce: own; forged by the sender",))
-    out = send_one(mta.postfix.smtp_port, raw, mail_from="", **CLIENT)
+    with smtp_session(mta.postfix.smtp_port, client_name="mail.example.com", **CLIENT) as smtp:
+        out = send(smtp, "", [SUPPORT], raw)
     assert fate(mta, out) == "hold"
-    expected = (f"own; reporting-mta=mail.example.com; message-id={returned_id}; "
-                f"5.1.1 <{gone}> user unknown; hard=1")
+    expected = (f"own; ours=yes:reporting-mta; reporting-mta=mail.example.com; "
+                f"message-id={returned_id}; 5.1.1 <{gone}> user unknown; hard=1")
     fields = verdict(mta, out).fields
     assert (fields["bounce"], fields["bounce_summary"]) == ("fail", expected)
     assert {"bounce.own", "bounce.permanent", "auto.bounce"} <= set(fields["findings"].split(","))
@@ -326,8 +329,9 @@ def test_a_bounce_of_our_own_mail_is_summarised_held_and_recorded(mta: Rig) -> N
     assert listing.returncode == 0, listing.stderr
     [record] = [b for b in json.loads(listing.stdout)["bounces"] if b["recipient"] == gone]
     assert (record["status"], record["cause"], record["sender"], record["message_id"],
-            record["client"], record["bounces"]) == (
-        "5.1.1", "user unknown", "support@example.org", returned_id, "192.0.2.10", 1)
+            record["client"], record["bounces"], record["ours"]) == (
+        "5.1.1", "user unknown", "support@example.org", returned_id, "192.0.2.10", 1,
+        "reporting-mta")
     readable = mta.trustmilter("bounces", "list")
     assert f"<{gone}>  5.1.1 user unknown" in readable.stdout
 

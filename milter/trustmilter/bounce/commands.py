@@ -7,10 +7,19 @@ domains come from the policy (``checks.bounce.own_domains``) and
 ``--own-domain``. The readable output is translated (``--lang``, else the
 locale; see i18n.py); ``--json`` stays English.
 
+Whether it returns our own mail is decided as the milter decides it
+(bounce/marks.py), with the policy's keys and DNS: our token
+(``checks.replies.key_file``), our DKIM signature on the returned copy
+(its key looked up with the policy's ``dns``), a BATV return path in the
+bounce's To, Delivered-To or X-Original-To (``checks.bounce.batv_key_file``),
+and our own MTA as the reporter when ``--client-name`` gives the verified
+name of the host that delivered it (a file holds no SMTP session). A mark
+whose key cannot be read is left out, and said so.
+
 ``trustmilter bounces list`` shows the hard bounces (5.1.x) of our own mail
-that the milter recorded in the state store, latest first; ``bounces
-forget ADDR`` drops one (the address was corrected, or the record was a
-forged bounce's).
+that the milter recorded in the state store, latest first, each with what
+proved the bounce ours; ``bounces forget ADDR`` drops one (the address was
+corrected, or the record was a forged bounce's).
 """
 
 from __future__ import annotations
@@ -20,11 +29,17 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from trustmilter import compat, policy_search
-from trustmilter.bounce.explain import Bounce, explain
+from trustmilter.bounce.causes import EXPLANATIONS
+from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
+from trustmilter.bounce.marks import Arrival, OwnMail, ownership
+from trustmilter.bounce.ours import Evidence, token_mark
+from trustmilter.checks.bounce import batv_secret
+from trustmilter.checks.replies import bounce_token
 from trustmilter.command_support import (
     CommandFailure,
     common_options,
@@ -36,8 +51,14 @@ from trustmilter.command_support import (
     state_store,
     utc,
 )
+from trustmilter.config.settings import Settings
+from trustmilter.domains import DomainTools
 from trustmilter.i18n import N_, command_translator
-from trustmilter.mail.addresses import normalise_address
+from trustmilter.lookup.resolver import build_resolver
+from trustmilter.mail.addresses import normalise_address, parse_address_list
+from trustmilter.mail.mime import walk as walk_mime
+from trustmilter.mail.token import KeyFileError, load_key
+from trustmilter.model import Message
 from trustmilter.state.base import HardBounce
 
 
@@ -48,21 +69,63 @@ def add_explain_parser(commands: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--own-domain", action="append", default=[], metavar="DOMAIN",
                         help="a domain of ours, besides the policy's own_domains (repeat)")
-    parser.add_argument("--policy", type=Path, help="policy.yaml, for checks.bounce.own_domains "
-                        f"({policy_search.DEFAULT_HELP})")
+    parser.add_argument("--policy", type=Path,
+                        help="policy.yaml: our domains, MTAs and keys, and the DNS servers "
+                             f"our DKIM key is looked up with ({policy_search.DEFAULT_HELP})")
+    parser.add_argument("--client-name", metavar="HOST",
+                        help="the verified name of the host that delivered the bounce "
+                             "(Postfix's client_name): one of own_mtas makes its report ours")
     parser.add_argument("--lang", help="language of the readable report: en, de, fr or ja "
                         "(default: the locale, else English)")
 
 
-# RFC 3463 §3.1 classes, in plain words.
-_KINDS = {"permanent": N_("permanent failure, will not be retried"),
-          "temporary": N_("temporary failure, may be retried"),
-          "success": N_("success")}
+# Whether the reporter gave up (RFC 3464 §2.3.3), in plain words.
+_GIVEN_UP = N_("permanent failure, will not be retried")
+_STILL_TRYING = N_("temporary failure, may be retried")
+_DELIVERED = N_("not a failure")
+# What proved a bounce ours, in plain words (bounce/ours.py's evidence).
+_EVIDENCE: dict[Evidence, str] = {
+    "reporting-mta": N_("reported by one of our own MTAs"),
+    "token": N_("the returned header carries our valid token"),
+    "dkim": N_("our DKIM signature on the returned copy verifies"),
+    "return-path": N_("sent to a BATV return path our key verifies"),
+}
 # RFC 3464 §2.3.3 action values, in plain words; any other is shown as written.
 _ACTIONS = {"failed": N_("failed"), "delayed": N_("delayed"), "delivered": N_("delivered"),
             "relayed": N_("relayed"), "expanded": N_("expanded")}
 # Where the reporting server's name was read: a header field keeps its name.
-_SOURCES = {"body": N_("the body text")}
+_MTA_SOURCES = {"body": N_("the body text")}
+# Where a recipient's code came from.
+_STATUS_SOURCES = {"report": N_("stated in the report"),
+                   "diagnostic": N_("from the server's reply"),
+                   "inferred": N_("inferred from the reply's words")}
+
+
+def _recipient_lines(r: BounceRecipient, tr: Callable[[str], str]) -> list[str]:
+    kind = tr(_DELIVERED if not r.failed else _GIVEN_UP if r.permanent else _STILL_TRYING)
+    lines = [tr(N_("Recipient %(address)s: %(action)s, %(kind)s")) % {
+        "address": r.address,
+        "action": _shown(r.action, _ACTIONS, tr) or tr(N_("no action given")), "kind": kind}]
+    if r.original_recipient and r.final_recipient and (
+            r.original_recipient.lower() != r.final_recipient.lower()):
+        lines.append("  " + tr(N_("the address used; delivery failed at %(final)s")) % {
+            "final": r.final_recipient})
+    if r.status:
+        m = r.meaning
+        parts = [tr(p) for p in (m.subject_meaning, m.detail_meaning) if p]
+        source = f" ({tr(_STATUS_SOURCES[r.status_source])})" if r.status_source else ""
+        lines.append("  " + tr(N_("status %(status)s")) % {"status": r.status} + source
+                     + (f": {' / '.join(parts)}" if parts else ""))
+    if r.smtp_code:
+        lines.append("  " + tr(N_("SMTP reply code %(code)s")) % {"code": r.smtp_code})
+    if r.cause is not None:
+        lines.append("  " + tr(N_("cause: %(cause)s")) % {"cause": tr(r.cause.value)})
+        lines.append("    " + tr(EXPLANATIONS[r.cause]))
+    if r.diagnostic:
+        lines.append("  " + tr(N_("server said: %(text)s")) % {"text": r.diagnostic})
+    if r.remote_mta:
+        lines.append("  " + tr(N_("remote server: %(host)s")) % {"host": r.remote_mta})
+    return lines
 
 
 def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
@@ -72,37 +135,22 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
         lines.extend(tr(N_("note: %(problem)s")) % {"problem": n.render(tr)}
                      for n in bounce.notes)
         return "\n".join(lines)
-    origin = tr(N_("our own outbound mail") if bounce.own
-                else N_("mail not sent by us (or unknown)"))
     server = bounce.reporting_mta or tr(N_("an unknown server"))
     head = (tr(N_("Bounce (%(format)s) reported by %(server)s (from %(source)s)."))
             if bounce.reporting_mta_source else
             tr(N_("Bounce (%(format)s) reported by %(server)s.")))
     lines = [
         head % {"format": bounce.format or tr(N_("unknown format")), "server": server,
-                "source": _shown(bounce.reporting_mta_source, _SOURCES, tr)},
-        tr(N_("It reports on %(origin)s.")) % {"origin": origin},
+                "source": _shown(bounce.reporting_mta_source, _MTA_SOURCES, tr)},
+        _ours_line(bounce, tr),
     ]
+    # What each mark showed: our words around the bounce's values, in English.
+    lines.extend(f"  - {detail}" for detail in bounce.ours.details)
     if bounce.cause is not None:
-        # The Cause values are msgids (explain.py); docs/rules.md §6 names them.
+        # The Cause values are msgids (causes.py); docs/rules.md §6 names them.
         lines.append(tr(N_("Cause: %(cause)s.")) % {"cause": tr(bounce.cause.value)})
     for r in bounce.recipients:
-        m = r.meaning
-        kind = tr(_KINDS.get(m.class_name or "", N_("unknown class")))
-        lines.append(tr(N_("Recipient %(address)s: %(action)s, %(kind)s")) % {
-            "address": r.address, "action": _shown(r.action, _ACTIONS, tr)
-            or tr(N_("no action given")), "kind": kind})
-        if r.status:
-            parts = [tr(p) for p in (m.subject_meaning, m.detail_meaning) if p]
-            lines.append("  " + tr(N_("status %(status)s")) % {"status": r.status}
-                         + (f": {' / '.join(parts)}" if parts else ""))
-        if r.smtp_code:
-            lines.append("  " + tr(N_("SMTP reply code %(code)s")) % {"code": r.smtp_code})
-        lines.append("  " + tr(N_("cause: %(cause)s")) % {"cause": tr(r.cause.value)})
-        if r.diagnostic:
-            lines.append("  " + tr(N_("server said: %(text)s")) % {"text": r.diagnostic})
-        if r.remote_mta:
-            lines.append("  " + tr(N_("remote server: %(host)s")) % {"host": r.remote_mta})
+        lines.extend(_recipient_lines(r, tr))
     returned = bounce.returned
     if returned is not None:
         lines.append(tr(N_("Returned message:")))
@@ -124,23 +172,72 @@ def _shown(value: str | None, words: dict[str, str], tr: Callable[[str], str]) -
     return tr(known) if known is not None else value
 
 
+def _ours_line(bounce: Bounce, tr: Callable[[str], str]) -> str:
+    ours = bounce.ours
+    if ours.value == "yes":
+        evidence = "; ".join(tr(_EVIDENCE[kind]) for kind in ours.evidence)
+        return tr(N_("It returns our own mail, verifiably: %(evidence)s.")) % {
+            "evidence": evidence}
+    if ours.value == "claims":
+        return tr(N_("It claims to return our own mail; nothing proves it."))
+    return tr(N_("It does not return our own mail, or nothing tells."))
+
+
 def run_explain_bounce(args: argparse.Namespace) -> int:
     """Explain one bounce; 1 when it or the policy cannot be read."""
     return guarded(_explain_bounce, args)
 
 
 def _explain_bounce(args: argparse.Namespace) -> None:
-    own = (*policy_from(args.policy).checks.bounce.own_domains, *args.own_domain)
+    settings = policy_from(args.policy)
+    own = (*settings.checks.bounce.own_domains, *args.own_domain)
     try:
         raw = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
     except OSError as error:
         raise CommandFailure(f"{args.message}: cannot read message: {error.strerror}") from error
     compat.install()  # a stranger's bounce: the parsers must stay linear
     bounce = explain(raw, own)
+    if bounce.is_bounce:
+        bounce = _with_marks(bounce, raw, settings, own, args.client_name)
     if args.json:
         print(json.dumps(bounce.to_json()))
     else:
         print(report(bounce, command_translator(args.lang)))
+
+
+def _with_marks(bounce: Bounce, raw: bytes, settings: Settings, own_domains: tuple[str, ...],
+                client_name: str | None) -> Bounce:
+    """`bounce` with the marks of our mail checked as the milter checks them."""
+    config = settings.checks.bounce
+    skipped: list[str] = []
+    secret = None
+    try:
+        secret = batv_secret(config)
+    except KeyFileError as error:
+        skipped.append(f"return-path: not checked: {error}")
+    token = None
+    replies = settings.checks.replies
+    if replies.key_file:
+        try:
+            verdict = bounce_token(load_key(replies.key_file), replies.token_header,
+                                   walk_mime(raw))
+            token = token_mark(verdict.returned_id, verdict.forged)
+        except KeyFileError as error:
+            skipped.append(f"token: not checked: {error}")
+    resolver = build_resolver(settings.dns, domains=DomainTools()) if own_domains else None
+    delivered_to = tuple(
+        address for name in ("To", "Delivered-To", "X-Original-To")
+        for address in _addresses(raw, name))
+    marked = ownership(bounce, raw, OwnMail(own_domains, config.own_mtas, secret),
+                       Arrival(client_name, delivered_to), token, resolver, time.time())
+    return replace(marked, ours=replace(marked.ours,
+                                        details=(*marked.ours.details, *skipped)))
+
+
+def _addresses(raw: bytes, name: str) -> list[str]:
+    """The addresses of the bounce's own header field `name` (where it was delivered)."""
+    return [mailbox.address for value in Message(raw).header_values(name)
+            for mailbox in parse_address_list(value).mailboxes]
 
 
 # ---- bounces list|forget ------------------------------------------------------
@@ -185,4 +282,5 @@ def _bounce_line(record: HardBounce) -> str:
         f"<{record.recipient}>  {record.status} {record.cause}  last={utc(record.last_seen)}  "
         f"{times}our sender=<{record.sender or '-'}>  reported by {record.reporting_mta or '?'}"
         f" via {record.client or '?'}  message-id={record.message_id or '-'}"
+        f"  ours={record.ours or '?'}"
     )

@@ -1,40 +1,86 @@
-"""RFC 3464 delivery status notifications, read with the stdlib ``email`` package.
+"""RFC 3464 delivery status notifications, read as real MTAs write them.
 
 A DSN is ``multipart/report; report-type=delivery-status`` (RFC 6522): a
 human-readable part, a ``message/delivery-status`` part (one per-message
 block, then one block per recipient, RFC 3464 §2.2-2.3) and the returned
-message or its headers (``message/rfc822`` / ``text/rfc822-headers``).
-Everything here tolerates truncated or malformed reports: what can be read
-is returned, the rest stays None.
+message or its headers. Real reports bend every rule, so the status part is
+read here by our own lenient field parser rather than by the email
+package's: found by its content type whatever the report-type says (or by
+its first field when it is labelled text/plain), its transfer encoding
+undone, line ends of any kind, blocks split at blank lines and also where a
+new recipient starts without one, unknown address types (X.400, LOCAL,
+``system;<>``) and comments tolerated. Everything tolerates truncated or
+malformed reports: what can be read is returned, the rest stays None.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
 
-from trustmilter.bounce.status import find_basic, find_enhanced
+from trustmilter.mail.mime import decode_text
 
-_RETURNED_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
+_RETURNED_TYPES = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers",
+                   "message/global", "message/global-headers")
+_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status",
+                 # as `unwrapped_status_parts` renames them before parsing
+                 "text/delivery-status", "text/global-delivery-status")
+# The email package parses a message/delivery-status part into one Message per
+# block: a part of a million blank lines took minutes. Renamed to text/, it is
+# one string, read by `parse_fields` here.
+_STATUS_TYPE = re.compile(rb"message/((?:global-)?delivery-status)", re.IGNORECASE)
+
+
+def unwrapped_status_parts(raw: bytes) -> bytes:
+    """`raw` with its delivery-status parts labelled text/... (see _STATUS_TYPE)."""
+    return _STATUS_TYPE.sub(rb"text/\1", raw)
+# A status part is read up to this many characters: real ones are a few KB.
+STATUS_TEXT_LIMIT = 256_000
+# Recipients read from one report; the rest are left out (bounds the work per bounce).
+MAX_RECIPIENTS = 1000
+# Fields of a returned message kept for later checks (whose mail it was).
+RETURNED_FIELDS = 100
+RETURNED_FIELD_LENGTH = 998  # RFC 5322 §2.1.1
+
+_FIELD = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)")
+# An address in angle brackets, else a bare one (RFC 5321 forward-paths).
+_BRACKETED = re.compile(r"<([^<>\s]*@[^<>\s]*)>")
+# A quoted local part (RFC 5321 §4.1.2), at most 256 characters of it.
+_QUOTED = re.compile(r'"(?:[^"\\\r\n]|\\.){0,256}"@[^\s<>()",;:]+')
+# A match can only start where a run of address characters starts: searched
+# from every character of a long run without "@", it would be quadratic.
+_BARE = re.compile(r"(?<![^\s<>()\"',;:])[^\s<>()\"',;:]+@[^\s<>()\"',;:]+")
+# X.400 addresses carry the Internet one as RFC-822=local(a)domain (RFC 2156 §4.2).
+_X400_RFC822 = re.compile(r"/RFC-822=([^/]+)/", re.IGNORECASE)
+_ENHANCED_AT_START = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
+_BASIC_AT_START = re.compile(r"\s*([245][0-5]\d)(?!\d)")
 
 
 @dataclass(frozen=True)
 class Recipient:
-    """One recipient a bounce reports on, as written (no interpretation yet)."""
+    """One recipient a bounce reports on, as written (no interpretation yet).
+
+    `address` is the failed address as the report names it (RFC 3464
+    Final-Recipient); `original_recipient` the address the sender used
+    where the report says (Original-Recipient, or "expanded from" in a
+    text); `status` only the report's own Status field."""
 
     address: str
     action: str | None = None
-    status: str | None = None  # enhanced code, "5.1.1"
+    status: str | None = None  # enhanced code of the Status field, "5.1.1"
     smtp_code: str | None = None  # basic code, "550"
     diagnostic: str | None = None
     original_recipient: str | None = None
     remote_mta: str | None = None
+    temporary: bool | None = None  # a text reader's opinion: a delay notice
 
 
 @dataclass(frozen=True)
 class ReturnedMessage:
-    """The headers that identify the original mail (docs/rules.md §6)."""
+    """The headers that identify the original mail (docs/rules.md §6), and all
+    of its fields (bounded) for whoever must tell whose mail it was."""
 
     message_id: str | None = None
     subject: str | None = None
@@ -42,70 +88,194 @@ class ReturnedMessage:
     to: str | None = None
     date: str | None = None
     return_path: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class DsnReport:
-    """What a ``message/delivery-status`` part said."""
+    """What a delivery-status part said."""
 
     reporting_mta: str | None
     recipients: tuple[Recipient, ...]
     returned: ReturnedMessage | None
 
 
-def _typed_value(value: str | None) -> str | None:
-    """Drop the RFC 3464 §2.1.2 type prefix ("rfc822;", "dns;", "smtp;") and whitespace."""
+def _unfold(value: str | None) -> str | None:
     if value is None:
         return None
-    text = " ".join(str(value).split())
-    if ";" in text:
-        prefix, rest = text.split(";", 1)
-        if prefix.strip() and " " not in prefix.strip():
-            text = rest.strip()
+    text = " ".join(value.split())
     return text or None
 
 
-def _address(value: str | None) -> str | None:
-    text = _typed_value(value)
-    return text.strip("<>") if text else None
+def typed_value(value: str | None) -> str | None:
+    """Drop the RFC 3464 §2.1.2 type prefix ("rfc822;", "dns;", "smtp;") and blanks."""
+    text = _unfold(value)
+    if text is None:
+        return None
+    prefix, separator, rest = text.partition(";")
+    if separator and prefix.strip() and " " not in prefix.strip():
+        text = rest.strip()
+    return text or None
 
 
-def _blocks(part: Message) -> list[Message]:
-    """The field blocks of a delivery-status part; stdlib parses them, else we split."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [block for block in payload if isinstance(block, Message)]
-    text = payload if isinstance(payload, str) else ""
-    parser = HeaderParser()
-    chunks = [c for c in text.replace("\r\n", "\n").split("\n\n") if c.strip()]
-    return [parser.parsestr(chunk.strip("\n") + "\n") for chunk in chunks]
+def address_of(value: str | None) -> str | None:
+    """The Internet address in an RFC 3464 recipient field, whatever its type;
+    None for one with none ("system;<>", an X.400 address without RFC-822=)."""
+    text = _unfold(value)
+    if text is None:
+        return None
+    kind, separator, rest = text.partition(";")
+    if not separator:
+        kind, rest = "", text
+    if kind.strip().lower() == "x400":
+        match = _X400_RFC822.search(rest + "/")
+        return match.group(1).replace("(a)", "@") if match else None
+    quoted = _QUOTED.search(rest)
+    if quoted:
+        return quoted.group(0)
+    bracketed = _BRACKETED.search(rest)
+    if bracketed and bracketed.group(1):
+        return bracketed.group(1)
+    bare = _BARE.search(rest)
+    return bare.group(0).rstrip(".") if bare else None
 
 
-def _recipient(block: Message) -> Recipient | None:
-    address = _address(block.get("Final-Recipient")) or _address(block.get("Original-Recipient"))
+def _action(value: str | None) -> str | None:
+    """The action's keyword, lower case: "failed (Bad destination...)" -> "failed";
+    the "failure" and "error" some MTAs write are read as "failed"."""
+    text = typed_value(value)
+    if text is None:
+        return None
+    word = re.sub(r"[^a-z]", "", text.split()[0].lower())
+    if word in ("failure", "error", "fail"):
+        return "failed"
+    return word or None
+
+
+def parse_fields(text: str) -> list[list[tuple[str, str]]]:
+    """The field blocks of a delivery-status text (RFC 3464 §2.1): blocks end
+    at blank lines, or where a recipient field repeats within one; folded
+    lines are joined; lines that are no field are passed over."""
+    blocks: list[list[tuple[str, str]]] = []
+    block: list[tuple[str, str]] = []
+    names: set[str] = set()  # of the fields in `block`
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line.strip():
+            if block:
+                blocks.append(block)
+                block, names = [], set()
+            continue
+        if line[0] in " \t":
+            if block:
+                name, value = block[-1]
+                block[-1] = (name, value + " " + line.strip())
+            continue
+        match = _FIELD.match(line)
+        if match is None:
+            continue
+        name = match.group(1).lower()
+        if name in ("final-recipient", "original-recipient") and name in names:
+            blocks.append(block)
+            block, names = [], set()
+        block.append((name, match.group(2).strip()))
+        names.add(name)
+    if block:
+        blocks.append(block)
+    return blocks
+
+
+def _field(block: list[tuple[str, str]], name: str) -> str | None:
+    for field, value in block:
+        if field == name:
+            return value
+    return None
+
+
+def _recipient(block: list[tuple[str, str]]) -> Recipient | None:
+    final = address_of(_field(block, "final-recipient"))
+    original = address_of(_field(block, "original-recipient"))
+    address = final or original
     if address is None:
         return None
-    diagnostic = _typed_value(block.get("Diagnostic-Code"))
-    status_field = _typed_value(block.get("Status"))
-    status = find_enhanced(status_field) if status_field else None
+    diagnostic = typed_value(_field(block, "diagnostic-code"))
+    # X.400 gateways put the remote server's reply in a field of their own.
+    extra = typed_value(_field(block, "x400-supplementary-info"))
+    if extra:
+        diagnostic = f"{diagnostic} {extra}" if diagnostic else extra
+    status_field = _field(block, "status") or ""
+    status = _ENHANCED_AT_START.match(status_field)
+    if not diagnostic and status is None and status_field.strip():
+        # "Status: 553 Exceeded maximum inbound message size": a reply, not a code.
+        diagnostic = _unfold(status_field)
+    basic = _BASIC_AT_START.match(diagnostic or "") or _BASIC_AT_START.match(status_field)
     return Recipient(
         address=address,
-        action=(_typed_value(block.get("Action")) or "").lower() or None,
-        status=status or find_enhanced(diagnostic),
-        smtp_code=find_basic(diagnostic),
+        action=_action(_field(block, "action")),
+        status=status.group(1) if status else None,
+        smtp_code=basic.group(1) if basic else None,
         diagnostic=diagnostic,
-        original_recipient=_address(block.get("Original-Recipient")),
-        remote_mta=_typed_value(block.get("Remote-MTA")),
+        original_recipient=original,
+        remote_mta=typed_value(_field(block, "remote-mta")),
     )
 
 
+def unescaped(text: str) -> str:
+    """Text the email package read from bytes (8-bit bytes kept as surrogates,
+    compat32), as Unicode: UTF-8 where it is, else replacement characters."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _block_text(block: Message) -> str:
+    """A block the email package parsed, as the lines it came from (its own
+    serialisation would encode 8-bit values as RFC 2047 words)."""
+    lines = [f"{name}: {value}" for name, value in block.raw_items()]
+    body = block.get_payload()
+    if isinstance(body, str) and body.strip():
+        lines.append(body)
+    return "\n".join(lines)
+
+
+def _part_text(part: Message) -> str:
+    """The text of a status part, its transfer encoding undone, 8-bit text read
+    as UTF-8 (RFC 6533) where the part names no charset."""
+    payload = part.get_payload()
+    if isinstance(payload, list):  # a message the caller did not unwrap
+        text = "\n\n".join(_block_text(block) for block in payload if isinstance(block, Message))
+        return unescaped(text)[:STATUS_TEXT_LIMIT]
+    data = part.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return ""
+    return decode_text(data[: STATUS_TEXT_LIMIT * 4], part.get_content_charset() or "utf-8")[
+        :STATUS_TEXT_LIMIT]
+
+
+def _looks_like_status(part: Message) -> bool:
+    """A text part that is really a status part (some MTAs label it text/plain)."""
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return False
+    head = payload.lstrip()[:200].lower()
+    return head.startswith(("reporting-mta:", "final-recipient:", "original-recipient:"))
+
+
 def _header(message: Message, name: str) -> str | None:
-    value = message.get(name)
-    return " ".join(str(value).split()) or None if value is not None else None
+    """A field's value as sent (raw_items: the email package would turn 8-bit
+    bytes into replacement characters), unfolded."""
+    wanted = name.lower()
+    for field, value in message.raw_items():
+        if field.lower() == wanted:
+            return _unfold(unescaped(str(value)))
+    return None
 
 
 def returned_from_headers(headers: Message) -> ReturnedMessage:
     """The identifying headers of a returned message (or of its header block)."""
+    fields = tuple(
+        (str(name), unescaped(str(value))[:RETURNED_FIELD_LENGTH])
+        for name, value in list(headers.raw_items())[:RETURNED_FIELDS]
+    )
     return ReturnedMessage(
         message_id=_header(headers, "Message-ID"),
         subject=_header(headers, "Subject"),
@@ -113,6 +283,7 @@ def returned_from_headers(headers: Message) -> ReturnedMessage:
         to=_header(headers, "To"),
         date=_header(headers, "Date"),
         return_path=_header(headers, "Return-Path"),
+        fields=fields,
     )
 
 
@@ -130,11 +301,15 @@ def returned_message(message: Message) -> ReturnedMessage | None:
 
 
 def delivery_status_part(message: Message) -> Message | None:
-    """The ``message/delivery-status`` part (RFC 3464 §2), or None."""
+    """The delivery-status part (RFC 3464 §2), or a text part that is one; None."""
+    found: Message | None = None
     for part in message.walk():
-        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
+        content_type = part.get_content_type()
+        if content_type in _STATUS_TYPES:
             return part
-    return None
+        if found is None and content_type == "text/plain" and _looks_like_status(part):
+            found = part
+    return found
 
 
 def is_report(message: Message) -> bool:
@@ -146,16 +321,23 @@ def is_report(message: Message) -> bool:
 
 
 def parse_dsn(message: Message) -> DsnReport | None:
-    """The DSN in ``message``; None when it carries no delivery-status part."""
+    """The DSN in ``message``; None when it carries no delivery-status part.
+
+    Several blocks for one recipient (alias expansion writes one per
+    target) are one recipient: the first block is kept."""
     part = delivery_status_part(message)
     if part is None:
         return None
-    blocks = _blocks(part)
     reporting_mta = None
     recipients: list[Recipient] = []
-    for block in blocks:
-        reporting_mta = reporting_mta or _typed_value(block.get("Reporting-MTA"))
+    seen: set[str] = set()
+    for block in parse_fields(_part_text(part)):
+        reporting_mta = reporting_mta or typed_value(_field(block, "reporting-mta"))
         recipient = _recipient(block)
-        if recipient is not None:
+        if recipient is None or len(recipients) >= MAX_RECIPIENTS:
+            continue
+        key = (recipient.original_recipient or recipient.address).lower()
+        if key not in seen:
+            seen.add(key)
             recipients.append(recipient)
     return DsnReport(reporting_mta, tuple(recipients), returned_message(message))

@@ -1,9 +1,14 @@
-"""One bounce, explained: who reported it, for whom, why, and whether it is ours.
+"""One bounce, explained: who reported it, each recipient, its code and cause.
 
-``explain`` combines the RFC 3464 reader (dsn.py) with the body-text readers
-(heuristics.py) and turns codes into plain causes (docs/rules.md §6: "User
-Unknown", "Host Unknown", "Mail could not be delivered"). It never raises:
-the CLI and the milter both hand it mail written by strangers.
+``explain`` is the one reader of bounces: the milter's bounce check and
+``trustmilter explain-bounce`` both call it. It reads, in order of trust:
+the RFC 3464 report (dsn.py), the body texts of MTAs we know (heuristics.py)
+and the addresses flufl.bounce finds (recipients.py); then, for every
+recipient, the address as the sender wrote it, the code (stated or
+inferred, and which), whether the reporter gave up, and a cause from a
+fixed set (causes.py; docs/rules.md §6). It never raises: both callers hand
+it mail written by strangers, and everything it does is bounded (see
+`READ_LIMIT`, recipients.py, and the linear-time tests).
 """
 
 from __future__ import annotations
@@ -14,138 +19,68 @@ import logging
 import re
 from dataclasses import dataclass, field
 from email.message import Message
-from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
+from trustmilter.bounce.causes import (
+    EXPLANATIONS,
+    Cause,
+    cause_from_code,
+    cause_from_words,
+    cause_of,
+    inferred_code,
+)
 from trustmilter.bounce.dsn import (
+    MAX_RECIPIENTS,
     Recipient,
     ReturnedMessage,
+    address_of,
     is_report,
     parse_dsn,
-    returned_from_headers,
     returned_message,
+    unwrapped_status_parts,
 )
 from trustmilter.bounce.heuristics import TextReport, read_text
-from trustmilter.bounce.status import StatusMeaning, describe, find_basic
+from trustmilter.bounce.ours import Ours, decide
+from trustmilter.bounce.recipients import (
+    Failures,
+    expanded_from,
+    first_mentions,
+    flufl_failures,
+    words_for,
+)
+from trustmilter.bounce.status import StatusMeaning, describe, find_basic, find_enhanced
+from trustmilter.bounce.text import body_text, delay_notice, report_text, returned_inline
 from trustmilter.i18n import N_, Text
 from trustmilter.i18n import text as sentence
 from trustmilter.mail.addresses import first_address
 from trustmilter.mail.mime import MimeStructure
 from trustmilter.mail.mime import walk as walk_mime
 
+__all__ = ["READ_LIMIT", "Bounce", "BounceRecipient", "Cause", "cause_of", "explain"]
+
 log = logging.getLogger(__name__)
 
+# A bounce is read from its first this many bytes. RFC 6522 puts the report
+# before the returned message, so a bounce that returns a large attachment
+# is still read whole where it matters, and no bounce costs more than this.
+READ_LIMIT = 1_000_000
 
-class Cause(StrEnum):
-    """The plain-words cause; the values are the message ids a later translation uses."""
-
-    DELIVERED = "delivered"
-    USER_UNKNOWN = "user unknown"
-    HOST_UNKNOWN = "host unknown"
-    MAILBOX_FULL = "mailbox full"
-    MAILBOX_DISABLED = "mailbox disabled"
-    MESSAGE_TOO_LARGE = "message too large"
-    BLOCKED_AS_SPAM = "blocked as spam"
-    AUTHENTICATION_FAILED = "sender authentication failed"
-    RELAY_DENIED = "relay denied"
-    REFUSED_BY_POLICY = "refused by policy"
-    MAIL_LOOP = "mail loop"
-    SERVER_UNREACHABLE = "server could not be reached"
-    TEMPORARY_FAILURE = "temporary failure"
-    PERMANENT_FAILURE = "permanent failure"
-    UNKNOWN = "unknown"
-
-
-# The Cause values as msgids for the catalogs (a StrEnum's values cannot be wrapped).
-CAUSE_MSGIDS = (
-    N_("delivered"), N_("user unknown"), N_("host unknown"), N_("mailbox full"),
-    N_("mailbox disabled"), N_("message too large"), N_("blocked as spam"),
-    N_("sender authentication failed"), N_("relay denied"), N_("refused by policy"),
-    N_("mail loop"), N_("server could not be reached"), N_("temporary failure"),
-    N_("permanent failure"), N_("unknown"),
-)
-
-
-# Words MTAs put in replies when the code alone is too vague (5.0.0, 550 without detail):
-# a pattern, and phrases "first ... last" that must stand in that order on one line.
-# Those stand for the patterns "doesn't have a .* account" and "exceeds .*(?:size|limit)",
-# which a search retried from every "exceeds " to the end of its line: quadratic in
-# a reply of repeated words (100 KB: 3.7 s). `_in_order_on_a_line` gives the same
-# answer looking at the first "exceeds " of each line only.
-_TEXT_CAUSES: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...], Cause], ...] = (
-    (r"spam|blacklist|blocklist|block list|\brbl\b|spamhaus|reputation|listed", (),
-     Cause.BLOCKED_AS_SPAM),
-    (r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)|unable to relay", (),
-     Cause.RELAY_DENIED),
-    (r"user unknown|unknown user|no such (?:user|mailbox|recipient)|does not exist|"
-     r"recipnotfound|address not found|mailbox unavailable|"
-     r"invalid recipient|recipient address rejected", (("doesn't have a ", (" account",)),),
-     Cause.USER_UNKNOWN),
-    (r"host unknown|host or domain name not found|domain not found|no mx|nxdomain|"
-     r"name service error", (), Cause.HOST_UNKNOWN),
-    (r"mailbox (?:is )?full|over ?quota|quota exceeded|insufficient storage", (),
-     Cause.MAILBOX_FULL),
-    (r"too (?:large|big)|size limit", (("exceeds ", ("size", "limit")),),
-     Cause.MESSAGE_TOO_LARGE),
-)
-
-
-def _in_order_on_a_line(text: str, first: str, lasts: tuple[str, ...]) -> bool:
-    """Whether some line of `text` has `first` and, after it, one of `lasts`:
-    re.search(first + ".*(?:" + "|".join(lasts) + ")", text), in linear time.
-    The first `first` of a line is the one to look after (any later one sees less)."""
-    start = text.find(first)
-    while start >= 0:
-        line_end = text.find("\n", start)
-        if line_end < 0:
-            line_end = len(text)
-        if any(text.find(last, start + len(first), line_end) >= 0 for last in lasts):
-            return True
-        start = text.find(first, line_end)
-    return False
-
-
-# RFC 3463 subject.detail -> cause, where the code is precise enough.
-_CODE_CAUSES: dict[tuple[int, int], Cause] = {
-    (1, 1): Cause.USER_UNKNOWN, (1, 3): Cause.USER_UNKNOWN, (1, 6): Cause.USER_UNKNOWN,
-    (1, 2): Cause.HOST_UNKNOWN, (1, 10): Cause.HOST_UNKNOWN,
-    (2, 1): Cause.MAILBOX_DISABLED, (7, 13): Cause.MAILBOX_DISABLED,
-    (2, 2): Cause.MAILBOX_FULL, (3, 1): Cause.MAILBOX_FULL,
-    (2, 3): Cause.MESSAGE_TOO_LARGE, (3, 4): Cause.MESSAGE_TOO_LARGE,
-    (4, 6): Cause.MAIL_LOOP,
-    (4, 1): Cause.SERVER_UNREACHABLE, (4, 2): Cause.SERVER_UNREACHABLE,
-    (4, 7): Cause.SERVER_UNREACHABLE,
-    **{(7, d): Cause.AUTHENTICATION_FAILED for d in (20, 21, 22, 23, 24, 25, 26, 29)},
-}
-
-
-def cause_of(status: str | None, diagnostic: str | None) -> Cause:
-    """The plain cause of one recipient's failure: the code first, then the reply words."""
-    meaning = describe(status)
-    if meaning.klass == 2:
-        return Cause.DELIVERED
-    if meaning.valid:
-        subject, detail = (int(x) for x in meaning.code.split(".")[1:])
-        if (subject, detail) in _CODE_CAUSES:
-            return _CODE_CAUSES[(subject, detail)]
-    text = (diagnostic or "").lower()
-    for pattern, phrases, cause in _TEXT_CAUSES:
-        if re.search(pattern, text) or any(
-            _in_order_on_a_line(text, first, lasts) for first, lasts in phrases
-        ):
-            return cause
-    if meaning.valid and meaning.code.split(".")[1] == "7":
-        return Cause.REFUSED_BY_POLICY
-    if meaning.klass == 4:
-        return Cause.TEMPORARY_FAILURE
-    if meaning.klass == 5:
-        return Cause.PERMANENT_FAILURE
-    return Cause.UNKNOWN
+StatusSource = Literal["report", "diagnostic", "inferred"]
+Preferred = Literal["original", "final"]
+_NOT_FAILURES = frozenset({"delivered", "relayed", "expanded"})
 
 
 @dataclass(frozen=True)
 class BounceRecipient:
-    """One reported recipient with its code read and its cause named."""
+    """One reported recipient with its code read and its cause named.
+
+    `address` is the address as the sender wrote it: the report's
+    Original-Recipient (or the address an alias was expanded from) where
+    there is one, else the final one; `preferred` says which. `status` is
+    the enhanced code and `status_source` where it came from: the report's
+    Status field, the server's reply, or inferred from the reply's words.
+    `permanent`: the reporter gave up on this recipient (it will not retry).
+    `cause` is None for a recipient the report says was delivered or relayed."""
 
     address: str
     action: str | None
@@ -153,29 +88,42 @@ class BounceRecipient:
     smtp_code: str | None
     diagnostic: str | None
     meaning: StatusMeaning
-    cause: Cause
+    cause: Cause | None
+    permanent: bool = True
+    status_source: StatusSource | None = None
     original_recipient: str | None = None
+    final_recipient: str | None = None
+    preferred: Preferred = "final"
     remote_mta: str | None = None
 
     @property
     def status_class(self) -> str | None:
         return self.meaning.class_name
 
+    @property
+    def failed(self) -> bool:
+        return self.cause is not None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "address": self.address,
+            "original_recipient": self.original_recipient,
+            "final_recipient": self.final_recipient,
+            "preferred": self.preferred,
             "action": self.action,
             "status": self.status,
+            "status_source": self.status_source,
             "class": self.meaning.class_name,
-            "diagnostic": self.diagnostic,
             "smtp_code": self.smtp_code,
+            "permanent": self.permanent,
+            "cause": self.cause.value if self.cause else None,
+            "cause_explanation": EXPLANATIONS[self.cause] if self.cause else None,
+            "diagnostic": self.diagnostic,
             "meaning": {
                 "class": self.meaning.class_meaning,
                 "subject": self.meaning.subject_meaning,
                 "detail": self.meaning.detail_meaning,
             },
-            "cause": self.cause.value,
-            "original_recipient": self.original_recipient,
             "remote_mta": self.remote_mta,
         }
 
@@ -185,7 +133,7 @@ class Bounce:
     """Everything ``explain`` could read from one message."""
 
     is_bounce: bool
-    format: str | None = None  # "rfc3464", "exim", "qmail", ... or None
+    format: str | None = None  # "rfc3464", "exim", "qmail", ..., "text" or None
     reporting_mta: str | None = None
     reporting_mta_source: str | None = None  # "Reporting-MTA", "body", "Received", "From"
     own: bool = False
@@ -193,6 +141,10 @@ class Bounce:
     returned: ReturnedMessage | None = None
     # What could not be read, as sentences `explain-bounce --lang` translates.
     notes: tuple[Text, ...] = field(default=())
+    # Whether it returns our own mail: from `own` alone ("claims" or "no") as
+    # read here; the marks that can prove it are added by the caller, who has
+    # the keys, the DNS and the connection (bounce/ours.py).
+    ours: Ours = field(default=Ours())
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -201,10 +153,9 @@ class Bounce:
 
     @property
     def cause(self) -> Cause | None:
-        """The cause of the first failed recipient (else of the first one reported)."""
-        failed = [r for r in self.recipients if r.meaning.klass in (4, 5)]
-        chosen = failed or list(self.recipients)
-        return chosen[0].cause if chosen else None
+        """The cause of the first failed recipient."""
+        failed = [r.cause for r in self.recipients if r.cause is not None]
+        return failed[0] if failed else None
 
     def to_json(self) -> dict[str, Any]:
         returned = self.returned
@@ -216,6 +167,9 @@ class Bounce:
             "format": self.format,
             "reporting_mta_source": self.reporting_mta_source,
             "own": self.own,
+            "ours": self.ours.value,
+            "ours_evidence": list(self.ours.evidence),
+            "ours_details": list(self.ours.details),
             "cause": self.cause.value if self.cause else None,
             "returned_message": None if returned is None else {
                 "message_id": returned.message_id, "subject": returned.subject,
@@ -225,75 +179,17 @@ class Bounce:
         }
 
 
-def _body_text(message: Message) -> str:
-    """The human-readable text: the first text/plain part outside any returned message."""
-    if not message.is_multipart():
-        payload = message.get_payload(decode=True)
-        return _decode(payload, message)
-    for part in message.get_payload() if isinstance(message.get_payload(), list) else []:
-        if isinstance(part, Message) and part.get_content_type() == "text/plain":
-            return _decode(part.get_payload(decode=True), part)
-        if isinstance(part, Message) and part.get_content_type() == "multipart/alternative":
-            return _body_text(part)
-    return ""
+# ---- who reported it --------------------------------------------------------------
+
+_COURIER = re.compile(r"delivery status notification from ([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 
 
-def _decode(payload: object, part: Message) -> str:
-    if not isinstance(payload, bytes):
-        return payload if isinstance(payload, str) else ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return payload.decode(charset, errors="replace")
-    except LookupError:  # an unknown charset name
-        return payload.decode("utf-8", errors="replace")
-
-
-# The separator lines before a copy of the returned message's headers (qmail,
-# Yahoo, Exim, Exchange); Exim's is followed by the rest of its line.
-_COPY_MARKER = re.compile(
-    r"--- Below this line is a copy of the message\.|(------ This is a copy of the message)"
-    r"|Original message headers:|----- Original message -----"
-)
-_BLANKS = re.compile(r"\s*")
-
-
-def _copied_text(body: str) -> str | None:
-    r"""What follows the first separator and the blank lines after it: group 1 of
-    re.search(r"(?:<separator>|<Exim's>[^\n]*)\s*\n\s*\n?(.*)", body, re.S).
-
-    That pattern tried every split of the blanks (with "[^\n]*" before them, every
-    end of the line too) at every separator: quadratic in a run of blanks or of
-    separators on one line (100 KB: 1.4 s). Its answer is the text after the run of
-    blanks that starts at the separator's end (at the end of Exim's line), when that
-    run holds a line end; else the search goes on at the next separator.
-    """
-    start = 0
-    while (marker := _COPY_MARKER.search(body, start)) is not None:
-        end = marker.end()
-        if marker.group(1):
-            end = body.find("\n", end)
-            if end < 0:
-                return None  # no line end follows: no later separator can match either
-        blanks = _BLANKS.match(body, end)
-        assert blanks is not None  # \s* matches the empty string
-        if "\n" in blanks.group():
-            return body[blanks.end() :]
-        start = marker.start() + 1
-    return None
-
-
-def _returned_inline(body: str) -> ReturnedMessage | None:
-    """Headers copied into the text after a separator line (qmail, Yahoo, Exim, Exchange)."""
-    copied = _copied_text(body)
-    if copied is None:
-        return None
-    headers = email.message_from_string(copied.lstrip())
-    returned = returned_from_headers(headers)
-    return returned if any(vars(returned).values()) else None
-
-
-def _sender_mta(message: Message) -> tuple[str | None, str | None]:
-    """No Reporting-MTA: the host that received it last (Received "by"), else the From domain."""
+def _sender_mta(message: Message, body: str) -> tuple[str | None, str | None]:
+    """No Reporting-MTA: the host named in the text, the host that received it
+    last (Received "by"), else the From domain."""
+    named = _COURIER.search(body)
+    if named:
+        return named.group(1).lower(), "body"
     for received in message.get_all("Received") or []:
         match = re.search(r"\bby\s+([A-Za-z0-9.-]+\.[A-Za-z]{2,})", str(received))
         if match:
@@ -302,14 +198,194 @@ def _sender_mta(message: Message) -> tuple[str | None, str | None]:
     return (domain.lower(), "From") if domain else (None, None)
 
 
+# ---- is it a bounce at all --------------------------------------------------------
+
+_FAILURE_WORDS = ("undeliver", "deliver", "returned mail", "failure", "failed", "error",
+                  "not delivered", "undelivered", "bounce")
+
+
 def _looks_automated(message: Message) -> bool:
-    """A null-sender mail from a mailer daemon with a failure subject (RFC 5321 §4.5.5)."""
+    """A mail from a mailer daemon (or with an empty From address, as only an
+    MTA writes it) with a failure subject (RFC 5321 §4.5.5)."""
     sender = first_address(str(message.get("From", ""))).lower()
     subject = str(message.get("Subject", "")).lower()
-    daemon = sender.startswith(("mailer-daemon@", "postmaster@")) or "mailer-daemon" in sender
-    words = ("undeliver", "delivery status", "delivery failure", "returned mail",
-             "failure notice", "non-delivery", "not delivered", "delivery has failed")
-    return daemon and any(word in subject for word in words)
+    daemon = (sender.startswith(("mailer-daemon@", "postmaster@")) or "mailer-daemon" in sender
+              or (not sender and "<>" in str(message.get("From", ""))))
+    return daemon and any(word in subject for word in _FAILURE_WORDS)
+
+
+def _is_feedback_report(message: Message) -> bool:
+    """An ARF abuse report (RFC 5965): a report, but of a complaint, not a failure."""
+    return (message.get_content_type() == "multipart/report"
+            and str(message.get_param("report-type", "")).lower() == "feedback-report")
+
+
+# ---- each recipient ---------------------------------------------------------------
+
+# An enhanced code that follows a basic one ("550 5.1.1", "550-'5.2.2",
+# "550 #5.1.0"): the remote server's own reply, not a relay's summary.
+_REPLY_CODE = re.compile(r"(?<![\d.])[245]\d\d[ -]['\"#(]?([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
+
+
+def _reply_code(diagnostic: str | None) -> str | None:
+    if not diagnostic:
+        return None
+    match = _REPLY_CODE.search(diagnostic)
+    return match.group(1) if match else find_enhanced(diagnostic)
+
+
+def _status(recipient: Recipient) -> tuple[str | None, StatusSource | None]:
+    """The report's Status, unless it says only X.0.0 and the server's reply
+    gives a finer code of the same class (RFC 3463 §3.1: X.0.0 is "other")."""
+    stated = describe(recipient.status)
+    replied = describe(_reply_code(recipient.diagnostic))
+    if stated.valid and not stated.code.endswith(".0.0"):
+        return stated.code, "report"
+    if replied.valid and (not stated.valid or (
+            replied.klass == stated.klass and not replied.code.endswith(".0.0"))):
+        return replied.code, "diagnostic"
+    if stated.valid:
+        return stated.code, "report"
+    return None, None
+
+
+def _permanent(recipient: Recipient, status: str | None, notice_is_delay: bool) -> bool:
+    """Whether the reporter gave up on this recipient (RFC 3464 §2.3.3 Action)."""
+    if recipient.action == "failed":
+        return True
+    if recipient.action in _NOT_FAILURES or recipient.action == "delayed":
+        return False
+    if recipient.temporary is not None:
+        return not recipient.temporary
+    if recipient.action is None and describe(status).klass == 4 and notice_is_delay:
+        return False
+    return not notice_is_delay
+
+
+def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> BounceRecipient:
+    """One recipient read: its code and where it came from, permanence, cause.
+    `context` (the bounce's subject and the words before its list of
+    recipients) names the cause when the recipient's own words and code do not."""
+    status, source = _status(recipient)
+    basic = recipient.smtp_code or find_basic(recipient.diagnostic)
+    permanent = _permanent(recipient, status, notice_is_delay)
+    cause: Cause | None = None
+    if recipient.action not in _NOT_FAILURES:
+        cause = cause_from_words(recipient.diagnostic) or cause_from_code(status)
+        if cause is Cause.UNKNOWN:
+            cause = cause_from_words(context) or cause
+        if status is None:
+            status = inferred_code(cause, permanent, basic)
+            source = "inferred" if status else None
+    original = recipient.original_recipient
+    return BounceRecipient(
+        address=original or recipient.address,
+        action=recipient.action,
+        status=status,
+        smtp_code=basic,
+        diagnostic=recipient.diagnostic,
+        meaning=describe(status),
+        cause=cause,
+        permanent=permanent,
+        status_source=source,
+        original_recipient=original,
+        final_recipient=recipient.address,
+        preferred="original" if original else "final",
+        remote_mta=recipient.remote_mta,
+    )
+
+
+def _replaced(recipient: Recipient, **changes: Any) -> Recipient:
+    fields = {name: getattr(recipient, name) for name in (
+        "address", "action", "status", "smtp_code", "diagnostic", "original_recipient",
+        "remote_mta", "temporary")}
+    fields.update(changes)
+    return Recipient(**fields)
+
+
+def _originals(recipients: list[Recipient], report: str) -> list[Recipient]:
+    """Each recipient with the address it was expanded from, where the text says
+    so; then one per address the sender used (an alias's several targets)."""
+    kept: list[Recipient] = []
+    seen: set[str] = set()
+    for recipient in recipients:
+        if recipient.original_recipient is None:
+            original = expanded_from(report, recipient.address)
+            if original is not None:
+                recipient = _replaced(recipient, original_recipient=original)
+        key = (recipient.original_recipient or recipient.address).lower()
+        if key not in seen:
+            seen.add(key)
+            kept.append(recipient)
+    return kept
+
+
+def _with_words(recipient: Recipient, report: str, mentions: dict[str, int],
+                alone: bool) -> Recipient:
+    """The reply from the report's text where the recipient's own reading has
+    none (an X.400 report, a bare DSN, a text bounce). A lone recipient the text
+    does not name (AOL's screen names) gets the whole report's words."""
+    if recipient.diagnostic:
+        return recipient
+    words = words_for(report, recipient.address, mentions, recipient.original_recipient)
+    if words is None and recipient.original_recipient:
+        words = words_for(report, recipient.original_recipient, mentions, recipient.address)
+    if words is None and alone:
+        words = " ".join(report[:1000].split()) or None
+    if words is None:
+        return recipient
+    basic = recipient.smtp_code or find_basic(words)
+    return _replaced(recipient, diagnostic=words, smtp_code=basic)
+
+
+def _preamble(report: str, recipients: list[Recipient]) -> str:
+    """The report's words before it names the first recipient (a reason shared by all)."""
+    folded = report.lower()
+    positions = [folded.find(r.address.lower()) for r in recipients]
+    first = min((p for p in positions if p >= 0), default=len(report))
+    return report[max(0, first - 1000) : first]
+
+
+def _failed_recipients_field(message: Message) -> list[str]:
+    """X-Failed-Recipients (Exim, Gmail): the addresses, comma-separated."""
+    found = []
+    for value in message.get_all("X-Failed-Recipients") or []:
+        for item in str(value).split(","):
+            address = address_of(item)
+            if address:
+                found.append(address)
+    return found
+
+
+def _text_recipients(text: TextReport | None, failures: Failures, extra: list[str],
+                     notice_is_delay: bool) -> list[Recipient]:
+    """The text readers' recipients, then what flufl.bounce (and X-Failed-Recipients)
+    add: flufl's own verdict on permanence is kept."""
+    found = list(text.recipients) if text else []
+    known = {r.address.lower() for r in found}
+    for address in (*failures.addresses, *extra):
+        if address.lower() in known:
+            continue
+        known.add(address.lower())
+        temporary = address in failures.temporary or (
+            address not in failures.permanent and notice_is_delay)
+        found.append(Recipient(address=address, temporary=temporary))
+    return found
+
+
+def _distinct(recipients: list[BounceRecipient]) -> tuple[BounceRecipient, ...]:
+    """One entry per address the sender used (several expansions of one alias)."""
+    seen: set[str] = set()
+    kept = []
+    for recipient in recipients:
+        key = recipient.address.lower()
+        if key not in seen:
+            seen.add(key)
+            kept.append(recipient)
+    return tuple(kept)
+
+
+# ---- the whole bounce -------------------------------------------------------------
 
 
 def _domain(address: str | None) -> str | None:
@@ -331,63 +407,62 @@ def _is_own(returned: ReturnedMessage | None, own_domains: tuple[str, ...]) -> b
     return False
 
 
-def _interpret(recipient: Recipient) -> BounceRecipient:
-    status = recipient.status
-    if status is None:
-        # RFC 3463 §3.1: with only a basic code, X.0.0 of its class is all that is known.
-        basic = recipient.smtp_code or find_basic(recipient.diagnostic)
-        status = f"{basic[0]}.0.0" if basic else None
-    return BounceRecipient(
-        address=recipient.address,
-        action=recipient.action,
-        status=status,
-        smtp_code=recipient.smtp_code,
-        diagnostic=recipient.diagnostic,
-        meaning=describe(status),
-        cause=cause_of(status, recipient.diagnostic),
-        original_recipient=recipient.original_recipient,
-        remote_mta=recipient.remote_mta,
-    )
-
-
 def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
+    if _is_feedback_report(message):
+        return Bounce(is_bounce=False, notes=(
+            sentence(N_("an abuse report (RFC 5965), not a bounce")),))
     problems: list[Text] = []
     dsn = parse_dsn(message)
-    body = _body_text(message)
+    body = body_text(message)
+    report = report_text(body)
+    notice_is_delay = delay_notice(message, report)
     text: TextReport | None = read_text(body)
-    if dsn is None and text is None and not is_report(message) and not _looks_automated(message):
+    recipients: list[Recipient] = list(dsn.recipients) if dsn else []
+    fmt: str | None = "rfc3464" if recipients else None
+    if not recipients:
+        failures = flufl_failures(message, report)
+        extra = _failed_recipients_field(message)
+        recipients = _text_recipients(text, failures, extra, notice_is_delay)[:MAX_RECIPIENTS]
+        fmt = text.mta if text else ("text" if recipients else None)
+    if not (recipients or dsn is not None or text is not None or is_report(message)
+            or _looks_automated(message)):
         return Bounce(is_bounce=False)
-    recipients: tuple[Recipient, ...] = ()
-    reporting, source, fmt = None, None, None
-    if dsn is not None:
-        recipients, fmt = dsn.recipients, "rfc3464"
-        if dsn.reporting_mta:
-            reporting, source = dsn.reporting_mta, "Reporting-MTA"
-        if not recipients:
-            problems.append(sentence(N_("delivery-status part names no recipient")))
-    elif is_report(message):
+    if dsn is not None and not dsn.recipients:
+        problems.append(sentence(N_("delivery-status part names no recipient")))
+    elif dsn is None and is_report(message):
         problems.append(sentence(N_("multipart/report without a delivery-status part")))
-    if text is not None:
-        fmt = fmt if recipients else text.mta
-        recipients = recipients or text.recipients
-        if reporting is None and text.reporting_mta:
-            reporting, source = text.reporting_mta, "body"
+    reporting, source = None, None
+    if dsn is not None and dsn.reporting_mta:
+        reporting, source = dsn.reporting_mta, "Reporting-MTA"
+    elif text is not None and text.reporting_mta:
+        reporting, source = text.reporting_mta, "body"
     if reporting is None:
-        reporting, source = _sender_mta(message)
+        reporting, source = _sender_mta(message, body)
     if not recipients:
         problems.append(sentence(N_("no recipient could be read")))
     returned = (dsn.returned if dsn else None) or returned_message(message)
-    returned = returned or _returned_inline(body)
+    returned = returned or returned_inline(body)
+    recipients = _originals(recipients, report)
+    context = f"{message.get('Subject', '')}\n{_preamble(report, recipients)}"
+    mentions = first_mentions(report, tuple(
+        a for r in recipients for a in (r.address, r.original_recipient) if a))
+    read = [_interpret(_with_words(r, report, mentions, len(recipients) == 1),
+                       notice_is_delay, context) for r in recipients]
+    own = _is_own(returned, own_domains)
     return Bounce(
         is_bounce=True,
         format=fmt,
         reporting_mta=reporting,
         reporting_mta_source=source,
-        own=_is_own(returned, own_domains),
-        recipients=tuple(_interpret(r) for r in recipients),
+        own=own,
+        ours=decide(own, ()),
+        recipients=_distinct(read),
         returned=returned,
         notes=tuple(problems),
     )
+
+
+_LINE_ENDS = re.compile(rb"\r\n?")
 
 
 def explain(
@@ -402,6 +477,7 @@ def explain(
     than the walk reads) is not handed to it: no real bounce is built like
     that, and the `headers` check reports such a message on its own.
     `structure` is the message's MIME walk when the caller has it already.
+    Only the first `READ_LIMIT` bytes are read.
     """
     structure = structure if structure is not None else walk_mime(raw)
     if structure.too_deep or structure.truncated:
@@ -410,7 +486,10 @@ def explain(
                  depth=structure.depth, parts=structure.parts),
         ))
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        # CRLF and the lone CR of old Mac mailers read as LF: the decoders of
+        # quoted-printable soft breaks and some detectors know only LF.
+        text = unwrapped_status_parts(_LINE_ENDS.sub(b"\n", raw[:READ_LIMIT]))
+        message = email.message_from_bytes(text, policy=email.policy.compat32)
         return _explain(message, tuple(own_domains))
     except Exception as error:  # hostile input must not stop the CLI or the milter
         log.warning("bounce could not be read: %s", error)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trustmilter.bounce.dsn import Recipient
-from trustmilter.bounce.status import find_basic, find_enhanced
+from trustmilter.bounce.status import find_basic
 
 _ADDRESS = r"[^\s<>@()\"',;]+@[^\s<>@()\"',;:]+"
 # The first address in free text. A search for _ADDRESS alone retried from every
@@ -46,7 +46,6 @@ def _recipient(address: str, diagnostic: str | None, temporary: bool) -> Recipie
     return Recipient(
         address=address.strip("<>").rstrip("."),
         action="delayed" if temporary else "failed",
-        status=find_enhanced(text),
         smtp_code=find_basic(text),
         diagnostic=text or None,
     )
@@ -230,8 +229,24 @@ def _postfix_replies(body: str) -> list[tuple[str, str]]:
         line += 1
 
 
+# The texts of Japanese mobile carriers (au/KDDI ezweb, NTT docomo, SoftBank)
+# and the MTAs of Japanese providers: "the message to the following address
+# could not be sent/delivered", then the addresses, one per line.
+_JAPANESE_MARKER = re.compile(
+    "(?:送信|配信|配送|お届け)(?:することが)?できませんでした|届きませんでした|宛先不明")
+_ADDRESS_LINE = re.compile(rf"(?m)^[^\S\n]*<?({_ADDRESS})>?[^\S\n]*:?[^\S\n]*$")
+
+
+def _japanese(body: str) -> TextReport | None:
+    if _JAPANESE_MARKER.search(body) is None:
+        return None
+    text = body.split("--- Below this line is a copy of the message.")[0]
+    recipients = [_recipient(m.group(1), None, False) for m in _ADDRESS_LINE.finditer(text)]
+    return TextReport("japanese", None, tuple(recipients)) if recipients else None
+
+
 READERS: tuple[Callable[[str], TextReport | None], ...] = (
-    _postfix, _exim, _qmail, _exchange, _gmail, _yahoo, _sendmail,
+    _postfix, _exim, _qmail, _exchange, _gmail, _yahoo, _sendmail, _japanese,
 )
 
 

@@ -91,7 +91,7 @@ SECTIONS: tuple[Section[Any], ...] = (
     Section("rate", rate.Config, (rate.RecipientRateCheck, rate.MessageRateCheck)),
     Section("reputation", reputation.Config, (reputation.ReputationCheck,)),
     # Inbound bounces read, and our own hard bounces recorded.
-    Section("bounce", bounce.Config, (bounce.BounceCheck,)),
+    Section("bounce", bounce.Config, (bounce.BounceCheck,), bounce.preflight),
     # Our own mail stamped and remembered (outbound); replies to it, and
     # bounces that carry our token (inbound).
     Section("replies", replies.Config, (replies.ReplyCheck, replies.SentMailCheck),

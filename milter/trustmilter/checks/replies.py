@@ -18,6 +18,10 @@ message, `ReplyCheck` reports under ``reply``:
   is not ours for that Message-ID and Date (forged, damaged, or made under
   a key we no longer have).
 
+On a bounce the result also carries the token's verdict as evidence
+(`TokenEvidence`, read with `returned_token`): the bounce check takes it
+as one of the marks that make a bounce verifiably ours (bounce/ours.py).
+
 What each proves. A Message-ID is no secret: every recipient of our
 message sees it, and anyone they forward it to. So ``reply.ours`` says
 only "this names a message we sent", and the shipped policy lets it lift
@@ -40,12 +44,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from trustmilter.checks.base import BaseCheck, CheckContext, CheckSpec, Stage, skipped
-from trustmilter.checks.bounce import may_be_bounce
+from trustmilter.checks.bounce_signs import may_be_bounce
 from trustmilter.config.errors import InvalidField
 from trustmilter.mail.fields import HeaderFields, field_value, split_fields
 from trustmilter.mail.mime import MimeStructure
@@ -172,6 +176,32 @@ def token_verdict(
     return None, forged
 
 
+@dataclass(frozen=True, slots=True)
+class TokenEvidence:
+    """What our token showed on a bounce's returned header: the Message-ID a
+    valid token was found for (None: none), and whether a token that is not
+    ours was seen. On the ``reply`` result of a bounce; read with `returned_token`."""
+
+    returned_id: str | None
+    forged: bool
+
+
+def returned_token(results: Iterable[CheckResult]) -> TokenEvidence | None:
+    """The token's verdict on a bounce from the ``reply`` results, or None (not
+    looked for: no key, not a bounce, or the replies check is off)."""
+    for result in results:
+        if isinstance(result.evidence, TokenEvidence):
+            return result.evidence
+    return None
+
+
+def bounce_token(key: bytes, token_header: str, structure: MimeStructure) -> TokenEvidence:
+    """Our token on the headers a bounce returns (`structure`: its MIME walk):
+    for this check and for ``trustmilter explain-bounce`` alike."""
+    ours, forged = token_verdict(key, token_header, returned_headers(structure))
+    return TokenEvidence(ours, forged)
+
+
 def _all(message: Message, name: str) -> str:
     return " ".join(message.header_values(name))
 
@@ -209,22 +239,22 @@ class ReplyCheck(BaseCheck[Config]):
             return [skipped(RESULT, "no message yet")]
         if self.key is None:
             return [skipped(RESULT, "no key_file: our own mail is not recognised")]
-        findings = self._bounce_findings(ctx, message, self.key)
+        token = (bounce_token(self.key, self.config.token_header, message.mime)
+                 if may_be_bounce(ctx.envelope.mail_from, message) else None)
+        findings = self._bounce_findings(token)
         problem = None
         try:
             findings += self._reply_findings(ctx, message, self.key)
         except StateError as error:
             problem = f"cannot look up our messages: {clip(str(error), 200)}"
-        return [_result(findings, problem)]
+        return [replace(_result(findings, problem), evidence=token)]
 
-    def _bounce_findings(self, ctx: CheckContext, message: Message, key: bytes) -> list[Finding]:
-        if not may_be_bounce(ctx.envelope.mail_from, message):
+    def _bounce_findings(self, token: TokenEvidence | None) -> list[Finding]:
+        if token is None:
             return []
-        ours, forged = token_verdict(key, self.config.token_header,
-                                     returned_headers(message.mime))
-        if ours is not None:
-            return [Finding("reply.ours_bounce", clip(f"returns our <{ours}>"))]
-        if forged:
+        if token.returned_id is not None:
+            return [Finding("reply.ours_bounce", clip(f"returns our <{token.returned_id}>"))]
+        if token.forged:
             return [Finding("reply.forged_token",
                             f"{self.config.token_header} not ours for the returned message")]
         return []

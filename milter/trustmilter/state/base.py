@@ -74,6 +74,9 @@ class HardBounce:
     last_seen: float
     expires: float  # forgotten after this, unless reported again
     bounces: int = 1
+    # What made the bounce verifiably ours ("token", "reporting-mta+dkim", ...:
+    # bounce/ours.py); '' in records written before it was kept.
+    ours: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The record as a JSON object (also how the stores keep it)."""

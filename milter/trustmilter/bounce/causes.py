@@ -1,0 +1,268 @@
+"""Why a recipient failed, in plain words: a fixed set of causes.
+
+A bounce says why in two ways: an RFC 3463 code and the receiving server's
+own words. Real servers often send a vague or even wrong code with clear
+words ("550 5.7.1 ... Nonexistent user", "5.2.1 ... User Unknown"), so the
+words are read first and the code decides only where the words say nothing
+we know. Each cause has a short name (its value, also the msgid of the
+translated name) and an explanation for the help desk (EXPLANATIONS); both
+are translated in the readable report (i18n.py) and stay English in
+``--json``.
+
+Every pattern here is a literal alternation or a bounded gap (``.{0,40}``):
+searching a reply of any length stays linear.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from trustmilter.bounce.status import describe
+from trustmilter.i18n import N_
+
+
+class Cause(StrEnum):
+    """The fixed set of causes; the values are msgids of the translated names."""
+
+    USER_UNKNOWN = "user unknown"
+    HOST_UNKNOWN = "host unknown"
+    MAILBOX_FULL = "mailbox full"
+    MESSAGE_TOO_LARGE = "message too large"
+    SPAM_OR_CONTENT = "spam or content"
+    BLOCKLISTED = "blocklisted"
+    AUTHENTICATION = "authentication failed"
+    RELAYING_DENIED = "relaying denied"
+    POLICY = "policy"
+    EXPIRED = "expired"
+    UNREACHABLE = "unreachable"
+    SYSTEM_ERROR = "system error"
+    MAILBOX_DISABLED = "mailbox disabled"
+    ADDRESS_MOVED = "address moved"
+    RATE_LIMITED = "rate limited"
+    SYNTAX_ERROR = "syntax error"
+    UNKNOWN = "unknown"
+
+
+# The Cause values as msgids for the catalogs (a StrEnum's values cannot be wrapped).
+CAUSE_MSGIDS = (
+    N_("user unknown"), N_("host unknown"), N_("mailbox full"), N_("message too large"),
+    N_("spam or content"), N_("blocklisted"), N_("authentication failed"),
+    N_("relaying denied"), N_("policy"), N_("expired"), N_("unreachable"),
+    N_("system error"), N_("mailbox disabled"), N_("address moved"), N_("rate limited"),
+    N_("syntax error"), N_("unknown"),
+)
+
+# What each cause means and what to do about it, for the readable report.
+EXPLANATIONS: dict[Cause, str] = {
+    Cause.USER_UNKNOWN: N_(
+        "The address does not exist at the receiving domain: a typo, an address that "
+        "was made up, or one that was deleted. Check it with the person."),
+    Cause.HOST_UNKNOWN: N_(
+        "The domain of the address does not exist or accepts no mail (no mail server "
+        "is published for it). Usually a typo in the part after the @."),
+    Cause.MAILBOX_FULL: N_(
+        "The recipient's mailbox is full. The address is valid; sending again later "
+        "may work."),
+    Cause.MESSAGE_TOO_LARGE: N_(
+        "The message is larger than the receiving server accepts. Send it with "
+        "smaller or fewer attachments."),
+    Cause.SPAM_OR_CONTENT: N_(
+        "The receiving server judged the message to be spam or refused its content "
+        "(a filter, a virus scanner, an attachment rule)."),
+    Cause.BLOCKLISTED: N_(
+        "The sending server or its network is on a blocklist or has a poor "
+        "reputation with the receiver. The sending side's administrators must act."),
+    Cause.AUTHENTICATION: N_(
+        "The message failed the sender checks of the receiver (SPF, DKIM or DMARC). "
+        "The sending domain's DNS records or signatures need fixing."),
+    Cause.RELAYING_DENIED: N_(
+        "The server that was asked to pass the message on does not relay for this "
+        "sender or domain: a configuration problem on the way."),
+    Cause.POLICY: N_(
+        "The receiving server refused the message by a local rule or security "
+        "policy that it did not explain further."),
+    Cause.EXPIRED: N_(
+        "Delivery did not succeed before the message's time in the queue ran out; "
+        "the server gave up trying."),
+    Cause.UNREACHABLE: N_(
+        "The receiving server could not be reached or did not answer (network "
+        "problem, server down). This is often temporary."),
+    Cause.SYSTEM_ERROR: N_(
+        "An error inside a mail system on the way (a misconfiguration, a mail loop, "
+        "a crashed filter). Not the recipient's fault."),
+    Cause.MAILBOX_DISABLED: N_(
+        "The mailbox exists but is disabled, suspended or closed and takes no mail."),
+    Cause.ADDRESS_MOVED: N_(
+        "The recipient has moved to another address; the bounce may name the new one."),
+    Cause.RATE_LIMITED: N_(
+        "The receiving server refused because too much mail or too many connections "
+        "came from the sender; it may accept later."),
+    Cause.SYNTAX_ERROR: N_(
+        "The address or a command was not written correctly (invalid syntax)."),
+    Cause.UNKNOWN: N_(
+        "The bounce does not say why, or says it in words this reader does not know."),
+}
+
+
+def _words(*phrases: str) -> re.Pattern[str]:
+    return re.compile("|".join(phrases), re.IGNORECASE)
+
+
+# Reply words -> cause, most specific first: the first that matches decides.
+# Kept to phrases MTAs print; the gaps are bounded (linear time).
+_WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
+    (_words(r"\bspf\b", r"\bdkim\b", r"\bdmarc\b", r"sender policy framework",
+            r"authentication (?:check )?(?:failed|failure|required)",
+            r"not authenticated", r"unauthenticated"), Cause.AUTHENTICATION),
+    (_words(r"blacklist", r"black list", r"blocklist", r"block list", r"\brbl\b",
+            r"dnsbl", r"spamhaus", r"spamcop", r"\bsorbs\b", r"barracudacentral",
+            r"listed (?:at|on|by) ", r"reputation",
+            r"(?:host|network|client|your ip|ip address)[^\n]{0,40}"
+            r"(?:not allowed|blocked|banned|refused)"), Cause.BLOCKLISTED),
+    (_words(r"spam", r"unsolicited", r"\bube\b", r"junk mail", r"content rejected",
+            r"message content", r"content filter", r"virus", r"malware",
+            r"bulk (?:e-?mail|mail) filter", r"phish", r"suspicious"),
+     Cause.SPAM_OR_CONTENT),
+    (_words(r"relay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited)",
+            r"unable to relay", r"not permitted to relay", r"we do not relay",
+            r"relaying denied"), Cause.RELAYING_DENIED),
+    (_words(r"(?:mailbox|mail box|inbox) (?:is )?full", r"full mailbox", r"over ?quota",
+            r"quota (?:exceeded|violation)",
+            r"exceed(?:ed|s|ing)? (?:\w+ ){0,3}quota", r"disk ?(?:space )?quota",
+            r"insufficient (?:storage|disk)", r"not enough (?:storage|disk|space)",
+            r"does not have enough space", r"mail ?folder is full", r"account is full",
+            r"mail ?box space", r"too much mail", r"storage space", r"mailbox size",
+            r"box is full", r"over (?:the )?(?:storage|disk) (?:limit|quota)",
+            "容量(?:が|を)?(?:超|オーバー|不足|いっぱい)"),
+     Cause.MAILBOX_FULL),
+    (_words(r"too (?:large|big)", r"size limit", r"message size",
+            r"maximum (?:incoming |allowed )?message size", r"message length exceeds",
+            r"exceeds? (?:the )?(?:maximum|max)[^\n]{0,30}size"), Cause.MESSAGE_TOO_LARGE),
+    (_words(r"disabled", r"discontinued", r"suspended", r"deactivated",
+            r"inactive (?:account|mailbox|user)", r"account (?:has been )?(?:closed|locked)",
+            r"mailbox (?:has been )?(?:closed|locked)"), Cause.MAILBOX_DISABLED),
+    (_words(r"has moved", r"address (?:has )?changed", r"new (?:e-?mail )?address is"),
+     Cause.ADDRESS_MOVED),
+    (_words(r"host unknown", r"unknown host", r"host (?:or domain name )?not found",
+            r"domain (?:name )?(?:not found|does not exist|unknown)", r"no such domain",
+            r"unrouteable", r"unroutable", r"name service error", r"nxdomain",
+            r"\bno mx\b", r"mx (?:record )?not found", r"null mx"), Cause.HOST_UNKNOWN),
+    (_words(r"user unknown", r"unknown user", r"unknown (?:or illegal )?(?:user|recipient|"
+            r"account|local[- ]?part|address|mailbox|addressee)", r"addressee unknown",
+            r"no such (?:user|mailbox|recipient|address|account|person|local user)",
+            r"(?:does not|doesn't|do not) exist", r"doesn't have an? [^\n]{0,40}account",
+            r"does not have an? [^\n]{0,40}account", r"recipient not found",
+            r"recipnotfound", r"address (?:not found|unknown)",
+            r"not listed in", r"invalid (?:recipient|mailbox|address|user|final delivery)",
+            r"mailbox unavailable", r"(?:user|recipient|mailbox) not found",
+            r"no mailbox", r"not (?:a )?(?:valid|known) (?:user|recipient|address)",
+            r"name is not recognized", r"nonexistent", r"non-existent",
+            r"(?:couldn't|could not|can't|cannot) be found", r"wasn't found",
+            r"was not found", r"no matches to nameserver", r"final (?:e-?mail )?delivery point",
+            r"user not known", r"user(?:'s)? account (?:does not|doesn't) exist",
+            r"n'existe pas", r"wrong or no longer valid", r"not our customer",
+            r"unknown local", r"bad destination (?:mailbox|address)",
+            # Japanese carriers and providers: "address not found", "no such address".
+            "見つかりませんでした", "見つかりません", "存在しません", "宛先不明"),
+     Cause.USER_UNKNOWN),
+    (_words(r"message (?:has )?(?:timed out|expired)", r"maximum-time-expired",
+            r"delivery time expired", r"not (?:been )?delivered (?:with)?in \d",
+            r"in the queue too long", r"queue too long", r"has not been collected",
+            r"exceeded maximum delivery attempts", r"failed \d+ attempts",
+            r"retry (?:time|timeout) (?:exceeded|expired)", r"could not be delivered for \d",
+            r"time limit exceeded"), Cause.EXPIRED),
+    (_words(r"command output", r"command died", r"loops? back to myself", r"too many hops",
+            r"mail loop", r"message looping", r"routing loop"), Cause.SYSTEM_ERROR),
+    (_words(r"connection (?:timed out|refused|dropped|reset|lost)",
+            r"could not (?:connect|initiate (?:an )?smtp conversation)", r"can't connect",
+            r"cannot connect", r"unable to connect", r"connection to mail exchanger failed",
+            r"not responding", r"did not respond", r"no route to host",
+            r"(?:network|host) (?:is )?unreachable", r"server (?:is )?unavailable",
+            r"could not find a gateway", r"dropped by remote host",
+            r"did not accept our requests to connect", r"no answer from host",
+            r"establish an smtp connection", r"unavailable or busy"), Cause.UNREACHABLE),
+    (_words(r"too many (?:connections|messages|recipients|concurrent|sessions)",
+            r"rate limit", r"rate-limit", r"throttl", r"sending rate"), Cause.RATE_LIMITED),
+    (_words(r"syntax error", r"invalid (?:address )?syntax", r"bad address syntax",
+            r"malformed address", r"illegal address"), Cause.SYNTAX_ERROR),
+    (_words(r"policy", r"not accepted here", r"not (?:allowed|authorized|permitted) to",
+            r"administrative prohibition", r"access denied", r"not accepting mail",
+            r"are not accepted", r"refused by", "受信拒否"), Cause.POLICY),
+    (_words(r"loop", r"too many hops", r"internal error", r"system error",
+            r"processing error", r"local error", r"command died", r"command output",
+            r"configuration error", r"misconfigur"), Cause.SYSTEM_ERROR),
+)
+
+# RFC 3463 subject.detail -> cause, for a code the words did not explain.
+_CODE_CAUSES: dict[tuple[int, int], Cause] = {
+    (1, 0): Cause.USER_UNKNOWN, (1, 1): Cause.USER_UNKNOWN, (1, 2): Cause.HOST_UNKNOWN,
+    (1, 3): Cause.SYNTAX_ERROR,
+    (1, 6): Cause.ADDRESS_MOVED, (1, 10): Cause.HOST_UNKNOWN,
+    (2, 1): Cause.MAILBOX_DISABLED, (2, 2): Cause.MAILBOX_FULL,
+    (2, 3): Cause.MESSAGE_TOO_LARGE, (3, 4): Cause.MESSAGE_TOO_LARGE,
+    (3, 1): Cause.SYSTEM_ERROR, (3, 5): Cause.SYSTEM_ERROR,
+    (4, 1): Cause.UNREACHABLE, (4, 2): Cause.UNREACHABLE, (4, 4): Cause.UNREACHABLE,
+    (4, 5): Cause.RATE_LIMITED, (4, 6): Cause.SYSTEM_ERROR, (4, 7): Cause.EXPIRED,
+    (5, 2): Cause.SYNTAX_ERROR, (5, 3): Cause.RATE_LIMITED,
+    (7, 1): Cause.POLICY, (7, 13): Cause.MAILBOX_DISABLED, (7, 17): Cause.ADDRESS_MOVED,
+    **{(7, d): Cause.AUTHENTICATION for d in (20, 21, 22, 23, 24, 25, 26, 29)},
+}
+# Whole subjects, where the detail is not in the table (RFC 3463 §3.2).
+_SUBJECT_CAUSES: dict[int, Cause] = {
+    3: Cause.SYSTEM_ERROR, 5: Cause.SYSTEM_ERROR, 7: Cause.POLICY,
+}
+
+# The code a cause stands for, to infer one where the bounce gives none
+# (subject.detail; the class comes from the reply or the permanence).
+_CAUSE_CODES: dict[Cause, str] = {
+    Cause.USER_UNKNOWN: "1.1", Cause.HOST_UNKNOWN: "1.2", Cause.MAILBOX_FULL: "2.2",
+    Cause.MESSAGE_TOO_LARGE: "3.4", Cause.SPAM_OR_CONTENT: "7.1", Cause.BLOCKLISTED: "7.1",
+    Cause.AUTHENTICATION: "7.26", Cause.RELAYING_DENIED: "7.1", Cause.POLICY: "7.1",
+    Cause.EXPIRED: "4.7", Cause.UNREACHABLE: "4.1", Cause.SYSTEM_ERROR: "3.0",
+    Cause.MAILBOX_DISABLED: "2.1", Cause.ADDRESS_MOVED: "1.6", Cause.RATE_LIMITED: "4.5",
+    Cause.SYNTAX_ERROR: "1.3", Cause.UNKNOWN: "0.0",
+}
+
+
+# A server says why in its first sentences; a longer "reply" is not read further.
+WORDS_LIMIT = 2000
+
+
+def cause_from_words(text: str | None) -> Cause | None:
+    """The cause the reply's words name, or None when they name none we know."""
+    if not text:
+        return None
+    words = text[:WORDS_LIMIT]
+    for pattern, cause in _WORD_CAUSES:
+        if pattern.search(words):
+            return cause
+    return None
+
+
+def cause_from_code(status: str | None) -> Cause:
+    """The cause an RFC 3463 code stands for; UNKNOWN for X.0.0 or no code."""
+    meaning = describe(status)
+    if not meaning.valid:
+        return Cause.UNKNOWN
+    _, subject, detail = (int(part) for part in meaning.code.split("."))
+    cause = _CODE_CAUSES.get((subject, detail))
+    if cause is None and detail != 0:
+        cause = _SUBJECT_CAUSES.get(subject)
+    if cause is None and subject in (3, 5) and detail == 0:
+        cause = Cause.SYSTEM_ERROR
+    return cause or Cause.UNKNOWN
+
+
+def cause_of(status: str | None, diagnostic: str | None) -> Cause:
+    """The cause of one recipient's failure: the words first, then the code."""
+    return cause_from_words(diagnostic) or cause_from_code(status)
+
+
+def inferred_code(cause: Cause, permanent: bool, basic: str | None) -> str | None:
+    """The RFC 3463 code a cause stands for, in the class of the basic reply
+    code (else of the permanence); None when nothing at all is known."""
+    if cause is Cause.UNKNOWN and basic is None:
+        return None
+    klass = basic[0] if basic and basic[0] in "45" else ("5" if permanent else "4")
+    return f"{klass}.{_CAUSE_CODES[cause]}"
