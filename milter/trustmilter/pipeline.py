@@ -153,13 +153,16 @@ class Pipeline:
             known = prior.plus(collected) if ready else prior
             for check in ready:
                 pending.remove(check)
-                ctx = CheckContext(facts, dns, domains, known, state, clock)
                 waits = _wait_here(check, state_wait)
                 here = waits is not None and (
                     deadline is None or time.monotonic() + waits < deadline
                 )
-                outcome = _run_from_cache(check, ctx) if here else None
+                outcome = (
+                    _run_from_cache(check, facts, dns, domains, known, state, clock)
+                    if here else None
+                )
                 if outcome is None:
+                    ctx = CheckContext(facts, dns, domains, known, state, clock)
                     running[executor.submit(_run_one, check, ctx)] = check
                 else:
                     finish(check, outcome)
@@ -219,11 +222,19 @@ def _wait_here(check: Check, state_wait: float | None) -> float | None:
     return None
 
 
-def _run_from_cache(check: Check, ctx: CheckContext) -> list[CheckResult] | None:
+def _run_from_cache(
+    check: Check,
+    facts: Facts,
+    dns: Resolver,
+    domains: DomainTools,
+    results: Results,
+    state: StateStore | None,
+    clock: Callable[[], float],
+) -> list[CheckResult] | None:
     """Run `check` here with cached DNS answers only; None if it needed the network
     (a state check makes no lookups, so it always finishes here)."""
-    cached = CacheOnlyResolver(ctx.dns)
-    here = CheckContext(ctx.facts, cached, ctx.domains, ctx.results, ctx.state, ctx.clock)
+    cached = CacheOnlyResolver(dns)
+    here = CheckContext(facts, cached, domains, results, state, clock)
     try:
         outcome = list(check.run(here))
     except WouldWait:

@@ -15,6 +15,15 @@ def matches(pattern: str, signal: str) -> bool:
     return bool(matching(pattern, frozenset((signal,))))
 
 
+def present(pattern: str, signals: frozenset[str]) -> bool:
+    """True if `pattern` matches any of `signals`: `matching` without building
+    the set (most of the patterns the evaluator tries per message match nothing)."""
+    if not pattern.endswith(WILDCARD):
+        return pattern in signals
+    prefix = pattern[: -len(WILDCARD)]
+    return any(signal.startswith(prefix) for signal in signals)
+
+
 def matching(pattern: str, signals: frozenset[str]) -> frozenset[str]:
     """The signals of `signals` that `pattern` matches: itself, or with a
     trailing ``*`` every signal that starts with what comes before it.
