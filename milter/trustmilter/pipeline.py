@@ -137,6 +137,9 @@ class Pipeline:
         finished: set[str] = set()
         running: dict[Future[list[CheckResult]], Check] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
+        # What each batch's checks see, however they run: `prior` plus what has
+        # finished so far, extended as checks finish rather than built anew.
+        known, seen = prior, 0
 
         def finish(check: Check, outcome: list[CheckResult]) -> None:
             by_check[check.name] = outcome
@@ -149,8 +152,8 @@ class Pipeline:
             # Checks that cannot wait here first: one that needs the network is
             # then on the pool while the others run.
             ready.sort(key=lambda c: _start_order(c, state_wait))
-            # What each check of this batch sees, however it runs: built once a batch.
-            known = prior.plus(collected) if ready else prior
+            if ready and seen < len(collected):
+                known, seen = known.plus(collected[seen:]), len(collected)
             for check in ready:
                 pending.remove(check)
                 waits = _wait_here(check, state_wait)

@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from trustmilter.mail.fields import FIELD_NAME, HeaderFields, field_value, split_fields
+from trustmilter.memo import remembered_when
 
 # Parts read per message at most, containers included (bounds the work and the depth).
 MAX_PARTS = 2000
@@ -148,11 +149,28 @@ class _Kind:
 
 
 def _kind(fields: HeaderFields, default_type: str) -> _Kind:
+    """What a part's Content-Type and Content-Transfer-Encoding fields say."""
+    return _kind_of(field_value(fields, "Content-Type"),
+                    field_value(fields, "Content-Transfer-Encoding"), default_type)
+
+
+# Leaf parts repeat their fields from message to message ("text/plain;
+# charset=utf-8"), and the stdlib builds a Message and parses the parameters
+# twice for each: short field values are remembered (boundaries make each
+# multipart's value new, and it simply takes its turn in the memo).
+MEMO_FIELD_CHARS = 512
+
+
+@remembered_when(
+    lambda value, encoding, default_type: len(value or "") + len(encoding or "")
+    <= MEMO_FIELD_CHARS,
+    maxsize=1024,
+)
+def _kind_of(value: str | None, encoding: str | None, default_type: str) -> _Kind:
     """Content-Type and Content-Transfer-Encoding read by the stdlib's
     parameter code (RFC 2231 too; linear once compat is installed)."""
     holder = email.message.Message()
     holder.set_default_type(default_type)
-    value = field_value(fields, "Content-Type")
     if value is not None:
         holder["Content-Type"] = value
     content_type = holder.get_content_type()
@@ -164,8 +182,8 @@ def _kind(fields: HeaderFields, default_type: str) -> _Kind:
                 boundary = text.encode("utf-8", "surrogateescape")
             except UnicodeEncodeError:
                 boundary = None  # an RFC 2231 value decoded to text the wire cannot hold
-    encoding = (field_value(fields, "Content-Transfer-Encoding") or "7bit").strip().lower()
-    return _Kind(content_type, holder.get_content_charset(), encoding, boundary)
+    transfer_encoding = (encoding or "7bit").strip().lower()
+    return _Kind(content_type, holder.get_content_charset(), transfer_encoding, boundary)
 
 
 @dataclass(frozen=True, slots=True)
