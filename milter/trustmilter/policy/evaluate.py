@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trustmilter.policy.model import Policy
-from trustmilter.policy.patterns import WILDCARD, matching, present
+from trustmilter.policy.patterns import WILDCARD, any_present, matching, present
 from trustmilter.policy.rules import Rule
 from trustmilter.results import Results
 from trustmilter.verdict import Action, Reply, RuleHit, Verdict
@@ -66,7 +66,7 @@ def match(rule: Rule, signals: frozenset[str]) -> tuple[str, ...] | None:
             pattern.endswith(WILDCARD) and present(pattern, signals)
         ):
             return None
-    if rule.any and not any(present(p, signals) for p in rule.any):
+    if rule.any and not any_present(rule.any, signals):
         return None
     for pattern in rule.unless:
         if pattern in signals or (pattern.endswith(WILDCARD) and present(pattern, signals)):
@@ -236,9 +236,7 @@ def _auto_suppress(
     message is released from the suspended queue.
     """
     config = policy.headers
-    if action not in _DELIVERED or not any(
-        present(pattern, signals) for pattern in config.auto_suppress_when
-    ):
+    if action not in _DELIVERED or not any_present(config.auto_suppress_when, signals):
         return ()
     return (*config.auto_suppress_fields(), *_requested(action, results, "suppressed"))
 
