@@ -138,7 +138,8 @@ class CheckResult:
 
     def signals(self) -> Iterator[str]:
         """The names the policy can match: ``<check>.<outcome>`` and each finding."""
-        yield f"{self.check}.{self.outcome.value}"
+        # A StrEnum formats as its value, without the enum property `.value` costs.
+        yield f"{self.check}.{self.outcome}"
         for finding in self.findings:
             yield finding.name
 
