@@ -55,6 +55,8 @@ _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 # are not linear in their input (punycode's is quadratic): read as UTF-8.
 _UNSAFE_CODECS = frozenset({"punycode", "idna"})
 
+# The fields a part's kind is read from (`_kind`), as lower-case names.
+_KIND_FIELDS = frozenset({b"content-type", b"content-transfer-encoding"})
 # A line that may be a delimiter starts with this; whether it is, the
 # boundary dictionary says. A line ends at CR or LF.
 _DASHES = b"--"
@@ -248,9 +250,16 @@ class _Walker:
         return MimeStructure(tuple(self.leaves), self.parts, self.depth, truncated, self.unclosed)
 
     def _header(self, start: int) -> tuple[HeaderFields, int]:
-        """The fields of the header block at `start`, and where the body starts."""
+        """The fields `_kind` reads (Content-Type, Content-Transfer-Encoding) of the
+        header block at `start`, and where the body starts.
+
+        Only those fields' lines are kept for `split_fields`: a message's own
+        header has dozens of fields (a DKIM signature alone folds over several
+        lines), and decoding all of them to read two was most of the walk.
+        """
         raw, position = self.raw, start
         lines: list[bytes] = []
+        kept = False  # whether the field that a continuation line continues is kept
         while position < len(raw):
             newline = raw.find(b"\n", position)
             following = len(raw) if newline < 0 else newline + 1
@@ -259,10 +268,15 @@ class _Walker:
                 return split_fields(lines), following
             if line.startswith(b"--") and self._delimiter_of(line) is not None:
                 break  # a part with no body at all
-            if not (line[:1] in (b" ", b"\t") or FIELD_NAME.match(line)
-                    or line.startswith(b"From ")):
+            if line[:1] in (b" ", b"\t"):
+                if kept:
+                    lines.append(line)
+            elif match := FIELD_NAME.match(line):
+                kept = match.group(1).lower() in _KIND_FIELDS
+                if kept:
+                    lines.append(line)
+            elif not line.startswith(b"From "):
                 break  # not a header line: the body starts here
-            lines.append(line)
             position = following
         return split_fields(lines), position
 
