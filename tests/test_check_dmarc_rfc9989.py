@@ -401,6 +401,9 @@ class _SlowCounting:
     def answers_at_once(self, name, rdtype) -> bool:
         return self.inner.answers_at_once(name, rdtype)
 
+    def query_cached(self, name, rdtype):
+        return self.query(name, rdtype) if self.answers_at_once(name, rdtype) else None
+
 
 def test_walk_queries_run_concurrently_and_share_the_cache(zone):
     """The names of one message's walks do not depend on each other: they are

@@ -299,3 +299,16 @@ def test_mime_nesting_past_the_limit(depth, expected):
     assert names(result) == expected
     if expected:
         assert f"nested {min(depth, 1999)} levels" in result.findings[0].detail
+
+
+def test_long_line_scan_agrees_with_splitting_every_line():
+    """`longest_line` decides from a few `rfind` calls whether any line can be
+    over 998 octets; that must agree with looking at every line."""
+    from trustmilter.checks.headers import _may_have_long_line
+
+    for lengths in ([], [998], [999], [998, 998], [997, 999], [1, 998, 1], [2000],
+                    [500] * 9, [998] * 5 + [999], [0, 0, 999]):
+        for ending in (b"", b"\n", b"\r\n"):
+            raw = b"\n".join(b"x" * n for n in lengths) + ending
+            assert _may_have_long_line(raw) == (max(map(len, raw.split(b"\n"))) > 998), (
+                lengths, ending)

@@ -195,3 +195,21 @@ def test_linear_time_on_hostile_structures(build):
 def test_the_punycode_charset_is_read_as_utf8():
     [leaf] = walk(HEAD + b"Content-Type: text/plain; charset=punycode\r\n\r\nabc-").leaves
     assert leaf.charset == "punycode" and leaf.text(100) == "abc-"
+
+
+def test_dash_lines_are_the_lines_a_multiline_regex_finds():
+    """The delimiter scan uses bytes.find; it must find exactly the lines that
+    ``^--[^\\r\\n]*`` (re.MULTILINE) finds from any start: after LF, not after a bare CR."""
+    import itertools
+    import re
+
+    from trustmilter.mail.mime import _dash_lines
+
+    reference = re.compile(rb"^--[^\r\n]*", re.MULTILINE)
+    pieces = (b"-", b"--", b"\r", b"\n", b"\r\n", b"a")
+    for size in range(6):
+        for parts in itertools.product(pieces, repeat=size):
+            raw = b"".join(parts)
+            for start in range(len(raw) + 1):
+                expected = [m.span() for m in reference.finditer(raw, start)]
+                assert list(_dash_lines(raw, start)) == expected, (raw, start)

@@ -143,6 +143,9 @@ class HalfCached:
     def answers_at_once(self, name: str, rdtype: str) -> bool:
         return name in self.cached
 
+    def query_cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        return self.query(name, rdtype) if name in self.cached else None
+
 
 def dns_check(name: str, lookups: tuple[str, ...], swallow: bool = False):
     class Lookups(BaseCheck[None]):

@@ -374,3 +374,23 @@ def test_header_switches_and_names() -> None:
     assert evaluate(renamed, weak).headers[0][0] == "X-Trust"
     off = Policy(headers=HeadersConfig(add_low_trust_header=False))
     assert evaluate(off, weak).headers == ()
+
+
+def test_any_present_and_present_agree_with_matching():
+    """The evaluator's quick tests (no sets built, a wildcard as a binary search)
+    say exactly whether `matching` would find something."""
+    import itertools
+
+    from trustmilter.policy.patterns import any_present, matching, present
+
+    names = ("auto", "auto.bulk", "autox", "loop.x", "rate.tier", "rate.tier.1", "r")
+    patterns = ("auto.*", "auto*", "loop.*", "rate.tier.*", "rate.tier", "*", "x", "r*")
+    for size in range(4):
+        for chosen in itertools.combinations(names, size):
+            signals = frozenset(chosen)
+            for pattern in patterns:
+                assert present(pattern, signals) == bool(matching(pattern, signals))
+            for count in range(3):
+                for group in itertools.combinations(patterns, count):
+                    expected = any(matching(p, signals) for p in group)
+                    assert any_present(group, signals) == expected, (signals, group)

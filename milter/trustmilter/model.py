@@ -104,10 +104,18 @@ class Message:
         """(name, unfolded value) pairs in order; lines that are not fields are skipped."""
         return split_fields(self.header_block.splitlines())
 
+    @cached_property
+    def _values_by_name(self) -> dict[str, list[str]]:
+        """Each lower-case field name's values, in order: a dozen checks ask for
+        fields by name, and a scan of every field per question added up."""
+        by_name: dict[str, list[str]] = {}
+        for key, value in self.headers:
+            by_name.setdefault(key.lower(), []).append(value)
+        return by_name
+
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name` (case-insensitive), in order."""
-        wanted = name.lower()
-        return [value for key, value in self.headers if key.lower() == wanted]
+        return list(self._values_by_name.get(name.lower(), ()))
 
     def header(self, name: str) -> str | None:
         """The first value of header `name`, or None."""

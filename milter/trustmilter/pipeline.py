@@ -151,6 +151,9 @@ class Pipeline:
         finished: set[str] = set()
         running: dict[Future[list[CheckResult]], Check] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
+        # What each batch's checks see, however they run: `prior` plus what has
+        # finished so far, extended as checks finish rather than built anew.
+        known, seen = prior, 0
 
         def finish(check: Check, outcome: list[CheckResult]) -> None:
             by_check[check.name] = outcome
@@ -163,17 +166,20 @@ class Pipeline:
             # Checks that cannot wait here first: one that needs the network is
             # then on the pool while the others run.
             ready.sort(key=lambda c: _start_order(c, state_wait))
-            # What each check of this batch sees, however it runs: built once a batch.
-            known = prior.plus(collected) if ready else prior
+            if ready and seen < len(collected):
+                known, seen = known.plus(collected[seen:]), len(collected)
             for check in ready:
                 pending.remove(check)
-                ctx = CheckContext(facts, dns, domains, known, state, clock, identities)
                 waits = _wait_here(check, state_wait)
                 here = waits is not None and (
                     deadline is None or time.monotonic() + waits < deadline
                 )
-                outcome = _run_from_cache(check, ctx) if here else None
+                outcome = (
+                    _run_from_cache(check, facts, dns, domains, known, state, clock, identities)
+                    if here else None
+                )
                 if outcome is None:
+                    ctx = CheckContext(facts, dns, domains, known, state, clock, identities)
                     running[executor.submit(_run_one, check, ctx)] = check
                 else:
                     finish(check, outcome)
@@ -233,12 +239,20 @@ def _wait_here(check: Check, state_wait: float | None) -> float | None:
     return None
 
 
-def _run_from_cache(check: Check, ctx: CheckContext) -> list[CheckResult] | None:
+def _run_from_cache(
+    check: Check,
+    facts: Facts,
+    dns: Resolver,
+    domains: DomainTools,
+    results: Results,
+    state: StateStore | None,
+    clock: Callable[[], float],
+    identities: Identities,
+) -> list[CheckResult] | None:
     """Run `check` here with cached DNS answers only; None if it needed the network
     (a state check makes no lookups, so it always finishes here)."""
-    cached = CacheOnlyResolver(ctx.dns)
-    here = CheckContext(ctx.facts, cached, ctx.domains, ctx.results, ctx.state, ctx.clock,
-                        ctx.identities)
+    cached = CacheOnlyResolver(dns)
+    here = CheckContext(facts, cached, domains, results, state, clock, identities)
     try:
         outcome = list(check.run(here))
     except WouldWait:

@@ -138,28 +138,62 @@ class CheckResult:
 
     def signals(self) -> Iterator[str]:
         """The names the policy can match: ``<check>.<outcome>`` and each finding."""
-        yield f"{self.check}.{self.outcome.value}"
+        # A StrEnum formats as its value, without the enum property `.value` costs.
+        yield f"{self.check}.{self.outcome}"
         for finding in self.findings:
             yield finding.name
 
 
 class Results(Mapping[str, tuple[CheckResult, ...]]):
-    """Immutable map from result name to the results that carry it."""
+    """Immutable map from result name to the results that carry it.
+
+    What the evaluator asks of every Results (its signals, the scored, vouching
+    and explaining findings, the header requests) is indexed once, in one pass
+    over the results as they are added: a transaction adds a few results at a
+    time and asks after each addition.
+    """
 
     __slots__ = ("_by_check", "_explains", "_ordered", "_requests", "_scored", "_signals",
                  "_vouchers")
 
     def __init__(self, results: Iterable[CheckResult] = ()) -> None:
-        self._ordered: tuple[CheckResult, ...] = tuple(results)
-        by_check: dict[str, list[CheckResult]] = {}
-        for result in self._ordered:
-            by_check.setdefault(result.check, []).append(result)
-        self._by_check = {name: tuple(items) for name, items in by_check.items()}
-        self._signals: frozenset[str] | None = None
-        self._scored: tuple[Finding, ...] | None = None
-        self._requests: tuple[HeaderRequest, ...] | None = None
-        self._vouchers: tuple[Finding, ...] | None = None
-        self._explains: frozenset[str] | None = None
+        self._ordered: tuple[CheckResult, ...] = ()
+        self._by_check: dict[str, tuple[CheckResult, ...]] = {}
+        self._signals: frozenset[str] = frozenset()
+        self._scored: tuple[Finding, ...] = ()
+        self._requests: tuple[HeaderRequest, ...] = ()
+        self._vouchers: tuple[Finding, ...] = ()
+        self._explains: frozenset[str] = frozenset()
+        self._add(tuple(results))
+
+    def _add(self, added: tuple[CheckResult, ...]) -> None:
+        """Append `added` and index it (only while this Results is being built)."""
+        grouped: dict[str, list[CheckResult]] = {}
+        signals: list[str] = []
+        scored: list[Finding] = []
+        requests: list[HeaderRequest] = []
+        vouchers: list[Finding] = []
+        explains: list[frozenset[str]] = []
+        for result in added:
+            grouped.setdefault(result.check, []).append(result)
+            signals.extend(result.signals())
+            requests.extend(result.headers)
+            if result.explains:
+                explains.append(result.explains)
+            for finding in result.findings:
+                if finding.score and math.isfinite(finding.score):
+                    scored.append(finding)
+                if finding.vouches_for is not None:
+                    vouchers.append(finding)
+        by_check = self._by_check
+        for name, items in grouped.items():
+            by_check[name] = (*by_check.get(name, ()), *items)
+        self._ordered += added
+        self._signals = self._signals.union(signals)
+        self._scored += tuple(scored)
+        self._requests += tuple(requests)
+        self._vouchers += tuple(vouchers)
+        self._explains = self._explains.union(*explains)
 
     def __getitem__(self, check: str) -> tuple[CheckResult, ...]:
         return self._by_check[check]
@@ -185,59 +219,38 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
     def plus(self, more: Iterable[CheckResult]) -> Results:
         """A new Results with `more` appended.
 
-        Built on this one's index and signals, not from scratch: a transaction
-        adds a few results per recipient to all the earlier ones, and rebuilding
-        them made each RCPT cost as much as all before it (1000: 0.7 s).
+        Built on this one's index, not from scratch: a transaction adds a few
+        results per recipient to all the earlier ones, and rebuilding them made
+        each RCPT cost as much as all before it (1000: 0.7 s).
         """
         added = tuple(more)
         if not added:
             return self
         combined = Results.__new__(Results)
-        combined._ordered = self._ordered + added
-        by_check = dict(self._by_check)
-        for result in added:
-            by_check[result.check] = (*by_check.get(result.check, ()), result)
-        combined._by_check = by_check
-        combined._signals = None
-        if self._signals is not None:
-            combined._signals = self._signals.union(s for r in added for s in r.signals())
-        combined._scored = None
-        if self._scored is not None:
-            combined._scored = self._scored + _scored(added)
-        combined._requests = None
-        if self._requests is not None:
-            combined._requests = self._requests + _requests(added)
-        combined._vouchers = None
-        if self._vouchers is not None:
-            combined._vouchers = self._vouchers + _vouchers(added)
-        combined._explains = None
-        if self._explains is not None:
-            combined._explains = self._explains.union(*(r.explains for r in added))
+        combined._ordered = self._ordered
+        combined._by_check = dict(self._by_check)
+        combined._signals = self._signals
+        combined._scored = self._scored
+        combined._requests = self._requests
+        combined._vouchers = self._vouchers
+        combined._explains = self._explains
+        combined._add(added)
         return combined
 
     def signals(self) -> frozenset[str]:
-        """Every signal name any result carries (computed once: Results never change)."""
-        if self._signals is None:
-            self._signals = frozenset(s for r in self._ordered for s in r.signals())
+        """Every signal name any result carries."""
         return self._signals
 
     def header_requests(self) -> tuple[HeaderRequest, ...]:
-        """Every header field the checks asked for, in order (computed once, and
-        kept as results grow: the evaluator asks at every RCPT)."""
-        if self._requests is None:
-            self._requests = _requests(self._ordered)
+        """Every header field the checks asked for, in order."""
         return self._requests
 
     def vouchers(self) -> tuple[Finding, ...]:
         """The findings that vouch only so far (`Finding.vouches_for`), in order."""
-        if self._vouchers is None:
-            self._vouchers = _vouchers(self._ordered)
         return self._vouchers
 
     def explanations(self) -> frozenset[str]:
-        """Every pattern some result explains (`CheckResult.explains`), computed once."""
-        if self._explains is None:
-            self._explains = frozenset().union(*(r.explains for r in self._ordered))
+        """Every pattern some result explains (`CheckResult.explains`)."""
         return self._explains
 
     def explainers(self) -> frozenset[str]:
@@ -246,22 +259,5 @@ class Results(Mapping[str, tuple[CheckResult, ...]]):
         return frozenset(s for r in self._ordered if r.explains for s in r.signals())
 
     def scored_findings(self) -> tuple[Finding, ...]:
-        """The findings that carry a (finite, non-zero) weight of their own, in order
-        (computed once: Results never change)."""
-        if self._scored is None:
-            self._scored = _scored(self._ordered)
+        """The findings that carry a (finite, non-zero) weight of their own, in order."""
         return self._scored
-
-
-def _requests(results: Iterable[CheckResult]) -> tuple[HeaderRequest, ...]:
-    return tuple(request for r in results for request in r.headers)
-
-
-def _vouchers(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
-    return tuple(f for r in results for f in r.findings if f.vouches_for is not None)
-
-
-def _scored(results: Iterable[CheckResult]) -> tuple[Finding, ...]:
-    return tuple(
-        f for r in results for f in r.findings if f.score and math.isfinite(f.score)
-    )

@@ -68,7 +68,10 @@ class Stage(IntEnum):
     DATA = 5  # end of message: headers and body are complete
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built for every check of every message, and a frozen
+# dataclass sets each field through object.__setattr__. Nothing assigns to
+# one; a check that needs another view makes one (dataclasses.replace).
+@dataclass(slots=True)
 class CheckContext:
     """What a check may look at: the facts, earlier results, DNS, domain tools."""
 

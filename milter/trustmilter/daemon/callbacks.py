@@ -48,44 +48,64 @@ libmilter = Milter.milter
 
 _connection = threading.local()  # .milter: this connection's TrustMilter, while open
 
-
-def _milter(ctx: Any) -> TrustMilter | None:
-    """The connection's adapter, remembered for the hook."""
-    milter: TrustMilter | None = ctx.getpriv()
-    _connection.milter = milter
-    return milter
-
-
-def _noreply(call: Callable[[TrustMilter], int]) -> Callable[[Any], int]:
-    """For a callback the MTA need not wait for: without an adapter, carry on
-    (the factory's failure was logged; MAIL and end of message answer it)."""
-
-    def callback(ctx: Any) -> int:
-        milter = _milter(ctx)
-        return call(milter) if milter is not None else Milter.CONTINUE
-
-    return callback
-
-
-def _replying(ctx: Any, call: Callable[[TrustMilter], int]) -> int:
-    """For a callback that answers: without an adapter nothing was checked, so 451."""
-    milter = _milter(ctx)
-    if milter is None:
-        ctx.setreply("451", "4.3.0", "Temporary local problem")
-        return int(Milter.TEMPFAIL)
-    return call(milter)
+# One plain function per callback, registered once. Each finds the
+# connection's adapter with getpriv(); without one (the factory failed, which
+# was logged) a callback the MTA need not wait for carries on, and one that
+# answers says 451: nothing was checked. The thread-local for the hook is set
+# at negotiate and connect only: the connection keeps its thread state, and
+# so that value, until close.
 
 
 def _negotiate(ctx: Any, options: list[int]) -> int:
     result: int = Milter.negotiate_callback(ctx, options)
-    _milter(ctx)
+    _connection.milter = ctx.getpriv()
     return result
 
 
 def _connect(ctx: Any, hostname: str, family: int, hostaddr: Any) -> int:
     result: int = Milter.connect_callback(ctx, hostname, family, hostaddr)
-    _milter(ctx)
+    _connection.milter = ctx.getpriv()
     return result
+
+
+def _hello(ctx: Any, name: str) -> Any:  # NOREPLY or CONTINUE (Milter.noreply)
+    milter: TrustMilter | None = ctx.getpriv()
+    return milter.hello(name) if milter is not None else Milter.CONTINUE
+
+
+def _envfrom(ctx: Any, sender: bytes, *params: bytes) -> int:
+    milter: TrustMilter | None = ctx.getpriv()
+    return milter.envfrom_raw(sender, *params) if milter is not None else _unchecked(ctx)
+
+
+def _envrcpt(ctx: Any, recipient: bytes, *params: bytes) -> int:
+    milter: TrustMilter | None = ctx.getpriv()
+    return milter.envrcpt_raw(recipient, *params) if milter is not None else _unchecked(ctx)
+
+
+def _header(ctx: Any, name: str, value: bytes) -> Any:  # NOREPLY or CONTINUE (Milter.noreply)
+    milter: TrustMilter | None = ctx.getpriv()
+    return milter.header(name, value) if milter is not None else Milter.CONTINUE
+
+
+def _eoh(ctx: Any) -> Any:  # NOREPLY or CONTINUE (Milter.noreply)
+    milter: TrustMilter | None = ctx.getpriv()
+    return milter.eoh() if milter is not None else Milter.CONTINUE
+
+
+def _body(ctx: Any, chunk: bytes) -> Any:  # NOREPLY or CONTINUE (Milter.noreply)
+    milter: TrustMilter | None = ctx.getpriv()
+    return milter.body(chunk) if milter is not None else Milter.CONTINUE
+
+
+def _eom(ctx: Any) -> int:
+    milter: TrustMilter | None = ctx.getpriv()
+    return milter.eom() if milter is not None else _unchecked(ctx)
+
+
+def _abort(ctx: Any) -> int:
+    milter: TrustMilter | None = ctx.getpriv()
+    return milter.abort() if milter is not None else Milter.CONTINUE
 
 
 def _close(ctx: Any) -> int:
@@ -94,30 +114,34 @@ def _close(ctx: Any) -> int:
     return result
 
 
+def _unchecked(ctx: Any) -> int:
+    """The answer of a replying callback without an adapter."""
+    ctx.setreply("451", "4.3.0", "Temporary local problem")
+    return int(Milter.TEMPFAIL)
+
+
+def _not_asked_for(ctx: Any, *args: Any) -> int:
+    """DATA and unknown commands: negotiated away (P_NODATA, P_NOUNKNOWN)."""
+    return int(Milter.CONTINUE)
+
+
 def register(spec: str) -> None:
     """Wire our callbacks into libmilter, with our action flags."""
     libmilter.set_flags(ACTIONS)
     libmilter.set_exception_policy(Milter.CONTINUE)
     libmilter.set_connect_callback(_connect)
-    libmilter.set_helo_callback(lambda ctx, name: _noreply(lambda m: m.hello(name))(ctx))
-    libmilter.set_envfrom_callback(
-        lambda ctx, *args: _replying(ctx, lambda m: m.envfrom_raw(*args)))
-    libmilter.set_envrcpt_callback(
-        lambda ctx, *args: _replying(ctx, lambda m: m.envrcpt_raw(*args)))
-    libmilter.set_header_callback(
-        lambda ctx, name, value: _noreply(lambda m: m.header(name, value))(ctx))
-    libmilter.set_eoh_callback(_noreply(lambda m: m.eoh()))
-    libmilter.set_body_callback(lambda ctx, chunk: _noreply(lambda m: m.body(chunk))(ctx))
-    libmilter.set_eom_callback(lambda ctx: _replying(ctx, lambda m: m.eom()))
-    libmilter.set_abort_callback(_noreply(lambda m: m.abort()))
+    libmilter.set_helo_callback(_hello)
+    libmilter.set_envfrom_callback(_envfrom)
+    libmilter.set_envrcpt_callback(_envrcpt)
+    libmilter.set_header_callback(_header)
+    libmilter.set_eoh_callback(_eoh)
+    libmilter.set_body_callback(_body)
+    libmilter.set_eom_callback(_eom)
+    libmilter.set_abort_callback(_abort)
     libmilter.set_close_callback(_close)
     libmilter.setconn(spec)
-    libmilter.register(
-        MILTER_NAME,
-        data=lambda ctx: Milter.CONTINUE,  # not asked for (P_NODATA)
-        unknown=lambda ctx, command: Milter.CONTINUE,  # not asked for (P_NOUNKNOWN)
-        negotiate=_negotiate,
-    )
+    libmilter.register(MILTER_NAME, data=_not_asked_for, unknown=_not_asked_for,
+                       negotiate=_negotiate)
     sys.excepthook = _Hook(sys.excepthook)
 
 

@@ -261,8 +261,8 @@ class SmtpSession:
         """The verdict line and the metrics of one decision."""
         verdict_log.info(format_verdict_line(record.queue_id, record.pairs()))
         verdict = record.verdict
-        self._metrics.message(verdict.action.value)
-        for result in record.results.all():
-            self._metrics.check_result(result.check, result.outcome.value)
+        self._metrics.message(verdict.action)
+        for result in record.results.all():  # StrEnums: each is its value
+            self._metrics.check_result(result.check, result.outcome)
         for hit in verdict.hits:
             self._metrics.rule_hit(hit.rule, hit.shadow)

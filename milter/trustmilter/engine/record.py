@@ -82,7 +82,7 @@ class VerdictRecord:
             yield "direction", self.direction.value
         outcomes: dict[str, list[str]] = {}
         for result in self.results.all():
-            outcomes.setdefault(result.check, []).append(result.outcome.value)
+            outcomes.setdefault(result.check, []).append(result.outcome)  # a StrEnum is its value
         # A result named like a connection field (the `helo` check) gets a suffix.
         yield from (
             (f"{check}_check" if check in LEADING_KEYS else check, ",".join(values))

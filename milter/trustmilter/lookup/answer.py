@@ -88,6 +88,12 @@ class Resolver(Protocol):
         """True when `query` would answer without waiting on the network (a cache hit)."""
         ...
 
+    def query_cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """`query`'s answer when it needs no wait on the network (a cache hit), else
+        None: `answers_at_once` and `query` in one step, for callers that ask
+        every lookup of every message this way (the pipeline's first run)."""
+        ...
+
 
 @functools.lru_cache(maxsize=4096)  # every check that looks up the client asks
 def reverse_name(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, zone: str = "") -> str:

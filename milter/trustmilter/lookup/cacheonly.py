@@ -38,10 +38,14 @@ class CacheOnlyResolver:
 
     def query(self, name: str, rdtype: str) -> DnsAnswer:
         """The cached answer; WouldWait when answering would take the network."""
-        if not self._inner.answers_at_once(name, rdtype):
+        answer = self._inner.query_cached(name, rdtype)
+        if answer is None:
             self.missed = True
             raise WouldWait(f"{name}/{rdtype}")
-        return self._inner.query(name, rdtype)
+        return answer
 
     def answers_at_once(self, name: str, rdtype: str) -> bool:
         return self._inner.answers_at_once(name, rdtype)
+
+    def query_cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        return self._inner.query_cached(name, rdtype)

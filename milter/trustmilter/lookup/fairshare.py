@@ -152,6 +152,10 @@ class FairShareResolver:
         """True for a cache hit; a refusal is not promised, since it may not last."""
         return self._inner.answers_at_once(name, rdtype)
 
+    def query_cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """A cache hit is answered by the inner resolver, as `query` answers it."""
+        return self._inner.query_cached(name, rdtype)
+
     def query(self, name: str, rdtype: str) -> DnsAnswer:
         """The inner resolver's answer, or TEMPERROR at once for a slow domain's extra callers."""
         known = self._inner.recalled(name, rdtype)

@@ -387,6 +387,9 @@ class FixtureResolver:
         """Always: a fixture never waits."""
         return True
 
+    def query_cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        return self.query(name, rdtype)
+
 
 class RecordingResolver:
     """Passes queries to `inner` and keeps every answer, to write as a fixture."""
@@ -408,6 +411,14 @@ class RecordingResolver:
 
     def answers_at_once(self, name: str, rdtype: str) -> bool:
         return self._inner.answers_at_once(name, rdtype)
+
+    def query_cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """A cache hit of `inner`, remembered like any answer."""
+        answer = self._inner.query_cached(name, rdtype)
+        if answer is not None:
+            with self._lock:
+                self._answers.setdefault((answer.name, answer.rdtype), answer)
+        return answer
 
     def answers(self) -> list[DnsAnswer]:
         """Every distinct answer seen, in first-seen order."""

@@ -37,8 +37,14 @@ def query_many(
     unique = list(dict.fromkeys(queries))
     # Cache hits are answered here and now: a thread only pays for itself
     # when it waits on the network (with a warm cache, most lookups never do).
-    by_query = {q: resolver.query(*q) for q in unique if resolver.answers_at_once(*q)}
-    waiting = [q for q in unique if q not in by_query]
+    by_query: dict[tuple[str, str], DnsAnswer] = {}
+    waiting = []
+    for query in unique:
+        answer = resolver.query_cached(*query)
+        if answer is None:
+            waiting.append(query)
+        else:
+            by_query[query] = answer
     if len(waiting) == 1:
         by_query[waiting[0]] = resolver.query(*waiting[0])
     elif waiting:

@@ -232,6 +232,13 @@ class NetworkResolver:
         in one step, for layers in front of this one (lookup/fairshare.py)."""
         return self._recall(name, rdtype)
 
+    def query_cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The answer of a cache hit (or of a name that cannot exist), else None."""
+        known = self._recall(name, rdtype)
+        if known is not None:  # the common case: one look at the typed answers
+            return known
+        return self.query(name, rdtype) if self.answers_at_once(name, rdtype) else None
+
     def answers_at_once(self, name: str, rdtype: str) -> bool:
         """True for a cache hit (and for a name that cannot exist)."""
         if self._remembered is not None and self._remembered.get((name, rdtype)) is not None:

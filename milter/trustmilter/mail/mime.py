@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from trustmilter.mail.fields import FIELD_NAME, HeaderFields, field_value, split_fields
+from trustmilter.memo import remembered_when
 
 # Parts read per message at most, containers included (bounds the work and the depth).
 MAX_PARTS = 2000
@@ -56,8 +57,12 @@ _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 # are not linear in their input (punycode's is quadratic): read as UTF-8.
 _UNSAFE_CODECS = frozenset({"punycode", "idna"})
 
-# A line that may be a delimiter; whether it is, the boundary dictionary says.
-_DASH_LINE = re.compile(rb"^--[^\r\n]*", re.MULTILINE)
+# The fields a part's kind is read from (`_kind`), as lower-case names.
+_KIND_FIELDS = frozenset({b"content-type", b"content-transfer-encoding"})
+# A line that may be a delimiter starts with this; whether it is, the
+# boundary dictionary says. A line ends at CR or LF.
+_DASHES = b"--"
+_LINE_END = re.compile(rb"[\r\n]")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
 _PADDING = re.compile(rb"=+")
 
@@ -169,11 +174,28 @@ class _Kind:
 
 
 def _kind(fields: HeaderFields, default_type: str) -> _Kind:
+    """What a part's Content-Type and Content-Transfer-Encoding fields say."""
+    return _kind_of(field_value(fields, "Content-Type"),
+                    field_value(fields, "Content-Transfer-Encoding"), default_type)
+
+
+# Leaf parts repeat their fields from message to message ("text/plain;
+# charset=utf-8"), and the stdlib builds a Message and parses the parameters
+# twice for each: short field values are remembered (boundaries make each
+# multipart's value new, and it simply takes its turn in the memo).
+MEMO_FIELD_CHARS = 512
+
+
+@remembered_when(
+    lambda value, encoding, default_type: len(value or "") + len(encoding or "")
+    <= MEMO_FIELD_CHARS,
+    maxsize=1024,
+)
+def _kind_of(value: str | None, encoding: str | None, default_type: str) -> _Kind:
     """Content-Type and Content-Transfer-Encoding read by the stdlib's
     parameter code (RFC 2231 too; linear once compat is installed)."""
     holder = email.message.Message()
     holder.set_default_type(default_type)
-    value = field_value(fields, "Content-Type")
     if value is not None:
         holder["Content-Type"] = value
     content_type = holder.get_content_type()
@@ -185,8 +207,8 @@ def _kind(fields: HeaderFields, default_type: str) -> _Kind:
                 boundary = text.encode("utf-8", "surrogateescape")
             except UnicodeEncodeError:
                 boundary = None  # an RFC 2231 value decoded to text the wire cannot hold
-    encoding = (field_value(fields, "Content-Transfer-Encoding") or "7bit").strip().lower()
-    return _Kind(content_type, holder.get_content_charset(), encoding, boundary)
+    transfer_encoding = (encoding or "7bit").strip().lower()
+    return _Kind(content_type, holder.get_content_charset(), transfer_encoding, boundary)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,9 +281,16 @@ class _Walker:
                              tuple(self.messages))
 
     def _header(self, start: int) -> tuple[HeaderFields, int]:
-        """The fields of the header block at `start`, and where the body starts."""
+        """The fields `_kind` reads (Content-Type, Content-Transfer-Encoding) of the
+        header block at `start`, and where the body starts.
+
+        Only those fields' lines are kept for `split_fields`: a message's own
+        header has dozens of fields (a DKIM signature alone folds over several
+        lines), and decoding all of them to read two was most of the walk.
+        """
         raw, position = self.raw, start
         lines: list[bytes] = []
+        kept = False  # whether the field that a continuation line continues is kept
         while position < len(raw):
             newline = raw.find(b"\n", position)
             following = len(raw) if newline < 0 else newline + 1
@@ -270,10 +299,15 @@ class _Walker:
                 return split_fields(lines), following
             if line.startswith(b"--") and self._delimiter_of(line) is not None:
                 break  # a part with no body at all
-            if not (line[:1] in (b" ", b"\t") or FIELD_NAME.match(line)
-                    or line.startswith(b"From ")):
+            if line[:1] in (b" ", b"\t"):
+                if kept:
+                    lines.append(line)
+            elif match := FIELD_NAME.match(line):
+                kept = match.group(1).lower() in _KIND_FIELDS
+                if kept:
+                    lines.append(line)
+            elif not line.startswith(b"From "):
                 break  # not a header line: the body starts here
-            lines.append(line)
             position = following
         return split_fields(lines), position
 
@@ -304,12 +338,13 @@ class _Walker:
         """The first delimiter line of any open multipart at or after `start`."""
         if not self.active:
             return None
-        for match in _DASH_LINE.finditer(self.raw, start):
-            found = self._delimiter_of(match.group())
+        raw = self.raw
+        for line_start, line_end in _dash_lines(raw, start):
+            found = self._delimiter_of(raw[line_start:line_end])
             if found is not None:
-                end = match.end()  # at the line end, if any: CRLF, LF or a bare CR
-                end += 2 if self.raw.startswith(b"\r\n", end) else int(end < len(self.raw))
-                return _Delimiter(match.start(), end, found[0], found[1])
+                end = line_end  # at the line end, if any: CRLF, LF or a bare CR
+                end += 2 if raw.startswith(b"\r\n", end) else int(end < len(raw))
+                return _Delimiter(line_start, end, found[0], found[1])
         return None
 
     def _follow(self, delimiter: _Delimiter | None) -> tuple[int | None, int, str]:
@@ -329,6 +364,34 @@ class _Walker:
             self._pop()
             delimiter = self._next_delimiter(delimiter.end)
         return None, 0, "text/plain"
+
+
+def _dash_lines(raw: bytes, start: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each line at or after `start` that starts with ``--``;
+    `end` is where its line end (CR or LF) or the message ends.
+
+    A line starts at 0 or after an LF. `bytes.find` jumps from one LF and
+    dashes to the next: a multiline regex (``^--``) would try a match at
+    every byte of every attachment, which was most of the walk's cost.
+    """
+    line_start = start if start == 0 and raw.startswith(_DASHES) else _next_dash_line(raw, start)
+    while line_start >= 0:
+        line_end = _line_end(raw, line_start)
+        yield line_start, line_end
+        line_start = _next_dash_line(raw, line_end)
+
+
+def _next_dash_line(raw: bytes, start: int) -> int:
+    """Where the first line after `start`, or at it, that starts with ``--``
+    starts (-1: none); a line at 0 is not looked for."""
+    newline = raw.find(b"\n" + _DASHES, max(start - 1, 0))
+    return newline + 1 if newline >= 0 else -1
+
+
+def _line_end(raw: bytes, start: int) -> int:
+    """Where the line at `start` ends: its CR or LF, or the end of `raw`."""
+    found = _LINE_END.search(raw, start)
+    return found.start() if found is not None else len(raw)
 
 
 def _before_line_end(raw: bytes, body: int, delimiter: int) -> int:

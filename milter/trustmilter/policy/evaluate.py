@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trustmilter.policy.model import Policy
-from trustmilter.policy.patterns import matching
+from trustmilter.policy.patterns import WILDCARD, any_present, matching, present
 from trustmilter.policy.rules import Rule
 from trustmilter.results import Results
 from trustmilter.verdict import Action, Reply, RuleHit, Verdict
@@ -55,20 +55,25 @@ _DELIVERED = (Action.ACCEPT, Action.LOW_TRUST, Action.QUARANTINE)
 
 
 def match(rule: Rule, signals: frozenset[str]) -> tuple[str, ...] | None:
-    """The signals that make `rule` match, or None if it does not."""
-    found: set[str] = set()
+    """The signals that make `rule` match, or None if it does not.
+
+    Every rule is tried at MAIL, at each RCPT and at end of message, and most
+    fail: whether it holds is decided first, without building sets, and the
+    signals are collected only for a rule that does."""
+    # A plain name is one set lookup; only a pattern ending in "*" scans the signals.
     for pattern in rule.when:
-        hit = matching(pattern, signals)
-        if not hit:
+        if pattern not in signals and not (
+            pattern.endswith(WILDCARD) and present(pattern, signals)
+        ):
             return None
-        found |= hit
-    if rule.any:
-        hit = frozenset().union(*(matching(p, signals) for p in rule.any))
-        if not hit:
-            return None
-        found |= hit
-    if any(matching(p, signals) for p in rule.unless):
+    if rule.any and not any_present(rule.any, signals):
         return None
+    for pattern in rule.unless:
+        if pattern in signals or (pattern.endswith(WILDCARD) and present(pattern, signals)):
+            return None
+    found: set[str] = set()
+    for pattern in (*rule.when, *rule.any):
+        found |= matching(pattern, signals)
     return tuple(sorted(found))
 
 
@@ -231,9 +236,7 @@ def _auto_suppress(
     message is released from the suspended queue.
     """
     config = policy.headers
-    if action not in _DELIVERED or not any(
-        matching(pattern, signals) for pattern in config.auto_suppress_when
-    ):
+    if action not in _DELIVERED or not any_present(config.auto_suppress_when, signals):
         return ()
     return (*config.auto_suppress_fields(), *_requested(action, results, "suppressed"))
 
