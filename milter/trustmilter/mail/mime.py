@@ -57,8 +57,6 @@ _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 # are not linear in their input (punycode's is quadratic): read as UTF-8.
 _UNSAFE_CODECS = frozenset({"punycode", "idna"})
 
-# The fields a part's kind is read from (`_kind`), as lower-case names.
-_KIND_FIELDS = frozenset({b"content-type", b"content-transfer-encoding"})
 # A line that may be a delimiter starts with this; whether it is, the
 # boundary dictionary says. A line ends at CR or LF.
 _DASHES = b"--"
@@ -253,7 +251,10 @@ class _Walker:
                 break
             self.parts += 1
             self.depth = max(self.depth, depth)
-            fields, body = self._header(start)
+            # A returned message's header is kept whole (the bounce and reply
+            # checks read its Message-ID, Date and token); a part's, only its
+            # Content-* fields (its kind, and the name an attachment is listed by).
+            fields, body = self._header(start, whole=encapsulated)
             if encapsulated:
                 self.messages.append(fields)
             kind = _kind(fields, default_type)
@@ -280,9 +281,9 @@ class _Walker:
         return MimeStructure(tuple(self.leaves), self.parts, self.depth, truncated, self.unclosed,
                              tuple(self.messages))
 
-    def _header(self, start: int) -> tuple[HeaderFields, int]:
-        """The fields `_kind` reads (Content-Type, Content-Transfer-Encoding) of the
-        header block at `start`, and where the body starts.
+    def _header(self, start: int, *, whole: bool = False) -> tuple[HeaderFields, int]:
+        """The Content-* fields (all of them when `whole`) of the header block at
+        `start`, and where the body starts.
 
         Only those fields' lines are kept for `split_fields`: a message's own
         header has dozens of fields (a DKIM signature alone folds over several
@@ -303,7 +304,7 @@ class _Walker:
                 if kept:
                     lines.append(line)
             elif match := FIELD_NAME.match(line):
-                kept = match.group(1).lower() in _KIND_FIELDS
+                kept = whole or match.group(1)[:8].lower() == b"content-"
                 if kept:
                     lines.append(line)
             elif not line.startswith(b"From "):
