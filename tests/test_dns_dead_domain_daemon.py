@@ -144,10 +144,15 @@ def test_a_dns_dead_domain_does_not_delay_or_change_other_mail(tmp_path: Path, d
         if verdict(before.outcome) != verdict(after.outcome)
     ]
     slowest = max(timed.seconds for timed in ordinary)
+    # The bound: HEALTHY_LATENCY_BOUND, or on a machine so loaded that the same
+    # mail without the attack was already slow, 1.5 s more than that; never
+    # within half a second of the message budget the dead domain's mail uses up.
+    alone_slowest = max(timed.seconds for timed in expected)
+    bound = min(MESSAGE_TIMEOUT - 0.5, max(HEALTHY_LATENCY_BOUND, alone_slowest + 1.5))
     print(f"ordinary mail: slowest {slowest:.3f} s; dead domain: slowest "
           f"{max(t.seconds for t in dead):.3f} s; milter threads peak {peak}")
     assert not changed, f"{len(changed)} ordinary verdicts changed, first: {changed[0]}"
-    assert slowest < HEALTHY_LATENCY_BOUND, [round(t.seconds, 3) for t in ordinary]
+    assert slowest < bound, (alone_slowest, [round(t.seconds, 3) for t in ordinary])
     # The dead domain's own mail is deferred, within its budget (plus the time
     # its last check takes to be given up on, and a loaded machine's slack).
     assert {t.outcome.action for t in dead} == {"tempfail"}, {t.outcome for t in dead}

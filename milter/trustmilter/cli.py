@@ -38,6 +38,7 @@ from trustmilter.check_command import add_parser as add_check_parser
 from trustmilter.check_command import run as run_check
 from trustmilter.command_support import CommandFailure, find_policy, load_policy, policy_from
 from trustmilter.config.dump import settings_to_yaml
+from trustmilter.config.settings import Settings
 from trustmilter.doctor import add_parser as add_doctor_parser
 from trustmilter.doctor import run_command as run_doctor
 from trustmilter.quarantine.commands import (
@@ -153,20 +154,20 @@ def _run(args: argparse.Namespace) -> int:
     from trustmilter.daemon.policyfile import load_policy as read_as_daemon
     from trustmilter.daemon.supervisor import run
 
-    # A bad policy stops here, in one line, before any process starts; the
-    # file is read as the daemon reads it (a FIFO or a huge file is refused).
-    loaded = load_policy(args.policy)
-    if loaded.path is not None:
-        try:
-            read_as_daemon(loaded.path)
-        except PolicyUnusable as error:
-            print(f"trustmilter: {error}", file=sys.stderr)
-            return EXIT_CONFIG
+    # A bad policy stops here, in one line and exit status 2, before any
+    # process starts; the file is read as the daemon reads it (a FIFO or a
+    # huge file is refused).
+    path = find_policy(args.policy)
+    try:
+        settings = read_as_daemon(path) if path is not None else Settings()
+    except PolicyUnusable as error:
+        print(f"trustmilter: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     # What the admin commands compare their own store with (runfile.py).
-    note = DaemonNote(os.getpid(), str(loaded.path.absolute()) if loaded.path else None,
-                      describe_state(loaded.settings.state))
+    note = DaemonNote(os.getpid(), str(path.absolute()) if path else None,
+                      describe_state(settings.state))
     with noted(runtime_directory(os.environ), note):
-        return run(loaded.path, args.socket, args.foreground_log)
+        return run(path, args.socket, args.foreground_log)
 
 
 def _serve(args: argparse.Namespace) -> int:
