@@ -583,7 +583,10 @@ def test_writes_faster_than_the_merge_wait_for_it_so_it_ends() -> None:
     """Sessions writing to memory faster than a slow backend takes the journal
     would keep a merge from ever ending; once it is under way they wait for it."""
     backend, clock = Breakable(), Clock()
-    store = resilient(backend, clock, limit=100_000, merge_wait=2.0)
+    # A wait long enough that a loaded test machine (the merge is 300 writes of
+    # 2 ms, slower when the CPU is shared) never runs the writers out of it:
+    # what is tested is that they wait, not how long the merge takes.
+    store = resilient(backend, clock, limit=100_000, merge_wait=15.0)
     backend.broken = True
     for i in range(300):
         store.hit("k", T0 + i, HOUR)
@@ -604,7 +607,7 @@ def test_writes_faster_than_the_merge_wait_for_it_so_it_ends() -> None:
     try:
         started = time.monotonic()
         while store.down:
-            assert time.monotonic() - started < 5.0, f"{store.pending} writes still pending"
+            assert time.monotonic() - started < 30.0, f"{store.pending} writes still pending"
             store.count("k", T0 + 400, HOUR)
             time.sleep(0.01)
     finally:
