@@ -78,8 +78,17 @@ def parent_of(pid: int) -> int:
 
 
 def children_of(pid: int) -> set[int]:
+    """The milter worker processes `pid` started (``trustmilter _serve``): not the
+    short-lived child a reload parses the policy in (daemon/policyfile.py)."""
     return {int(entry) for entry in os.listdir("/proc")
-            if entry.isdigit() and parent_of(int(entry)) == pid}
+            if entry.isdigit() and parent_of(int(entry)) == pid and _serves(int(entry))}
+
+
+def _serves(pid: int) -> bool:
+    try:
+        return b"_serve" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def keeper_pid(running: DaemonProcess) -> int:
