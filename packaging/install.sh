@@ -80,6 +80,14 @@ if [ "$with_tests" = 1 ] && ! dpkg-query -W -f='${Status}' m4 2>/dev/null | grep
     apt-get install -y -qq --no-install-recommends m4 </dev/null
 fi
 
+# --test: Debian's Chromium and its chromedriver, which the review page's
+# browser tests drive headless through Selenium (tests/test_review_browser*.py);
+# no browser is downloaded at test time.
+if [ "$with_tests" = 1 ] && ! dpkg-query -W -f='${Status}' chromium-driver 2>/dev/null | grep -q "ok installed"; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-noto-cjk </dev/null
+fi
+
 # --test: a real redis-server for tests/test_state_*.py, which start private
 # servers on free loopback ports (trustmilter.testing.redisserver). The
 # system's own redis must not start: a policy-rc.d denies every service

@@ -83,7 +83,7 @@ def test_dump_fills_in_every_field() -> None:
         "authserv_id", "trusted_authserv_ids", "trusted_forwarders", "address_separators", "dns",
         "checks", "scores",
         "rules",
-        "thresholds", "actions", "headers", "milter", "logging", "metrics", "state",
+        "thresholds", "actions", "headers", "milter", "logging", "metrics", "state", "review",
     }
     assert data["thresholds"]["reject"] is None
     assert data["rules"][0]["mode"] == "enforce"

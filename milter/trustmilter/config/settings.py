@@ -25,6 +25,7 @@ from trustmilter.config.daemon import LoggingConfig, MetricsConfig, MilterConfig
 from trustmilter.config.dns import DnsConfig
 from trustmilter.config.errors import InvalidField
 from trustmilter.config.gateways import AUTHSERV_ID, GatewayConfig
+from trustmilter.config.review import ReviewConfig
 from trustmilter.config.state import StateConfig
 from trustmilter.mail.identity import DEFAULT_SEPARATORS
 from trustmilter.policy.model import Policy
@@ -56,6 +57,7 @@ class Settings:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
 
     def __post_init__(self) -> None:
         if any(c.isalnum() or c.isspace() or c in '@"<>' or not c.isprintable()
