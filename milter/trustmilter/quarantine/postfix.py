@@ -10,7 +10,8 @@ DESCRIPTION
     message itself, read up to a limit: a held message may be huge),
     ``postsuper -H ID`` (release
     from hold; then ``postqueue -i ID``, so it is delivered now rather than
-    at the next queue run) and ``postsuper -d ID`` (delete), each with
+    at the next queue run) and ``postsuper -d ID hold`` (delete from the
+    hold queue, and from no other), each with
     ``-c CONFIG_DIR`` when one is given. There is no
     shell: every command is an argv list, and the only value from outside
     that ever reaches a command line is a queue ID, after `valid_queue_id`
@@ -183,17 +184,22 @@ class PostfixQueue:
             self._complete("postqueue", "-i", queue_id)
 
     def delete(self, queue_id: str) -> None:
-        """Delete a queued message (``postsuper -d``)."""
-        self._super("-d", queue_id, "removed")
+        """Delete a held message (``postsuper -d ID hold``).
+
+        Only from the hold queue: postsuper -d alone also looks in the
+        incoming, active and deferred queues, so a message released since
+        it was checked (or a reused queue ID) would be deleted instead.
+        """
+        self._super("-d", queue_id, "removed", HOLD)
 
     # ---- internals -------------------------------------------------------
 
-    def _super(self, option: str, queue_id: str, done: str) -> None:
-        """postsuper OPTION ID; it exits 0 even for an ID it did not find, so
-        its per-message line ("ID: released from hold", "ID: removed") is
-        what tells us it happened."""
+    def _super(self, option: str, queue_id: str, done: str, *queues: str) -> None:
+        """postsuper OPTION ID [QUEUE...]; it exits 0 even for an ID it did not
+        find, so its per-message line ("ID: released from hold", "ID:
+        removed") is what tells us it happened."""
         queue_id = checked_queue_id(queue_id)
-        completed = self._complete("postsuper", option, queue_id)
+        completed = self._complete("postsuper", option, queue_id, *queues)
         if f"{queue_id}: {done}" not in completed.stderr.decode(errors="replace"):
             raise PostfixCommandError(f"postsuper {option} {queue_id}: no such queued message")
 

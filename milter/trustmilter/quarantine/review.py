@@ -56,13 +56,13 @@ from trustmilter.quarantine.body import BodyView, view_body
 from trustmilter.quarantine.postfix import (
     InvalidQueueId,
     PostfixCommandError,
-    PostfixQueue,
     QueueEntry,
     checked_queue_id,
 )
 from trustmilter.state.base import StateError
 
 if TYPE_CHECKING:
+    from trustmilter.quarantine.queue import HoldQueue
     from trustmilter.state.base import Reputation, StateStore
 
 _FOLD = re.compile(r"\r?\n[ \t]+")
@@ -201,11 +201,15 @@ def reputation_json(reputation: Reputation) -> dict[str, Any]:
 
 
 class QuarantineReview:
-    """The hold queue of one Postfix, read with the policy's trust header name."""
+    """The hold queue of one Postfix, read with the policy's trust header name.
+
+    `queue` is Postfix's tools run directly (postfix.py, as root) or the
+    privileged helper's client (review/helper/client.py, for the page).
+    """
 
     def __init__(
         self,
-        queue: PostfixQueue,
+        queue: HoldQueue,
         trust_header: str = "X-Trustmilter-Trust",
         clock: Callable[[], float] = time.time,
         lapse: float = math.inf,
