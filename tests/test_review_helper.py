@@ -555,3 +555,83 @@ def test_start_up_errors_are_one_line_with_the_exit_status_of_run(
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "helper_socket" in done.stderr and "Traceback" not in done.stderr
+
+
+# ---- the systemd unit -------------------------------------------------------------
+
+UNIT = Path(__file__).resolve().parent.parent / "packaging" / "trustmilter-review-helper.service"
+
+
+def unit_settings() -> dict[str, list[str]]:
+    """The unit's keys; a repeated key keeps every value."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_the_unit_runs_the_helper_as_root_with_the_installed_policy() -> None:
+    settings = unit_settings()
+    (exec_start,) = settings["ExecStart"]
+    assert exec_start.split() == ["/opt/trustmilter/.venv/bin/trustmilter", "review", "helper",
+                                  "--policy", "/etc/trustmilter/policy.yaml"]
+    assert "User" not in settings and settings["RestartPreventExitStatus"] == ["2"]
+    assert settings["RestrictAddressFamilies"] == ["AF_UNIX"]
+    assert settings["PrivateNetwork"] == ["yes"] and settings["NoNewPrivileges"] == ["yes"]
+    # The default socket's directory must be writable under ProtectSystem=strict.
+    from trustmilter.config.review import ReviewConfig
+
+    (writable,) = settings["ReadWritePaths"]
+    assert any(ReviewConfig().helper_socket.startswith(path + "/") for path in writable.split())
+
+
+@pytest.mark.skipif(subprocess.run(["which", "systemd-analyze"], capture_output=True,
+                                   check=False).returncode != 0, reason="no systemd-analyze")
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    """systemd's own parser and its exposure score (0 best, 10 worst)."""
+    copy = tmp_path / UNIT.name
+    copy.write_text(UNIT.read_text())
+    done = subprocess.run(["systemd-analyze", "verify", str(copy)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    complaints = [line for line in (done.stdout + done.stderr).splitlines()
+                  if line.strip() and "/opt/trustmilter/.venv/bin/trustmilter is not executable"
+                  not in line]
+    assert complaints == []
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--threshold=20", str(copy)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert security.returncode == 0, security.stdout[-600:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping capabilities needs root")
+def test_the_capabilities_the_unit_keeps_are_enough(
+        mta: PostfixInstance, socket_base: Path, tmp_path: Path) -> None:
+    """The helper under setpriv with the unit's CapabilityBoundingSet and
+    NoNewPrivileges does all four commands on the real Postfix."""
+    (bounding,) = unit_settings()["CapabilityBoundingSet"]
+    caps = ",".join("+" + cap.removeprefix("CAP_").lower() for cap in bounding.split())
+    shown, released, deleted = hold(mta), hold(mta), hold(mta)
+    path = str(socket_base / "capped" / "helper.sock")
+    log_path = tmp_path / "capped.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["setpriv", f"--bounding-set=-all,{caps}", "--inh-caps=-all", "--no-new-privs", "--",
+             TRUSTMILTER, "review", "helper", "--socket", path, "--user", "nobody",
+             "--postfix-config", str(mta.config_dir)], stdout=log, stderr=log)
+    try:
+        wait_listening(path, process)
+        queue = HelperQueue(path, timeout=60)
+        assert [entry.queue_id for entry in queue.held()] == [shown, released, deleted]
+        assert queue.read(shown).sender == "noreply@example.com"
+        assert queue.read_message(shown, 10)[1] is True
+        queue.release(released)
+        queue.delete(deleted)
+        mta.wait_delivered(1)
+        assert [str(e["queue_id"]) for e in mta.queue()] == [shown]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "Operation not permitted" not in log_path.read_text()

@@ -129,10 +129,17 @@ def _directory(directory: str, group: int, what: str) -> None:
         raise ServeError(f"{what}: cannot make the directory {directory}:"
                          f" {error.strerror}") from error
     else:
-        os.chown(directory, 0, group)
-        os.chmod(directory, DIRECTORY_MODE)  # mkdir's mode passed through the umask
+        try:
+            os.chown(directory, 0, group)
+            os.chmod(directory, DIRECTORY_MODE)  # mkdir's mode passed through the umask
+        except OSError as error:
+            raise ServeError(f"{what}: cannot give the directory {directory} to root:{group}:"
+                             f" {error.strerror}") from error
         log.info("made the directory %s (root:%d, %o)", directory, group, DIRECTORY_MODE)
-    status = os.stat(directory)
+    try:
+        status = os.stat(directory)
+    except OSError as error:
+        raise ServeError(f"{what}: {directory}: {error.strerror}") from error
     if not stat.S_ISDIR(status.st_mode):
         raise ServeError(f"{what}: {directory} is not a directory")
     if status.st_uid != 0 or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
@@ -174,8 +181,15 @@ class HelperServer:
                     connection, _ = listener.accept()
                 except (BlockingIOError, ConnectionAbortedError):
                     continue  # the peer left before we took it
+                except OSError as error:
+                    log.error("cannot accept a connection: %s", error.strerror)
+                    continue
                 with connection:
-                    self.handle(connection)
+                    try:
+                        self.handle(connection)
+                    except Exception as error:  # one line, and the helper goes on
+                        log.error("connection failed: %s: %s", type(error).__name__,
+                                  one_line(str(error)))
 
     def handle(self, connection: socket.socket) -> None:
         """One connection: check the peer, read its request, answer, log one line."""
