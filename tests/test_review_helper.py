@@ -14,6 +14,7 @@ codec has plain unit tests.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,10 +34,12 @@ import pytest
 
 from keys import message
 from smtp_helpers import send_one
+from trustmilter.config.review import ReviewConfig
+from trustmilter.config.settings import Settings
 from trustmilter.quarantine.postfix import InvalidQueueId, PostfixCommandError, PostfixQueue
 from trustmilter.quarantine.review import QuarantineReview
 from trustmilter.review.helper import protocol
-from trustmilter.review.helper.client import HelperQueue
+from trustmilter.review.helper.client import HelperQueue, open_queue
 from trustmilter.review.helper.protocol import (
     INVALID_QUEUE_ID,
     MAX_MESSAGE_LIMIT,
@@ -487,12 +490,22 @@ def test_only_root_and_the_review_user_are_answered(
 
 
 def test_a_helper_that_is_not_running_is_one_clear_line(tmp_path: Path) -> None:
+    """open_queue: the helper on the policy's review.helper_socket."""
     path = str(tmp_path / "helper.sock")
+    settings = dataclasses.replace(Settings(), review=ReviewConfig(helper_socket=path))
     with pytest.raises(PostfixCommandError) as caught:
-        HelperQueue(path).held()
+        open_queue(settings).held()
     assert str(caught.value) == (
         f"the privileged helper is not running (nothing answers on {path});"
         " start it: systemctl start trustmilter-review-helper")
+
+
+def test_open_queue_reaches_the_helper_on_the_policys_socket(
+        helper: Helper, mta: PostfixInstance) -> None:
+    held = hold(mta)
+    settings = dataclasses.replace(Settings(),
+                                   review=ReviewConfig(helper_socket=helper.socket_path))
+    assert [entry.queue_id for entry in open_queue(settings).held()] == [held]
 
 
 def test_a_live_socket_is_not_taken_over_and_a_stale_one_is_replaced(
@@ -541,6 +554,11 @@ def test_start_up_errors_are_one_line_with_the_exit_status_of_run(
          f"review.helper_socket {tmp_path}/missing/deeper/h.sock: cannot make the directory "
          f"{tmp_path}/missing/deeper: No such file or directory"),
     ]
+    not_a_socket = tmp_path / "file.sock"
+    not_a_socket.write_text("")
+    cases.append((["--socket", str(not_a_socket)], 2,
+                  f"review.helper_socket unix:{not_a_socket}: exists and is not a socket;"
+                  " not removing it"))
     for arguments, status, error in cases:
         argv = [TRUSTMILTER, "review", "helper", "--postfix-config",
                 str(holding_postfix.config_dir), *arguments]
@@ -582,8 +600,6 @@ def test_the_unit_runs_the_helper_as_root_with_the_installed_policy() -> None:
     assert settings["RestrictAddressFamilies"] == ["AF_UNIX"]
     assert settings["PrivateNetwork"] == ["yes"] and settings["NoNewPrivileges"] == ["yes"]
     # The default socket's directory must be writable under ProtectSystem=strict.
-    from trustmilter.config.review import ReviewConfig
-
     (writable,) = settings["ReadWritePaths"]
     assert any(ReviewConfig().helper_socket.startswith(path + "/") for path in writable.split())
 

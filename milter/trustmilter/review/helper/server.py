@@ -221,10 +221,10 @@ class HelperServer:
             kind, text = INVALID_QUEUE_ID, str(error)
         except PostfixCommandError as error:
             kind, text = REFUSED, str(error)
-        except Exception as error:  # one line and a refusal, never a traceback
-            kind, text = REFUSED, "internal error (see the helper's log)"
-            log.error("internal error on %s: %s: %s", asked, type(error).__name__,
-                      one_line(str(error)))
+        except Exception as error:  # a refusal and the log line, never a traceback
+            answer = refusal_answer(REFUSED, "internal error (see the helper's log)")
+            detail = f"{type(error).__name__}: {one_line(str(error))}"
+            return asked, answer, f"refused: internal error: {detail}"
         return asked, refusal_answer(kind, text), f"refused: {one_line(text)}"
 
     def _read_request(self, connection: socket.socket) -> bytes:
