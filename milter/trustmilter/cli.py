@@ -4,7 +4,9 @@
 from a file or standard input (check_command.py). ``trustmilter policy check|show``
 validate and print the policy. ``trustmilter quarantine`` and
 ``trustmilter reputation`` review Postfix's hold queue and what releases
-and deletions as spam taught (quarantine/commands.py); ``explain-bounce`` reads a bounce and
+and deletions as spam taught (quarantine/commands.py); ``review`` serves the
+help desk's review page and manages its accounts (review/commands.py);
+``explain-bounce`` reads a bounce and
 ``bounces`` lists the hard bounces the milter recorded (bounce/);
 ``doctor`` checks a sender's setup (doctor/). Without ``--policy`` every
 command reads /etc/trustmilter/policy.yaml, else ./policy.yaml, else the
@@ -47,6 +49,7 @@ from trustmilter.quarantine.commands import (
     run_quarantine,
     run_reputation,
 )
+from trustmilter.review.commands import add_review_parser, run_review
 from trustmilter.runfile import DaemonNote, describe_state, noted, runtime_directory
 from trustmilter.startup import EXIT_CONFIG, EXIT_RUNTIME
 
@@ -131,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     add_doctor_parser(commands)
     add_explain_parser(commands)
     add_bounces_parser(commands)
+    add_review_parser(commands)
     return parser
 
 
@@ -217,7 +221,7 @@ def _command(argv: Sequence[str] | None) -> int:
     handlers = {"check": run_check, "policy": _policy, "run": _run, "_serve": _serve,
                 "bench": _bench, "quarantine": run_quarantine, "reputation": run_reputation,
                 "explain-bounce": run_explain_bounce, "bounces": run_bounces,
-                "doctor": run_doctor}
+                "doctor": run_doctor, "review": run_review}
     try:
         return handlers[args.command](args)
     except CommandFailure as error:
