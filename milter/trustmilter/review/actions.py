@@ -21,10 +21,11 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask.typing import ResponseReturnValue
 from flask_login import login_required
 
+from trustmilter.i18n import N_
 from trustmilter.quarantine.review import ReviewError
 from trustmilter.review import audit
 from trustmilter.review.context import ReviewContext, context
-from trustmilter.review.language import ntr, tr
+from trustmilter.review.language import tr
 from trustmilter.review.people import admin_only, current_name
 from trustmilter.review.presenting import printable
 from trustmilter.state.base import StateError
@@ -65,18 +66,15 @@ def _learned_line(senders: list[str]) -> str:
     return ", ".join(shown) + (f" (+{more})" if more > 0 else "")
 
 
-# action value -> (audit action, the work, what to say when done)
-ACTIONS: dict[str, tuple[str, Callable[[ReviewContext, list[str]], str], str, str]] = {
-    "release": (audit.RELEASE, _release, "%(count)s message released.",
-                "%(count)s messages released."),
+# action value -> (audit action, the work, what to say when done). No plural
+# forms: the catalogs hold plain msgids (and Japanese has none).
+ACTIONS: dict[str, tuple[str, Callable[[ReviewContext, list[str]], str], str]] = {
+    "release": (audit.RELEASE, _release, N_("Released: %(count)s.")),
     "release-no-learn": (audit.RELEASE_QUIETLY, _release_quietly,
-                         "%(count)s message released without teaching.",
-                         "%(count)s messages released without teaching."),
-    "delete": (audit.DELETE, _delete, "%(count)s message deleted.",
-               "%(count)s messages deleted."),
+                         N_("Released without teaching: %(count)s.")),
+    "delete": (audit.DELETE, _delete, N_("Deleted: %(count)s.")),
     "delete-as-spam": (audit.DELETE_AS_SPAM, _delete_as_spam,
-                       "%(count)s message deleted as spam.",
-                       "%(count)s messages deleted as spam."),
+                       N_("Deleted as spam: %(count)s.")),
 }
 
 
@@ -93,7 +91,7 @@ def act() -> ResponseReturnValue:
         return redirect(url_for("pages.held"))
     if len(ids) > MAX_SELECTED:
         abort(400)
-    action, work, singular, plural = ACTIONS[chosen]
+    action, work, done = ACTIONS[chosen]
     who = current_name()
     try:
         learned = work(ctx, ids)
@@ -102,7 +100,7 @@ def act() -> ResponseReturnValue:
         flash(tr("Not done: %(error)s") % {"error": printable(str(error))}, "error")
         return redirect(url_for("pages.held"))
     ctx.audit.record(ctx.clock(), who, action, ids, audit.OK, learned)
-    said = ntr(singular, plural, len(ids)) % {"count": len(ids)}
+    said = tr(done) % {"count": len(ids)}
     if learned:
         said += " " + (tr("Learned about: %(senders)s") if chosen == "release" else
                        tr("Marked as spam: %(senders)s")) % {"senders": printable(learned)}

@@ -50,4 +50,5 @@ def tr(message: str) -> str:
 
 
 def ntr(singular: str, plural: str, count: int) -> str:
+    """For Jinja2's i18n extension, which wants one; the page uses no plural forms."""
     return _translations().ngettext(singular, plural, count)
