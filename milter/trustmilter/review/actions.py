@@ -130,9 +130,9 @@ def allowlist() -> ResponseReturnValue:
     if not message.sender:
         flash(tr("A bounce has no sender to allow-list."), "error")
         return redirect(url_for("pages.message", queue_id=queue_id))
-    identity = ctx.review.identity(message)
+    identity = printable(ctx.review.identity(message))
     line = allowlist_line(identity)
     ctx.audit.record(ctx.clock(), who, audit.ALLOWLIST, [queue_id], audit.OK, identity)
     return render_template("allowlist.html", title=tr("Allow-list a sender"),
-                           identity=printable(identity), line=printable(line),
+                           identity=identity, line=line,
                            queue_id=queue_id)
