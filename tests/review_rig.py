@@ -95,6 +95,7 @@ def held_ids(mta: PostfixInstance) -> set[str]:
 
 def policy_settings(tmp_path: Path, extra: str = "") -> Settings:
     """A policy file as an operator writes it: SQLite state and the page's data in tmp."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "policy.yaml"
     path.write_text(f"state:\n  backend: sqlite\n  sqlite_path: {tmp_path / 'state.sqlite3'}\n"
                     f"review:\n  data_dir: {tmp_path / 'review'}\n  page_size: 5\n"
