@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,11 @@ PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-@pytest.fixture(scope="module")
-def holding_postfix(postfix: PostfixInstance, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[PostfixInstance]:
-    """The module's Postfix with the null milter (Subject "hold" -> hold queue)."""
+@contextmanager
+def null_milter_on(postfix: PostfixInstance, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[PostfixInstance]:
+    """The module's Postfix with the null milter (Subject "hold" -> hold queue); the
+    test modules' `holding_postfix` fixture."""
     events = tmp_path_factory.mktemp("null-milter") / "events.jsonl"
     port = free_port()
     process = subprocess.Popen(
@@ -58,12 +60,6 @@ def holding_postfix(postfix: PostfixInstance, tmp_path_factory: pytest.TempPathF
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # it keeps no state worth a clean stop
         process.wait(timeout=10)
-
-
-@pytest.fixture
-def mta(holding_postfix: PostfixInstance) -> PostfixInstance:
-    holding_postfix.reset()
-    return holding_postfix
 
 
 def hold(mta: PostfixInstance, sender: str = "noreply@example.com", subject: str = "hold me",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,10 @@ from flask import Flask
 from review_rig import (
     TRUST,
     Browser,
-    hold,
     held_ids,
+    hold,
     make_app,
-    mta,  # noqa: F401 (a fixture)
-    holding_postfix,  # noqa: F401 (a fixture)
+    null_milter_on,
     policy_settings,
 )
 from trustmilter.command_support import state_store
@@ -34,6 +34,19 @@ from trustmilter.review.audit import AuditLog
 from trustmilter.review.context import CONTEXT_KEY, ReviewContext
 from trustmilter.signals import FINDINGS
 from trustmilter.testing.postfix import PostfixInstance
+
+
+@pytest.fixture(scope="module")
+def holding_postfix(postfix: PostfixInstance, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[PostfixInstance]:
+    with null_milter_on(postfix, tmp_path_factory) as holding:
+        yield holding
+
+
+@pytest.fixture
+def mta(holding_postfix: PostfixInstance) -> PostfixInstance:
+    holding_postfix.reset()
+    return holding_postfix
 
 AUTHRES = "Authentication-Results: mx.example.org; spf=pass smtp.mailfrom=example.com"
 BOUNCE = b"""\
@@ -214,7 +227,7 @@ def test_release_teaches_and_delivers(app: Flask, browser: Browser, mta: Postfix
     assert abs(entry.at - time.time()) < 60
 
 
-def AuditLog_of(app: Flask) -> AuditLog:  # noqa: N802
+def AuditLog_of(app: Flask) -> AuditLog:
     return ctx(app).audit
 
 

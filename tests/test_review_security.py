@@ -12,6 +12,7 @@ Japanese, and sessions that end with a password change or logout.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,10 @@ from markupsafe import escape
 from review_rig import (
     PASSWORD,
     Browser,
-    hold,
     held_ids,
-    holding_postfix,  # noqa: F401 (a fixture)
+    hold,
     make_app,
-    mta,  # noqa: F401 (a fixture)
+    null_milter_on,
     policy_settings,
 )
 from trustmilter.review.context import CONTEXT_KEY, ReviewContext
@@ -34,6 +34,19 @@ from trustmilter.review.database import DATABASE_NAME
 from trustmilter.review.security import CONTENT_SECURITY_POLICY
 from trustmilter.signals import FINDINGS
 from trustmilter.testing.postfix import PostfixInstance
+
+
+@pytest.fixture(scope="module")
+def holding_postfix(postfix: PostfixInstance, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[PostfixInstance]:
+    with null_milter_on(postfix, tmp_path_factory) as holding:
+        yield holding
+
+
+@pytest.fixture
+def mta(holding_postfix: PostfixInstance) -> PostfixInstance:
+    holding_postfix.reset()
+    return holding_postfix
 
 
 def ctx(app: Flask) -> ReviewContext:

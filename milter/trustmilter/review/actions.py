@@ -19,14 +19,13 @@ from collections.abc import Callable
 import yaml
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
 
 from trustmilter.i18n import N_
 from trustmilter.quarantine.review import ReviewError
 from trustmilter.review import audit
 from trustmilter.review.context import ReviewContext, context
 from trustmilter.review.language import tr
-from trustmilter.review.people import admin_only, current_name
+from trustmilter.review.people import admin_only, current_name, login_required
 from trustmilter.review.presenting import printable
 from trustmilter.state.base import StateError
 

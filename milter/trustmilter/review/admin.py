@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
 
 from trustmilter.command_support import utc
 from trustmilter.review import audit
@@ -20,7 +19,7 @@ from trustmilter.review.accounts import AccountError
 from trustmilter.review.context import context
 from trustmilter.review.language import tr
 from trustmilter.review.listing import page_number, paged
-from trustmilter.review.people import admin_only, current_name
+from trustmilter.review.people import admin_only, current_name, login_required
 from trustmilter.review.presenting import printable
 
 blueprint = Blueprint("admin", __name__)

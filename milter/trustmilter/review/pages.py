@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_login import login_required
 
 from trustmilter.quarantine.postfix import PostfixCommandError, valid_queue_id
 from trustmilter.quarantine.review import ReviewError
@@ -27,6 +26,7 @@ from trustmilter.review.listing import (
     paged,
     reasons_seen,
 )
+from trustmilter.review.people import login_required
 from trustmilter.review.presenting import (
     BOUNCE_READ,
     bounce_reading,
@@ -68,8 +68,8 @@ def message(queue_id: str) -> ResponseReturnValue:
         held_message = ctx.review.show(queue_id)
         body = ctx.review.body(queue_id)
     except ReviewError as error:
-        if not any(m.queue_id == queue_id for m in _held_or_empty(ctx)):
-            abort(404)  # released or deleted meanwhile
+        if not _still_held(ctx, queue_id):
+            abort(404)  # released or deleted meanwhile, or never held
         return _queue_failed(error)
     return render_template(
         "message.html", title=tr("Held message"), message=shown(held_message, tr),
@@ -86,11 +86,13 @@ def _bounce(ctx: ReviewContext, queue_id: str) -> tuple[str, ...]:
     return bounce_reading(raw, ctx.settings.checks.bounce.own_domains, tr)
 
 
-def _held_or_empty(ctx: ReviewContext) -> list[object]:
+def _still_held(ctx: ReviewContext, queue_id: str) -> bool:
+    """Whether `queue_id` is in the hold queue (False when the queue cannot be read:
+    the error the caller has says why)."""
     try:
-        return list(ctx.review.held())
-    except ReviewError:
-        return []
+        return any(entry.queue_id == queue_id for entry in ctx.queue.held())
+    except PostfixCommandError:
+        return True
 
 
 def _queue_failed(error: ReviewError) -> ResponseReturnValue:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
+import flask_login
 from flask import Blueprint, Flask, abort, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, current_user, login_user, logout_user
@@ -138,6 +139,11 @@ def _start_session(user: User) -> None:
     login_user(user)
     session[LOGIN_AT] = context().clock()
     session.permanent = True  # the cookie, too, ends after review.session_lifetime
+
+
+def login_required(view: F) -> F:
+    """Flask-Login's login_required, typed (the library ships no annotations)."""
+    return cast(F, flask_login.login_required(view))
 
 
 def admin_only(view: F) -> F:

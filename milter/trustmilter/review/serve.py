@@ -16,7 +16,7 @@ import logging
 import os
 import pwd
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import waitress
@@ -58,10 +58,8 @@ def serve(settings: Settings, listen: str | None, make_app: Callable[[], Flask])
         raise ServeFailure(f"review serve: {error}", EXIT_CONFIG) from error
     with _listening(address, app) as server:
         log.info("review: serving on http://%s/ as %s", address, _user())
-        try:
+        with suppress(KeyboardInterrupt):
             server.run()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
