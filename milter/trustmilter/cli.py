@@ -4,7 +4,9 @@
 from a file or standard input (check_command.py). ``trustmilter policy check|show``
 validate and print the policy. ``trustmilter quarantine`` and
 ``trustmilter reputation`` review Postfix's hold queue and what releases
-and deletions as spam taught (quarantine/commands.py); ``explain-bounce`` reads a bounce and
+and deletions as spam taught (quarantine/commands.py); ``review`` serves the
+help desk's review page and manages its accounts (review/commands.py);
+``explain-bounce`` reads a bounce and
 ``bounces`` lists the hard bounces the milter recorded (bounce/);
 ``doctor`` checks a sender's setup (doctor/). Without ``--policy`` every
 command reads /etc/trustmilter/policy.yaml, else ./policy.yaml, else the

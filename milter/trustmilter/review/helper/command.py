@@ -79,6 +79,7 @@ def add_helper_parser(actions: Any) -> None:
     parser.add_argument("--postfix-config", type=Path, metavar="DIR",
                         help="Postfix configuration directory (postqueue/postsuper -c DIR; "
                              "default: review.postfix_config, else Postfix's own)")
+    parser.set_defaults(review_run=run_helper)
 
 
 def run_helper(args: argparse.Namespace) -> int:
