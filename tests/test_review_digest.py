@@ -131,7 +131,7 @@ def test_one_digest_lists_every_held_message_with_links(
     assert str(mail["Return-Path"]) == "<digest@example.org>"
     assert str(mail["From"]) == "digest@example.org"
     assert str(mail["To"]) == ", ".join(HELPDESK)
-    assert str(mail["Subject"]) == "Held mail: 2 messages (first digest)"
+    assert str(mail["Subject"]) == "Held mail (first digest): 2"
     assert str(mail["Auto-Submitted"]) == "auto-generated"  # RFC 3834: no auto-answer
     assert str(mail["Content-Language"]) == "en"
     text = text_of(mail)
@@ -244,9 +244,9 @@ def test_the_digest_in_german_and_japanese(
     queue_id = hold(mta, subject="hold me")
     after_arrivals(mta)
     for language, subject, words in (
-        ("de", "Zurückgehaltene Mail: 1 Nachrichten (erste Übersicht)",
+        ("de", "Zurückgehaltene Mail (erste Übersicht): 1",
          ("Absender: <noreply@example.com>", "Von trustmilter zurückgehalten", "Öffnen: ")),
-        ("ja", "保留中のメール: 1 件 (初回のまとめ)",
+        ("ja", "保留中のメール (初回のまとめ): 1 件",
          ("送信者: <noreply@example.com>", "trustmilter が保留", "開く: ")),
     ):
         policy = write_policy(tmp_path / f"{language}.yaml", mta, data_dir / language,
@@ -338,13 +338,13 @@ def test_a_spam_wave_is_counted_not_listed() -> None:
     text = text_of(mail)
     assert f"{MAX_LISTED}. " in text and f"{MAX_LISTED + 1}. " not in text
     assert "... and 5 more: see the page." in text
-    assert str(mail["Subject"]) == f"Held mail: {MAX_LISTED + 5} messages (first digest)"
+    assert str(mail["Subject"]) == f"Held mail (first digest): {MAX_LISTED + 5}"
 
 
 def test_an_overlong_subject_is_cut_and_the_header_section_is_ours() -> None:
     mail = compose_digest([held("4F2A1B", 1000, subject="hold " + "x" * 5000 + "\n")],
                           Window(1000, 2000), review_config(), translator("fr"), 2000.0)
-    assert str(mail["Subject"]) == "Courrier retenu : 1 nouveaux depuis 1970-01-01 00:16:40Z"
+    assert str(mail["Subject"]) == "Courrier retenu depuis 1970-01-01 00:16:40Z : 1"
     (line,) = [line for line in text_of(mail).splitlines() if line.startswith("   Objet : ")]
     assert len(line) < 220 and line.endswith("…")
     assert all(len(line) <= 998 for line in mail.as_string().splitlines())  # RFC 5322 §2.1.1
@@ -360,3 +360,10 @@ def test_the_last_digest_file(data_dir: Path) -> None:
     unreadable = read_last(data_dir)
     assert unreadable.end is None and unreadable.problem is not None
     assert "not a time: 'yesterday'" in unreadable.problem
+
+
+def test_a_digest_not_set_up_yet_previews_without_a_to_field() -> None:
+    """--dry-run works before recipients are set; no empty To: is written."""
+    mail = compose_digest([held("4F2A1B", 1000)], Window(None, 2000), ReviewConfig(),
+                          translator("en"), 2000.0)
+    assert "To" not in mail and str(mail["From"]) == "postmaster"

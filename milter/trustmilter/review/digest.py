@@ -114,12 +114,13 @@ def compose_digest(
     config = review.digest
     mail = EmailMessage(policy=WIRE_POLICY)
     mail["From"] = _address(config.sender)
-    mail["To"] = [_address(rcpt) for rcpt in config.recipients]
+    if config.recipients:  # none only in a --dry-run of a digest not set up yet
+        mail["To"] = [_address(rcpt) for rcpt in config.recipients]
     mail["Subject"] = (
         tr(N_("Held mail: %(count)s new since %(since)s")) % {
             "count": len(messages), "since": utc(window.start)}
         if window.start is not None
-        else tr(N_("Held mail: %(count)s messages (first digest)")) % {"count": len(messages)})
+        else tr(N_("Held mail (first digest): %(count)s")) % {"count": len(messages)})
     mail["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
     domain = _domain(config.sender)
     if domain:  # else the MTA adds one (make_msgid would ask DNS for our name)
@@ -136,10 +137,10 @@ def compose_digest(
 def _body(messages: Sequence[HeldMessage], window: Window, links: PageLinks,
           tr: Translate) -> str:
     lines = [
-        tr(N_("Held since %(since)s: %(count)s messages.")) % {
+        tr(N_("Held since %(since)s: %(count)s.")) % {
             "since": utc(window.start), "count": len(messages)}
         if window.start is not None
-        else tr(N_("Held now (the first digest): %(count)s messages.")) % {
+        else tr(N_("Held now (the first digest): %(count)s.")) % {
             "count": len(messages)},
         tr(N_("Review them on the page: %(url)s")) % {"url": links.base},
         "",
