@@ -12,8 +12,8 @@ What it covers, with no systemd (CI has no init system): packaging/
 build-deb.sh builds the .deb from this tree; `apt-get install ./...deb`
 installs it (the postinst creates the user, sets the policy's
 permissions, makes /var/lib/trustmilter and prints the Postfix lines);
-/usr/bin/trustmilter, the man pages, the conffile and the unit are where
-they belong; `policy check` passes on the shipped policy; the installed
+/usr/bin/trustmilter, the man pages, the conffile and the units are where
+they belong (the review page's installed but not enabled); `policy check` passes on the shipped policy; the installed
 `check` runs every library of the package's own environment (DKIM, SPF,
 DMARC, answered from a DNS fixture file, not the network). The daemon is
 started the way the installed unit starts it (its ExecStart, User, Group,
@@ -56,6 +56,9 @@ BIN = "/usr/bin/trustmilter"
 POLICY = Path("/etc/trustmilter/policy.yaml")
 STATE_DIR = Path("/var/lib/trustmilter")
 UNIT = Path("/lib/systemd/system/trustmilter.service")
+# The review page's units: installed, never enabled by the package.
+REVIEW_UNITS = ("trustmilter-review.service", "trustmilter-review-helper.service",
+                "trustmilter-review-digest.service", "trustmilter-review-digest.timer")
 SOCKET = "/run/trustmilter/trustmilter.sock"
 STEP_TIMEOUT = 600  # the build: a fresh virtual environment and pymilter compiled
 
@@ -140,6 +143,8 @@ def test_install_prints_the_postfix_lines_and_changes_nothing_of_postfix(deb: Pa
     assert "postconf -e 'smtpd_milters = unix:/run/trustmilter/trustmilter.sock'" in output
     assert "postconf -e 'milter_default_action = tempfail'" in output
     assert "postconf -F 'smtp/inet/chroot = n' 'cleanup/unix/chroot = n'" in output
+    assert "systemctl enable --now trustmilter-review-helper trustmilter-review" in output
+    assert "systemctl enable --now trustmilter-review-digest.timer" in output
     assert (main_cf.read_bytes() if main_cf.exists() else None) == before
 
 
@@ -169,6 +174,20 @@ def test_files_owners_and_modes(deb: Path) -> None:
                 if "/opt/trustmilter" in line and not line.startswith("#")]
     # deb-systemd-helper enables it even where systemd does not run.
     assert Path("/etc/systemd/system/multi-user.target.wants/trustmilter.service").exists()
+    # The review page's units are there, with the packaged command, and not enabled.
+    for name in REVIEW_UNITS:
+        path = UNIT.with_name(name)
+        assert str(path) in files
+        text = path.read_text()
+        assert not [line for line in text.splitlines()
+                    if "/opt/trustmilter" in line and not line.startswith("#")]
+        if name.endswith(".service"):
+            assert re.search(r"^ExecStart=/usr/bin/trustmilter review ", text, re.M), name
+        assert not list(Path("/etc/systemd/system").glob(f"*.wants/{name}")), name
+    review_dir = (STATE_DIR / "review").stat()
+    assert (review_dir.st_uid, review_dir.st_mode & 0o777) == (user.pw_uid, 0o700)
+    assert "/usr/share/doc/trustmilter/review.md.gz" in files or (
+        "/usr/share/doc/trustmilter/review.md" in files)
 
 
 def test_policy_check_passes_on_the_shipped_policy(deb: Path) -> None:

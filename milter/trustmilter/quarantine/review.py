@@ -221,9 +221,11 @@ class QuarantineReview:
         self._lapse = lapse  # seconds after which a reputation lapses (the policy's)
         self._identities = identities  # the policy's address_separators
 
-    def held(self) -> list[HeldMessage]:
-        """Every held message, oldest first."""
-        entries = self._held_entries()
+    def held(self, arrived_since: float | None = None) -> list[HeldMessage]:
+        """Every held message, oldest first; only those that arrived at or after
+        `arrived_since` (epoch seconds) when given, the others not even read."""
+        entries = {queue_id: entry for queue_id, entry in self._held_entries().items()
+                   if arrived_since is None or entry.arrival_time >= arrived_since}
         messages: list[HeldMessage] = []
         vanished: list[str] = []
         for entry in entries.values():
