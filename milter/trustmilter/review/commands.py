@@ -33,6 +33,7 @@ from trustmilter.config.settings import Settings
 from trustmilter.review import audit
 from trustmilter.review.accounts import ROLES, AccountError, Accounts, Role
 from trustmilter.review.database import Database, ReviewDataError
+from trustmilter.review.digest_command import add_digest_parser
 from trustmilter.review.helper.command import add_helper_parser
 
 EXIT_OK = 0
@@ -81,6 +82,7 @@ def add_review_parser(commands: Any) -> Any:
     users.add_argument("--json", action="store_true", help="print one JSON document")
     users.set_defaults(review_run=_users)
     add_helper_parser(actions)
+    add_digest_parser(actions)
     return actions
 
 

@@ -62,6 +62,7 @@ def add_digest_parser(actions: Any) -> None:
     parser.add_argument("--sendmail", default=DEFAULT_SENDMAIL, metavar="PATH",
                         help="the sendmail(1) program that takes the mail "
                              f"(default: {DEFAULT_SENDMAIL})")
+    parser.set_defaults(review_run=run_digest)
 
 
 def run_digest(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int:
