@@ -36,7 +36,13 @@ from keys import message
 from smtp_helpers import send_one
 from trustmilter.config.review import ReviewConfig
 from trustmilter.config.settings import Settings
-from trustmilter.quarantine.postfix import InvalidQueueId, PostfixCommandError, PostfixQueue
+from trustmilter.quarantine.postfix import (
+    InvalidQueueId,
+    PostfixCommandError,
+    PostfixQueue,
+    QueueEntry,
+    QueueFile,
+)
 from trustmilter.quarantine.review import QuarantineReview
 from trustmilter.review.helper import protocol
 from trustmilter.review.helper.client import HelperQueue, open_queue
@@ -150,7 +156,7 @@ def test_answers_round_trip_and_a_refusal_stays_one_line() -> None:
 
 
 def test_queue_entries_and_bytes_round_trip() -> None:
-    from trustmilter.quarantine.postfix import QueueEntry
+
 
     entry = QueueEntry("EB9D420C462", "hold", 1700000000.5, 812, "", ("a@example.org",))
     assert protocol.entry_from_json(protocol.entry_json(entry)) == entry
@@ -196,6 +202,58 @@ def test_a_silent_peer_is_cut_off_and_the_request_must_end_in_a_newline() -> Non
         REFUSED, "one request per connection (bytes after the newline)")
     assert decode_answer(_handled(b"x" * (MAX_REQUEST_BYTES * 4))) == Refusal(
         REFUSED, f"request longer than {MAX_REQUEST_BYTES} bytes")
+
+
+class _CountingQueue(PostfixQueue):
+    """A hold queue in memory that counts its listings (the cost of `show`)."""
+
+    def __init__(self, held: list[str]) -> None:
+        super().__init__(None)
+        self.ids = held
+        self.listings = 0
+
+    def held(self) -> list[QueueEntry]:
+        self.listings += 1
+        return [QueueEntry(qid, "hold", 0.0, 1, "a@example.org", ("b@example.org",))
+                for qid in self.ids]
+
+    def read(self, queue_id: str) -> QueueFile:
+        return QueueFile("a@example.org", b"Subject: x\r\n")
+
+    def release(self, queue_id: str) -> None:
+        self.ids.remove(queue_id)
+
+
+def _asked(server: HelperServer, request: bytes) -> Any:
+    """The decoded answer of `server` to `request` (a dict, or a Refusal)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours, theirs:
+        ours.sendall(request)
+        server.handle(theirs)
+        return decode_answer(ours.makefile("rb").readline())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the peer must be root to be answered")
+def test_show_after_a_listing_does_not_list_the_queue_again_but_release_does() -> None:
+    queue = _CountingQueue(["EB9D420C462", "EB9D420C463"])
+    server = HelperServer(queue, allowed_uid=NOBODY)
+    assert _asked(server, b'{"command": "list"}\n')["ok"] is True
+    for qid in queue.ids * 3:
+        show = json.dumps({"command": "show", "queue_id": qid, "part": "headers"})
+        assert _asked(server, show.encode() + b"\n")["ok"] is True
+    assert queue.listings == 1  # N shows after a list: N reads, no listing each
+    # A message held after the listing is found by listing again on the miss.
+    queue.ids.append("EB9D420C464")
+    show = json.dumps({"command": "show", "queue_id": "EB9D420C464", "part": "headers"})
+    assert _asked(server, show.encode() + b"\n")["ok"] is True
+    assert queue.listings == 2
+    # Release and delete always look at the queue as it is now.
+    release = json.dumps({"command": "release", "queue_id": "EB9D420C462"})
+    assert _asked(server, release.encode() + b"\n")["ok"] is True
+    assert _asked(server, release.encode() + b"\n") == Refusal(
+        REFUSED, "EB9D420C462: not in the hold queue")
+    assert queue.listings == 4
+    server.close()
 
 
 # ---- the helper as it ships, on a real Postfix ------------------------------------

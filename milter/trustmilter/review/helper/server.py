@@ -18,8 +18,11 @@ DESCRIPTION
     - One request line, read within `IO_SECONDS`, at most
       protocol.MAX_REQUEST_BYTES; one answer; the connection ends.
     - Every queue ID is checked twice before any postcat or postsuper: its
-      syntax (protocol.py) and its presence in the hold queue now (postqueue
-      -j). Release is ``postsuper -H`` (which acts on the hold queue only),
+      syntax (protocol.py) and its presence in the hold queue (postqueue -j:
+      at that moment for release and delete; for show, as listed at most
+      `SHOW_LISTING_SECONDS` ago, so that the page reading a list of N held
+      messages costs N postcat runs, not N listings of the whole queue too).
+      Release is ``postsuper -H`` (which acts on the hold queue only),
       delete is ``postsuper -d ID hold``: a message that is not held is
       never touched. The tools run as argv lists (postfix.py), never
       through a shell.
@@ -65,6 +68,8 @@ log = logging.getLogger("trustmilter.review.helper")
 
 # Seconds a peer has to send its request, and again to take the answer.
 IO_SECONDS = 10.0
+# How old the hold-queue listing that admits a `show` may be (see above).
+SHOW_LISTING_SECONDS = 2.0
 SOCKET_MODE = 0o660
 DIRECTORY_MODE = 0o750
 BACKLOG = 16
@@ -155,6 +160,7 @@ class HelperServer:
         self._allowed = frozenset({0, allowed_uid})
         self._io_seconds = io_seconds
         self._stopping = False
+        self._listed: tuple[float, frozenset[str]] = (-SHOW_LISTING_SECONDS, frozenset())
         # stop() wakes the select() of serve() through this pipe (a signal
         # handler's flag alone would wait for the next connection).
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -250,15 +256,27 @@ class HelperServer:
             raise ProtocolError("one request per connection (bytes after the newline)")
         return line + b"\n"
 
+    def _held_ids(self, fresh: bool) -> frozenset[str]:
+        """The held queue IDs: listed now, or (not `fresh`) as listed at most
+        SHOW_LISTING_SECONDS ago."""
+        listed_at, ids = self._listed
+        if fresh or time.monotonic() - listed_at > SHOW_LISTING_SECONDS:
+            ids = frozenset(entry.queue_id for entry in self._queue.held())
+            self._listed = (time.monotonic(), ids)
+        return ids
+
     def _do(self, request: Request) -> tuple[bytes, str]:
         """Run `request` on the queue: (the answer, the outcome for the log)."""
         if request.command == "list":
             held = self._queue.held()
+            self._listed = (time.monotonic(), frozenset(entry.queue_id for entry in held))
             return ok_answer(held=[entry_json(entry) for entry in held]), f"ok, {len(held)} held"
         queue_id = request.queue_id
-        # Present in the hold queue now, not merely well formed: nothing else
-        # in Postfix's queue is the help desk's to read or change.
-        if queue_id not in {entry.queue_id for entry in self._queue.held()}:
+        # In the hold queue, not merely well formed: nothing else in
+        # Postfix's queue is the help desk's to read or change.
+        fresh = request.command != "show"
+        if queue_id not in self._held_ids(fresh) and (
+                fresh or queue_id not in self._held_ids(fresh=True)):
             raise PostfixCommandError(f"{queue_id}: not in the hold queue")
         if request.command == "show" and request.part == "headers":
             stored = self._queue.read(queue_id)
