@@ -187,3 +187,40 @@ def _no_installation_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         patch.setattr(policy_search, "search_path", lambda cwd: ())
         patch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("run")))
         yield
+
+
+# ---- trustmilter as uid 65534: for what must not run as root (the review page) ----
+# testing/unprivileged.py copies the package and the venv's site-packages
+# where that user can read them, wherever the checkout is, and finds an
+# interpreter it can run. The tests that need it run as root (to switch
+# user); elsewhere they skip, saying why. Under CI=true it never skips.
+
+from trustmilter.testing.unprivileged import (  # noqa: E402
+    Runtime,
+    RuntimeUnavailable,
+    prepare_runtime,
+)
+
+
+@pytest.fixture(scope="session")
+def unprivileged_runtime() -> Iterator[Runtime]:
+    """trustmilter runnable as uid 65534 (nobody), for the session."""
+    reason = None
+    if os.geteuid() != 0:
+        reason = "starts trustmilter as uid 65534: the tests must run as root to switch user"
+    else:
+        root = Path(tempfile.mkdtemp(prefix="trustmilter-unprivileged-"))
+        try:
+            runtime = prepare_runtime(root)
+        except (RuntimeUnavailable, OSError) as error:
+            shutil.rmtree(root, ignore_errors=True)
+            reason = str(error)
+        else:
+            try:
+                yield runtime
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+            return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run trustmilter as an unprivileged user: {reason}", pytrace=False)
+    pytest.skip(reason)

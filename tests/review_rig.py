@@ -4,8 +4,10 @@ The module's private Postfix (conftest `postfix`) runs the null milter of
 smtp_helpers.py, which holds every message whose Subject says "hold", so
 the hold queue fills as trustmilter's quarantine fills it; `hold` writes
 the verdict header trustmilter would have added on top. The app is built
-in-process on that Postfix's queue (the tests run as root, as the
-privileged helper does), with the policy's SQLite state store and the
+in-process on that Postfix's queue (PostfixQueue: these tests are about
+the page's logic; the tests run as root, as the privileged helper does;
+the page and the digest as they run in production, through the helper,
+are tested with helper_rig.py), with the policy's SQLite state store and the
 page's own data directory in the test's tmp dir. `Browser` is Flask's
 test client with the page's CSRF token and login steps.
 """

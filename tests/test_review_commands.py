@@ -3,7 +3,9 @@
 The account commands run in-process on a policy whose review.data_dir is
 in the test's tmp dir. ``serve`` runs as a subprocess: as root it refuses
 in one line; as an unprivileged user (uid 65534, when the tests run as
-root) it serves the login page over HTTP; a port in use is one line.
+root; conftest's `unprivileged_runtime` gives it an interpreter and a
+copy of trustmilter it can read, wherever the checkout is) it serves the
+login page over HTTP; a port in use is one line.
 Also here: every word the page's templates and code show is in the
 German, French and Japanese catalogs.
 """
@@ -30,6 +32,7 @@ from trustmilter.cli import main
 from trustmilter.review.database import DATABASE_NAME
 from trustmilter.signals import FINDINGS
 from trustmilter.testing.postfix import free_port, wait_for_port
+from trustmilter.testing.unprivileged import Runtime
 
 REVIEW = Path(__file__).resolve().parent.parent / "milter" / "trustmilter" / "review"
 NOBODY = 65534
@@ -97,11 +100,16 @@ def test_account_commands(capsys: pytest.CaptureFixture[str], monkeypatch: pytes
 # ---- serve, as a process -------------------------------------------------------
 
 
-def _serve(policy: Path, *more: str, user: int | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "trustmilter.cli", "review", "serve", "--policy", str(policy),
-         *more], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, user=user, group=user, extra_groups=[] if user is not None else None)
+def _serve(policy: Path, *more: str, runtime: Runtime | None = None) -> subprocess.Popen[str]:
+    """``review serve`` as this process's user, or as `runtime`'s (uid 65534)."""
+    argv = ["review", "serve", "--policy", str(policy), *more]
+    if runtime is None:
+        return subprocess.Popen([sys.executable, "-m", "trustmilter.cli", *argv],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(runtime.argv(*argv), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **runtime.process_options())  # type: ignore[call-overload]
 
 
 @pytest.fixture
@@ -127,31 +135,14 @@ def test_serve_refuses_root(open_dir: Path) -> None:
     assert not (open_dir / "data").exists()  # nothing made
 
 
-@pytest.fixture
-def unprivileged_python() -> None:
-    """Skip (under CI, fail) when uid 65534 cannot run this interpreter: a Python
-    under root's home (pyenv) is out of its reach; CI's Debian Python is not."""
-    if os.geteuid() != 0:
-        pytest.skip("starts the page as uid 65534: needs root")
-    try:
-        subprocess.run([sys.executable, "-c", "import trustmilter.review.app"], check=True,
-                       user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True,
-                       timeout=60)
-    except (OSError, subprocess.CalledProcessError) as error:
-        reason = f"uid {NOBODY} cannot run {sys.executable} with trustmilter: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-
-
-def test_serve_as_an_unprivileged_user(open_dir: Path, unprivileged_python: None) -> None:
+def test_serve_as_an_unprivileged_user(open_dir: Path, unprivileged_runtime: Runtime) -> None:
     data = open_dir / "data"
     data.mkdir(mode=0o700)
     os.chown(data, NOBODY, NOBODY)  # as systemd's StateDirectory= makes it
     port = free_port()
     policy = open_dir / "policy.yaml"
     policy.write_text(f"review:\n  data_dir: {data}\n  listen: 127.0.0.1:{free_port()}\n")
-    process = _serve(policy, "--listen", f"127.0.0.1:{port}", user=NOBODY)
+    process = _serve(policy, "--listen", f"127.0.0.1:{port}", runtime=unprivileged_runtime)
     try:
         assert wait_for_port("127.0.0.1", port, 30), process.stderr and process.stderr.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10) as answer:
@@ -163,7 +154,7 @@ def test_serve_as_an_unprivileged_user(open_dir: Path, unprivileged_python: None
         key = data / "session.key"
         assert key.stat().st_uid == NOBODY and key.stat().st_mode & 0o777 == 0o600
         # A second page on the same port: one line naming it.
-        second = _serve(policy, "--listen", f"127.0.0.1:{port}", user=NOBODY)
+        second = _serve(policy, "--listen", f"127.0.0.1:{port}", runtime=unprivileged_runtime)
         out, err = second.communicate(timeout=60)
         assert second.returncode == 1 and out == ""
         assert err == (f"trustmilter: review serve: 127.0.0.1:{port} is in use by another "

@@ -4,8 +4,10 @@ The module's private Postfix (conftest `postfix`, with the null milter of
 smtp_helpers.py: a Subject saying "hold" goes to the hold queue) holds the
 messages, exactly as trustmilter's quarantine does, and a test writes the
 verdict header trustmilter would have added into the message itself. The
-digest reads that hold queue (review.postfix_config) and hands its mail to
-the same Postfix's own sendmail(1) (``-C`` that directory): Postfix delivers
+digest reads that hold queue as it does in production, through the
+privileged helper (helper_rig.py: `trustmilter review helper` as root on
+review.helper_socket), and hands its mail to the same Postfix's own
+sendmail(1) (``-C`` review.postfix_config): Postfix delivers
 it into the rig's Maildir, where the tests read what the help desk gets.
 The last-digest time lives in a review.data_dir under tmp_path.
 
@@ -18,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import email
+import os
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 
 import pytest
 
+from helper_rig import Helper, running_helper, socket_base
 from test_quarantine_cli import TRUST, hold, holding_postfix  # noqa: F401 (a fixture)
 from trustmilter.config.review import DigestConfig, ReviewConfig
 from trustmilter.i18n import translator
@@ -47,18 +52,29 @@ DIGEST_FIELDS = {"Return-Path", "Delivered-To", "X-Original-To", "Received", "Fr
 # ---- fixtures ----------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def helper(holding_postfix: PostfixInstance,  # noqa: F811
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helper]:
+    """The privileged helper on the module's Postfix: the digest's only way to the queue."""
+    log_path = tmp_path_factory.mktemp("helper") / "helper.log"
+    with socket_base() as base, running_helper(holding_postfix.config_dir, base,
+                                               log_path) as running:
+        yield running
+
+
 @pytest.fixture
-def mta(holding_postfix: PostfixInstance) -> PostfixInstance:  # noqa: F811
+def mta(holding_postfix: PostfixInstance, helper: Helper) -> PostfixInstance:  # noqa: F811
     holding_postfix.reset()
     return holding_postfix
 
 
-def write_policy(path: Path, mta: PostfixInstance, data_dir: Path, *, language: str = "en",
-                 enabled: bool = True) -> Path:
+def write_policy(path: Path, mta: PostfixInstance, data_dir: Path, helper_socket: str, *,
+                 language: str = "en", enabled: bool = True) -> Path:
     path.write_text(f"""\
 review:
   url: {URL}
   postfix_config: {mta.config_dir}
+  helper_socket: {helper_socket}
   data_dir: {data_dir}
   default_language: {language}
   digest:
@@ -75,8 +91,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def policy(tmp_path: Path, mta: PostfixInstance, data_dir: Path) -> Path:
-    return write_policy(tmp_path / "policy.yaml", mta, data_dir)
+def policy(tmp_path: Path, mta: PostfixInstance, data_dir: Path, helper: Helper) -> Path:
+    return write_policy(tmp_path / "policy.yaml", mta, data_dir, helper.socket_path)
 
 
 def digest(policy: Path, capsys: pytest.CaptureFixture[str], *options: str
@@ -114,15 +130,18 @@ def text_of(mail: EmailMessage) -> str:
 
 
 def test_one_digest_lists_every_held_message_with_links(
-    mta: PostfixInstance, policy: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+    mta: PostfixInstance, policy: Path, data_dir: Path, helper: Helper,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
     noreply = hold(mta, subject="hold =?utf-8?q?gr=C3=BC=C3=9Fe?=",
                    rcpts=("support@example.org", "sales@example.org"))
     other = hold(mta, sender="alice@example.com", subject="hold plain", trust=None)
     after_arrivals(mta)
 
+    before = len(helper.log())
     status, out, err = digest(policy, capsys)
     assert (status, err) == (0, "")
+    helper.wait_for_log(rf"uid=0 pid={os.getpid()}: list: ok", after=before)  # read through it
     assert out == f"digest sent to {', '.join(HELPDESK)}: 2 held since the start\n"
     copies = digests(mta, 2)
     assert sorted(str(m["Delivered-To"]) for m in copies) == sorted(HELPDESK)
@@ -238,8 +257,24 @@ def test_a_failed_handover_keeps_the_last_digest_time(
     assert (read_last(data_dir).end or 0) > 1_000_000
 
 
-def test_the_digest_in_german_and_japanese(
+def test_without_the_helper_the_digest_fails_in_one_line(
     mta: PostfixInstance, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The digest never falls back to Postfix's own tools: no helper, no digest."""
+    hold(mta, subject="hold me")
+    missing = str(tmp_path / "no-helper.sock")
+    policy = write_policy(tmp_path / "policy.yaml", mta, data_dir, missing)
+    status, out, err = digest(policy, capsys)
+    assert (status, out) == (1, "")
+    assert err == (f"trustmilter: the privileged helper is not running (nothing answers on "
+                   f"{missing}); start it: systemctl start trustmilter-review-helper\n")
+    time.sleep(0.3)
+    assert mta.delivered() == [] and read_last(data_dir).end is None
+
+
+def test_the_digest_in_german_and_japanese(
+    mta: PostfixInstance, tmp_path: Path, data_dir: Path, helper: Helper,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
     queue_id = hold(mta, subject="hold me")
     after_arrivals(mta)
@@ -250,7 +285,7 @@ def test_the_digest_in_german_and_japanese(
          ("送信者: <noreply@example.com>", "trustmilter が保留", "開く: ")),
     ):
         policy = write_policy(tmp_path / f"{language}.yaml", mta, data_dir / language,
-                              language=language)
+                              helper.socket_path,                              language=language)
         assert digest(policy, capsys)[0] == 0
         mail = digests(mta, 2)[0]
         mta.clear_delivered()
@@ -278,10 +313,12 @@ def test_dry_run_prints_the_mail_and_changes_nothing(
 
 
 def test_a_digest_that_is_off_sends_nothing_and_says_so(
-    mta: PostfixInstance, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+    mta: PostfixInstance, tmp_path: Path, data_dir: Path, helper: Helper,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
     hold(mta, subject="hold me")
-    policy = write_policy(tmp_path / "off.yaml", mta, data_dir, enabled=False)
+    policy = write_policy(tmp_path / "off.yaml", mta, data_dir, helper.socket_path,
+                          enabled=False)
     status, out, err = digest(policy, capsys)
     assert (status, err) == (0, "")
     assert out == f"the digest is off (review.digest.enabled in {policy}): no mail sent\n"

@@ -23,15 +23,15 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helper_rig import TRUSTMILTER, Helper, running_helper, start_helper, wait_listening
+from helper_rig import socket_base as open_socket_base
 from keys import message
 from smtp_helpers import send_one
 from trustmilter.config.review import ReviewConfig
@@ -62,7 +62,6 @@ from trustmilter.review.helper.server import HelperServer
 from trustmilter.testing.postfix import PostfixInstance, free_port, wait_for_port
 
 HELPERS = Path(__file__).with_name("smtp_helpers.py")
-TRUSTMILTER = str(Path(sys.executable).with_name("trustmilter"))
 TRUST = ("X-Trustmilter-Trust: low; score=8.0; reasons=auto.noreply_sender; "
          "action=quarantine; rules=noreply-quarantine")
 NOBODY = 65534  # the user the helper answers besides root; its group is nogroup (65534)
@@ -259,58 +258,11 @@ def test_show_after_a_listing_does_not_list_the_queue_again_but_release_does() -
 # ---- the helper as it ships, on a real Postfix ------------------------------------
 
 
-@dataclass
-class Helper:
-    """A running `trustmilter review helper` and where it logs."""
-
-    process: subprocess.Popen[bytes]
-    socket_path: str
-    log_path: Path
-
-    def log(self) -> list[str]:
-        return self.log_path.read_text(errors="replace").splitlines()
-
-    def wait_for_log(self, pattern: str, after: int = 0, timeout: float = 10.0) -> str:
-        """The first log line from line `after` on that matches `pattern`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log()[after:]:
-                if re.search(pattern, line):
-                    return line
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no log line matches {pattern!r}: {self.log()}")
-            time.sleep(0.02)
-
-
-def start_helper(socket_path: str, mta: PostfixInstance, log_path: Path,
-                 *extra: str) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [TRUSTMILTER, "review", "helper", "--socket", socket_path, "--user", "nobody",
-             "--postfix-config", str(mta.config_dir), *extra],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-
-
-def wait_listening(path: str, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the helper stopped while starting"
-        try:
-            with socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(path)
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise AssertionError(f"the helper did not listen on {path}")
-
-
 @pytest.fixture(scope="module")
 def socket_base() -> Iterator[Path]:
     """A directory other users may enter (pytest's tmp dirs are root's alone)."""
-    base = Path(tempfile.mkdtemp(prefix="trustmilter-helper-"))
-    base.chmod(0o755)
-    yield base
-    subprocess.run(["rm", "-rf", str(base)], check=False)
+    with open_socket_base() as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -335,15 +287,9 @@ def holding_postfix(postfix: PostfixInstance, tmp_path_factory) -> Iterator[Post
 def helper(holding_postfix: PostfixInstance, socket_base: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helper]:
     """The helper, on a socket in a directory it makes (socket_base/run)."""
-    path = str(socket_base / "run" / "helper.sock")
     log_path = tmp_path_factory.mktemp("helper") / "helper.log"
-    process = start_helper(path, holding_postfix, log_path)
-    try:
-        wait_listening(path, process)
-        yield Helper(process, path, log_path)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with running_helper(holding_postfix.config_dir, socket_base, log_path) as running:
+        yield running
 
 
 @pytest.fixture
@@ -570,7 +516,7 @@ def test_a_live_socket_is_not_taken_over_and_a_stale_one_is_replaced(
         helper: Helper, holding_postfix: PostfixInstance, socket_base: Path,
         tmp_path: Path) -> None:
     log_path = tmp_path / "second.log"
-    second = start_helper(helper.socket_path, holding_postfix, log_path)
+    second = start_helper(helper.socket_path, holding_postfix.config_dir, log_path)
     assert second.wait(timeout=30) == 1
     assert log_path.read_text().splitlines() == [
         f"trustmilter review helper: review.helper_socket unix:{helper.socket_path}: another "
@@ -583,7 +529,7 @@ def test_a_live_socket_is_not_taken_over_and_a_stale_one_is_replaced(
     stale_path = str(stale_dir / "helper.sock")
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(stale_path)
-    third = start_helper(stale_path, holding_postfix, log_path)
+    third = start_helper(stale_path, holding_postfix.config_dir, log_path)
     try:
         wait_listening(stale_path, third)
         assert HelperQueue(stale_path).held() is not None

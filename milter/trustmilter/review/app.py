@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from trustmilter.config.settings import Settings
 from trustmilter.mail.identity import Identities
-from trustmilter.quarantine.postfix import PostfixQueue
+from trustmilter.quarantine.queue import HoldQueue
 from trustmilter.quarantine.review import QuarantineReview
 from trustmilter.review import actions, admin, pages, people, security
 from trustmilter.review.accounts import Accounts
@@ -39,7 +39,7 @@ from trustmilter.state.base import StateStore
 
 def create_app(
     settings: Settings,
-    queue: PostfixQueue,
+    queue: HoldQueue,
     open_state: Callable[[], AbstractContextManager[StateStore]],
     clock: Callable[[], float],
     hasher: PasswordHasher | None = None,

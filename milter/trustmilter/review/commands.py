@@ -111,13 +111,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _make_app(settings: Settings) -> Any:
-    from trustmilter.quarantine.postfix import PostfixQueue
     from trustmilter.review.app import create_app
+    from trustmilter.review.helper.client import open_queue
 
     compat.install()  # strangers' bounces are read: the parsers must stay linear
-    config_dir = Path(settings.review.postfix_config) if settings.review.postfix_config else None
-    return create_app(settings, PostfixQueue(config_dir), lambda: state_store(settings),
-                      time.time)
+    # The page is not root: Postfix's queue tools are the privileged helper's.
+    return create_app(settings, open_queue(settings), lambda: state_store(settings), time.time)
 
 
 # ---- accounts ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from trustmilter.config.settings import Settings
-from trustmilter.quarantine.postfix import PostfixQueue
+from trustmilter.quarantine.queue import HoldQueue
 from trustmilter.quarantine.review import QuarantineReview
 from trustmilter.review.accounts import Accounts
 from trustmilter.review.attempts import LoginAttempts
@@ -30,7 +30,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 @dataclass(frozen=True)
 class ReviewContext:
     settings: Settings
-    queue: PostfixQueue
+    queue: HoldQueue
     review: QuarantineReview
     # Opens the policy's state store for one action (closed after it).
     open_state: Callable[[], AbstractContextManager[StateStore]]

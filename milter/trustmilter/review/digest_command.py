@@ -7,7 +7,9 @@ says so) and when the digest is off in the policy (it says so: the timer
 may run before anyone enabled it); 1 after one line on standard error (the
 policy, the hold queue, the data directory or sendmail failed, or another
 digest is running). The systemd timer trustmilter-review-digest.timer runs
-it once a day.
+it once a day, as review.user: like the page, it reads the hold queue
+through the privileged helper on review.helper_socket, never with
+Postfix's own tools (those need root).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from trustmilter.command_support import guarded, load_policy, utc
 from trustmilter.config.settings import Settings
 from trustmilter.i18n import translator
 from trustmilter.mail.identity import Identities
-from trustmilter.quarantine.postfix import PostfixQueue
 from trustmilter.quarantine.review import HeldMessage, QuarantineReview, ReviewError
 from trustmilter.review.digest import Window, compose_digest
 from trustmilter.review.digest_send import (
@@ -40,6 +41,7 @@ from trustmilter.review.digest_state import (
     read_last,
     write_last,
 )
+from trustmilter.review.helper.client import open_queue
 
 DESCRIPTION = """\
 Send one mail to review.digest.recipients listing every message held since
@@ -68,12 +70,6 @@ def add_digest_parser(actions: Any) -> None:
 def run_digest(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int:
     return guarded(lambda parsed: _digest(parsed, clock), args,
                    (ReviewError, SendError, DigestBusy, OSError))
-
-
-def open_queue(settings: Settings) -> PostfixQueue:
-    """The hold queue the digest reads: the one place that chooses it."""
-    config = settings.review.postfix_config
-    return PostfixQueue(Path(config) if config else None)
 
 
 def _digest(args: argparse.Namespace, clock: Callable[[], float]) -> None:
