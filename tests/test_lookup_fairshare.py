@@ -125,7 +125,9 @@ def test_a_slow_domain_keeps_only_its_share_of_callers_waiting(network) -> None:
     assert healthy.ok and healthy_took < 0.2
     turned_away = [f.result() for f in dead if f not in still_waiting]
     assert {(a.status, a.error) for a, _ in turned_away} == {(DnsStatus.TEMPERROR, NOT_ANSWERING)}
-    assert max(took for _, took in turned_away) < SLOW_AFTER + 0.25
+    # Turned away before the lifetime (a caller that waited for the network
+    # takes all of it); the margin is for a loaded machine scheduling 30 threads.
+    assert max(took for _, took in turned_away) < LIFETIME
     probes = [f.result()[0] for f in still_waiting]
     assert {(a.status, a.error) for a in probes} == {(DnsStatus.TEMPERROR, "timeout")}
     assert time.monotonic() - started < LIFETIME + 0.5
