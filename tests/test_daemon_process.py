@@ -99,6 +99,17 @@ def test_sigterm_stops_cleanly(daemon):
     assert "stopped (process " in running.log_text()
 
 
+def test_sigterm_ends_the_listener_without_waiting_out_its_five_seconds(daemon):
+    """libmilter's listener sees its stop flag only when its 5-second wait for a
+    connection ends; the supervisor wakes it by connecting. Stopped right after
+    it started listening (a fresh wait), the milter would take about 5 s without."""
+    running, _ = daemon
+    started = time.monotonic()
+    assert running.stop() == 0
+    assert time.monotonic() - started < 3.0
+    assert "stopped (process " in running.log_text()
+
+
 def test_a_bad_policy_stops_start_up_with_one_line(tmp_path: Path):
     import subprocess
     import sys

@@ -213,7 +213,9 @@ def _run_processes(
     )
     if not worker:
         _warn_unless_fully_qualified(settings, app.authserv_id)
-        status.send("ready")  # the socket listens; libmilter accepts from here on
+        # The socket listens; libmilter accepts from here on. The supervisor
+        # keeps the address to wake libmilter's listener when it stops us.
+        status.send(f"ready {listening}")
     try:
         libmilter.main()
     finally:
