@@ -208,6 +208,10 @@ class Page:
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.CSS_SELECTOR, css).click()
         WebDriverWait(self.driver, PAGE_WAIT).until(expected_conditions.staleness_of(old))
+        # The old page is gone; wait until the new one is whole, so that no
+        # element is read from a document still being replaced.
+        WebDriverWait(self.driver, PAGE_WAIT).until(
+            lambda driver: driver.execute_script("return document.readyState") == "complete")
 
     def login(self) -> None:
         from selenium.webdriver.common.by import By
@@ -227,7 +231,7 @@ class Page:
         from selenium.webdriver.common.by import By
 
         rows = self.driver.find_elements(By.CSS_SELECTOR, "table.held tbody tr")
-        return [str(row.get_attribute("id")).removeprefix("m-") for row in rows]
+        return [str(row.get_dom_attribute("id")).removeprefix("m-") for row in rows]
 
     def flash(self) -> str:
         from selenium.webdriver.common.by import By
