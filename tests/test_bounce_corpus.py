@@ -4,8 +4,10 @@ The corpus holds bounces other projects collected from real MTAs and what a
 person reads in each (tests/data/bounces/README.md). The figures are printed
 (run with -s, or tools/bounce_corpus.py); the floors are the levels reached
 when they were last raised, so a change that reads real bounces worse fails
-here. The held-out samples (sisimai-held-out/) were chosen by a rule fixed
-before they were read, and the reader was not changed to read them.
+here. Held-out samples (the tool's HELD_OUT) are chosen by a rule fixed
+before they are read, and the reader is not changed to read them; there are
+none at present (sisimai-held-out/ was measured once at 80.8 % / 94.7 % /
+66.7 %, then became development material in sisimai/).
 """
 
 from __future__ import annotations
@@ -34,11 +36,10 @@ def corpus_tool() -> ModuleType:
 TOOLS = corpus_tool()
 
 # (read right, code right, cause right), as shares of their samples: the
-# levels reached. Held out: sisimai-held-out/, measured once (80.8 %, 94.7 %,
-# 66.7 %); development: every other sample, the spent first held-out set too.
-FLOORS = {
-    "development": (0.97, 1.00, 0.95),
-    "held out": (0.80, 0.94, 0.66),
+# levels reached. Development: every sample, both spent held-out sets too. A
+# held-out set gets its floor when it is measured, once.
+FLOORS: dict[str, tuple[float, float, float]] = {
+    "development": (0.95, 0.98, 0.91),
 }
 
 
@@ -51,8 +52,8 @@ def test_the_corpus_is_complete() -> None:
         assert files == answers, source
         assert (root / source / "LICENSE").is_file() and (root / source / "ORIGIN").is_file()
     held = [s for s in TOOLS.samples() if s.held_out]
-    assert {s.source for s in held} == {"sisimai-held-out"}
-    assert len(held) == 26 and len(list(TOOLS.samples())) == 206
+    assert {s.source for s in held} == set(TOOLS.HELD_OUT)
+    assert len(list(TOOLS.samples())) == 206
 
 
 def test_figures_on_real_bounces() -> None:
@@ -62,6 +63,8 @@ def test_figures_on_real_bounces() -> None:
                          *by_source.items()):
         print(tally.line(label))
     for label, tally in (("development", development), ("held out", held_out)):
+        if label not in FLOORS:
+            continue
         right, code, cause = FLOORS[label]
         assert tally.right / tally.samples >= right, (label, tally.failures)
         assert tally.code_right / tally.with_code >= code, (label, tally.failures)
