@@ -39,7 +39,7 @@ TOOLS = corpus_tool()
 # levels reached. Development: every sample, both spent held-out sets too. A
 # held-out set gets its floor when it is measured, once.
 FLOORS: dict[str, tuple[float, float, float]] = {
-    "development": (0.95, 0.98, 0.91),
+    "development": (0.95, 0.98, 0.90),
 }
 
 
@@ -53,7 +53,7 @@ def test_the_corpus_is_complete() -> None:
         assert (root / source / "LICENSE").is_file() and (root / source / "ORIGIN").is_file()
     held = [s for s in TOOLS.samples() if s.held_out]
     assert {s.source for s in held} == set(TOOLS.HELD_OUT)
-    assert len(list(TOOLS.samples())) == 206
+    assert len(list(TOOLS.samples())) == 221
 
 
 def test_figures_on_real_bounces() -> None:
