@@ -112,17 +112,38 @@ def _words(*phrases: str) -> re.Pattern[str]:
 # Reply words -> cause, most specific first: the first that matches decides.
 # Kept to phrases MTAs print; the gaps are bounded (linear time).
 _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
+    # Fixed sentences whose words would mislead the general patterns below: au
+    # (KDDI) says "account is disabled" of every address it does not know (its
+    # Japanese text beside it says "not found").
+    (_words(r"the user\(s\) account is disabled"), Cause.USER_UNKNOWN),
+    # The receiver's rules on the sending host or on who may send, not the
+    # SPF/DKIM/DMARC checks: the recipient takes mail only from senders that
+    # log in (Exchange's RESOLVER.RST.AuthRequired, SMTP AUTH required), only
+    # from hosts with reverse DNS, only through the sender's provider's relay.
+    (_words(r"authrequired", r"authentication required", r"not authenticated to send",
+            r"no ptr record", r"reverse dns (?:required|lookup failed|failed)",
+            r"(?:no|missing|without) reverse dns", r"ptr record (?:required|not found)",
+            r"smtp server of your (?:isp|provider)",
+            r"use (?:the|your) (?:isp'?s?|provider'?s?) (?:smtp|mail) server"), Cause.POLICY),
     (_words(r"\bspf\b", r"\bdkim\b", r"\bdmarc\b", r"sender policy framework",
-            r"authentication (?:check )?(?:failed|failure|required)",
+            r"authentication (?:check )?(?:failed|failure)",
             r"not authenticated", r"unauthenticated"), Cause.AUTHENTICATION),
     (_words(r"blacklist", r"black list", r"blocklist", r"block list", r"\brbl\b",
             r"dnsbl", r"spamhaus", r"spamcop", r"\bsorbs\b", r"barracudacentral",
             r"listed (?:at|on|by) ", r"reputation",
             r"(?:host|network|client|your ip|ip address)[^\n]{0,40}"
-            r"(?:not allowed|blocked|banned|refused)"), Cause.BLOCKLISTED),
+            r"(?:not allowed|blocked|banned|refused)",
+            # Microsoft's "5.7.606 Access denied, banned sending IP [...]", and
+            # Hotmail's "SC-004 ... too many unwanted messages have been sent
+            # from the following IP address".
+            r"(?:banned|blocked|blacklisted|blocklisted) (?:sending |source |client )?ip\b",
+            r"unwanted messages have been sent from"),
+     Cause.BLOCKLISTED),
     (_words(r"spam", r"unsolicited", r"\bube\b", r"junk mail", r"content rejected",
             r"message content", r"content filter", r"virus", r"malware",
-            r"bulk (?:e-?mail|mail) filter", r"phish", r"suspicious"),
+            r"bulk (?:e-?mail|mail) filter", r"phish", r"suspicious",
+            # The message's header broke a rule of the receiver (Gmail's "Header error").
+            r"header error", r"(?:bad|invalid|malformed) (?:message )?header"),
      Cause.SPAM_OR_CONTENT),
     (_words(r"relay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited)",
             r"unable to relay", r"not permitted to relay", r"we do not relay",
@@ -147,7 +168,10 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
     (_words(r"host unknown", r"unknown host", r"host (?:or domain name )?not found",
             r"domain (?:name )?(?:not found|does not exist|unknown)", r"no such domain",
             r"unrouteable", r"unroutable", r"name service error", r"nxdomain",
-            r"\bno mx\b", r"mx (?:record )?not found", r"null mx"), Cause.HOST_UNKNOWN),
+            r"\bno mx\b", r"mx (?:record )?not found", r"null mx",
+            # A domain, not a host, that cannot be reached has no mail server to
+            # reach (Outlook.com: "the domain is not reachable. Please check the domain").
+            r"domain (?:is )?(?:not reachable|unreachable)"), Cause.HOST_UNKNOWN),
     (_words(r"user unknown", r"unknown user", r"unknown (?:or illegal )?(?:user|recipient|"
             r"account|local[- ]?part|address|mailbox|addressee)", r"addressee unknown",
             r"no such (?:user|mailbox|recipient|address|account|person|local user)",
@@ -161,6 +185,7 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"(?:couldn't|could not|can't|cannot) be found", r"wasn't found",
             r"was not found", r"no matches to nameserver", r"final (?:e-?mail )?delivery point",
             r"user not known", r"user(?:'s)? account (?:does not|doesn't) exist",
+            r"did not (?:exactly )?match (?:an? |any )[^\n]{0,30}address",
             r"n'existe pas", r"wrong or no longer valid", r"not our customer",
             r"unknown local", r"bad destination (?:mailbox|address)",
             # Japanese carriers and providers: "address not found", "no such address".
@@ -227,13 +252,17 @@ _CAUSE_CODES: dict[Cause, str] = {
 
 # A server says why in its first sentences; a longer "reply" is not read further.
 WORDS_LIMIT = 2000
+# The reply code that starts each line of a multi-line reply (RFC 5321 §4.2.1,
+# "550-first line", "550 last line"), left inside the words once the reply is
+# unfolded: "is not permitted to 550 relay through this server".
+_CONTINUATION = re.compile(r"(?<!\S)[245]\d\d[- ](?=\S)")
 
 
 def cause_from_words(text: str | None) -> Cause | None:
     """The cause the reply's words name, or None when they name none we know."""
     if not text:
         return None
-    words = text[:WORDS_LIMIT]
+    words = _CONTINUATION.sub("", text[:WORDS_LIMIT])
     for pattern, cause in _WORD_CAUSES:
         if pattern.search(words):
             return cause

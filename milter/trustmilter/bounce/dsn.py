@@ -54,6 +54,8 @@ _QUOTED = re.compile(r'"(?:[^"\\\r\n]|\\.){0,256}"@[^\s<>()",;:]+')
 _BARE = re.compile(r"(?<![^\s<>()\"',;:])[^\s<>()\"',;:]+@[^\s<>()\"',;:]+")
 # X.400 addresses carry the Internet one as RFC-822=local(a)domain (RFC 2156 §4.2).
 _X400_RFC822 = re.compile(r"/RFC-822=([^/]+)/", re.IGNORECASE)
+# A line of a multi-line SMTP reply: its code, then "-" or a blank.
+_REPLY_LINE = re.compile(r"[245]\d\d[- ]")
 _ENHANCED_AT_START = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 _BASIC_AT_START = re.compile(r"\s*([245][0-5]\d)(?!\d)")
 
@@ -155,32 +157,41 @@ def _action(value: str | None) -> str | None:
 def parse_fields(text: str) -> list[list[tuple[str, str]]]:
     """The field blocks of a delivery-status text (RFC 3464 §2.1): blocks end
     at blank lines, or where a recipient field repeats within one; folded
-    lines are joined; lines that are no field are passed over."""
+    lines are joined, and so are the unfolded lines of a multi-line reply;
+    other lines that are no field are passed over."""
     blocks: list[list[tuple[str, str]]] = []
-    block: list[tuple[str, str]] = []
+    # The open block's fields, each value as its lines (joined once it is
+    # closed: joining line by line copied the value again for every line).
+    block: list[tuple[str, list[str]]] = []
     names: set[str] = set()  # of the fields in `block`
+
+    def close() -> None:
+        if block:
+            blocks.append([(name, " ".join(lines)) for name, lines in block])
+            block.clear()
+            names.clear()
+
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if not line.strip():
-            if block:
-                blocks.append(block)
-                block, names = [], set()
+            close()
             continue
         if line[0] in " \t":
             if block:
-                name, value = block[-1]
-                block[-1] = (name, value + " " + line.strip())
+                block[-1][1].append(line.strip())
             continue
         match = _FIELD.match(line)
         if match is None:
+            if block and _REPLY_LINE.match(line):
+                # A multi-line reply written on unfolded lines ("550-first",
+                # "550 last", RFC 5321 §4.2.1): the rest of the field before it.
+                block[-1][1].append(line.strip())
             continue
         name = match.group(1).lower()
         if name in ("final-recipient", "original-recipient") and name in names:
-            blocks.append(block)
-            block, names = [], set()
-        block.append((name, match.group(2).strip()))
+            close()
+        block.append((name, [match.group(2).strip()]))
         names.add(name)
-    if block:
-        blocks.append(block)
+    close()
     return blocks
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trustmilter.bounce.dsn import Recipient
+from trustmilter.bounce.dsn import MAX_RECIPIENTS, Recipient
 from trustmilter.bounce.status import find_basic
 
 _ADDRESS = r"[^\s<>@()\"',;]+@[^\s<>@()\"',;:]+"
@@ -29,6 +29,11 @@ _BLANKS = re.compile(r"\s*")
 # empty line (or the end).
 _POSTFIX_HEAD = re.compile(rf"<({_ADDRESS})>")
 _TO_EMPTY_LINE = re.compile(r"(.*?)(?=\n\s*\n|\Z)", re.S)
+
+
+def addresses_in(text: str) -> set[str]:
+    """Every address `text` names, lower case, without a trailing dot."""
+    return {m.group(0).rstrip(".").lower() for m in _FIRST_ADDRESS.finditer(text)}
 
 
 @dataclass(frozen=True)
@@ -229,24 +234,121 @@ def _postfix_replies(body: str) -> list[tuple[str, str]]:
         line += 1
 
 
+# A failed address alone on its line ("<a@example.jp>", "a@example.jp:").
+_ADDRESS_LINE = re.compile(rf"(?m)^[^\S\n]*<?({_ADDRESS})>?[^\S\n]*:?[^\S\n]*$")
+# A line that names a failed address after a label: au's (KDDI) "Recipient:
+# <a@example.jp>" (its SMTP transcript follows), au one net's "Could not be
+# delivered to: <a@example.jp>" (the reason follows).
+_LABELLED_ADDRESS = re.compile(
+    rf"[^\S\n]*(?:Recipient|Could not be delivered to):[^\S\n]*<?({_ADDRESS})>?[^\S\n]*",
+    re.IGNORECASE)
+
+
+def _listed_recipients(text: str) -> list[Recipient]:
+    """The recipients of a notice that lists each failed address on a line of
+    its own (alone, or after a label), each with the lines that follow it up
+    to an empty line as its reason: the remote server's replies ("<<< 550
+    ...") where the notice copies the SMTP session, else the text (our own
+    commands, ">>> RCPT TO:...", are not the reason)."""
+    found: list[Recipient] = []
+    address: str | None = None
+    reason: list[str] = []
+    for line in text.split("\n"):
+        head = _ADDRESS_LINE.fullmatch(line) or _LABELLED_ADDRESS.fullmatch(line)
+        if head is not None:
+            if address is not None:
+                found.append(_recipient(address, _reason(reason), False))
+            if len(found) >= MAX_RECIPIENTS:
+                return found
+            address, reason = head.group(1), []
+        elif address is not None and line.strip():
+            reason.append(line.strip())
+        elif address is not None and reason:
+            found.append(_recipient(address, _reason(reason), False))
+            address, reason = None, []
+    if address is not None:
+        found.append(_recipient(address, _reason(reason), False))
+    return found
+
+
+def _reason(lines: list[str]) -> str:
+    replies = [line[3:].strip() for line in lines if line.startswith("<<<")]
+    return "\n".join(replies or [line for line in lines if not line.startswith(">>>")])
+
+
 # The texts of Japanese mobile carriers (au/KDDI ezweb, NTT docomo, SoftBank)
 # and the MTAs of Japanese providers: "the message to the following address
-# could not be sent/delivered", then the addresses, one per line.
+# could not be sent/delivered", then the addresses, one per line, alone or
+# after a label, each with its reason (in English) after it.
 _JAPANESE_MARKER = re.compile(
     "(?:送信|配信|配送|お届け)(?:することが)?できませんでした|届きませんでした|宛先不明")
-_ADDRESS_LINE = re.compile(rf"(?m)^[^\S\n]*<?({_ADDRESS})>?[^\S\n]*:?[^\S\n]*$")
 
 
 def _japanese(body: str) -> TextReport | None:
     if _JAPANESE_MARKER.search(body) is None:
         return None
     text = body.split("--- Below this line is a copy of the message.")[0]
-    recipients = [_recipient(m.group(1), None, False) for m in _ADDRESS_LINE.finditer(text)]
+    recipients = _listed_recipients(text)
     return TextReport("japanese", None, tuple(recipients)) if recipients else None
 
 
+def _notes(body: str) -> TextReport | None:
+    """Lotus Notes / Domino's own notice: the reason and the failed addresses
+    between "------- Failure Reasons --------" and "------- Returned Message"."""
+    start = body.find("------- Failure Reasons")
+    if start < 0:
+        return None
+    end = body.find("------- Returned Message", start)
+    block = body[body.find("\n", start) + 1 : end if end >= 0 else len(body)]
+    if block == body[start:]:  # no line end after the marker: nothing listed
+        return TextReport("notes", None, ())
+    addresses = [m.group(1) for m in _ADDRESS_LINE.finditer(block)]
+    reason = " ".join(line.strip() for line in block.split("\n")
+                      if line.strip() and _ADDRESS_LINE.fullmatch(line) is None)
+    return TextReport("notes", None, tuple(_recipient(a, reason, False) for a in addresses))
+
+
+# Notices that name one address and the reason right after a fixed sentence.
+# Each sentence is followed by a window of at most _REACH characters, and the
+# address and reason are read inside it only (linear in the text).
+_REACH = 600
+_ONE_ADDRESS_NOTICES = (
+    # "Sorry, unable to deliver your message to a@example.com for the following
+    # reason:\n\n 552 Quota violation for b@example.com"
+    ("unable to deliver your message to ", re.compile(
+        rf"<?({_ADDRESS})>?\s{{1,5}}for\s{{1,5}}the\s{{1,5}}following\s{{1,5}}reason:(.*)",
+        re.S)),
+    # 'Delivery of email to this address\n\n"a@example.ch"\n\nhas failed due to a full mailbox.'
+    ("Delivery of email to this address", re.compile(
+        rf"\s{{0,20}}\"?<?({_ADDRESS})>?\"?\s{{0,20}}(has failed.*)", re.S)),
+)
+
+
+def _one_address(body: str) -> TextReport | None:
+    for marker, pattern in _ONE_ADDRESS_NOTICES:
+        at = body.find(marker)
+        if at < 0:
+            continue
+        start = at + len(marker)
+        match = pattern.match(body[start : start + _REACH])
+        if match is None:
+            continue
+        reason = match.group(2).strip().split("\n\n")[0]
+        return TextReport("text", None, (_recipient(match.group(1), reason, False),))
+    return None
+
+
+def _interscan(body: str) -> TextReport | None:
+    """Trend Micro InterScan VirusWall's notice, which names no recipient."""
+    if "Message from InterScan E-Mail VirusWall" not in body or (
+            "could not be delivered" not in body):
+        return None
+    return TextReport("interscan", None, ())
+
+
 READERS: tuple[Callable[[str], TextReport | None], ...] = (
-    _postfix, _exim, _qmail, _exchange, _gmail, _yahoo, _sendmail, _japanese,
+    _postfix, _exim, _qmail, _exchange, _gmail, _yahoo, _sendmail, _notes, _one_address,
+    _interscan, _japanese,
 )
 
 

@@ -92,30 +92,31 @@ def body_text(message: Message) -> str:
 
 
 # The separator lines before a copy of the returned message (qmail, Yahoo,
-# Exim, Exchange, Gmail, 1&1); Exim's is followed by the rest of its line.
+# Exim, Exchange, Gmail, 1&1, Lotus Notes); Exim's and Notes' are followed by
+# the rest of their line.
 _COPY_MARKER = re.compile(
-    r"--- Below this line is a copy of the message\.|(------ This is a copy of the message)"
-    r"|Original message headers:|----- Original message -----"
+    r"--- Below this line is a copy of the message\.|(------ This is a copy of the message"
+    r"|------- Returned Message)|Original message headers:|----- Original message -----"
 )
 _REPORT_END = re.compile(
     r"--- ?Below this line is a copy|------ This is a copy of the message|"
     r"Original message headers:|----- Original message -----|--- The header of the original|"
     r"---- START OF RETURNED MESSAGE|--------RETURNED MAIL FOLLOWS|Original message follows|"
     r"-------- Returned Mail --------|--- Enclosed is a copy|Message headers follow|"
-    r"----- Message header follows",
+    r"----- Message header follows|------- Returned Message",
     re.IGNORECASE)
 _BLANKS = re.compile(r"\s*")
 
 
 def copied_text(body: str) -> str | None:
     r"""What follows the first separator and the blank lines after it: group 1 of
-    re.search(r"(?:<separator>|<Exim's>[^\n]*)\s*\n\s*\n?(.*)", body, re.S).
+    re.search(r"(?:<separator>|<Exim's or Notes'>[^\n]*)\s*\n\s*\n?(.*)", body, re.S).
 
     That pattern tried every split of the blanks (with "[^\n]*" before them, every
     end of the line too) at every separator: quadratic in a run of blanks or of
     separators on one line (100 KB: 1.4 s). Its answer is the text after the run of
-    blanks that starts at the separator's end (at the end of Exim's line), when that
-    run holds a line end; else the search goes on at the next separator.
+    blanks that starts at the separator's end (at the end of Exim's or Notes' line), when
+    that run holds a line end; else the search goes on at the next separator.
     """
     start = 0
     while (marker := _COPY_MARKER.search(body, start)) is not None:
