@@ -272,6 +272,8 @@ def _listed_recipients(text: str) -> list[Recipient]:
 
 
 def _reason(lines: list[str]) -> str:
+    """The remote server's replies among `lines` ("<<< ..."), else the lines
+    that are not our own commands (">>> ...")."""
     replies = [line[3:].strip() for line in lines if line.startswith("<<<")]
     return "\n".join(replies or [line for line in lines if not line.startswith(">>>")])
 
@@ -292,20 +294,26 @@ def _japanese(body: str) -> TextReport | None:
     return TextReport("japanese", None, tuple(recipients)) if recipients else None
 
 
+# Characters of a reason shared by all the recipients a notice lists.
+_REASON_LIMIT = 1000
+
+
 def _notes(body: str) -> TextReport | None:
     """Lotus Notes / Domino's own notice: the reason and the failed addresses
     between "------- Failure Reasons --------" and "------- Returned Message"."""
     start = body.find("------- Failure Reasons")
     if start < 0:
         return None
-    end = body.find("------- Returned Message", start)
-    block = body[body.find("\n", start) + 1 : end if end >= 0 else len(body)]
-    if block == body[start:]:  # no line end after the marker: nothing listed
+    line_end = body.find("\n", start)
+    if line_end < 0:  # nothing after the marker's line
         return TextReport("notes", None, ())
+    end = body.find("------- Returned Message", line_end)
+    block = body[line_end + 1 : end if end >= 0 else len(body)]
     addresses = [m.group(1) for m in _ADDRESS_LINE.finditer(block)]
     reason = " ".join(line.strip() for line in block.split("\n")
                       if line.strip() and _ADDRESS_LINE.fullmatch(line) is None)
-    return TextReport("notes", None, tuple(_recipient(a, reason, False) for a in addresses))
+    return TextReport("notes", None, tuple(
+        _recipient(a, reason[:_REASON_LIMIT], False) for a in addresses[:MAX_RECIPIENTS]))
 
 
 # Notices that name one address and the reason right after a fixed sentence.
@@ -325,6 +333,7 @@ _ONE_ADDRESS_NOTICES = (
 
 
 def _one_address(body: str) -> TextReport | None:
+    """The first of `_ONE_ADDRESS_NOTICES` that `body` is: its address and reason."""
     for marker, pattern in _ONE_ADDRESS_NOTICES:
         at = body.find(marker)
         if at < 0:
