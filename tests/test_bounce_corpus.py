@@ -44,6 +44,8 @@ TOOLS = corpus_tool()
 # held-out set gets its floor when it is measured, once.
 FLOORS: dict[str, tuple[float, float, float]] = {
     "development": (0.99, 1.00, 0.98),
+    # heldout-3/, measured once: 66/71 read right, 46/47 codes, 38/54 causes.
+    "held out": (0.929, 0.978, 0.703),
 }
 
 
@@ -51,13 +53,13 @@ def test_the_corpus_is_complete() -> None:
     """Every sample has an answer and every answer a sample, with its licence."""
     root = TOOLS.CORPUS
     for source in TOOLS.SOURCES:
-        files = {p.name for p in (root / source).iterdir() if p.suffix in (".txt", ".eml")}
+        files = {p.name for p in (root / source).iterdir() if p.suffix in (".txt", ".eml", ".msg")}
         answers = {sample.name for sample in TOOLS.samples() if sample.source == source}
         assert files == answers, source
         assert (root / source / "LICENSE").is_file() and (root / source / "ORIGIN").is_file()
     held = [s for s in TOOLS.samples() if s.held_out]
     assert {s.source for s in held} == set(TOOLS.HELD_OUT)
-    assert len(list(TOOLS.samples())) == 221
+    assert len(list(TOOLS.samples())) == 292
 
 
 def test_figures_on_real_bounces() -> None:
