@@ -7,7 +7,8 @@ when they were last raised, so a change that reads real bounces worse fails
 here. Held-out samples (the tool's HELD_OUT) are chosen by a rule fixed
 before they are read, and the reader is not changed to read them; there are
 none at present (sisimai-held-out/ was measured once at 80.8 % / 94.7 % /
-66.7 %, then became development material in sisimai/).
+66.7 %, then became development material in sisimai/; heldout-3/ was
+measured once at 93.0 % / 97.9 % / 70.4 %, then became development).
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ TOOLS = corpus_tool()
 # levels reached. Development: every sample, both spent held-out sets too. A
 # held-out set gets its floor when it is measured, once.
 FLOORS: dict[str, tuple[float, float, float]] = {
-    "development": (0.99, 1.00, 0.98),
-    # heldout-3/, measured once: 66/71 read right, 46/47 codes, 38/54 causes.
-    "held out": (0.929, 0.978, 0.703),
+    "development": (0.97, 0.99, 0.92),
+    # No held-out floor at present. heldout-3/ was measured once, before the
+    # reader was changed for it: 66/71 = 93.0 % read right, 46/47 = 97.9 %
+    # codes, 38/54 = 70.4 % causes; it is development material since.
 }
 
 
