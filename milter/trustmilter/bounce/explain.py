@@ -44,6 +44,7 @@ from trustmilter.bounce.heuristics import TextReport, addresses_in, read_text
 from trustmilter.bounce.ours import Ours, decide
 from trustmilter.bounce.recipients import (
     Failures,
+    continued_reply,
     expanded_from,
     first_mentions,
     flufl_failures,
@@ -271,6 +272,20 @@ def _permanent(recipient: Recipient, status: str | None, notice_is_delay: bool) 
     return not notice_is_delay
 
 
+# Causes that a retry may cure, and that a reporter gives up on only when its
+# time in the queue runs out.
+_PASSING_CAUSES = frozenset({Cause.UNREACHABLE, Cause.UNKNOWN})
+
+
+def _outlasted_the_queue(permanent: bool, cause: Cause, context: str) -> bool:
+    """A transient failure the reporter gave up on because its time in the
+    queue ran out, as the bounce itself says (Sendmail's subject "Cannot send
+    message for 5 days"): the last attempt's words ("connection timed out")
+    are why it was retried, the time running out is why it failed. Without
+    such words the last attempt's reason stands (a person reads no more)."""
+    return permanent and cause in _PASSING_CAUSES and cause_from_words(context) is Cause.EXPIRED
+
+
 def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> BounceRecipient:
     """One recipient read: its code and where it came from, permanence, cause.
     `context` (the bounce's subject and the words before its list of
@@ -283,6 +298,8 @@ def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> Bou
         cause = cause_from_words(recipient.diagnostic) or cause_from_code(status)
         if cause is Cause.UNKNOWN:
             cause = cause_from_words(context) or cause
+        if _outlasted_the_queue(permanent, cause, context):
+            cause = Cause.EXPIRED
         if status is None:
             status = inferred_code(cause, permanent, basic)
             source = "inferred" if status else None
@@ -332,10 +349,12 @@ def _originals(recipients: list[Recipient], report: str) -> list[Recipient]:
 def _with_words(recipient: Recipient, report: str, mentions: dict[str, int],
                 alone: bool) -> Recipient:
     """The reply from the report's text where the recipient's own reading has
-    none (an X.400 report, a bare DSN, a text bounce). A lone recipient the text
+    none (an X.400 report, a bare DSN, a text bounce), or has only the first
+    line of a reply the text has whole. A lone recipient the text
     does not name (AOL's screen names) gets the whole report's words."""
     if recipient.diagnostic:
-        return recipient
+        whole = continued_reply(report, recipient.diagnostic)
+        return recipient if whole is None else _replaced(recipient, diagnostic=whole)
     words = words_for(report, recipient.address, mentions, recipient.original_recipient)
     if words is None and recipient.original_recipient:
         words = words_for(report, recipient.original_recipient, mentions, recipient.address)
