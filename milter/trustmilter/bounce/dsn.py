@@ -311,16 +311,38 @@ def returned_message(message: Message) -> ReturnedMessage | None:
     return None
 
 
+# A field that only a status part's text has (RFC 3464 §2.2, §2.3) at the start of a line.
+_STATUS_FIELD = re.compile(r"^(?:reporting-mta|final-recipient|original-recipient)[ \t]*:",
+                           re.IGNORECASE | re.MULTILINE)
+
+
+def has_status_fields(text: str) -> bool:
+    """Whether `text` is a status part's text, not a person's words labelled so."""
+    return _STATUS_FIELD.search(text) is not None
+
+
+def is_status_part(part: Message) -> bool:
+    """Whether `part` is labelled a delivery-status part (any of its spellings)."""
+    return part.get_content_type() in _STATUS_TYPES
+
+
 def delivery_status_part(message: Message) -> Message | None:
-    """The delivery-status part (RFC 3464 §2), or a text part that is one; None."""
+    """The delivery-status part (RFC 3464 §2), or a text part that is one; None.
+
+    Of several parts labelled delivery-status, the first whose text has the
+    fields of one: some MTAs (InterMail) label their human-readable part so
+    too, before the real one."""
+    labelled: Message | None = None
     found: Message | None = None
     for part in message.walk():
         content_type = part.get_content_type()
         if content_type in _STATUS_TYPES:
-            return part
-        if found is None and content_type == "text/plain" and _looks_like_status(part):
+            if has_status_fields(_part_text(part)):
+                return part
+            labelled = labelled or part
+        elif found is None and content_type == "text/plain" and _looks_like_status(part):
             found = part
-    return found
+    return found or labelled
 
 
 def is_report(message: Message) -> bool:

@@ -13,7 +13,12 @@ import html
 import re
 from email.message import Message
 
-from trustmilter.bounce.dsn import ReturnedMessage, returned_from_headers
+from trustmilter.bounce.dsn import (
+    ReturnedMessage,
+    has_status_fields,
+    is_status_part,
+    returned_from_headers,
+)
 from trustmilter.mail.mime import decode_text
 
 # Characters of human-readable text read for recipients, words and cues.
@@ -70,14 +75,22 @@ def from_html(text: str) -> str:
 
 def body_text(message: Message) -> str:
     """The human-readable report: the first text/plain part outside any returned
-    message or status part, else the first text/html one as text."""
+    message or status part, else the first text/html one as text, else a part
+    labelled delivery-status that holds a person's words and no status fields
+    (InterMail labels its human-readable part so)."""
     plain: str | None = None
     markup: str | None = None
+    mislabelled: str | None = None
     stack = [message]
     while stack and plain is None:
         part = stack.pop()
         content_type = part.get_content_type()
         payload = part.get_payload()
+        if mislabelled is None and is_status_part(part):
+            words = _decoded(part)
+            if words.strip() and not has_status_fields(words):
+                mislabelled = words
+            continue
         if part is not message and content_type.startswith(_SKIPPED):
             continue
         if isinstance(payload, list):
@@ -87,7 +100,7 @@ def body_text(message: Message) -> str:
             plain = _decoded(part)
         elif content_type == "text/html" and markup is None:
             markup = from_html(_decoded(part))
-    text = plain if plain is not None else markup or ""
+    text = plain if plain is not None else markup or mislabelled or ""
     return text.replace("\r\n", "\n").replace("\r", "\n")[:TEXT_LIMIT]
 
 
