@@ -56,6 +56,12 @@ def _recipient(address: str, diagnostic: str | None, temporary: bool) -> Recipie
     )
 
 
+# Where Exim's list of failed addresses begins: after "A message sent by\n\n
+# <sender>\n\ncould not be delivered to one or more of its recipients" (a
+# message it forwarded names its sender, indented as a recipient would be).
+_EXIM_LIST_LEAD = re.compile(r"(?:could not be|has not yet been) delivered to one or more of its")
+
+
 def _exim(body: str) -> TextReport | None:
     if "This message was created automatically by mail delivery software" not in body:
         return None
@@ -63,8 +69,9 @@ def _exim(body: str) -> TextReport | None:
     recipients: list[Recipient] = []
     address: str | None = None
     detail: list[str] = []
+    lead = _EXIM_LIST_LEAD.search(body)
     # Exim lists each address indented two spaces, its host and reply indented further.
-    for line in body.split("\n"):
+    for line in body[lead.start() if lead else 0 :].split("\n"):
         if line.startswith("------ This is a copy"):
             break
         head = re.fullmatch(rf"  <?({_ADDRESS})>?\s*", line)
@@ -320,15 +327,21 @@ def _notes(body: str) -> TextReport | None:
 # Each sentence is followed by a window of at most _REACH characters, and the
 # address and reason are read inside it only (linear in the text).
 _REACH = 600
+_ATTEMPTS_MARKER = "Delivery failed "
 _ONE_ADDRESS_NOTICES = (
     # "Sorry, unable to deliver your message to a@example.com for the following
     # reason:\n\n 552 Quota violation for b@example.com"
     ("unable to deliver your message to ", re.compile(
-        rf"<?({_ADDRESS})>?\s{{1,5}}for\s{{1,5}}the\s{{1,5}}following\s{{1,5}}reason:(.*)",
-        re.S)),
+        rf"<?(?P<address>{_ADDRESS})>?\s{{1,5}}for\s{{1,5}}the\s{{1,5}}following\s{{1,5}}"
+        r"reason:(?P<reason>.*)", re.S)),
     # 'Delivery of email to this address\n\n"a@example.ch"\n\nhas failed due to a full mailbox.'
     ("Delivery of email to this address", re.compile(
-        rf"\s{{0,20}}\"?<?({_ADDRESS})>?\"?\s{{0,20}}(has failed.*)", re.S)),
+        rf"\s{{0,20}}\"?<?(?P<address>{_ADDRESS})>?\"?\s{{0,20}}(?P<reason>has failed.*)", re.S)),
+    # "Delivery failed 10 attempts: a@example.net" on a line of its own: the
+    # count of attempts is all the reason it gives.
+    (_ATTEMPTS_MARKER, re.compile(
+        rf"(?P<reason>(?:after )?\d{{1,4}} attempts?):[^\S\n]{{0,5}}<?(?P<address>{_ADDRESS})>?"
+        r"[^\S\n]*(?:\n|\Z)")),
 )
 
 
@@ -342,8 +355,10 @@ def _one_address(body: str) -> TextReport | None:
         match = pattern.match(body[start : start + _REACH])
         if match is None:
             continue
-        reason = match.group(2).strip().split("\n\n")[0]
-        return TextReport("text", None, (_recipient(match.group(1), reason, False),))
+        reason = match.group("reason").strip().split("\n\n")[0]
+        if marker == _ATTEMPTS_MARKER:
+            reason = marker + reason
+        return TextReport("text", None, (_recipient(match.group("address"), reason, False),))
     return None
 
 
