@@ -248,7 +248,9 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
     (_words(r"policy", r"not accepted here", r"not (?:allowed|authorized|permitted) to",
             r"administrative prohibition", r"access denied", r"not accepting mail",
             r"are not accepted", r"refused by", r"\brestricted\b", "受信拒否"), Cause.POLICY),
-    (_words(r"loop", r"too many hops", r"internal error", r"system error",
+    # Not "Mail System Error - Returned Mail", the subject InterMail and au put
+    # on every bounce whatever its cause.
+    (_words(r"loop", r"too many hops", r"internal error", r"(?<!mail )system error",
             r"processing error", r"local error", r"command died", r"command output",
             r"configuration error", r"misconfigur"), Cause.SYSTEM_ERROR),
 )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from trustmilter.bounce.dsn import MAX_RECIPIENTS, Recipient
 from trustmilter.bounce.status import find_basic
+from trustmilter.bounce.text import report_text
 
 _ADDRESS = r"[^\s<>@()\"',;]+@[^\s<>@()\"',;:]+"
 # The first address in free text. A search for _ADDRESS alone retried from every
@@ -370,9 +371,43 @@ def _interscan(body: str) -> TextReport | None:
     return TextReport("interscan", None, ())
 
 
+# au's (KDDI) older notice in English only: the failed addresses on lines of
+# their own, above or below this sentence, before the returned headers that
+# follow a line of dashes.
+_AU_REJECTED = re.compile(r"Each of the following recipients was rejected by a remote\s{1,5}mail server")
+_DASHES = re.compile(r"(?m)^-{10,}[^\S\n]*$")
+
+
+def _au_rejected(body: str) -> TextReport | None:
+    if _AU_REJECTED.search(body) is None:
+        return None
+    end = _DASHES.search(body)
+    recipients = _listed_recipients(body[: end.start() if end else len(body)])
+    return TextReport("japanese", None, tuple(recipients)) if recipients else None
+
+
+# A notice in labelled lines (a German provider's own): "reject reason:
+# Mailbox full" and "target mail address: a@example.net". Both labels must be
+# there: one alone is too common in ordinary mail.
+_LABELLED_REASON = re.compile(r"(?im)^[^\S\n]*(?:reject|rejection|bounce|failure) reason:"
+                              r"[^\S\n]*([^\n]{1,300})$")
+_LABELLED_TARGET = re.compile(
+    rf"(?im)^[^\S\n]*(?:target|recipient|failed)(?: e-?mail| mail)? address:[^\S\n]*"
+    rf"<?({_ADDRESS})>?[^\S\n]*$")
+
+
+def _labelled(body: str) -> TextReport | None:
+    text = report_text(body)
+    reason = _LABELLED_REASON.search(text)
+    target = _LABELLED_TARGET.search(text) if reason else None
+    if reason is None or target is None:
+        return None
+    return TextReport("text", None, (_recipient(target.group(1), reason.group(1), False),))
+
+
 READERS: tuple[Callable[[str], TextReport | None], ...] = (
     _postfix, _exim, _qmail, _exchange, _gmail, _yahoo, _sendmail, _notes, _one_address,
-    _interscan, _japanese,
+    _interscan, _japanese, _au_rejected, _labelled,
 )
 
 
