@@ -308,3 +308,37 @@ def test_the_format_readers_cost_linear_time() -> None:
         notification = read_ses(message)
         assert notification is None or notification.recipients == ()
     assert time.monotonic() - started < 20
+
+
+def test_the_later_readers_cost_linear_time() -> None:
+    """The readers added for the third collection, on the text that would make a
+    careless one slow: a cut reply's first line repeated on every line, labels
+    without an address, host names without their "[ip] said:", runs of the words
+    the new cause patterns open with."""
+    from trustmilter.bounce.causes import cause_from_words
+    from trustmilter.bounce.recipients import continued_reply
+
+    size = 1_000_000
+    started = time.monotonic()
+    first = "550-5.7.1 first line"
+    # At most REPLY_LINES lines are taken after the first, however many follow.
+    assert len(continued_reply((first + "\n") * (size // 21), first) or "") < 1000
+    assert len(continued_reply(first + "\n" + "550-x\n" * (size // 6), first) or "") < 1000
+    assert continued_reply(("x " + first + "\nx\n") * (size // 25), first) is None
+    assert continued_reply("a" * size, "550-" + "a" * size) is None
+    for filler in ("a" * size, "reject reason: x\n" * (size // 17),
+                   "reject reason: x\ntarget mail address: " + "a" * size,
+                   "target mail address: <" * (size // 22)):
+        heuristics.read_text(filler)
+    for marker in ("Delivery failed ", "Each of the following recipients was rejected by a "
+                   "remote mail server\n"):
+        heuristics.read_text(marker + "1" * size)
+        heuristics.read_text(marker * (size // len(marker)))
+        heuristics.read_text(marker + "<a@b>\n" * (size // 6))
+    exim = "This message was created automatically by mail delivery software\n"
+    heuristics.read_text(exim + "could not be delivered to one or more of its " * (size // 45))
+    for word_run in ("host " + "a" * size, "host a" + "[" * size, "all hosts " * (size // 10),
+                     "sender " * (size // 7), "number of messages " * (size // 19),
+                     "host a.b [1.2.3.4" + ":" * size):
+        cause_from_words(word_run)
+    assert time.monotonic() - started < 20

@@ -374,7 +374,8 @@ def _interscan(body: str) -> TextReport | None:
 # au's (KDDI) older notice in English only: the failed addresses on lines of
 # their own, above or below this sentence, before the returned headers that
 # follow a line of dashes.
-_AU_REJECTED = re.compile(r"Each of the following recipients was rejected by a remote\s{1,5}mail server")
+_AU_REJECTED = re.compile(
+    r"Each of the following recipients was rejected by a remote\s{1,5}mail server")
 _DASHES = re.compile(r"(?m)^-{10,}[^\S\n]*$")
 
 

@@ -130,7 +130,8 @@ def flufl_failures(message: Message, order: str) -> Failures:
 # (Sendmail), "(generated from orig)", "(ultimately generated from orig)"
 # (Exim, through several aliases): the address the sender used.
 _EXPANDED = re.compile(
-    r"\((?:ultimately )?(?:expanded|generated) from:?\s*<?([^\s<>()]+@[^\s<>()]+|[^\s<>()@]+)>?\s*\)",
+    r"\((?:ultimately )?(?:expanded|generated) from:?"
+    r"\s*<?([^\s<>()]+@[^\s<>()]+|[^\s<>()@]+)>?\s*\)",
     re.IGNORECASE)
 # Another address between the one named and the expansion note: the note is not
 # its. A match starts only where a run of address characters does (linear).
