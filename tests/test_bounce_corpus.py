@@ -45,6 +45,8 @@ TOOLS = corpus_tool()
 # held-out set gets its floor when it is measured, once.
 FLOORS: dict[str, tuple[float, float, float]] = {
     "development": (0.99, 1.00, 0.99),
+    # heldout-4/, measured once: 36/44 read right, 27/30 codes, 25/35 causes.
+    "held out": (0.818, 0.9, 0.714),
     # No held-out floor at present. heldout-3/ was measured once, before the
     # reader was changed for it: 66/71 = 93.0 % read right, 46/47 = 97.9 %
     # codes, 38/54 = 70.4 % causes; it is development material since.
@@ -61,7 +63,7 @@ def test_the_corpus_is_complete() -> None:
         assert (root / source / "LICENSE").is_file() and (root / source / "ORIGIN").is_file()
     held = [s for s in TOOLS.samples() if s.held_out]
     assert {s.source for s in held} == set(TOOLS.HELD_OUT)
-    assert len(list(TOOLS.samples())) == 292
+    assert len(list(TOOLS.samples())) == 336
 
 
 def test_figures_on_real_bounces() -> None:
