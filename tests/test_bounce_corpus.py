@@ -4,8 +4,11 @@ The corpus holds bounces other projects collected from real MTAs and what a
 person reads in each (tests/data/bounces/README.md). The figures are printed
 (run with -s, or tools/bounce_corpus.py); the floors are the levels reached
 when they were last raised, so a change that reads real bounces worse fails
-here. The held-out samples (sisimai-held-out/) were chosen by a rule fixed
-before they were read, and the reader was not changed to read them.
+here. Held-out samples (the tool's HELD_OUT) are chosen by a rule fixed
+before they are read, and the reader is not changed to read them; there are
+none at present (sisimai-held-out/ was measured once at 80.8 % / 94.7 % /
+66.7 %, then became development material in sisimai/; heldout-3/ was
+measured once at 93.0 % / 97.9 % / 70.4 %, then became development).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from types import ModuleType
 
 import pytest
 
+from helpers import make_ctx
 from trustmilter.bounce import explain
+from trustmilter.checks import bounce
+from trustmilter.checks.bounce import BounceCheck, origin, summary, summary_of
+from trustmilter.results import Outcome
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "bounce_corpus.py"
 
@@ -34,11 +41,15 @@ def corpus_tool() -> ModuleType:
 TOOLS = corpus_tool()
 
 # (read right, code right, cause right), as shares of their samples: the
-# levels reached. Held out: sisimai-held-out/, measured once (80.8 %, 94.7 %,
-# 66.7 %); development: every other sample, the spent first held-out set too.
-FLOORS = {
-    "development": (0.97, 1.00, 0.95),
-    "held out": (0.80, 0.94, 0.66),
+# levels reached. Development: every sample, both spent held-out sets too. A
+# held-out set gets its floor when it is measured, once.
+FLOORS: dict[str, tuple[float, float, float]] = {
+    "development": (0.99, 1.00, 0.99),
+    # heldout-4/, measured once: 36/44 read right, 27/30 codes, 25/35 causes.
+    "held out": (0.818, 0.9, 0.714),
+    # No held-out floor at present. heldout-3/ was measured once, before the
+    # reader was changed for it: 66/71 = 93.0 % read right, 46/47 = 97.9 %
+    # codes, 38/54 = 70.4 % causes; it is development material since.
 }
 
 
@@ -46,13 +57,13 @@ def test_the_corpus_is_complete() -> None:
     """Every sample has an answer and every answer a sample, with its licence."""
     root = TOOLS.CORPUS
     for source in TOOLS.SOURCES:
-        files = {p.name for p in (root / source).iterdir() if p.suffix in (".txt", ".eml")}
+        files = {p.name for p in (root / source).iterdir() if p.suffix in (".txt", ".eml", ".msg")}
         answers = {sample.name for sample in TOOLS.samples() if sample.source == source}
         assert files == answers, source
         assert (root / source / "LICENSE").is_file() and (root / source / "ORIGIN").is_file()
     held = [s for s in TOOLS.samples() if s.held_out]
-    assert {s.source for s in held} == {"sisimai-held-out"}
-    assert len(held) == 26 and len(list(TOOLS.samples())) == 206
+    assert {s.source for s in held} == set(TOOLS.HELD_OUT)
+    assert len(list(TOOLS.samples())) == 336
 
 
 def test_figures_on_real_bounces() -> None:
@@ -62,6 +73,8 @@ def test_figures_on_real_bounces() -> None:
                          *by_source.items()):
         print(tally.line(label))
     for label, tally in (("development", development), ("held out", held_out)):
+        if label not in FLOORS:
+            continue
         right, code, cause = FLOORS[label]
         assert tally.right / tally.samples >= right, (label, tally.failures)
         assert tally.code_right / tally.with_code >= code, (label, tally.failures)
@@ -80,3 +93,24 @@ def test_any_line_ends_read_the_same(line_end: bytes) -> None:
     for sample in TOOLS.samples():
         unix = sample.raw.replace(b"\r\n", b"\n")
         assert reading(unix.replace(b"\n", line_end)) == reading(unix), sample.name
+
+
+class NoDns:
+    def query(self, name: str, rdtype: str) -> object:
+        raise AssertionError(f"the bounce check asked DNS for {name} {rdtype}")
+
+
+def test_the_milter_reads_each_real_bounce_as_the_command_line_does() -> None:
+    """The bounce check and explain-bounce share one reader: every real bounce,
+    delivered with the null sender as bounces are, gets from the check the very
+    summary made from what the command line reads (the check hands the reader the
+    MIME walk the milter already made; the command line walks the file itself)."""
+    check = BounceCheck(bounce.Config())
+    for sample in TOOLS.samples():
+        ctx = make_ctx(NoDns(), ip="192.0.2.25", mail_from="", message=sample.raw)
+        [result] = check.run(ctx)
+        read = explain(sample.raw)
+        if not read.is_bounce:
+            assert result.outcome is Outcome.NONE, sample.name
+            continue
+        assert summary_of(result) == summary(read, origin(read, ())), sample.name

@@ -24,8 +24,9 @@ from trustmilter.bounce.text import copied_text as _copied_text
 
 def old_copied_text(body: str) -> str | None:
     match = re.search(
-        r"(?:--- Below this line is a copy of the message\.|------ This is a copy of the message"
-        r"[^\n]*|Original message headers:|----- Original message -----)\s*\n\s*\n?(.*)",
+        r"(?:--- Below this line is a copy of the message\.|(?:------ This is a copy of the message"
+        r"|------- Returned Message)[^\n]*|Original message headers:|----- Original message -----)"
+        r"\s*\n\s*\n?(.*)",
         body, re.S)
     return None if match is None else match.group(1)
 
@@ -88,7 +89,7 @@ def texts(seed: int, alphabet: list[str], count: int, most: int = 16) -> list[st
 def test_copied_message_is_found_after_the_same_separator() -> None:
     alphabet = ["--- Below this line is a copy of the message.", "------ This is a copy of the message",
                 "Original message headers:", "----- Original message -----", "\n", " ", "\t",
-                "\r\n", "x", "-", "From: a@b.example", "\x0b", "------"]
+                "\r\n", "x", "-", "From: a@b.example", "\x0b", "------", "------- Returned Message"]
     for text in texts(822, alphabet, 8000, 12):
         assert _copied_text(text) == old_copied_text(text), text
 
@@ -270,3 +271,74 @@ def test_the_returned_copy_and_its_signatures_cost_bounded_time() -> None:
         if copy is not None:
             assert dkim_marks(copy, ("example.org",), NoDns()) == []  # type: ignore[arg-type]
         assert time.monotonic() - started < 10, filler[:40]
+
+
+def test_the_format_readers_cost_linear_time() -> None:
+    """The readers of SES notifications, carrier and Notes notices and one-address
+    notices, and the reading of unfolded multi-line replies, on the text that
+    would make a careless reader slow: a megabyte without the character looked
+    for, of labels without an address, of JSON nesting, of relay line breaks."""
+    from email.message import Message
+
+    from trustmilter.bounce.causes import cause_from_words
+    from trustmilter.bounce.dsn import parse_fields
+    from trustmilter.bounce.ses import read_ses
+
+    size = 1_000_000
+    started = time.monotonic()
+    japanese = "送信できませんでした\n"
+    for filler in ("a" * size, "    Recipient: <" * (size // 16), "<a@b>\n" * (size // 6),
+                   "Could not be delivered to: " * (size // 27), "<<< 550 x\n" * (size // 10),
+                   "x@" * (size // 2)):
+        heuristics.read_text(japanese + filler)
+    for filler in ("a" * size, "a@b\n" * (size // 4), "------- Failure Reasons" * (size // 23)):
+        heuristics.read_text("------- Failure Reasons\n" + filler)
+    for marker in ("unable to deliver your message to ", "Delivery of email to this address"):
+        heuristics.read_text(marker + "a" * size)
+        heuristics.read_text(marker * (size // len(marker)))
+    assert len(heuristics.addresses_in(("a@b " + "c" * 50 + " ") * (size // 56))) == 1
+    assert parse_fields("Diagnostic-Code: x\n" + "550-y\n" * (size // 6))[0][0][1].endswith("y")
+    assert cause_from_words("550-" * (size // 4)) is None
+    for body in ('{"notificationType": ' + "[" * size, '{"notificationType": "' + "a" * size,
+                 '"notificationType"' + "{" * size, '{"notificationType": "Bounce", "x": "'
+                 + "!\n " * (size // 3) + '"}', ('{"eventType":"Bounce",' * (size // 22))):
+        message = Message()
+        message["Content-Type"] = "text/plain"
+        message.set_payload(body)
+        notification = read_ses(message)
+        assert notification is None or notification.recipients == ()
+    assert time.monotonic() - started < 20
+
+
+def test_the_later_readers_cost_linear_time() -> None:
+    """The readers added for the third collection, on the text that would make a
+    careless one slow: a cut reply's first line repeated on every line, labels
+    without an address, host names without their "[ip] said:", runs of the words
+    the new cause patterns open with."""
+    from trustmilter.bounce.causes import cause_from_words
+    from trustmilter.bounce.recipients import continued_reply
+
+    size = 1_000_000
+    started = time.monotonic()
+    first = "550-5.7.1 first line"
+    # At most REPLY_LINES lines are taken after the first, however many follow.
+    assert len(continued_reply((first + "\n") * (size // 21), first) or "") < 1000
+    assert len(continued_reply(first + "\n" + "550-x\n" * (size // 6), first) or "") < 1000
+    assert continued_reply(("x " + first + "\nx\n") * (size // 25), first) is None
+    assert continued_reply("a" * size, "550-" + "a" * size) is None
+    for filler in ("a" * size, "reject reason: x\n" * (size // 17),
+                   "reject reason: x\ntarget mail address: " + "a" * size,
+                   "target mail address: <" * (size // 22)):
+        heuristics.read_text(filler)
+    for marker in ("Delivery failed ", "Each of the following recipients was rejected by a "
+                   "remote mail server\n"):
+        heuristics.read_text(marker + "1" * size)
+        heuristics.read_text(marker * (size // len(marker)))
+        heuristics.read_text(marker + "<a@b>\n" * (size // 6))
+    exim = "This message was created automatically by mail delivery software\n"
+    heuristics.read_text(exim + "could not be delivered to one or more of its " * (size // 45))
+    for word_run in ("host " + "a" * size, "host a" + "[" * size, "all hosts " * (size // 10),
+                     "sender " * (size // 7), "number of messages " * (size // 19),
+                     "host a.b [1.2.3.4" + ":" * size):
+        cause_from_words(word_run)
+    assert time.monotonic() - started < 20

@@ -20,6 +20,7 @@ from trustmilter.bounce.signature import dkim_marks, returned_copy
 from trustmilter.checks import bounce
 from trustmilter.checks.bounce import BounceCheck
 from trustmilter.checks.replies import TokenEvidence
+from trustmilter.i18n import Text
 from trustmilter.mail.token import KeyFileError
 from trustmilter.results import CheckResult, Outcome
 from trustmilter.state.memory import MemoryStore
@@ -62,18 +63,18 @@ def header_of(raw: bytes) -> bytes:
 
 
 def test_any_proof_makes_it_ours_and_names_the_evidence_strongest_first() -> None:
-    marks = [Mark("dkim", "proves", "d"), Mark("token", "contradicts", "t"),
-             Mark("reporting-mta", "proves", "r")]
+    marks = [Mark("dkim", "proves", Text("d")), Mark("token", "contradicts", Text("t")),
+             Mark("reporting-mta", "proves", Text("r"))]
     ours = decide(False, marks)
     assert (ours.value, ours.evidence, ours.word) == (
         "yes", ("reporting-mta", "dkim"), "yes:reporting-mta+dkim")
-    assert ours.details == ("dkim: d", "token: t", "reporting-mta: r")
+    assert ours.lines == ("dkim: d", "token: t", "reporting-mta: r")
 
 
 @pytest.mark.parametrize(("claimed", "marks", "value"), [
     (True, [], "claims"),  # a From of ours inside, nothing else
-    (False, [Mark("reporting-mta", "claims", "named")], "claims"),
-    (True, [Mark("token", "contradicts", "forged")], "no"),  # a wrong mark outweighs a claim
+    (False, [Mark("reporting-mta", "claims", Text("named"))], "claims"),
+    (True, [Mark("token", "contradicts", Text("forged"))], "no"),  # a wrong mark outweighs a claim
     (False, [], "no"),
 ])
 def test_without_proof(claimed: bool, marks: list[Mark], value: str) -> None:
@@ -190,8 +191,8 @@ def test_our_signature_on_the_whole_copy_proves_it(dns_server, resolver) -> None
     dns_server.load(OUR_ZONE)
     [mark] = marks_of(dsn(sign(notification(), OUR_KEY, "example.org")), resolver)
     assert mark.status == "proves"
-    assert mark.detail == ("our signature d=example.org s=sel verifies over the returned "
-                           "header; the returned body is the one signed")
+    assert mark.detail.render() == ("our signature d=example.org s=sel verifies over the "
+                                    "returned header; the returned body is the one signed")
 
 
 def test_the_header_alone_verifies(dns_server, resolver) -> None:
@@ -199,7 +200,8 @@ def test_the_header_alone_verifies(dns_server, resolver) -> None:
     dns_server.load(OUR_ZONE)
     signed = sign(notification(), OUR_KEY, "example.org")
     [mark] = marks_of(dsn(header_of(signed), "text/rfc822-headers"), resolver)
-    assert mark.status == "proves" and mark.detail.endswith("only the header was returned")
+    assert mark.status == "proves"
+    assert mark.detail.render().endswith("only the header was returned")
 
 
 def test_a_cut_or_re_encoded_body_still_proves_by_the_header(dns_server, resolver) -> None:
@@ -208,7 +210,8 @@ def test_a_cut_or_re_encoded_body_still_proves_by_the_header(dns_server, resolve
     cut = signed[: len(signed) - 200]
     [mark] = marks_of(dsn(cut), resolver)
     assert mark.status == "proves"
-    assert mark.detail.endswith("differs from the one signed (cut or re-encoded on its way back)")
+    assert mark.detail.render().endswith(
+        "differs from the one signed (cut or re-encoded on its way back)")
 
 
 def test_a_changed_header_or_another_key_only_claims(dns_server, resolver) -> None:
@@ -216,7 +219,7 @@ def test_a_changed_header_or_another_key_only_claims(dns_server, resolver) -> No
     signed = sign(notification(), OUR_KEY, "example.org")
     changed = signed.replace(b"Subject: [#4711]", b"Subject: [#4712]")
     [mark] = marks_of(dsn(changed), resolver)
-    assert (mark.status, mark.detail) == (
+    assert (mark.status, mark.detail.render()) == (
         "claims", "our signature d=example.org s=sel does not verify over the returned header")
     [mark] = marks_of(dsn(sign(notification(), OTHER_KEY, "example.org")), resolver)
     assert mark.status == "claims"
@@ -229,7 +232,7 @@ def test_a_missing_key_or_a_failing_lookup_only_claims(dns_server, resolver) -> 
     assert mark.status == "claims"
     dns_server.load("$SERVFAIL sel._domainkey.example.org.\n")
     [mark] = marks_of(signed, resolver)
-    assert (mark.status, mark.detail) == (
+    assert (mark.status, mark.detail.render()) == (
         "claims", "our signature d=example.org s=sel: its key could not be looked up")
 
 
@@ -246,7 +249,7 @@ def test_historic_algorithms_only_claim(dns_server, resolver) -> None:
     dns_server.load(OUR_ZONE)
     signed = sign(notification(), OUR_KEY, "example.org", algorithm=b"rsa-sha1")
     [mark] = marks_of(dsn(signed), resolver)
-    assert mark.status == "claims" and "rsa-sha1" in mark.detail
+    assert mark.status == "claims" and "rsa-sha1" in mark.detail.render()
 
 
 # ---- through the bounce check ---------------------------------------------------------------

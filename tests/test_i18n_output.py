@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 import pytest
 
+from keys import key_zone, sign
+from test_bounce_cli import OUR_DKIM_KEY, TOKEN_KEY, ours_policy, report, returned
 from test_bounce_explain import (
     EXCHANGE,
     EXIM,
@@ -32,8 +35,10 @@ from test_bounce_explain import (
 )
 from test_doctor import bad_zone, good_zone
 from test_i18n import po_entries
+from trustmilter.bounce import batv
 from trustmilter.cli import main
 from trustmilter.i18n import command_translator
+from trustmilter.mail.token import make_token
 
 TRANSLATED = ("de", "fr", "ja")
 # Header field names, shown as written: they are what the reader searches for.
@@ -166,6 +171,72 @@ def test_explain_bounce_prints_only_catalog_words_and_data(
         captured = capsys.readouterr()
         assert captured.err == ""
         assert untranslated(captured.out, lang, data) == set(), (name, captured.out)
+
+
+BATV_SECRET = b"s3cret-for-our-return-paths-0123456789"
+
+
+def ours_cases(tmp_path: Path, nameserver: str) -> list[tuple[Path, list[str]]]:
+    """Bounces and command lines that make every mark of ours show each of its
+    answers: proved, claimed, contradicted, not checked."""
+    key = tmp_path / "batv.key"
+    key.write_bytes(BATV_SECRET)
+    key.chmod(0o600)
+    policy = ours_policy(tmp_path, nameserver, batv_key_file=str(key))
+    token = make_token(TOKEN_KEY, "t4711@example.org", "Mon, 01 Jan 2024 10:00:00 +0000")
+    copy = returned(f"X-Trustmilter-Token: {token}".encode())
+    now = time.time()
+    tagged = batv.tagged(BATV_SECRET, "support@example.org", now)
+    forged_tag = batv.tagged(b"not-our-secret-0123456789abcdefghij", "support@example.org", now)
+    expired = batv.tagged(BATV_SECRET, "support@example.org", now - 30 * 86400)
+    bounces = {
+        # Everything proves it: our MTA, our token, our signature, our return path.
+        "proved": report(sign(copy, OUR_DKIM_KEY, "example.org"), to=tagged),
+        # A forged token, a header changed after signing, a tag not ours.
+        "contradicted": report(sign(returned(), OUR_DKIM_KEY, "example.org").replace(
+            b"Subject: [#4711]", b"Subject: [#4712]"), to=forged_tag).replace(
+            b"To: bob@example.net", b"To: bob@example.net\r\nX-Trustmilter-Token: "
+            b"1.AAAAAAAAAAAAAAAAAAAAAA", 1),
+        "expired": report(returned(), to=expired),
+    }
+    cases: list[tuple[Path, list[str]]] = []
+    for name, raw in bounces.items():
+        path = tmp_path / f"{name}.eml"
+        path.write_bytes(raw)
+        cases.append((path, ["--policy", str(policy), "--client-name", "relay.example.org"]))
+        cases.append((path, ["--policy", str(policy)]))
+        cases.append((path, ["--policy", str(policy), "--client-name", "mx.example.net"]))
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    bad_key = unreadable / "batv.key"
+    bad_key.write_bytes(BATV_SECRET)
+    bad_key.chmod(0o644)  # readable by others: refused, and said so
+    cases.append((tmp_path / "proved.eml",
+                  ["--policy", str(ours_policy(unreadable, nameserver,
+                                               batv_key_file=str(bad_key)))]))
+    return cases
+
+
+@pytest.mark.parametrize("lang", TRANSLATED)
+def test_what_each_mark_of_ours_showed_is_translated(
+        lang: str, tmp_path: Path, dns_server, capsys: pytest.CaptureFixture[str]) -> None:
+    dns_server.load(key_zone(OUR_DKIM_KEY, "sel", "example.org"))
+    seen: set[str] = set()
+    for path, options in ours_cases(tmp_path, dns_server.nameserver):
+        assert main(["explain-bounce", str(path), "--json", *options]) == 0
+        document = json.loads(capsys.readouterr().out)
+        details = document["ours_details"]
+        seen.update(detail.split(": ", 1)[0] + (": not checked" if "not checked" in detail
+                                                 else "") for detail in details)
+        # The key file's problem is the error's own words, as the log has them.
+        errors = tuple(d.split("not checked: ", 1)[1] for d in details if "not checked" in d)
+        assert main(["explain-bounce", str(path), "--lang", lang, *options]) == 0
+        output = capsys.readouterr().out
+        shown = [line for line in output.splitlines() if line.startswith("  - ")]
+        assert len(shown) == len(details), (details, output)
+        assert untranslated(output, lang, bounce_data(document) + errors) == set(), output
+    assert seen == {"reporting-mta", "token", "dkim", "return-path", "from",
+                    "return-path: not checked"}
 
 
 @pytest.fixture

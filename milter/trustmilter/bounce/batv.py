@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trustmilter.bounce.ours import Mark
+from trustmilter.i18n import N_, text
 
 DAY = 86400
 MAX_DAYS_AHEAD = 31
@@ -82,11 +83,13 @@ def return_path_mark(addresses: Iterable[str], secret: bytes, now: float) -> Mar
             continue
         expected = digest(secret, tag.key_number, tag.day, tag.address)
         if not hmac.compare_digest(expected, tag.digest):
-            return Mark("return-path", "contradicts",
-                        f"a BATV return path for {tag.address} whose tag is not ours")
+            return Mark("return-path", "contradicts", text(
+                N_("a BATV return path for %(address)s whose tag is not ours"),
+                address=tag.address))
         ahead = (tag.day - int(now // DAY)) % 1000
         if ahead > MAX_DAYS_AHEAD:
-            return Mark("return-path", "claims",
-                        f"our BATV return path for {tag.address}, expired")
-        return Mark("return-path", "proves", f"our BATV return path for {tag.address}")
+            return Mark("return-path", "claims", text(
+                N_("our BATV return path for %(address)s, expired"), address=tag.address))
+        return Mark("return-path", "proves",
+                    text(N_("our BATV return path for %(address)s"), address=tag.address))
     return None

@@ -112,17 +112,47 @@ def _words(*phrases: str) -> re.Pattern[str]:
 # Reply words -> cause, most specific first: the first that matches decides.
 # Kept to phrases MTAs print; the gaps are bounded (linear time).
 _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
+    # Fixed sentences whose words would mislead the general patterns below: au
+    # (KDDI) says "account is disabled" of every address it does not know (its
+    # Japanese text beside it says "not found").
+    (_words(r"the user\(s\) account is disabled"), Cause.USER_UNKNOWN),
+    # The receiver's rules on the sending host or on who may send, not the
+    # SPF/DKIM/DMARC checks: the recipient takes mail only from senders that
+    # log in (Exchange's RESOLVER.RST.AuthRequired, SMTP AUTH required), only
+    # from hosts with reverse DNS, only through the sender's provider's relay.
+    (_words(r"authrequired", r"authentication required", r"not authenticated to send",
+            r"no ptr record", r"reverse dns (?:required|lookup failed|failed)",
+            r"(?:no|missing|without) reverse dns", r"ptr record (?:required|not found)",
+            r"smtp server of your (?:isp|provider)",
+            r"use (?:the|your) (?:isp'?s?|provider'?s?) (?:smtp|mail) server",
+            # The envelope sender refused, not the recipient (Exim's "Unroutable
+            # sender address", Postfix's "Sender address rejected"): the words of
+            # an unknown domain or user below would name the wrong address.
+            r"(?:unroutable|unverifiable|unknown|invalid) sender (?:address|domain)",
+            r"sender (?:address|domain) (?:rejected|unroutable|not verified)"), Cause.POLICY),
+    # Sender ID (RFC 4406), SPF's sibling on the header's Purported Responsible
+    # Address (Courier: "can't determine Purported Responsible Address").
     (_words(r"\bspf\b", r"\bdkim\b", r"\bdmarc\b", r"sender policy framework",
-            r"authentication (?:check )?(?:failed|failure|required)",
+            r"purported responsible (?:address|domain)",
+            r"\bsender[- ]id (?:\(pra\)|check|fail|not permitted|policy|record)",
+            r"authentication (?:check )?(?:failed|failure)",
             r"not authenticated", r"unauthenticated"), Cause.AUTHENTICATION),
     (_words(r"blacklist", r"black list", r"blocklist", r"block list", r"\brbl\b",
             r"dnsbl", r"spamhaus", r"spamcop", r"\bsorbs\b", r"barracudacentral",
             r"listed (?:at|on|by) ", r"reputation",
             r"(?:host|network|client|your ip|ip address)[^\n]{0,40}"
-            r"(?:not allowed|blocked|banned|refused)"), Cause.BLOCKLISTED),
+            r"(?:not allowed|blocked|banned|refused)",
+            # Microsoft's "5.7.606 Access denied, banned sending IP [...]", and
+            # Hotmail's "SC-004 ... too many unwanted messages have been sent
+            # from the following IP address".
+            r"(?:banned|blocked|blacklisted|blocklisted) (?:sending |source |client )?ip\b",
+            r"unwanted messages have been sent from"),
+     Cause.BLOCKLISTED),
     (_words(r"spam", r"unsolicited", r"\bube\b", r"junk mail", r"content rejected",
             r"message content", r"content filter", r"virus", r"malware",
-            r"bulk (?:e-?mail|mail) filter", r"phish", r"suspicious"),
+            r"bulk (?:e-?mail|mail) filter", r"phish", r"suspicious",
+            # The message's header broke a rule of the receiver (Gmail's "Header error").
+            r"header error", r"(?:bad|invalid|malformed) (?:message )?header"),
      Cause.SPAM_OR_CONTENT),
     (_words(r"relay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited)",
             r"unable to relay", r"not permitted to relay", r"we do not relay",
@@ -134,6 +164,11 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"does not have enough space", r"mail ?folder is full", r"account is full",
             r"mail ?box space", r"too much mail", r"storage space", r"mailbox size",
             r"box is full", r"over (?:the )?(?:storage|disk) (?:limit|quota)",
+            # The count of stored messages, not of messages sent: web.de's "User
+            # has too many messages on the server" ("Benutzer hat zuviele Mails").
+            r"(?:too many|number of) messages (?:stored |allowed )?(?:in|on) "
+            r"(?:the |his |her |their |your |this )?(?:mail ?box|server|inbox|account)",
+            r"zu ?viele (?:mails|nachrichten)",
             "容量(?:が|を)?(?:超|オーバー|不足|いっぱい)"),
      Cause.MAILBOX_FULL),
     (_words(r"too (?:large|big)", r"size limit", r"message size",
@@ -147,9 +182,21 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
     (_words(r"host unknown", r"unknown host", r"host (?:or domain name )?not found",
             r"domain (?:name )?(?:not found|does not exist|unknown)", r"no such domain",
             r"unrouteable", r"unroutable", r"name service error", r"nxdomain",
-            r"\bno mx\b", r"mx (?:record )?not found", r"null mx"), Cause.HOST_UNKNOWN),
-    (_words(r"user unknown", r"unknown user", r"unknown (?:or illegal )?(?:user|recipient|"
+            r"\bno mx\b", r"mx (?:record )?not found", r"null mx",
+            # A domain, not a host, that cannot be reached has no mail server to
+            # reach (Outlook.com: "the domain is not reachable. Please check the domain").
+            r"domain (?:is )?(?:not reachable|unreachable)",
+            # qmail's "Sorry, I couldn't find any host by that name" (or "named
+            # x"), and the resolver's own words for a name that does not resolve
+            # (getaddrinfo: "Name or service not known", "No address associated
+            # with hostname"), as Postfix passes them on.
+            r"(?:couldn't|could not|can't|cannot) find any host",
+            r"name or service not known", r"no address associated with (?:host ?name|name)"),
+     Cause.HOST_UNKNOWN),
+    (_words(r"user unknown", r"unknown user",
+            r"unknown (?:or illegal )?(?:e-?mail )?(?:user|recipient|"
             r"account|local[- ]?part|address|mailbox|addressee)", r"addressee unknown",
+            r"(?:recipient|mailbox) unknown", r"no (?:such )?account (?:by|with) that name",
             r"no such (?:user|mailbox|recipient|address|account|person|local user)",
             r"(?:does not|doesn't|do not) exist", r"doesn't have an? [^\n]{0,40}account",
             r"does not have an? [^\n]{0,40}account", r"recipient not found",
@@ -161,6 +208,7 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"(?:couldn't|could not|can't|cannot) be found", r"wasn't found",
             r"was not found", r"no matches to nameserver", r"final (?:e-?mail )?delivery point",
             r"user not known", r"user(?:'s)? account (?:does not|doesn't) exist",
+            r"did not (?:exactly )?match (?:an? |any )[^\n]{0,30}address",
             r"n'existe pas", r"wrong or no longer valid", r"not our customer",
             r"unknown local", r"bad destination (?:mailbox|address)",
             # Japanese carriers and providers: "address not found", "no such address".
@@ -171,7 +219,12 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"in the queue too long", r"queue too long", r"has not been collected",
             r"exceeded maximum delivery attempts", r"failed \d+ attempts",
             r"retry (?:time|timeout) (?:exceeded|expired)", r"could not be delivered for \d",
-            r"time limit exceeded"), Cause.EXPIRED),
+            r"time limit exceeded",
+            # Sendmail's queue timeout: "Cannot send message for 5 days" (older),
+            # "Message could not be delivered for 5 days" and "Message will be
+            # deleted from queue".
+            r"(?:cannot|can't|could not) send (?:the )?message for \d",
+            r"will be deleted from (?:the )?queue"), Cause.EXPIRED),
     (_words(r"command output", r"command died", r"loops? back to myself", r"too many hops",
             r"mail loop", r"message looping", r"routing loop"), Cause.SYSTEM_ERROR),
     (_words(r"connection (?:timed out|refused|dropped|reset|lost)",
@@ -181,15 +234,23 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"(?:network|host) (?:is )?unreachable", r"server (?:is )?unavailable",
             r"could not find a gateway", r"dropped by remote host",
             r"did not accept our requests to connect", r"no answer from host",
-            r"establish an smtp connection", r"unavailable or busy"), Cause.UNREACHABLE),
+            r"establish an smtp connection", r"unavailable or busy",
+            # Exim: "all hosts for 'example.com' have been failing for a long time".
+            r"all hosts (?:[^\n]{0,80} )?have been failing"), Cause.UNREACHABLE),
     (_words(r"too many (?:connections|messages|recipients|concurrent|sessions)",
-            r"rate limit", r"rate-limit", r"throttl", r"sending rate"), Cause.RATE_LIMITED),
+            r"rate limit", r"rate-limit", r"throttl", r"sending rate",
+            # A cap on what one sender may send (Google Groups: "You have exceeded
+            # the allowable number of posts without solving a captcha").
+            r"(?:allowable|allowed|permitted|maximum) number of (?:posts|messages|e-?mails)"),
+     Cause.RATE_LIMITED),
     (_words(r"syntax error", r"invalid (?:address )?syntax", r"bad address syntax",
             r"malformed address", r"illegal address"), Cause.SYNTAX_ERROR),
     (_words(r"policy", r"not accepted here", r"not (?:allowed|authorized|permitted) to",
             r"administrative prohibition", r"access denied", r"not accepting mail",
-            r"are not accepted", r"refused by", "受信拒否"), Cause.POLICY),
-    (_words(r"loop", r"too many hops", r"internal error", r"system error",
+            r"are not accepted", r"refused by", r"\brestricted\b", "受信拒否"), Cause.POLICY),
+    # Not "Mail System Error - Returned Mail", the subject InterMail and au put
+    # on every bounce whatever its cause.
+    (_words(r"loop", r"too many hops", r"internal error", r"(?<!mail )system error",
             r"processing error", r"local error", r"command died", r"command output",
             r"configuration error", r"misconfigur"), Cause.SYSTEM_ERROR),
 )
@@ -227,13 +288,23 @@ _CAUSE_CODES: dict[Cause, str] = {
 
 # A server says why in its first sentences; a longer "reply" is not read further.
 WORDS_LIMIT = 2000
+# The reply code that starts each line of a multi-line reply (RFC 5321 §4.2.1,
+# "550-first line", "550 last line"), left inside the words once the reply is
+# unfolded: "is not permitted to 550 relay through this server".
+_CONTINUATION = re.compile(r"(?<!\S)[245]\d\d[- ](?=\S)")
+# Who answered, as Postfix and Exim put it before the reply ("host
+# mx.example.com[192.0.2.1] said:", "host mx.example.com [192.0.2.1]:"): the
+# word "host" there is no subject of the reply's words ("... said: 550 5.7.1
+# Blocked by SpamAssassin" is not a blocked host). Each part is bounded.
+_ANSWERING_HOST = re.compile(
+    r"\bhost [A-Za-z0-9.-]{1,255} ?\[[0-9A-Fa-f.:]{1,64}\](?: said)?:")
 
 
 def cause_from_words(text: str | None) -> Cause | None:
     """The cause the reply's words name, or None when they name none we know."""
     if not text:
         return None
-    words = text[:WORDS_LIMIT]
+    words = _ANSWERING_HOST.sub(" ", _CONTINUATION.sub("", text[:WORDS_LIMIT]))
     for pattern, cause in _WORD_CAUSES:
         if pattern.search(words):
             return cause

@@ -37,7 +37,7 @@ from trustmilter import compat, policy_search
 from trustmilter.bounce.causes import EXPLANATIONS
 from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
 from trustmilter.bounce.marks import Arrival, OwnMail, ownership
-from trustmilter.bounce.ours import Evidence, token_mark
+from trustmilter.bounce.ours import Detail, Evidence, token_mark
 from trustmilter.checks.bounce import batv_secret
 from trustmilter.checks.replies import bounce_token
 from trustmilter.command_support import (
@@ -53,7 +53,7 @@ from trustmilter.command_support import (
 )
 from trustmilter.config.settings import Settings
 from trustmilter.domains import DomainTools
-from trustmilter.i18n import N_, command_translator
+from trustmilter.i18n import N_, command_translator, text
 from trustmilter.lookup.resolver import build_resolver
 from trustmilter.mail.addresses import normalise_address, parse_address_list
 from trustmilter.mail.mime import walk as walk_mime
@@ -90,6 +90,8 @@ _EVIDENCE: dict[Evidence, str] = {
     "dkim": N_("our DKIM signature on the returned copy verifies"),
     "return-path": N_("sent to a BATV return path our key verifies"),
 }
+# A mark whose key could not be read (the key file's problem, as the error says it).
+_NOT_CHECKED = N_("not checked: %(error)s")
 # RFC 3464 §2.3.3 action values, in plain words; any other is shown as written.
 _ACTIONS = {"failed": N_("failed"), "delayed": N_("delayed"), "delivered": N_("delivered"),
             "relayed": N_("relayed"), "expanded": N_("expanded")}
@@ -144,8 +146,8 @@ def report(bounce: Bounce, tr: Callable[[str], str] = N_) -> str:
                 "source": _shown(bounce.reporting_mta_source, _MTA_SOURCES, tr)},
         _ours_line(bounce, tr),
     ]
-    # What each mark showed: our words around the bounce's values, in English.
-    lines.extend(f"  - {detail}" for detail in bounce.ours.details)
+    # What each mark showed: our words around the bounce's values.
+    lines.extend(f"  - {detail.render(tr)}" for detail in bounce.ours.details)
     if bounce.cause is not None:
         # The Cause values are msgids (causes.py); docs/rules.md §6 names them.
         lines.append(tr(N_("Cause: %(cause)s.")) % {"cause": tr(bounce.cause.value)})
@@ -209,12 +211,12 @@ def _with_marks(bounce: Bounce, raw: bytes, settings: Settings, own_domains: tup
                 client_name: str | None) -> Bounce:
     """`bounce` with the marks of our mail checked as the milter checks them."""
     config = settings.checks.bounce
-    skipped: list[str] = []
+    skipped: list[Detail] = []
     secret = None
     try:
         secret = batv_secret(config)
     except KeyFileError as error:
-        skipped.append(f"return-path: not checked: {error}")
+        skipped.append(Detail("return-path", text(_NOT_CHECKED, error=error)))
     token = None
     replies = settings.checks.replies
     if replies.key_file:
@@ -223,7 +225,7 @@ def _with_marks(bounce: Bounce, raw: bytes, settings: Settings, own_domains: tup
                                    walk_mime(raw))
             token = token_mark(verdict.returned_id, verdict.forged)
         except KeyFileError as error:
-            skipped.append(f"token: not checked: {error}")
+            skipped.append(Detail("token", text(_NOT_CHECKED, error=error)))
     resolver = build_resolver(settings.dns, domains=DomainTools()) if own_domains else None
     delivered_to = tuple(
         address for name in ("To", "Delivered-To", "X-Original-To")

@@ -54,6 +54,8 @@ _QUOTED = re.compile(r'"(?:[^"\\\r\n]|\\.){0,256}"@[^\s<>()",;:]+')
 _BARE = re.compile(r"(?<![^\s<>()\"',;:])[^\s<>()\"',;:]+@[^\s<>()\"',;:]+")
 # X.400 addresses carry the Internet one as RFC-822=local(a)domain (RFC 2156 §4.2).
 _X400_RFC822 = re.compile(r"/RFC-822=([^/]+)/", re.IGNORECASE)
+# A line of a multi-line SMTP reply: its code, then "-" or a blank.
+_REPLY_LINE = re.compile(r"[245]\d\d[- ]")
 _ENHANCED_AT_START = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 _BASIC_AT_START = re.compile(r"\s*([245][0-5]\d)(?!\d)")
 
@@ -155,32 +157,41 @@ def _action(value: str | None) -> str | None:
 def parse_fields(text: str) -> list[list[tuple[str, str]]]:
     """The field blocks of a delivery-status text (RFC 3464 §2.1): blocks end
     at blank lines, or where a recipient field repeats within one; folded
-    lines are joined; lines that are no field are passed over."""
+    lines are joined, and so are the unfolded lines of a multi-line reply;
+    other lines that are no field are passed over."""
     blocks: list[list[tuple[str, str]]] = []
-    block: list[tuple[str, str]] = []
+    # The open block's fields, each value as its lines (joined once it is
+    # closed: joining line by line copied the value again for every line).
+    block: list[tuple[str, list[str]]] = []
     names: set[str] = set()  # of the fields in `block`
+
+    def close() -> None:
+        if block:
+            blocks.append([(name, " ".join(lines)) for name, lines in block])
+            block.clear()
+            names.clear()
+
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if not line.strip():
-            if block:
-                blocks.append(block)
-                block, names = [], set()
+            close()
             continue
         if line[0] in " \t":
             if block:
-                name, value = block[-1]
-                block[-1] = (name, value + " " + line.strip())
+                block[-1][1].append(line.strip())
             continue
         match = _FIELD.match(line)
         if match is None:
+            if block and _REPLY_LINE.match(line):
+                # A multi-line reply written on unfolded lines ("550-first",
+                # "550 last", RFC 5321 §4.2.1): the rest of the field before it.
+                block[-1][1].append(line.strip())
             continue
         name = match.group(1).lower()
         if name in ("final-recipient", "original-recipient") and name in names:
-            blocks.append(block)
-            block, names = [], set()
-        block.append((name, match.group(2).strip()))
+            close()
+        block.append((name, [match.group(2).strip()]))
         names.add(name)
-    if block:
-        blocks.append(block)
+    close()
     return blocks
 
 
@@ -300,16 +311,38 @@ def returned_message(message: Message) -> ReturnedMessage | None:
     return None
 
 
+# A field that only a status part's text has (RFC 3464 §2.2, §2.3) at the start of a line.
+_STATUS_FIELD = re.compile(r"^(?:reporting-mta|final-recipient|original-recipient)[ \t]*:",
+                           re.IGNORECASE | re.MULTILINE)
+
+
+def has_status_fields(text: str) -> bool:
+    """Whether `text` is a status part's text, not a person's words labelled so."""
+    return _STATUS_FIELD.search(text) is not None
+
+
+def is_status_part(part: Message) -> bool:
+    """Whether `part` is labelled a delivery-status part (any of its spellings)."""
+    return part.get_content_type() in _STATUS_TYPES
+
+
 def delivery_status_part(message: Message) -> Message | None:
-    """The delivery-status part (RFC 3464 §2), or a text part that is one; None."""
+    """The delivery-status part (RFC 3464 §2), or a text part that is one; None.
+
+    Of several parts labelled delivery-status, the first whose text has the
+    fields of one: some MTAs (InterMail) label their human-readable part so
+    too, before the real one."""
+    labelled: Message | None = None
     found: Message | None = None
     for part in message.walk():
         content_type = part.get_content_type()
         if content_type in _STATUS_TYPES:
-            return part
-        if found is None and content_type == "text/plain" and _looks_like_status(part):
+            if has_status_fields(_part_text(part)):
+                return part
+            labelled = labelled or part
+        elif found is None and content_type == "text/plain" and _looks_like_status(part):
             found = part
-    return found
+    return found or labelled
 
 
 def is_report(message: Message) -> bool:

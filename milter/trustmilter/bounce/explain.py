@@ -31,6 +31,7 @@ from trustmilter.bounce.causes import (
 )
 from trustmilter.bounce.dsn import (
     MAX_RECIPIENTS,
+    DsnReport,
     Recipient,
     ReturnedMessage,
     address_of,
@@ -39,15 +40,17 @@ from trustmilter.bounce.dsn import (
     returned_message,
     unwrapped_status_parts,
 )
-from trustmilter.bounce.heuristics import TextReport, read_text
+from trustmilter.bounce.heuristics import TextReport, addresses_in, read_text
 from trustmilter.bounce.ours import Ours, decide
 from trustmilter.bounce.recipients import (
     Failures,
+    continued_reply,
     expanded_from,
     first_mentions,
     flufl_failures,
     words_for,
 )
+from trustmilter.bounce.ses import read_ses
 from trustmilter.bounce.status import StatusMeaning, describe, find_basic, find_enhanced
 from trustmilter.bounce.text import body_text, delay_notice, report_text, returned_inline
 from trustmilter.i18n import N_, Text
@@ -169,7 +172,7 @@ class Bounce:
             "own": self.own,
             "ours": self.ours.value,
             "ours_evidence": list(self.ours.evidence),
-            "ours_details": list(self.ours.details),
+            "ours_details": list(self.ours.lines),
             "cause": self.cause.value if self.cause else None,
             "returned_message": None if returned is None else {
                 "message_id": returned.message_id, "subject": returned.subject,
@@ -212,6 +215,13 @@ def _looks_automated(message: Message) -> bool:
     daemon = (sender.startswith(("mailer-daemon@", "postmaster@")) or "mailer-daemon" in sender
               or (not sender and "<>" in str(message.get("From", ""))))
     return daemon and any(word in subject for word in _FAILURE_WORDS)
+
+
+# SES's other notifications (docs: "Amazon SNS notification contents for Amazon SES").
+_NOT_SES_BOUNCES = {
+    "complaint": sentence(N_("an Amazon SES complaint notification, not a bounce")),
+    "delivery": sentence(N_("an Amazon SES delivery notification, not a bounce")),
+}
 
 
 def _is_feedback_report(message: Message) -> bool:
@@ -262,6 +272,20 @@ def _permanent(recipient: Recipient, status: str | None, notice_is_delay: bool) 
     return not notice_is_delay
 
 
+# Causes that a retry may cure, and that a reporter gives up on only when its
+# time in the queue runs out.
+_PASSING_CAUSES = frozenset({Cause.UNREACHABLE, Cause.UNKNOWN})
+
+
+def _outlasted_the_queue(permanent: bool, cause: Cause, context: str) -> bool:
+    """A transient failure the reporter gave up on because its time in the
+    queue ran out, as the bounce itself says (Sendmail's subject "Cannot send
+    message for 5 days"): the last attempt's words ("connection timed out")
+    are why it was retried, the time running out is why it failed. Without
+    such words the last attempt's reason stands (a person reads no more)."""
+    return permanent and cause in _PASSING_CAUSES and cause_from_words(context) is Cause.EXPIRED
+
+
 def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> BounceRecipient:
     """One recipient read: its code and where it came from, permanence, cause.
     `context` (the bounce's subject and the words before its list of
@@ -274,6 +298,8 @@ def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> Bou
         cause = cause_from_words(recipient.diagnostic) or cause_from_code(status)
         if cause is Cause.UNKNOWN:
             cause = cause_from_words(context) or cause
+        if _outlasted_the_queue(permanent, cause, context):
+            cause = Cause.EXPIRED
         if status is None:
             status = inferred_code(cause, permanent, basic)
             source = "inferred" if status else None
@@ -323,10 +349,12 @@ def _originals(recipients: list[Recipient], report: str) -> list[Recipient]:
 def _with_words(recipient: Recipient, report: str, mentions: dict[str, int],
                 alone: bool) -> Recipient:
     """The reply from the report's text where the recipient's own reading has
-    none (an X.400 report, a bare DSN, a text bounce). A lone recipient the text
+    none (an X.400 report, a bare DSN, a text bounce), or has only the first
+    line of a reply the text has whole. A lone recipient the text
     does not name (AOL's screen names) gets the whole report's words."""
     if recipient.diagnostic:
-        return recipient
+        whole = continued_reply(report, recipient.diagnostic)
+        return recipient if whole is None else _replaced(recipient, diagnostic=whole)
     words = words_for(report, recipient.address, mentions, recipient.original_recipient)
     if words is None and recipient.original_recipient:
         words = words_for(report, recipient.original_recipient, mentions, recipient.address)
@@ -360,15 +388,21 @@ def _failed_recipients_field(message: Message) -> list[str]:
 def _text_recipients(text: TextReport | None, failures: Failures, extra: list[str],
                      notice_is_delay: bool) -> list[Recipient]:
     """The text readers' recipients, then what flufl.bounce (and X-Failed-Recipients)
-    add: flufl's own verdict on permanence is kept."""
+    add: flufl's own verdict on permanence is kept. An address flufl finds
+    inside the reply a text reader read for a recipient is part of that reply
+    (the forward target a server names), not another failed recipient."""
     found = list(text.recipients) if text else []
     known = {r.address.lower() for r in found}
+    in_replies = addresses_in("\n".join(r.diagnostic for r in found if r.diagnostic))
+    from_flufl, temporary_ones, permanent_ones = (
+        set(failures.addresses), set(failures.temporary), set(failures.permanent))
     for address in (*failures.addresses, *extra):
-        if address.lower() in known:
+        if address.lower() in known or (
+                address in from_flufl and address.lower() in in_replies):
             continue
         known.add(address.lower())
-        temporary = address in failures.temporary or (
-            address not in failures.permanent and notice_is_delay)
+        temporary = address in temporary_ones or (
+            address not in permanent_ones and notice_is_delay)
         found.append(Recipient(address=address, temporary=temporary))
     return found
 
@@ -412,13 +446,19 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
         return Bounce(is_bounce=False, notes=(
             sentence(N_("an abuse report (RFC 5965), not a bounce")),))
     problems: list[Text] = []
-    dsn = parse_dsn(message)
+    # An Amazon SES notification (JSON from SNS) stands for the report itself.
+    notification = read_ses(message)
+    if notification is not None and notification.kind != "bounce":
+        return Bounce(is_bounce=False, notes=(_NOT_SES_BOUNCES.get(notification.kind) or sentence(
+            N_("an Amazon SES notification (%(kind)s), not a bounce"), kind=notification.kind),))
+    dsn = parse_dsn(message) if notification is None else DsnReport(
+        notification.reporting_mta, notification.recipients, notification.returned)
     body = body_text(message)
     report = report_text(body)
-    notice_is_delay = delay_notice(message, report)
-    text: TextReport | None = read_text(body)
+    notice_is_delay = delay_notice(message, report) if notification is None else False
+    text: TextReport | None = read_text(body) if notification is None else None
     recipients: list[Recipient] = list(dsn.recipients) if dsn else []
-    fmt: str | None = "rfc3464" if recipients else None
+    fmt: str | None = ("amazonses" if notification else "rfc3464") if recipients else None
     if not recipients:
         failures = flufl_failures(message, report)
         extra = _failed_recipients_field(message)

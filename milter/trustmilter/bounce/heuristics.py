@@ -13,8 +13,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trustmilter.bounce.dsn import Recipient
+from trustmilter.bounce.dsn import MAX_RECIPIENTS, Recipient
 from trustmilter.bounce.status import find_basic
+from trustmilter.bounce.text import report_text
 
 _ADDRESS = r"[^\s<>@()\"',;]+@[^\s<>@()\"',;:]+"
 # The first address in free text. A search for _ADDRESS alone retried from every
@@ -29,6 +30,11 @@ _BLANKS = re.compile(r"\s*")
 # empty line (or the end).
 _POSTFIX_HEAD = re.compile(rf"<({_ADDRESS})>")
 _TO_EMPTY_LINE = re.compile(r"(.*?)(?=\n\s*\n|\Z)", re.S)
+
+
+def addresses_in(text: str) -> set[str]:
+    """Every address `text` names, lower case, without a trailing dot."""
+    return {m.group(0).rstrip(".").lower() for m in _FIRST_ADDRESS.finditer(text)}
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,12 @@ def _recipient(address: str, diagnostic: str | None, temporary: bool) -> Recipie
     )
 
 
+# Where Exim's list of failed addresses begins: after "A message sent by\n\n
+# <sender>\n\ncould not be delivered to one or more of its recipients" (a
+# message it forwarded names its sender, indented as a recipient would be).
+_EXIM_LIST_LEAD = re.compile(r"(?:could not be|has not yet been) delivered to one or more of its")
+
+
 def _exim(body: str) -> TextReport | None:
     if "This message was created automatically by mail delivery software" not in body:
         return None
@@ -58,8 +70,9 @@ def _exim(body: str) -> TextReport | None:
     recipients: list[Recipient] = []
     address: str | None = None
     detail: list[str] = []
+    lead = _EXIM_LIST_LEAD.search(body)
     # Exim lists each address indented two spaces, its host and reply indented further.
-    for line in body.split("\n"):
+    for line in body[lead.start() if lead else 0 :].split("\n"):
         if line.startswith("------ This is a copy"):
             break
         head = re.fullmatch(rf"  <?({_ADDRESS})>?\s*", line)
@@ -229,24 +242,173 @@ def _postfix_replies(body: str) -> list[tuple[str, str]]:
         line += 1
 
 
+# A failed address alone on its line ("<a@example.jp>", "a@example.jp:").
+_ADDRESS_LINE = re.compile(rf"(?m)^[^\S\n]*<?({_ADDRESS})>?[^\S\n]*:?[^\S\n]*$")
+# A line that names a failed address after a label: au's (KDDI) "Recipient:
+# <a@example.jp>" (its SMTP transcript follows), au one net's "Could not be
+# delivered to: <a@example.jp>" (the reason follows).
+_LABELLED_ADDRESS = re.compile(
+    rf"[^\S\n]*(?:Recipient|Could not be delivered to):[^\S\n]*<?({_ADDRESS})>?[^\S\n]*",
+    re.IGNORECASE)
+
+
+def _listed_recipients(text: str) -> list[Recipient]:
+    """The recipients of a notice that lists each failed address on a line of
+    its own (alone, or after a label), each with the lines that follow it up
+    to an empty line as its reason: the remote server's replies ("<<< 550
+    ...") where the notice copies the SMTP session, else the text (our own
+    commands, ">>> RCPT TO:...", are not the reason)."""
+    found: list[Recipient] = []
+    address: str | None = None
+    reason: list[str] = []
+    for line in text.split("\n"):
+        head = _ADDRESS_LINE.fullmatch(line) or _LABELLED_ADDRESS.fullmatch(line)
+        if head is not None:
+            if address is not None:
+                found.append(_recipient(address, _reason(reason), False))
+            if len(found) >= MAX_RECIPIENTS:
+                return found
+            address, reason = head.group(1), []
+        elif address is not None and line.strip():
+            reason.append(line.strip())
+        elif address is not None and reason:
+            found.append(_recipient(address, _reason(reason), False))
+            address, reason = None, []
+    if address is not None:
+        found.append(_recipient(address, _reason(reason), False))
+    return found
+
+
+def _reason(lines: list[str]) -> str:
+    """The remote server's replies among `lines` ("<<< ..."), else the lines
+    that are not our own commands (">>> ...")."""
+    replies = [line[3:].strip() for line in lines if line.startswith("<<<")]
+    return "\n".join(replies or [line for line in lines if not line.startswith(">>>")])
+
+
 # The texts of Japanese mobile carriers (au/KDDI ezweb, NTT docomo, SoftBank)
 # and the MTAs of Japanese providers: "the message to the following address
-# could not be sent/delivered", then the addresses, one per line.
+# could not be sent/delivered", then the addresses, one per line, alone or
+# after a label, each with its reason (in English) after it.
 _JAPANESE_MARKER = re.compile(
     "(?:送信|配信|配送|お届け)(?:することが)?できませんでした|届きませんでした|宛先不明")
-_ADDRESS_LINE = re.compile(rf"(?m)^[^\S\n]*<?({_ADDRESS})>?[^\S\n]*:?[^\S\n]*$")
 
 
 def _japanese(body: str) -> TextReport | None:
     if _JAPANESE_MARKER.search(body) is None:
         return None
     text = body.split("--- Below this line is a copy of the message.")[0]
-    recipients = [_recipient(m.group(1), None, False) for m in _ADDRESS_LINE.finditer(text)]
+    recipients = _listed_recipients(text)
     return TextReport("japanese", None, tuple(recipients)) if recipients else None
 
 
+# Characters of a reason shared by all the recipients a notice lists.
+_REASON_LIMIT = 1000
+
+
+def _notes(body: str) -> TextReport | None:
+    """Lotus Notes / Domino's own notice: the reason and the failed addresses
+    between "------- Failure Reasons --------" and "------- Returned Message"."""
+    start = body.find("------- Failure Reasons")
+    if start < 0:
+        return None
+    line_end = body.find("\n", start)
+    if line_end < 0:  # nothing after the marker's line
+        return TextReport("notes", None, ())
+    end = body.find("------- Returned Message", line_end)
+    block = body[line_end + 1 : end if end >= 0 else len(body)]
+    addresses = [m.group(1) for m in _ADDRESS_LINE.finditer(block)]
+    reason = " ".join(line.strip() for line in block.split("\n")
+                      if line.strip() and _ADDRESS_LINE.fullmatch(line) is None)
+    return TextReport("notes", None, tuple(
+        _recipient(a, reason[:_REASON_LIMIT], False) for a in addresses[:MAX_RECIPIENTS]))
+
+
+# Notices that name one address and the reason right after a fixed sentence.
+# Each sentence is followed by a window of at most _REACH characters, and the
+# address and reason are read inside it only (linear in the text).
+_REACH = 600
+_ATTEMPTS_MARKER = "Delivery failed "
+_ONE_ADDRESS_NOTICES = (
+    # "Sorry, unable to deliver your message to a@example.com for the following
+    # reason:\n\n 552 Quota violation for b@example.com"
+    ("unable to deliver your message to ", re.compile(
+        rf"<?(?P<address>{_ADDRESS})>?\s{{1,5}}for\s{{1,5}}the\s{{1,5}}following\s{{1,5}}"
+        r"reason:(?P<reason>.*)", re.S)),
+    # 'Delivery of email to this address\n\n"a@example.ch"\n\nhas failed due to a full mailbox.'
+    ("Delivery of email to this address", re.compile(
+        rf"\s{{0,20}}\"?<?(?P<address>{_ADDRESS})>?\"?\s{{0,20}}(?P<reason>has failed.*)", re.S)),
+    # "Delivery failed 10 attempts: a@example.net" on a line of its own: the
+    # count of attempts is all the reason it gives.
+    (_ATTEMPTS_MARKER, re.compile(
+        rf"(?P<reason>(?:after )?\d{{1,4}} attempts?):[^\S\n]{{0,5}}<?(?P<address>{_ADDRESS})>?"
+        r"[^\S\n]*(?:\n|\Z)")),
+)
+
+
+def _one_address(body: str) -> TextReport | None:
+    """The first of `_ONE_ADDRESS_NOTICES` that `body` is: its address and reason."""
+    for marker, pattern in _ONE_ADDRESS_NOTICES:
+        at = body.find(marker)
+        if at < 0:
+            continue
+        start = at + len(marker)
+        match = pattern.match(body[start : start + _REACH])
+        if match is None:
+            continue
+        reason = match.group("reason").strip().split("\n\n")[0]
+        if marker == _ATTEMPTS_MARKER:
+            reason = marker + reason
+        return TextReport("text", None, (_recipient(match.group("address"), reason, False),))
+    return None
+
+
+def _interscan(body: str) -> TextReport | None:
+    """Trend Micro InterScan VirusWall's notice, which names no recipient."""
+    if "Message from InterScan E-Mail VirusWall" not in body or (
+            "could not be delivered" not in body):
+        return None
+    return TextReport("interscan", None, ())
+
+
+# au's (KDDI) older notice in English only: the failed addresses on lines of
+# their own, above or below this sentence, before the returned headers that
+# follow a line of dashes.
+_AU_REJECTED = re.compile(
+    r"Each of the following recipients was rejected by a remote\s{1,5}mail server")
+_DASHES = re.compile(r"(?m)^-{10,}[^\S\n]*$")
+
+
+def _au_rejected(body: str) -> TextReport | None:
+    if _AU_REJECTED.search(body) is None:
+        return None
+    end = _DASHES.search(body)
+    recipients = _listed_recipients(body[: end.start() if end else len(body)])
+    return TextReport("japanese", None, tuple(recipients)) if recipients else None
+
+
+# A notice in labelled lines (a German provider's own): "reject reason:
+# Mailbox full" and "target mail address: a@example.net". Both labels must be
+# there: one alone is too common in ordinary mail.
+_LABELLED_REASON = re.compile(r"(?im)^[^\S\n]*(?:reject|rejection|bounce|failure) reason:"
+                              r"[^\S\n]*([^\n]{1,300})$")
+_LABELLED_TARGET = re.compile(
+    rf"(?im)^[^\S\n]*(?:target|recipient|failed)(?: e-?mail| mail)? address:[^\S\n]*"
+    rf"<?({_ADDRESS})>?[^\S\n]*$")
+
+
+def _labelled(body: str) -> TextReport | None:
+    text = report_text(body)
+    reason = _LABELLED_REASON.search(text)
+    target = _LABELLED_TARGET.search(text) if reason else None
+    if reason is None or target is None:
+        return None
+    return TextReport("text", None, (_recipient(target.group(1), reason.group(1), False),))
+
+
 READERS: tuple[Callable[[str], TextReport | None], ...] = (
-    _postfix, _exim, _qmail, _exchange, _gmail, _yahoo, _sendmail, _japanese,
+    _postfix, _exim, _qmail, _exchange, _gmail, _yahoo, _sendmail, _notes, _one_address,
+    _interscan, _japanese, _au_rejected, _labelled,
 )
 
 

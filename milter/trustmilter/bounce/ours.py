@@ -31,9 +31,11 @@ free of this: the report comes from our own system.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from trustmilter.i18n import N_, Text, text
 
 OursValue = Literal["yes", "claims", "no"]
 Evidence = Literal["reporting-mta", "token", "dkim", "return-path"]
@@ -50,7 +52,34 @@ class Mark:
 
     kind: Evidence
     status: MarkStatus
-    detail: str  # in our words, for the log and explain-bounce
+    # In our words, kept as a sentence and its values: explain-bounce shows it
+    # in the reader's language, --json and the logs in English.
+    detail: Text
+
+
+# What a detail is about, for the readable report: the marks' kinds, the
+# returned copy's From, and whatever else names itself.
+DETAIL_KINDS = {
+    "reporting-mta": N_("reporting MTA"), "token": N_("token"), "dkim": N_("DKIM signature"),
+    "return-path": N_("return path"), "from": N_("returned From"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """What one mark looked at showed: what it is about, and in our words."""
+
+    kind: str  # an Evidence kind, or "from"
+    text: Text
+
+    def line(self) -> str:
+        """``dkim: our signature ... verifies ...``: --json and the logs (English)."""
+        return f"{self.kind}: {self.text.render()}"
+
+    def render(self, tr: Callable[[str], str] = N_) -> str:
+        """The readable line in `tr`'s language."""
+        kind = DETAIL_KINDS.get(self.kind)
+        return f"{tr(kind) if kind else self.kind}: {self.text.render(tr)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +89,24 @@ class Ours:
 
     value: OursValue = "no"
     evidence: tuple[Evidence, ...] = ()
-    details: tuple[str, ...] = ()
+    details: tuple[Detail, ...] = ()
 
     @property
     def word(self) -> str:
         """``yes:token+dkim``, ``claims`` or ``no``: one token for a summary line."""
         return f"yes:{'+'.join(self.evidence)}" if self.value == "yes" else self.value
 
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """`details` in English, one line each (--json, the logs)."""
+        return tuple(detail.line() for detail in self.details)
+
     def to_json(self) -> dict[str, Any]:
         return {"value": self.value, "evidence": list(self.evidence),
-                "details": list(self.details)}
+                "details": list(self.lines)}
 
 
-CLAIMED_FROM = "the returned message is from one of our domains"
+CLAIMED_FROM = text(N_("the returned message is from one of our domains"))
 
 
 def decide(claimed_from: bool, marks: Iterable[Mark]) -> Ours:
@@ -80,9 +114,9 @@ def decide(claimed_from: bool, marks: Iterable[Mark]) -> Ours:
     mark makes it not ours; else any claim (the returned copy's From among
     them) makes it "claims"."""
     found = list(marks)
-    details = tuple(f"{m.kind}: {m.detail}" for m in found)
+    details = tuple(Detail(m.kind, m.detail) for m in found)
     if claimed_from:
-        details += (f"from: {CLAIMED_FROM}",)
+        details += (Detail("from", CLAIMED_FROM),)
     proved = {m.kind for m in found if m.status == "proves"}
     if proved:
         return Ours("yes", tuple(k for k in EVIDENCE_ORDER if k in proved), details)
@@ -126,12 +160,16 @@ def reporting_mta_mark(reporter: str | None, client_name: str | None,
     if not is_own_mta(reporter, own_mtas):
         return None
     if is_own_mta(client_name, own_mtas):
-        return Mark("reporting-mta", "proves",
-                    f"reported by our {host_name(reporter)}, delivered by our "
-                    f"{host_name(client_name)}")
-    came_from = host_name(client_name) or "a client with no verified name"
-    return Mark("reporting-mta", "claims",
-                f"names our {host_name(reporter)} as its reporter, but came from {came_from}")
+        return Mark("reporting-mta", "proves", text(
+            N_("reported by our %(reporter)s, delivered by our %(client)s"),
+            reporter=host_name(reporter), client=host_name(client_name)))
+    if not host_name(client_name):
+        return Mark("reporting-mta", "claims", text(
+            N_("names our %(reporter)s as its reporter, but came from a client with no "
+               "verified name"), reporter=host_name(reporter)))
+    return Mark("reporting-mta", "claims", text(
+        N_("names our %(reporter)s as its reporter, but came from %(client)s"),
+        reporter=host_name(reporter), client=host_name(client_name)))
 
 
 # ---- our token, as the replies check verifies it -----------------------------------
@@ -142,7 +180,9 @@ def token_mark(returned_id: str | None, forged: bool) -> Mark | None:
     Message-ID a valid token was found for, and whether a token that is not
     ours was seen."""
     if returned_id is not None:
-        return Mark("token", "proves", f"our token, valid for the returned <{returned_id}>")
+        return Mark("token", "proves", text(N_("our token, valid for the returned %(message_id)s"),
+                                            message_id=f"<{returned_id}>"))
     if forged:
-        return Mark("token", "contradicts", "a token that is not ours for the returned message")
+        return Mark("token", "contradicts",
+                    text(N_("a token that is not ours for the returned message")))
     return None

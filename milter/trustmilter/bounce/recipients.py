@@ -127,9 +127,11 @@ def flufl_failures(message: Message, order: str) -> Failures:
 
 
 # "<addr> (expanded from <orig>)" (Postfix), "addr\n (expanded from: <orig>)"
-# (Sendmail), "(generated from orig)" (Exim): the address the sender used.
+# (Sendmail), "(generated from orig)", "(ultimately generated from orig)"
+# (Exim, through several aliases): the address the sender used.
 _EXPANDED = re.compile(
-    r"\((?:expanded|generated) from:?\s*<?([^\s<>()]+@[^\s<>()]+|[^\s<>()@]+)>?\s*\)",
+    r"\((?:ultimately )?(?:expanded|generated) from:?"
+    r"\s*<?([^\s<>()]+@[^\s<>()]+|[^\s<>()@]+)>?\s*\)",
     re.IGNORECASE)
 # Another address between the one named and the expansion note: the note is not
 # its. A match starts only where a run of address characters does (linear).
@@ -188,3 +190,44 @@ def words_for(text: str, address: str, mentions: dict[str, int],
         end = max(after, text.rfind("\n", 0, end) + 1)
     chunk = " ".join(text[line_start:end].split())
     return chunk or None
+
+
+# One line of an SMTP reply as a transcript copies it ("<<< 550-5.7.1 ...",
+# "    550-5.7.1 ..."): its code, "-" for "more lines follow" or " " for the
+# last line (RFC 5321 §4.2.1), and the words.
+_REPLY_LINE = re.compile(r"[ \t]{0,20}(?:<<<[ \t]{0,20})?([245]\d\d)([- ])(.*)")
+_ENHANCED_LEAD = re.compile(r"[ \t]*[245]\.\d{1,3}\.\d{1,3}[ \t]*")
+REPLY_LINES = 20  # continuation lines read after the first
+_FIRST_LINE_LENGTH = 200  # characters of the first line looked for in the text
+
+
+def continued_reply(text: str, diagnostic: str) -> str | None:
+    """The whole reply where `diagnostic` holds only its first line: a
+    Diagnostic-Code of "550-5.7.1 ... this message is" (a "-" after the code
+    says more lines follow) whose other lines only the transcript in `text`
+    has. None when it is no cut reply or the transcript does not hold it.
+    Blanks are compared as one space (a field's value is unfolded)."""
+    first = " ".join(diagnostic.split())
+    head = _REPLY_LINE.fullmatch(first)
+    if head is None or head.group(2) != "-":
+        return None
+    probe = first[:_FIRST_LINE_LENGTH]
+    lines = text.split("\n")
+    tried = 0
+    for index, line in enumerate(lines):
+        if probe not in " ".join(line.split()):
+            continue
+        words = [first]
+        for following in lines[index + 1 : index + 1 + REPLY_LINES]:
+            match = _REPLY_LINE.fullmatch(following)
+            if match is None or match.group(1) != head.group(1):
+                break
+            words.append(" ".join(_ENHANCED_LEAD.sub("", match.group(3), count=1).split()))
+            if match.group(2) == " ":
+                break
+        if len(words) > 1:
+            return " ".join(words)
+        tried += 1
+        if tried >= _MENTIONS:
+            break
+    return None

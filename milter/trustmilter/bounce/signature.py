@@ -41,6 +41,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from trustmilter.bounce.ours import Mark
 from trustmilter.compat.dkimpy import DkimpyLog, Parsed, rfc822_parse, verifier
+from trustmilter.i18n import N_, text
 from trustmilter.lookup import Resolver
 from trustmilter.lookup.shims import DkimDns
 from trustmilter.mail.fields import field_value, split_fields
@@ -165,10 +166,24 @@ def _ours(domain: str, own_domains: tuple[str, ...]) -> bool:
     return bool(domain) and any(domain == d or domain.endswith("." + d) for d in owned)
 
 
+# What the signature over the returned header shows of the returned body
+# (_body_state), each a whole sentence so that a translator sees it whole.
+_ONLY_THE_HEADER = N_("our signature d=%(domain)s s=%(selector)s verifies over the returned "
+                      "header; only the header was returned")
+_BODY_UNREADABLE = N_("our signature d=%(domain)s s=%(selector)s verifies over the returned "
+                      "header; the body hash cannot be read")
+_BODY_SIGNED = N_("our signature d=%(domain)s s=%(selector)s verifies over the returned "
+                  "header; the returned body is the one signed")
+_BODY_CHANGED = N_("our signature d=%(domain)s s=%(selector)s verifies over the returned "
+                   "header; the returned body differs from the one signed (cut or re-encoded "
+                   "on its way back)")
+
+
 def _body_state(parsed: Parsed, tags: dict[bytes, bytes], headers_only: bool) -> str:
-    """Whether the returned body is the body we signed (bh=, RFC 6376 §3.7)."""
+    """Whether the returned body is the body we signed (bh=, RFC 6376 §3.7): the
+    sentence that says so."""
     if headers_only:
-        return "only the header was returned"
+        return _ONLY_THE_HEADER
     try:
         policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
         body = policy.canonicalize_body(parsed[1])
@@ -176,17 +191,16 @@ def _body_state(parsed: Parsed, tags: dict[bytes, bytes], headers_only: bool) ->
             body = body[: int(tags[b"l"])]
         signed = base64.b64decode(re.sub(rb"\s+", b"", tags[b"bh"]))
     except (dkim.DKIMException, ValueError, binascii.Error, KeyError):
-        return "the body hash cannot be read"
+        return _BODY_UNREADABLE
     if hashlib.sha256(body).digest() == signed:  # both algorithms we verify hash with SHA-256
-        return "the returned body is the one signed"
-    return "the returned body differs from the one signed (cut or re-encoded on its way back)"
+        return _BODY_SIGNED
+    return _BODY_CHANGED
 
 
 def _verify(copy: ReturnedCopy, parsed: Parsed, index: int, tags: dict[bytes, bytes],
             resolver: Resolver, now: float) -> Mark:
-    domain = _domain(tags)
-    selector = re.sub(rb"\s+", b"", tags.get(b"s", b"")).decode("ascii", "replace")
-    name = f"our signature d={domain} s={selector}"
+    name = {"domain": _domain(tags),
+            "selector": re.sub(rb"\s+", b"", tags.get(b"s", b"")).decode("ascii", "replace")}
     # Imported here: the checks package imports the bounce check, which imports
     # this module, so a module-level import would be a cycle when the command
     # line imports this first.
@@ -194,26 +208,36 @@ def _verify(copy: ReturnedCopy, parsed: Parsed, index: int, tags: dict[bytes, by
 
     problem = precheck_signature(tags, now)
     if problem is not None:
-        return Mark("dkim", "claims", f"{name} cannot be verified: {problem.reason}")
+        # The DKIM check's own reason, as its verdict and the logs give it.
+        return Mark("dkim", "claims", text(
+            N_("our signature d=%(domain)s s=%(selector)s cannot be verified: %(reason)s"),
+            reason=problem.reason, **name))
     dns = DkimDns(resolver)
     signer = verifier(dkim.DKIM, copy.data, parsed, logger=_DKIMPY_LOG, minkey=MIN_KEY_BITS)
     try:
         prepared = signer.verify_headerprep(index)
         if not prepared:
-            return Mark("dkim", "claims", f"{name} cannot be read")
+            return Mark("dkim", "claims", text(
+                N_("our signature d=%(domain)s s=%(selector)s cannot be read"), **name))
         sig, include_headers, fields = prepared
         # Without bh=, dkimpy verifies b= alone: the signed header fields and the
         # DKIM-Signature field, whose bh= value is among what b= signs.
         header_only = {tag: value for tag, value in sig.items() if tag != b"bh"}
         verified = bool(signer.verify_sig(header_only, include_headers, fields[index], dns))
     except (dkim.DKIMException, ValueError, IndexError, TypeError) as error:
-        return Mark("dkim", "claims", f"{name} cannot be verified: {str(error)[:120]}")
+        # dkimpy's words, quoted.
+        return Mark("dkim", "claims", text(
+            N_("our signature d=%(domain)s s=%(selector)s cannot be verified: %(reason)s"),
+            reason=str(error)[:120], **name))
     if dns.temperror:
-        return Mark("dkim", "claims", f"{name}: its key could not be looked up")
+        return Mark("dkim", "claims", text(
+            N_("our signature d=%(domain)s s=%(selector)s: its key could not be looked up"),
+            **name))
     if not verified:
-        return Mark("dkim", "claims", f"{name} does not verify over the returned header")
-    body = _body_state(parsed, tags, copy.headers_only)
-    return Mark("dkim", "proves", f"{name} verifies over the returned header; {body}")
+        return Mark("dkim", "claims", text(
+            N_("our signature d=%(domain)s s=%(selector)s does not verify over the returned "
+               "header"), **name))
+    return Mark("dkim", "proves", text(_body_state(parsed, tags, copy.headers_only), **name))
 
 
 def dkim_marks(copy: ReturnedCopy, own_domains: tuple[str, ...], resolver: Resolver,

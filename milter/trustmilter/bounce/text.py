@@ -13,7 +13,12 @@ import html
 import re
 from email.message import Message
 
-from trustmilter.bounce.dsn import ReturnedMessage, returned_from_headers
+from trustmilter.bounce.dsn import (
+    ReturnedMessage,
+    has_status_fields,
+    is_status_part,
+    returned_from_headers,
+)
 from trustmilter.mail.mime import decode_text
 
 # Characters of human-readable text read for recipients, words and cues.
@@ -70,14 +75,22 @@ def from_html(text: str) -> str:
 
 def body_text(message: Message) -> str:
     """The human-readable report: the first text/plain part outside any returned
-    message or status part, else the first text/html one as text."""
+    message or status part, else the first text/html one as text, else a part
+    labelled delivery-status that holds a person's words and no status fields
+    (InterMail labels its human-readable part so)."""
     plain: str | None = None
     markup: str | None = None
+    mislabelled: str | None = None
     stack = [message]
     while stack and plain is None:
         part = stack.pop()
         content_type = part.get_content_type()
         payload = part.get_payload()
+        if mislabelled is None and is_status_part(part):
+            words = _decoded(part)
+            if words.strip() and not has_status_fields(words):
+                mislabelled = words
+            continue
         if part is not message and content_type.startswith(_SKIPPED):
             continue
         if isinstance(payload, list):
@@ -87,35 +100,36 @@ def body_text(message: Message) -> str:
             plain = _decoded(part)
         elif content_type == "text/html" and markup is None:
             markup = from_html(_decoded(part))
-    text = plain if plain is not None else markup or ""
+    text = plain if plain is not None else markup or mislabelled or ""
     return text.replace("\r\n", "\n").replace("\r", "\n")[:TEXT_LIMIT]
 
 
 # The separator lines before a copy of the returned message (qmail, Yahoo,
-# Exim, Exchange, Gmail, 1&1); Exim's is followed by the rest of its line.
+# Exim, Exchange, Gmail, 1&1, Lotus Notes); Exim's and Notes' are followed by
+# the rest of their line.
 _COPY_MARKER = re.compile(
-    r"--- Below this line is a copy of the message\.|(------ This is a copy of the message)"
-    r"|Original message headers:|----- Original message -----"
+    r"--- Below this line is a copy of the message\.|(------ This is a copy of the message"
+    r"|------- Returned Message)|Original message headers:|----- Original message -----"
 )
 _REPORT_END = re.compile(
     r"--- ?Below this line is a copy|------ This is a copy of the message|"
     r"Original message headers:|----- Original message -----|--- The header of the original|"
     r"---- START OF RETURNED MESSAGE|--------RETURNED MAIL FOLLOWS|Original message follows|"
     r"-------- Returned Mail --------|--- Enclosed is a copy|Message headers follow|"
-    r"----- Message header follows",
+    r"----- Message header follows|------- Returned Message",
     re.IGNORECASE)
 _BLANKS = re.compile(r"\s*")
 
 
 def copied_text(body: str) -> str | None:
     r"""What follows the first separator and the blank lines after it: group 1 of
-    re.search(r"(?:<separator>|<Exim's>[^\n]*)\s*\n\s*\n?(.*)", body, re.S).
+    re.search(r"(?:<separator>|<Exim's or Notes'>[^\n]*)\s*\n\s*\n?(.*)", body, re.S).
 
     That pattern tried every split of the blanks (with "[^\n]*" before them, every
     end of the line too) at every separator: quadratic in a run of blanks or of
     separators on one line (100 KB: 1.4 s). Its answer is the text after the run of
-    blanks that starts at the separator's end (at the end of Exim's line), when that
-    run holds a line end; else the search goes on at the next separator.
+    blanks that starts at the separator's end (at the end of Exim's or Notes' line), when
+    that run holds a line end; else the search goes on at the next separator.
     """
     start = 0
     while (marker := _COPY_MARKER.search(body, start)) is not None:

@@ -1,0 +1,131 @@
+"""Causes named from the receiving server's words: the refusals real servers word
+their own way, each read as a person reads it.
+
+The replies are written here after the wording of real servers' replies (the
+corpus in tests/data/bounces holds the real bounces and their figures)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trustmilter.bounce import Cause
+from trustmilter.bounce.causes import cause_from_words, cause_of
+
+POLICY_REFUSALS = [
+    # Exchange: the recipient takes mail from senders that log in only.
+    "550 5.7.1 RESOLVER.RST.AuthRequired; authentication required",
+    "530 5.7.0 Authentication required",
+    # A rule on the sending host, not a list or a sender check.
+    "571 No PTR Record found. Reverse DNS required: 203.0.113.22",
+    "550 5.7.1 Client host rejected: cannot find your hostname, no reverse DNS",
+    "550 5.7.0 <alice@example.com>... Please use the smtp server of your ISP.",
+    "550 5.7.1 Message rejected by the local policy of example.net",
+    "554 5.7.9 Message not accepted for policy reasons.",
+]
+
+
+@pytest.mark.parametrize("reply", POLICY_REFUSALS)
+def test_refusals_by_rule_are_policy(reply: str) -> None:
+    assert cause_from_words(reply) is Cause.POLICY
+
+
+@pytest.mark.parametrize("reply", [
+    "550 5.7.26 This message fails to pass SPF or DKIM authentication checks",
+    "550 5.7.1 Unauthenticated email from example.com is not accepted due to domain's DMARC policy",
+    "550 5.7.1 Email rejected: sender authentication failed",
+])
+def test_failed_sender_checks_are_authentication(reply: str) -> None:
+    """Authentication failure is SPF/DKIM/DMARC; a login the receiver wants is policy."""
+    assert cause_from_words(reply) is Cause.AUTHENTICATION
+
+
+@pytest.mark.parametrize(("reply", "cause"), [
+    ("554 5.7.0 Header error (state 18).", Cause.SPAM_OR_CONTENT),
+    ("554 email rejected due to security policies - MCSpamSignature.sa.2.2",
+     Cause.SPAM_OR_CONTENT),
+    ("550 5.7.606 Access denied, banned sending IP [192.0.2.1].", Cause.BLOCKLISTED),
+    ("550 SC-004 Unfortunately, messages from 192.0.2.1 weren't sent. The problem is that "
+     "too many unwanted messages have been sent from the following IP address above.",
+     Cause.BLOCKLISTED),
+    ("554 The mail could not be delivered to the recipient because the domain is not "
+     "reachable. Please check the domain and try again", Cause.HOST_UNKNOWN),
+    ("The address to which your message was addressed, bob@example.gov, did not exactly "
+     "match an LLNL email address.", Cause.USER_UNKNOWN),
+    # au (KDDI): its fixed English line for an address it does not know.
+    ("The user(s) account is disabled.", Cause.USER_UNKNOWN),
+    ("550 5.2.1 The email account that you tried to reach is disabled.",
+     Cause.MAILBOX_DISABLED),
+])
+def test_the_words_real_servers_use(reply: str, cause: Cause) -> None:
+    assert cause_from_words(reply) is cause
+
+
+def test_a_multi_line_reply_is_read_as_one_sentence() -> None:
+    """The code that starts each line of a multi-line reply (RFC 5321 §4.2.1) is
+    not a word of it: "not permitted to 550 relay" says "not permitted to relay"."""
+    reply = ("550-Please turn on SMTP Authentication in your mail client. 550-mx.example.net "
+             "[192.0.2.1]:25 is not permitted to 550 relay through this server without "
+             "authentication.")
+    assert cause_from_words(reply) is Cause.RELAYING_DENIED
+    # The code is still what decides where the words say nothing.
+    assert cause_of("5.2.2", "552-5.2.2 552 5.2.2 see the help page") is Cause.MAILBOX_FULL
+
+
+@pytest.mark.parametrize(("reply", "cause"), [
+    # Unknown users and hosts as MTAs word them.
+    ("550 <bob@example.net>, Recipient unknown", Cause.USER_UNKNOWN),
+    ("550 Recipient Rejected: No account by that name here", Cause.USER_UNKNOWN),
+    ("553 5.3.0 <bob@example.net>... Unknown E-Mail Address", Cause.USER_UNKNOWN),
+    ("Sorry, I couldn't find any host by that name. (#5.1.2)", Cause.HOST_UNKNOWN),
+    ("Sorry, I couldn't find any host named example.invalid. (#5.1.2)", Cause.HOST_UNKNOWN),
+    ("[mx.example.net]: Name or service not known", Cause.HOST_UNKNOWN),
+    ("Host or domain name not found. Name service error for name=example.net type=A: "
+     "Host not found", Cause.HOST_UNKNOWN),
+    # The count of stored messages is a full mailbox, not a sending rate.
+    ("550 <bob@example.net> Benutzer hat zuviele Mails auf dem Server. / User has too many "
+     "messages on the server.", Cause.MAILBOX_FULL),
+    ("552 User has exceeded the number of messages allowed in the mailbox", Cause.MAILBOX_FULL),
+    ("You have exceeded the allowable number of posts without solving a captcha.",
+     Cause.RATE_LIMITED),
+    # Sender ID (RFC 4406) is a sender check like SPF.
+    ("550 5.7.1 can't determine Purported Responsible Address", Cause.AUTHENTICATION),
+    ("550 5.7.1 Sender ID (PRA) Not Permitted", Cause.AUTHENTICATION),
+    # The envelope sender refused: not the recipient's domain.
+    ("550 Unroutable sender address", Cause.POLICY),
+    ("553 5.1.8 <alice@example.com>: Sender address rejected: Domain not found",
+     Cause.POLICY),
+    ("<bob@example.net> has restricted SMS e-mail", Cause.POLICY),
+    # Time ran out, and hosts that fail for long.
+    ("Cannot send message for 5 days", Cause.EXPIRED),
+    ("Message could not be delivered for 5 days\nMessage will be deleted from queue",
+     Cause.EXPIRED),
+    ("all hosts for 'example.net' have been failing for a long time (and retry time not "
+     "reached)", Cause.UNREACHABLE),
+    ("all hosts have been failing for a long time and were last tried after this message "
+     "arrived", Cause.UNREACHABLE),
+])
+def test_more_words_real_servers_use(reply: str, cause: Cause) -> None:
+    assert cause_from_words(reply) is cause
+
+
+@pytest.mark.parametrize("reply", [
+    "host mx.example.net[192.0.2.1] said: 550 5.7.1 Blocked by SpamAssassin (in reply to "
+    "end of DATA command)",
+    "host mx.example.net [192.0.2.1]: 550 5.7.1 Blocked by SpamAssassin",
+])
+def test_the_answering_host_is_not_the_blocked_one(reply: str) -> None:
+    """Postfix's and Exim's "host X[ip] said:" names who answered; the reply says
+    what was blocked (the message, by a spam filter)."""
+    assert cause_from_words(reply) is Cause.SPAM_OR_CONTENT
+
+
+def test_a_blocked_host_is_still_blocklisted() -> None:
+    assert cause_from_words("554 5.7.1 Client host [192.0.2.1] blocked using "
+                            "zen.example.org") is Cause.BLOCKLISTED
+    assert cause_from_words("550 Your IP address 192.0.2.1 is blocked") is Cause.BLOCKLISTED
+
+
+def test_the_intermail_subject_names_no_cause() -> None:
+    """"Mail System Error - Returned Mail" heads every InterMail and au bounce."""
+    assert cause_from_words("Mail System Error - Returned Mail") is None
+    assert cause_from_words("451 4.3.0 System error, try again") is Cause.SYSTEM_ERROR
