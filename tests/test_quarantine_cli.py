@@ -13,11 +13,7 @@ every assertion is about what Postfix's queue and the store really hold.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +22,7 @@ from typing import Any
 import pytest
 
 from keys import message
+from review_rig import null_milter_on
 from smtp_helpers import send_one
 from trustmilter.cli import main
 from trustmilter.policy.evaluate import evaluate
@@ -35,7 +32,7 @@ from trustmilter.quarantine.postfix import valid_queue_id
 from trustmilter.quarantine.review import parse_trust_header
 from trustmilter.results import CheckResult, Finding, Outcome, Results
 from trustmilter.state.sqlite import SqliteStore
-from trustmilter.testing.postfix import PostfixInstance, free_port, wait_for_port
+from trustmilter.testing.postfix import PostfixInstance, free_port
 from trustmilter.verdict import Action
 
 HELPERS = Path(__file__).with_name("smtp_helpers.py")
@@ -48,19 +45,8 @@ TRUST = "X-Trustmilter-Trust: low; score=8.0; reasons=auto.noreply_sender,iprev.
 @pytest.fixture(scope="module")
 def holding_postfix(postfix: PostfixInstance, tmp_path_factory) -> Iterator[PostfixInstance]:
     """The module's Postfix with the null milter (Subject "hold" -> hold queue)."""
-    events = tmp_path_factory.mktemp("null-milter") / "events.jsonl"
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(HELPERS), "null-milter", f"inet:{port}@127.0.0.1", str(events)],
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        assert wait_for_port("127.0.0.1", port, 15), "null milter did not listen"
-        postfix.set_milters(f"inet:127.0.0.1:{port}")
-        yield postfix
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # it keeps no state worth a clean stop
-        process.wait(timeout=10)
+    with null_milter_on(postfix, tmp_path_factory) as mta:
+        yield mta
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ import pytest
 from helper_rig import TRUSTMILTER, Helper, running_helper, start_helper, wait_listening
 from helper_rig import socket_base as open_socket_base
 from keys import message
+from review_rig import null_milter_on
 from smtp_helpers import send_one
 from trustmilter.config.review import ReviewConfig
 from trustmilter.config.settings import Settings
@@ -59,7 +59,7 @@ from trustmilter.review.helper.protocol import (
     encode_request,
 )
 from trustmilter.review.helper.server import HelperServer
-from trustmilter.testing.postfix import PostfixInstance, free_port, wait_for_port
+from trustmilter.testing.postfix import PostfixInstance
 
 HELPERS = Path(__file__).with_name("smtp_helpers.py")
 TRUST = ("X-Trustmilter-Trust: low; score=8.0; reasons=auto.noreply_sender; "
@@ -268,19 +268,8 @@ def socket_base() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def holding_postfix(postfix: PostfixInstance, tmp_path_factory) -> Iterator[PostfixInstance]:
     """The module's Postfix with the null milter (Subject "hold" -> hold queue)."""
-    events = tmp_path_factory.mktemp("null-milter") / "events.jsonl"
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(HELPERS), "null-milter", f"inet:{port}@127.0.0.1", str(events)],
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        assert wait_for_port("127.0.0.1", port, 15), "null milter did not listen"
-        postfix.set_milters(f"inet:127.0.0.1:{port}")
-        yield postfix
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # it keeps no state worth a clean stop
-        process.wait(timeout=10)
+    with null_milter_on(postfix, tmp_path_factory) as mta:
+        yield mta
 
 
 @pytest.fixture(scope="module")
