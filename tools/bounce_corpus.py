@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/bounce_corpus.py [--failures] [--held-out]
 
-Each sample is read by `trustmilter.bounce.explain` and compared with the
+Each sample is read by `trustmilter.bounce.explain`, as ``explain-bounce``
+reads a file (bounce/stored.py), and compared with the
 answer a person wrote for it (`expected.yaml`, described in the corpus's
 README). Three figures, each for the development and the held-out samples
 apart (held out: the sources named in HELD_OUT, chosen by a rule fixed
@@ -89,8 +90,10 @@ def _names(entry: dict[str, Any]) -> set[str]:
 def score(sample: Sample, tally: Tally) -> None:
     """Read one sample and add what was right to `tally`."""
     from trustmilter.bounce import explain
+    from trustmilter.bounce.stored import message_in_file
 
-    bounce = explain(sample.raw)
+    # Each sample is a file: read as explain-bounce reads a file.
+    bounce = explain(message_in_file(sample.raw))
     expected = sample.expected
     wanted = expected.get("recipients") or [] if expected["bounce"] else []
     got = {r.address.lower(): r for r in bounce.recipients if r.failed}

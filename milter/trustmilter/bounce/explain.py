@@ -297,7 +297,11 @@ def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> Bou
     if recipient.action not in _NOT_FAILURES:
         cause = cause_from_words(recipient.diagnostic) or cause_from_code(status)
         if cause is Cause.UNKNOWN:
-            cause = cause_from_words(context) or cause
+            shared = cause_from_words(context)
+            # A recipient still being tried has not run out of time: a delay
+            # notice's "could not be delivered for 12 hours" names no cause.
+            if shared is not None and (permanent or shared is not Cause.EXPIRED):
+                cause = shared
         if _outlasted_the_queue(permanent, cause, context):
             cause = Cause.EXPIRED
         if status is None:
@@ -388,21 +392,21 @@ def _failed_recipients_field(message: Message) -> list[str]:
 def _text_recipients(text: TextReport | None, failures: Failures, extra: list[str],
                      notice_is_delay: bool) -> list[Recipient]:
     """The text readers' recipients, then what flufl.bounce (and X-Failed-Recipients)
-    add: flufl's own verdict on permanence is kept. An address flufl finds
-    inside the reply a text reader read for a recipient is part of that reply
-    (the forward target a server names), not another failed recipient."""
+    add: flufl's verdict "temporary" is kept, and a notice whose words say it
+    is still trying (and never that it gave up) is a delay for every address
+    (flufl's simple detectors call all they match permanent). An address flufl
+    finds inside the reply a text reader read for a recipient is part of that
+    reply (the forward target a server names), not another failed recipient."""
     found = list(text.recipients) if text else []
     known = {r.address.lower() for r in found}
     in_replies = addresses_in("\n".join(r.diagnostic for r in found if r.diagnostic))
-    from_flufl, temporary_ones, permanent_ones = (
-        set(failures.addresses), set(failures.temporary), set(failures.permanent))
+    from_flufl, temporary_ones = set(failures.addresses), set(failures.temporary)
     for address in (*failures.addresses, *extra):
         if address.lower() in known or (
                 address in from_flufl and address.lower() in in_replies):
             continue
         known.add(address.lower())
-        temporary = address in temporary_ones or (
-            address not in permanent_ones and notice_is_delay)
+        temporary = address in temporary_ones or notice_is_delay
         found.append(Recipient(address=address, temporary=temporary))
     return found
 
