@@ -41,6 +41,7 @@ from trustmilter.bounce.dsn import (
     unwrapped_status_parts,
 )
 from trustmilter.bounce.heuristics import TextReport, addresses_in, read_text
+from trustmilter.bounce.notices import SUCCESS_ACTIONS, all_succeeded, is_challenge
 from trustmilter.bounce.ours import Ours, decide
 from trustmilter.bounce.recipients import (
     Failures,
@@ -70,7 +71,7 @@ READ_LIMIT = 1_000_000
 
 StatusSource = Literal["report", "diagnostic", "inferred"]
 Preferred = Literal["original", "final"]
-_NOT_FAILURES = frozenset({"delivered", "relayed", "expanded"})
+_NOT_FAILURES = SUCCESS_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,16 @@ _NOT_SES_BOUNCES = {
     "complaint": sentence(N_("an Amazon SES complaint notification, not a bounce")),
     "delivery": sentence(N_("an Amazon SES delivery notification, not a bounce")),
 }
+
+
+def _not_a_failure(recipients: tuple[Recipient, ...], report: str) -> Text | None:
+    """Why a notice built like a bounce is none (bounce/notices.py), or None."""
+    if all_succeeded(recipients):
+        return sentence(N_("a notice of successful delivery (RFC 3464), not a bounce"))
+    if is_challenge(report, recipients):
+        return sentence(N_("a challenge to confirm the sender (the message is held until "
+                           "then), not a bounce"))
+    return None
 
 
 def _is_feedback_report(message: Message) -> bool:
@@ -459,6 +470,9 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
         notification.reporting_mta, notification.recipients, notification.returned)
     body = body_text(message)
     report = report_text(body)
+    not_bounce = None if notification else _not_a_failure(dsn.recipients if dsn else (), report)
+    if not_bounce is not None:
+        return Bounce(is_bounce=False, notes=(not_bounce,))
     notice_is_delay = delay_notice(message, report) if notification is None else False
     text: TextReport | None = read_text(body) if notification is None else None
     recipients: list[Recipient] = list(dsn.recipients) if dsn else []
