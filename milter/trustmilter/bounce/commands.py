@@ -36,9 +36,9 @@ from typing import Any
 from trustmilter import compat, policy_search
 from trustmilter.bounce.causes import EXPLANATIONS
 from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
-from trustmilter.bounce.stored import message_in_file
 from trustmilter.bounce.marks import Arrival, OwnMail, ownership
 from trustmilter.bounce.ours import Detail, Evidence, token_mark
+from trustmilter.bounce.stored import message_in_file
 from trustmilter.checks.bounce import batv_secret
 from trustmilter.checks.replies import bounce_token
 from trustmilter.command_support import (
