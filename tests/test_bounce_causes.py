@@ -21,6 +21,13 @@ POLICY_REFUSALS = [
     "550 5.7.0 <alice@example.com>... Please use the smtp server of your ISP.",
     "550 5.7.1 Message rejected by the local policy of example.net",
     "554 5.7.9 Message not accepted for policy reasons.",
+    # A receiver that takes mail only from sending servers someone confirmed.
+    "550 Your server requires confirmation. Visit http://www.example.net/Whitelist.aspx?"
+    "IP=192.0.2.1 to confirm this mail server.",
+    # A sender verification callout; its guess "may be blacklisted" names no cause.
+    "550-Verification failed for <bounces@example.com> 550-The mail server could not "
+    "deliver mail to bounces@example.com. The account or domain may not exist, they may "
+    "be blacklisted, or missing the proper dns entries. 550 Sender verify failed",
 ]
 
 
@@ -55,6 +62,12 @@ def test_failed_sender_checks_are_authentication(reply: str) -> None:
     ("The user(s) account is disabled.", Cause.USER_UNKNOWN),
     ("550 5.2.1 The email account that you tried to reach is disabled.",
      Cause.MAILBOX_DISABLED),
+    # qmail's quota words; a two-line reply run together ("550-... 550 username").
+    ("Mailbox quota usage exceeded. Espacio en casilla de mail agotado.", Cause.MAILBOX_FULL),
+    ("550-bob@example.net is not an active address at this host (invalid Example 550 "
+     "username)", Cause.USER_UNKNOWN),
+    ("421 4.4.0 [internal] no MXs for this domain could be reached at this time",
+     Cause.UNREACHABLE),
 ])
 def test_the_words_real_servers_use(reply: str, cause: Cause) -> None:
     assert cause_from_words(reply) is cause

@@ -222,14 +222,21 @@ def test_a_failure_with_a_temporary_code_is_given_up() -> None:
 
 @pytest.mark.parametrize("action", [b"relayed", b"delivered", b"expanded"])
 def test_relayed_and_delivered_are_no_failures(action: bytes) -> None:
+    """A report of nothing but successes (RFC 3464 §2.3.3) is no bounce at all;
+    beside a failure, a success is a recipient that did not fail."""
     status = STATUS.replace(b"Action: failed\nStatus: 5.1.1", b"Action: " + action +
                             b"\nStatus: 2.0.0").replace(b"Diagnostic-Code: smtp; 550 5.1.1 "
                                                         b"<bob@example.org>: User unknown\n", b"")
     bounce = explain(report(status))
-    assert bounce.is_bounce
-    (bob,) = bounce.recipients
+    assert not bounce.is_bounce and bounce.recipients == ()
+    assert bounce.problems == ("a notice of successful delivery (RFC 3464), not a bounce",)
+    mixed = explain(report(status + b"\nFinal-Recipient: rfc822; carol@example.org\n"
+                                     b"Action: failed\nStatus: 5.1.1\n"))
+    assert mixed.is_bounce
+    bob, carol = mixed.recipients
     assert (bob.failed, bob.permanent, bob.cause, bob.status) == (False, False, None, "2.0.0")
-    assert bounce.cause is None and bounce.to_json()["recipients"][0]["cause"] is None
+    assert (carol.failed, carol.cause) == (True, Cause.USER_UNKNOWN)
+    assert mixed.to_json()["recipients"][0]["cause"] is None
 
 
 def test_non_standard_actions() -> None:

@@ -342,3 +342,36 @@ def test_the_later_readers_cost_linear_time() -> None:
                      "host a.b [1.2.3.4" + ":" * size):
         cause_from_words(word_run)
     assert time.monotonic() - started < 20
+
+
+def test_the_fourth_collections_readers_cost_linear_time() -> None:
+    """The readers added for the fourth collection, on the text that would make a
+    careless one slow: GroupWise's list with lines that never become an address,
+    "You sent mail to" without an address or with a megabyte of one, the words a
+    challenge opens with, a delay's "could not be delivered" repeated, and the
+    blank lines a stored file begins with (or blanks that never end a line)."""
+    from email.message import Message
+
+    from trustmilter.bounce.notices import is_challenge
+    from trustmilter.bounce.stored import message_in_file
+    from trustmilter.bounce.text import delay_notice
+
+    size = 1_000_000
+    started = time.monotonic()
+    groupwise = "The message that you sent was undeliverable to the following:\n"
+    for filler in ("a" * size, "\ta@" * (size // 3), "\t" + "a@b " * (size // 4) + "\n",
+                   "\ta@b (" + "x" * size, "\ta@b\n" * (size // 5), "\n" * size):
+        heuristics.read_text(groupwise + filler)
+    for filler in ("a" * size, "You sent mail to " * (size // 17), "a@b " + "." * size,
+                   "a@b " + "not a valid user " * (size // 17)):
+        heuristics.read_text("From: <>\n\nYou sent mail to " + filler)
+    for words in ("add yourself to my " * (size // 19), "held until " * (size // 11),
+                  "not pre" * (size // 7), "waitlist" * (size // 8)):
+        assert not is_challenge(words, ())
+    message = Message()
+    message["Subject"] = "Delayed Mail (still being retried)"
+    assert delay_notice(message, "could not be delivered for 1 hour, " * (size // 34))
+    assert message_in_file(b" " * size) == b" " * size
+    assert message_in_file(b" \t\r\n" * (size // 4) + b"x") == b" \t\r\n" * (size // 4) + b"x"
+    assert message_in_file(b"\n" * size + b"From: a@b\n") == b"From: a@b\n"
+    assert time.monotonic() - started < 20

@@ -33,6 +33,7 @@ from test_bounce_explain import (
     SENDMAIL,
     YAHOO,
 )
+from test_bounce_notices import CHALLENGE, GROUPWISE, SUCCESS_NOTICE
 from test_doctor import bad_zone, good_zone
 from test_i18n import po_entries
 from trustmilter.bounce import batv
@@ -96,7 +97,8 @@ Something went wrong.
 """
 BOUNCES = {"postfix": POSTFIX_DSN, "exim": EXIM, "qmail": QMAIL, "exchange": EXCHANGE,
            "gmail": GMAIL, "yahoo": YAHOO, "sendmail": SENDMAIL, "not a bounce": NOT_A_BOUNCE,
-           "no status part": NO_STATUS_PART}
+           "no status part": NO_STATUS_PART, "success notice": SUCCESS_NOTICE,
+           "challenge": CHALLENGE, "groupwise": GROUPWISE}
 
 
 @cache

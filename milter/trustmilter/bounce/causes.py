@@ -129,7 +129,12 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             # sender address", Postfix's "Sender address rejected"): the words of
             # an unknown domain or user below would name the wrong address.
             r"(?:unroutable|unverifiable|unknown|invalid) sender (?:address|domain)",
-            r"sender (?:address|domain) (?:rejected|unroutable|not verified)"), Cause.POLICY),
+            r"sender (?:address|domain) (?:rejected|unroutable|not verified)",
+            # A sender verification callout failed (Exim's "Sender verify failed",
+            # "Verification failed for <sender>"): its words go on to guess why
+            # ("may not exist ... may be blacklisted"), which names no cause here.
+            r"sender (?:address )?verif(?:y|ication) (?:failed|failure)",
+            r"verification failed for"), Cause.POLICY),
     # Sender ID (RFC 4406), SPF's sibling on the header's Purported Responsible
     # Address (Courier: "can't determine Purported Responsible Address").
     (_words(r"\bspf\b", r"\bdkim\b", r"\bdmarc\b", r"sender policy framework",
@@ -159,6 +164,8 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"relaying denied"), Cause.RELAYING_DENIED),
     (_words(r"(?:mailbox|mail box|inbox) (?:is )?full", r"full mailbox", r"over ?quota",
             r"quota (?:exceeded|violation)",
+            # qmail's "Mailbox quota usage exceeded".
+            r"quota (?:usage|limit) (?:exceeded|reached)",
             r"exceed(?:ed|s|ing)? (?:\w+ ){0,3}quota", r"disk ?(?:space )?quota",
             r"insufficient (?:storage|disk)", r"not enough (?:storage|disk|space)",
             r"does not have enough space", r"mail ?folder is full", r"account is full",
@@ -202,6 +209,8 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"does not have an? [^\n]{0,40}account", r"recipient not found",
             r"recipnotfound", r"address (?:not found|unknown)",
             r"not listed in", r"invalid (?:recipient|mailbox|address|user|final delivery)",
+            # "not an active address at this host (invalid FreeUK username)".
+            r"invalid (?:\w{1,30} )?user ?name",
             r"mailbox unavailable", r"(?:user|recipient|mailbox) not found",
             r"no mailbox", r"not (?:a )?(?:valid|known) (?:user|recipient|address)",
             r"name is not recognized", r"nonexistent", r"non-existent",
@@ -236,7 +245,11 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"did not accept our requests to connect", r"no answer from host",
             r"establish an smtp connection", r"unavailable or busy",
             # Exim: "all hosts for 'example.com' have been failing for a long time".
-            r"all hosts (?:[^\n]{0,80} )?have been failing"), Cause.UNREACHABLE),
+            r"all hosts (?:[^\n]{0,80} )?have been failing",
+            # "no MXs for this domain could be reached at this time".
+            r"(?:could|can)(?: ?not|n't) be reached",
+            r"no (?:mxs?|mail ?servers?|hosts?)\b[^\n]{0,40}(?:could|can) be reached"),
+     Cause.UNREACHABLE),
     (_words(r"too many (?:connections|messages|recipients|concurrent|sessions)",
             r"rate limit", r"rate-limit", r"throttl", r"sending rate",
             # A cap on what one sender may send (Google Groups: "You have exceeded
@@ -247,7 +260,11 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"malformed address", r"illegal address"), Cause.SYNTAX_ERROR),
     (_words(r"policy", r"not accepted here", r"not (?:allowed|authorized|permitted) to",
             r"administrative prohibition", r"access denied", r"not accepting mail",
-            r"are not accepted", r"refused by", r"\brestricted\b", "受信拒否"), Cause.POLICY),
+            r"are not accepted", r"refused by", r"\brestricted\b", "受信拒否",
+            # Mail only from senders or servers someone has confirmed ("Your server
+            # requires confirmation. Visit ... to confirm this mail server").
+            r"requires? confirmation", r"not (?:on|in) (?:the |my |our )?(?:white|allow) ?list",
+            r"\bwhite ?list"), Cause.POLICY),
     # Not "Mail System Error - Returned Mail", the subject InterMail and au put
     # on every bounce whatever its cause.
     (_words(r"loop", r"too many hops", r"internal error", r"(?<!mail )system error",

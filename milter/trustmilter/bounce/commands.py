@@ -38,6 +38,7 @@ from trustmilter.bounce.causes import EXPLANATIONS
 from trustmilter.bounce.explain import Bounce, BounceRecipient, explain
 from trustmilter.bounce.marks import Arrival, OwnMail, ownership
 from trustmilter.bounce.ours import Detail, Evidence, token_mark
+from trustmilter.bounce.stored import message_in_file
 from trustmilter.checks.bounce import batv_secret
 from trustmilter.checks.replies import bounce_token
 from trustmilter.command_support import (
@@ -198,6 +199,8 @@ def _explain_bounce(args: argparse.Namespace) -> None:
     except OSError as error:
         raise CommandFailure(f"{args.message}: cannot read message: {error.strerror}") from error
     compat.install()  # a stranger's bounce: the parsers must stay linear
+    # A file, not an MTA's handover: the message after any blank lines it begins with.
+    raw = message_in_file(raw)
     bounce = explain(raw, own)
     if bounce.is_bounce:
         bounce = _with_marks(bounce, raw, settings, own, args.client_name)

@@ -41,6 +41,7 @@ from trustmilter.bounce.dsn import (
     unwrapped_status_parts,
 )
 from trustmilter.bounce.heuristics import TextReport, addresses_in, read_text
+from trustmilter.bounce.notices import SUCCESS_ACTIONS, all_succeeded, is_challenge
 from trustmilter.bounce.ours import Ours, decide
 from trustmilter.bounce.recipients import (
     Failures,
@@ -70,7 +71,7 @@ READ_LIMIT = 1_000_000
 
 StatusSource = Literal["report", "diagnostic", "inferred"]
 Preferred = Literal["original", "final"]
-_NOT_FAILURES = frozenset({"delivered", "relayed", "expanded"})
+_NOT_FAILURES = SUCCESS_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,16 @@ _NOT_SES_BOUNCES = {
 }
 
 
+def _not_a_failure(recipients: tuple[Recipient, ...], report: str) -> Text | None:
+    """Why a notice built like a bounce is none (bounce/notices.py), or None."""
+    if all_succeeded(recipients):
+        return sentence(N_("a notice of successful delivery (RFC 3464), not a bounce"))
+    if is_challenge(report, recipients):
+        return sentence(N_("a challenge to confirm the sender (the message is held until "
+                           "then), not a bounce"))
+    return None
+
+
 def _is_feedback_report(message: Message) -> bool:
     """An ARF abuse report (RFC 5965): a report, but of a complaint, not a failure."""
     return (message.get_content_type() == "multipart/report"
@@ -297,7 +308,11 @@ def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> Bou
     if recipient.action not in _NOT_FAILURES:
         cause = cause_from_words(recipient.diagnostic) or cause_from_code(status)
         if cause is Cause.UNKNOWN:
-            cause = cause_from_words(context) or cause
+            shared = cause_from_words(context)
+            # A recipient still being tried has not run out of time: a delay
+            # notice's "could not be delivered for 12 hours" names no cause.
+            if shared is not None and (permanent or shared is not Cause.EXPIRED):
+                cause = shared
         if _outlasted_the_queue(permanent, cause, context):
             cause = Cause.EXPIRED
         if status is None:
@@ -388,21 +403,21 @@ def _failed_recipients_field(message: Message) -> list[str]:
 def _text_recipients(text: TextReport | None, failures: Failures, extra: list[str],
                      notice_is_delay: bool) -> list[Recipient]:
     """The text readers' recipients, then what flufl.bounce (and X-Failed-Recipients)
-    add: flufl's own verdict on permanence is kept. An address flufl finds
-    inside the reply a text reader read for a recipient is part of that reply
-    (the forward target a server names), not another failed recipient."""
+    add: flufl's verdict "temporary" is kept, and a notice whose words say it
+    is still trying (and never that it gave up) is a delay for every address
+    (flufl's simple detectors call all they match permanent). An address flufl
+    finds inside the reply a text reader read for a recipient is part of that
+    reply (the forward target a server names), not another failed recipient."""
     found = list(text.recipients) if text else []
     known = {r.address.lower() for r in found}
     in_replies = addresses_in("\n".join(r.diagnostic for r in found if r.diagnostic))
-    from_flufl, temporary_ones, permanent_ones = (
-        set(failures.addresses), set(failures.temporary), set(failures.permanent))
+    from_flufl, temporary_ones = set(failures.addresses), set(failures.temporary)
     for address in (*failures.addresses, *extra):
         if address.lower() in known or (
                 address in from_flufl and address.lower() in in_replies):
             continue
         known.add(address.lower())
-        temporary = address in temporary_ones or (
-            address not in permanent_ones and notice_is_delay)
+        temporary = address in temporary_ones or notice_is_delay
         found.append(Recipient(address=address, temporary=temporary))
     return found
 
@@ -455,6 +470,9 @@ def _explain(message: Message, own_domains: tuple[str, ...]) -> Bounce:
         notification.reporting_mta, notification.recipients, notification.returned)
     body = body_text(message)
     report = report_text(body)
+    not_bounce = None if notification else _not_a_failure(dsn.recipients if dsn else (), report)
+    if not_bounce is not None:
+        return Bounce(is_bounce=False, notes=(not_bounce,))
     notice_is_delay = delay_notice(message, report) if notification is None else False
     text: TextReport | None = read_text(body) if notification is None else None
     recipients: list[Recipient] = list(dsn.recipients) if dsn else []

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from trustmilter.bounce.causes import Cause, cause_from_words
 from trustmilter.bounce.dsn import MAX_RECIPIENTS, Recipient
 from trustmilter.bounce.status import find_basic
 from trustmilter.bounce.text import report_text
@@ -406,9 +407,55 @@ def _labelled(body: str) -> TextReport | None:
     return TextReport("text", None, (_recipient(target.group(1), reason.group(1), False),))
 
 
+# GroupWise's "The message that you sent was undeliverable to the following:",
+# then each address on its line with the reason in brackets after it
+# ("recipient@example.net (user not found)"), up to an empty line.
+_UNDELIVERABLE_TO = re.compile(
+    r"(?:was|were) undeliverable to the following(?: recipients?| addresses)?:")
+_ADDRESS_WITH_REASON = re.compile(
+    rf"[^\S\n]*<?({_ADDRESS})>?(?:[^\S\n]{{1,10}}\(([^()\n]{{0,300}})\))?[^\S\n]*")
+
+
+def _undeliverable_to(body: str) -> TextReport | None:
+    lead = _UNDELIVERABLE_TO.search(body)
+    if lead is None:
+        return None
+    recipients: list[Recipient] = []
+    for line in body[lead.end() :].split("\n")[1:]:
+        listed = _ADDRESS_WITH_REASON.fullmatch(line)
+        if listed is not None:
+            recipients.append(_recipient(listed.group(1), listed.group(2), False))
+            if len(recipients) >= MAX_RECIPIENTS:
+                break
+        elif line.strip() or recipients:  # the list ends at its first other line
+            break
+    return TextReport("groupwise", None, tuple(recipients)) if recipients else None
+
+
+# A refusal sent after the mail was accepted, worded as a note to the sender
+# (some sites send it dressed as an auto-reply: From <>, Auto-Submitted:
+# auto-replied): "You sent mail to a@example.net. That's not a valid user here."
+# Read only when the words after the address say it cannot take mail: an
+# auto-reply that says "You sent mail to a@example.net; I am away" is none.
+_YOU_SENT_TO = re.compile(
+    rf"\b[Yy]ou sent (?:mail|a message|an e-?mail|e-?mail) to <?({_ADDRESS})>?")
+_DEAD_ADDRESS = frozenset({
+    Cause.USER_UNKNOWN, Cause.HOST_UNKNOWN, Cause.MAILBOX_DISABLED, Cause.MAILBOX_FULL})
+
+
+def _you_sent_to(body: str) -> TextReport | None:
+    named = _YOU_SENT_TO.search(body)
+    if named is None:
+        return None
+    reason = body[named.end() : named.end() + _REACH].split("\n\n")[0].lstrip(".,: \n")
+    if cause_from_words(reason) not in _DEAD_ADDRESS:
+        return None
+    return TextReport("text", None, (_recipient(named.group(1), reason, False),))
+
+
 READERS: tuple[Callable[[str], TextReport | None], ...] = (
     _postfix, _exim, _qmail, _exchange, _gmail, _yahoo, _sendmail, _notes, _one_address,
-    _interscan, _japanese, _au_rejected, _labelled,
+    _interscan, _japanese, _au_rejected, _labelled, _undeliverable_to, _you_sent_to,
 )
 
 

@@ -28,6 +28,14 @@ from trustmilter.mail.mime import decode_text
 
 log = logging.getLogger(__name__)
 
+# flufl.bounce logs a whole traceback when one of its detectors raises (Yale's
+# on a message without From: IndexError), then raises it again: a log entry
+# of many lines from one stranger's message, in the milter's log. Its records
+# are kept from every handler; flufl_failures logs the failure in one line.
+_FLUFL_LOG = logging.getLogger("flufl.bounce")
+_FLUFL_LOG.propagate = False
+_FLUFL_LOG.addHandler(logging.NullHandler())
+
 TEXT_LIMIT = 16_000  # characters of text handed to flufl.bounce, all parts together
 LINE_LIMIT = 256  # characters of one line
 LINE_COST = 40  # the least a line costs of TEXT_LIMIT
@@ -114,7 +122,8 @@ def flufl_failures(message: Message, order: str) -> Failures:
     try:
         temporary, permanent = all_failures(_copy(message, _Budget()))
     except Exception as error:  # a stranger's mail must not stop the reader
-        log.warning("flufl.bounce could not read a bounce: %s", error)
+        log.warning("flufl.bounce could not read a bounce: %s: %s", type(error).__name__,
+                    " ".join(str(error).split()))
         return Failures()
     folded = order.lower()
 

@@ -33,11 +33,16 @@ _DELAY = re.compile(
     r"postponed|delivery incomplete|temporary problem delivering|attempts will continue|"
     r"will continue trying|has been delayed",
     re.IGNORECASE)
+# "could not be delivered for 0 days, 12 hours" counts the time tried so far
+# (Sendmail's and its imitators' warnings, "will be retried until ..."), not a
+# failure: the final notice that shares the words says it is giving up ("will
+# be deleted from queue").
 _GIVEN_UP = re.compile(
     r"permanent (?:error|failure)|failed permanently|giving up|given up|gave up|"
-    r"not going to try again|will not (?:try|retry)|has been returned|could not be delivered|"
+    r"not going to try again|will not (?:try|retry)|has been returned|"
+    r"could not be delivered(?! for \d)|will be deleted from (?:the )?queue|"
     r"was not delivered|cannot be delivered|wasn't delivered|unable to deliver|"
-    r"not be delivered|undeliverable",
+    r"not be delivered(?! for \d)|undeliverable",
     re.IGNORECASE)
 
 

@@ -6,9 +6,11 @@ the same reader as ``trustmilter explain-bounce`` (`bounce/explain.py`).
 The result, named ``bounce``:
 
 - ``none`` for anything that is not a bounce (most mail: skipped without
-  parsing the body);
+  parsing the body; also a report of nothing but successful deliveries and
+  a challenge-response filter's notice, bounce/notices.py);
 - ``fail`` for a bounce reporting a permanent failure, ``neutral`` for one
-  that does not (a delay warning, a success notice, an unreadable report);
+  that does not (a delay warning, successes beside a delay, an unreadable
+  report);
 - findings: ``bounce.ours`` (verifiably a bounce of our own mail: see
   below), ``bounce.own`` (the returned message claims to come from one of
   `own_domains`), ``bounce.foreign`` (it came from elsewhere: backscatter,
