@@ -41,8 +41,10 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -214,17 +216,31 @@ class QuarantineReview:
         clock: Callable[[], float] = time.time,
         lapse: float = math.inf,
         identities: Identities = PLAIN_IDENTITIES,
+        remember: bool = False,
     ) -> None:
         self._queue = queue
         self._trust_header = trust_header.lower()
         self._clock = clock
         self._lapse = lapse  # seconds after which a reputation lapses (the policy's)
         self._identities = identities  # the policy's address_separators
+        # remember: keep what was read of each held message while it stays in
+        # the hold queue (the review page lists it again and again; a held
+        # message's queue file does not change). Keyed by the whole queue
+        # entry, so a queue ID Postfix reuses for another message is read anew.
+        self._remember = remember
+        self._read_before: dict[QueueEntry, HeldMessage] = {}
+        self._read_lock = threading.Lock()  # the page serves from several threads
 
     def held(self, arrived_since: float | None = None) -> list[HeldMessage]:
         """Every held message, oldest first; only those that arrived at or after
         `arrived_since` (epoch seconds) when given, the others not even read."""
-        entries = {queue_id: entry for queue_id, entry in self._held_entries().items()
+        listed = self._held_entries()
+        if self._remember:
+            with self._read_lock:  # forget what left the hold queue
+                self._read_before = {entry: message for entry, message
+                                     in self._read_before.items()
+                                     if listed.get(entry.queue_id) == entry}
+        entries = {queue_id: entry for queue_id, entry in listed.items()
                    if arrived_since is None or entry.arrival_time >= arrived_since}
         messages: list[HeldMessage] = []
         vanished: list[str] = []
@@ -344,7 +360,21 @@ class QuarantineReview:
         return [held[queue_id] for queue_id in wanted]
 
     def _read(self, entry: QueueEntry) -> HeldMessage:
-        """The entry with its header section read from the queue file."""
+        """The entry with its header section read from the queue file (or as
+        read before, with its age brought up to date, when remembering)."""
+        if self._remember:
+            with self._read_lock:
+                known = self._read_before.get(entry)
+            if known is not None:
+                return dataclasses.replace(
+                    known, age=max(0.0, self._clock() - entry.arrival_time))
+        message = self._read_file(entry)
+        if self._remember:
+            with self._read_lock:
+                self._read_before[entry] = message
+        return message
+
+    def _read_file(self, entry: QueueEntry) -> HeldMessage:
         stored = self._postfix(self._queue.read, entry.queue_id)
         headers = _header_fields(stored.headers)
         values = [value for name, value in headers if name.lower() == self._trust_header]
