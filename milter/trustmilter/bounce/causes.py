@@ -2,9 +2,22 @@
 
 A bounce says why in two ways: an RFC 3463 code and the receiving server's
 own words. Real servers often send a vague or even wrong code with clear
-words ("550 5.7.1 ... Nonexistent user", "5.2.1 ... User Unknown"), so the
-words are read first and the code decides only where the words say nothing
-we know. Each cause has a short name (its value, also the msgid of the
+words ("550 5.7.1 ... Nonexistent user", "5.2.1 ... User Unknown"), and a
+clear code with vague words ("5.1.1" beside "refused by policy"). The
+evidence is therefore weighed in four steps, the first that names a cause
+deciding (`cause_of`):
+
+1. specific words: a phrase that names one cause ("mailbox full", "relay
+   access denied", "URIBL");
+2. a specific code: the code's subject and detail (RFC 3463 §3), where they
+   name one cause (X.1.1 bad mailbox, X.2.2 mailbox full, X.7.26 ...);
+3. generic words: a refusal that names no reason ("policy", "access denied",
+   "not accepting mail", "internal error");
+4. a generic code: X.7.1 "delivery not authorized, message refused", which
+   servers send for any refusal, and a bare subject (X.7.x, X.3.0, X.5.0).
+
+So 5.7.1 with "no such user" is user unknown, and 5.1.1 with only "access
+denied" stays user unknown too. Each cause has a short name (its value, also the msgid of the
 translated name) and an explanation for the help desk (EXPLANATIONS); both
 are translated in the readable report (i18n.py) and stay English in
 ``--json``.
@@ -109,9 +122,9 @@ def _words(*phrases: str) -> re.Pattern[str]:
     return re.compile("|".join(phrases), re.IGNORECASE)
 
 
-# Reply words -> cause, most specific first: the first that matches decides.
-# Kept to phrases MTAs print; the gaps are bounded (linear time).
-_WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
+# Reply words that name one cause -> cause, most specific first: the first that
+# matches decides. Kept to phrases MTAs print; the gaps are bounded (linear time).
+_SPECIFIC_WORDS: tuple[tuple[re.Pattern[str], Cause], ...] = (
     # Fixed sentences whose words would mislead the general patterns below: au
     # (KDDI) says "account is disabled" of every address it does not know (its
     # Japanese text beside it says "not found").
@@ -142,6 +155,14 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"\bsender[- ]id (?:\(pra\)|check|fail|not permitted|policy|record)",
             r"authentication (?:check )?(?:failed|failure)",
             r"not authenticated", r"unauthenticated"), Cause.AUTHENTICATION),
+    # A URI blocklist (URIBL, SURBL) lists the domains of the links found in a
+    # message's body, not the sending server: a refusal for content, read
+    # before the blocklist words below.
+    (_words(r"\buribl\b", r"\bsurbl\b", r"\buri ?(?:bl|dnsbl|black ?list|block ?list)\b",
+            r"(?:blacklisted|blocklisted|blocked|listed|forbidden|prohibited) "
+            r"(?:url|uri|link|web ?site)s?\b",
+            r"(?:url|uri|link)s? (?:in|within) (?:the |your )?(?:message|body|e-?mail)"),
+     Cause.SPAM_OR_CONTENT),
     (_words(r"blacklist", r"black list", r"blocklist", r"block list", r"\brbl\b",
             r"dnsbl", r"spamhaus", r"spamcop", r"\bsorbs\b", r"barracudacentral",
             r"listed (?:at|on|by) ", r"reputation",
@@ -157,11 +178,18 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"message content", r"content filter", r"virus", r"malware",
             r"bulk (?:e-?mail|mail) filter", r"phish", r"suspicious",
             # The message's header broke a rule of the receiver (Gmail's "Header error").
-            r"header error", r"(?:bad|invalid|malformed) (?:message )?header"),
+            r"header error", r"(?:bad|invalid|malformed) (?:message )?header",
+            # Gmail's 5.7.0 "its content presents a potential security issue".
+            r"content presents a potential security"),
      Cause.SPAM_OR_CONTENT),
     (_words(r"relay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited)",
             r"unable to relay", r"not permitted to relay", r"we do not relay",
-            r"relaying denied"), Cause.RELAYING_DENIED),
+            r"relaying denied",
+            # qmail-smtpd takes mail only for the domains in its rcpthosts file:
+            # "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)";
+            # Exchange: "5.7.54 ... Unable to relay recipient in non-accepted domain".
+            r"rcpthosts", r"(?:isn't|is not) in my list of allowed",
+            r"non-accepted domain"), Cause.RELAYING_DENIED),
     (_words(r"(?:mailbox|mail box|inbox) (?:is )?full", r"full mailbox", r"over ?quota",
             r"quota (?:exceeded|violation)",
             # qmail's "Mailbox quota usage exceeded".
@@ -176,11 +204,24 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"(?:too many|number of) messages (?:stored |allowed )?(?:in|on) "
             r"(?:the |his |her |their |your |this )?(?:mail ?box|server|inbox|account)",
             r"zu ?viele (?:mails|nachrichten)",
+            # IMail's "User mailbox exceeds allowed size"; Gmail's "The recipient's
+            # inbox is out of storage space".
+            r"(?:mail ?box|inbox) exceeds", r"out of (?:storage|disk) space",
             "容量(?:が|を)?(?:超|オーバー|不足|いっぱい)"),
      Cause.MAILBOX_FULL),
     (_words(r"too (?:large|big)", r"size limit", r"message size",
             r"maximum (?:incoming |allowed )?message size", r"message length exceeds",
             r"exceeds? (?:the )?(?:maximum|max)[^\n]{0,30}size"), Cause.MESSAGE_TOO_LARGE),
+    # What the message carries, refused by a rule on attachments or images (AOL's
+    # "not accepting mail with attachments or embedded images", Exim's "unwanted
+    # binary attachment", Gmail's "illegal attachment"): after the size words, so
+    # an attachment refused for its size is too large.
+    (_words(r"(?:not accepting|(?:does|do) not accept|refuses?|blocks?|prohibits?) "
+            r"(?:\w+ ){0,4}(?:attachments?|embedded images?)",
+            r"(?:attachments?|file (?:type|extension)s?) (?:\w+ ){0,3}(?:is |are )?"
+            r"(?:not (?:allowed|accepted|permitted)|prohibited|blocked|forbidden|banned)",
+            r"(?:illegal|unwanted|forbidden|prohibited|blocked|dangerous|unsafe) "
+            r"(?:binary |file )?attachment"), Cause.SPAM_OR_CONTENT),
     (_words(r"disabled", r"discontinued", r"suspended", r"deactivated",
             r"inactive (?:account|mailbox|user)", r"account (?:has been )?(?:closed|locked)",
             r"mailbox (?:has been )?(?:closed|locked)"), Cause.MAILBOX_DISABLED),
@@ -212,7 +253,18 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             # "not an active address at this host (invalid FreeUK username)".
             r"invalid (?:\w{1,30} )?user ?name",
             r"mailbox unavailable", r"(?:user|recipient|mailbox) not found",
-            r"no mailbox", r"not (?:a )?(?:valid|known) (?:user|recipient|address)",
+            r"no mail[- ]?box", r"not (?:a )?(?:valid|known) (?:user|recipient|address)",
+            # The mailbox written with a hyphen or a space (qmail's badrcptto
+            # patch: "badrcptto(user mail-box not found)"; "No mail box available
+            # for this user"), and qmail's badrcptto list itself, of addresses
+            # that take no mail.
+            r"mail[- ]box (?:not found|unavailable|does not exist|unknown)",
+            r"\bbadrcptto\b",
+            # An address that existed once and is gone (RFC 3463 X.1.6 with these
+            # words, "recipient no longer on server"; "This address no longer
+            # accepts mail"): nothing names a new one, so it is unknown now.
+            r"no longer (?:on|at) (?:this |the |our )?(?:server|host|site|domain)",
+            r"address no longer accepts",
             r"name is not recognized", r"nonexistent", r"non-existent",
             r"(?:couldn't|could not|can't|cannot) be found", r"wasn't found",
             r"was not found", r"no matches to nameserver", r"final (?:e-?mail )?delivery point",
@@ -258,6 +310,11 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
      Cause.RATE_LIMITED),
     (_words(r"syntax error", r"invalid (?:address )?syntax", r"bad address syntax",
             r"malformed address", r"illegal address"), Cause.SYNTAX_ERROR),
+)
+
+# Words of a refusal that give no reason of their own: read after a specific
+# code (step 3 of the module's order), before a generic one.
+_GENERIC_WORDS: tuple[tuple[re.Pattern[str], Cause], ...] = (
     (_words(r"policy", r"not accepted here", r"not (?:allowed|authorized|permitted) to",
             r"administrative prohibition", r"access denied", r"not accepting mail",
             r"are not accepted", r"refused by", r"\brestricted\b", "受信拒否",
@@ -272,7 +329,7 @@ _WORD_CAUSES: tuple[tuple[re.Pattern[str], Cause], ...] = (
             r"configuration error", r"misconfigur"), Cause.SYSTEM_ERROR),
 )
 
-# RFC 3463 subject.detail -> cause, for a code the words did not explain.
+# RFC 3463 subject.detail -> cause, where the code names one cause (step 2).
 _CODE_CAUSES: dict[tuple[int, int], Cause] = {
     (1, 0): Cause.USER_UNKNOWN, (1, 1): Cause.USER_UNKNOWN, (1, 2): Cause.HOST_UNKNOWN,
     (1, 3): Cause.SYNTAX_ERROR,
@@ -283,9 +340,12 @@ _CODE_CAUSES: dict[tuple[int, int], Cause] = {
     (4, 1): Cause.UNREACHABLE, (4, 2): Cause.UNREACHABLE, (4, 4): Cause.UNREACHABLE,
     (4, 5): Cause.RATE_LIMITED, (4, 6): Cause.SYSTEM_ERROR, (4, 7): Cause.EXPIRED,
     (5, 2): Cause.SYNTAX_ERROR, (5, 3): Cause.RATE_LIMITED,
-    (7, 1): Cause.POLICY, (7, 13): Cause.MAILBOX_DISABLED, (7, 17): Cause.ADDRESS_MOVED,
+    (7, 13): Cause.MAILBOX_DISABLED, (7, 17): Cause.ADDRESS_MOVED,
     **{(7, d): Cause.AUTHENTICATION for d in (20, 21, 22, 23, 24, 25, 26, 29)},
 }
+# Codes any refusal is sent with, weaker than words (step 4): X.7.1 "Delivery
+# not authorized, message refused" (RFC 3463 §3.8) says only that it was refused.
+_GENERIC_CODE_CAUSES: dict[tuple[int, int], Cause] = {(7, 1): Cause.POLICY}
 # Whole subjects, where the detail is not in the table (RFC 3463 §3.2).
 _SUBJECT_CAUSES: dict[int, Cause] = {
     3: Cause.SYSTEM_ERROR, 5: Cause.SYSTEM_ERROR, 7: Cause.POLICY,
@@ -315,36 +375,74 @@ _CONTINUATION = re.compile(r"(?<!\S)[245]\d\d[- ](?=\S)")
 # Blocked by SpamAssassin" is not a blocked host). Each part is bounded.
 _ANSWERING_HOST = re.compile(
     r"\bhost [A-Za-z0-9.-]{1,255} ?\[[0-9A-Fa-f.:]{1,64}\](?: said)?:")
+# A virus scanner's notice that it passed the message, as gateways append it
+# to what they relay ("has been scanned for all viruses", MailScanner's "and is
+# believed to be clean"): no refusal, and its "virus" names no cause.
+_SCAN_NOTICE = re.compile(
+    r"(?:scanned|checked) for (?:all |known )?viruses|believed to be clean|virus[- ]free",
+    re.IGNORECASE)
 
 
-def cause_from_words(text: str | None) -> Cause | None:
-    """The cause the reply's words name, or None when they name none we know."""
-    if not text:
-        return None
-    words = _ANSWERING_HOST.sub(" ", _CONTINUATION.sub("", text[:WORDS_LIMIT]))
-    for pattern, cause in _WORD_CAUSES:
+def _reply_words(text: str) -> str:
+    """The reply's words, without what is not the server's reason."""
+    words = _CONTINUATION.sub("", text[:WORDS_LIMIT])
+    return _SCAN_NOTICE.sub(" ", _ANSWERING_HOST.sub(" ", words))
+
+
+def _first_cause(words: str, table: tuple[tuple[re.Pattern[str], Cause], ...]) -> Cause | None:
+    for pattern, cause in table:
         if pattern.search(words):
             return cause
     return None
 
 
-def cause_from_code(status: str | None) -> Cause:
-    """The cause an RFC 3463 code stands for; UNKNOWN for X.0.0 or no code."""
+def cause_from_words(text: str | None) -> Cause | None:
+    """The cause the reply's words name, specific words before generic ones;
+    None when they name none we know."""
+    if not text:
+        return None
+    words = _reply_words(text)
+    return _first_cause(words, _SPECIFIC_WORDS) or _first_cause(words, _GENERIC_WORDS)
+
+
+def _code_parts(status: str | None) -> tuple[int, int] | None:
     meaning = describe(status)
     if not meaning.valid:
-        return Cause.UNKNOWN
+        return None
     _, subject, detail = (int(part) for part in meaning.code.split("."))
-    cause = _CODE_CAUSES.get((subject, detail))
+    return subject, detail
+
+
+def _specific_code_cause(status: str | None) -> Cause | None:
+    parts = _code_parts(status)
+    return None if parts is None else _CODE_CAUSES.get(parts)
+
+
+def _generic_code_cause(status: str | None) -> Cause | None:
+    parts = _code_parts(status)
+    if parts is None:
+        return None
+    subject, detail = parts
+    cause = _GENERIC_CODE_CAUSES.get(parts)
     if cause is None and detail != 0:
         cause = _SUBJECT_CAUSES.get(subject)
     if cause is None and subject in (3, 5) and detail == 0:
         cause = Cause.SYSTEM_ERROR
-    return cause or Cause.UNKNOWN
+    return cause
+
+
+def cause_from_code(status: str | None) -> Cause:
+    """The cause an RFC 3463 code stands for; UNKNOWN for X.0.0 or no code."""
+    return _specific_code_cause(status) or _generic_code_cause(status) or Cause.UNKNOWN
 
 
 def cause_of(status: str | None, diagnostic: str | None) -> Cause:
-    """The cause of one recipient's failure: the words first, then the code."""
-    return cause_from_words(diagnostic) or cause_from_code(status)
+    """The cause of one recipient's failure, the evidence in the module's order:
+    specific words, a specific code, generic words, a generic code."""
+    words = _reply_words(diagnostic) if diagnostic else ""
+    return (_first_cause(words, _SPECIFIC_WORDS) or _specific_code_cause(status)
+            or _first_cause(words, _GENERIC_WORDS) or _generic_code_cause(status)
+            or Cause.UNKNOWN)
 
 
 def inferred_code(cause: Cause, permanent: bool, basic: str | None) -> str | None:

@@ -24,7 +24,6 @@ from typing import Any, Literal
 from trustmilter.bounce.causes import (
     EXPLANATIONS,
     Cause,
-    cause_from_code,
     cause_from_words,
     cause_of,
     inferred_code,
@@ -306,7 +305,7 @@ def _interpret(recipient: Recipient, notice_is_delay: bool, context: str) -> Bou
     permanent = _permanent(recipient, status, notice_is_delay)
     cause: Cause | None = None
     if recipient.action not in _NOT_FAILURES:
-        cause = cause_from_words(recipient.diagnostic) or cause_from_code(status)
+        cause = cause_of(status, recipient.diagnostic)
         if cause is Cause.UNKNOWN:
             shared = cause_from_words(context)
             # A recipient still being tried has not run out of time: a delay
