@@ -142,3 +142,78 @@ def test_the_intermail_subject_names_no_cause() -> None:
     """"Mail System Error - Returned Mail" heads every InterMail and au bounce."""
     assert cause_from_words("Mail System Error - Returned Mail") is None
     assert cause_from_words("451 4.3.0 System error, try again") is Cause.SYSTEM_ERROR
+
+
+# ---- the order of evidence: specific words, specific code, generic words, generic code ----
+
+
+@pytest.mark.parametrize(("status", "reply", "cause"), [
+    # Words that name a cause beat the catch-all refusal code X.7.1.
+    ("5.7.1", "553 sorry, badrcptto(user mail-box not found) (#5.7.1)", Cause.USER_UNKNOWN),
+    ("5.7.1", "550 5.7.1 <bob@example.net>: Recipient address rejected: no such user",
+     Cause.USER_UNKNOWN),
+    ("5.7.1", "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+     Cause.RELAYING_DENIED),
+    ("5.7.1", "550 5.7.1 Your email breaches local URIBL policy.", Cause.SPAM_OR_CONTENT),
+    # Words that name one cause beat a code that names another: X.1.6 "moved,
+    # no forwarding address", worded as an address that is gone.
+    ("5.1.6", "550 5.1.6 recipient no longer on server: bob@example.net", Cause.USER_UNKNOWN),
+    # A specific code beats words that name no reason.
+    ("5.1.1", "550 5.1.1 Access denied", Cause.USER_UNKNOWN),
+    ("5.2.2", "552 5.2.2 Refused by local policy", Cause.MAILBOX_FULL),
+    # Generic words beat a generic code; with neither words nor code, the code.
+    ("5.7.1", "550 5.7.1 Internal error", Cause.SYSTEM_ERROR),
+    ("5.7.1", "550 5.7.1 Message refused", Cause.POLICY),
+    ("5.7.1", None, Cause.POLICY),
+    ("5.1.6", None, Cause.ADDRESS_MOVED),
+])
+def test_the_evidence_is_weighed_in_order(status: str, reply: str | None, cause: Cause) -> None:
+    assert cause_of(status, reply) is cause
+
+
+def test_a_virus_scanners_pass_notice_is_no_reason() -> None:
+    """A gateway's footer on what it relayed is no refusal: the code decides."""
+    footer = ("bob@example.net ____ **** This email has come from the internet and has been "
+              "scanned for all viruses and potentially offensive content by a gateway ****")
+    assert cause_of("5.1.1", footer) is Cause.USER_UNKNOWN
+    assert cause_of("5.1.1", "This message has been scanned for viruses and dangerous "
+                    "content by MailScanner, and is believed to be clean.") is Cause.USER_UNKNOWN
+    assert cause_from_words("554 5.7.1 Virus found in message") is Cause.SPAM_OR_CONTENT
+
+
+@pytest.mark.parametrize(("reply", "cause"), [
+    # URI blocklists list the links in the body: content, not the sender's server.
+    ("554 5.7.1 Message rejected: body contains a URL listed in SURBL", Cause.SPAM_OR_CONTENT),
+    ("550 5.7.1 Rejected: message contains blacklisted URL example.test",
+     Cause.SPAM_OR_CONTENT),
+    ("550 Blocked: the links in your message are listed at multi.uribl.example",
+     Cause.SPAM_OR_CONTENT),
+    ("554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+     Cause.BLOCKLISTED),
+    # Attachments and images refused for what they are.
+    ("Your mail to the following recipients could not be delivered because they are not "
+     "accepting mail with attachments or embedded images: bob", Cause.SPAM_OR_CONTENT),
+    ("550 This message contains an unwanted binary attachment.", Cause.SPAM_OR_CONTENT),
+    ("552 5.7.0 Our system detected an illegal attachment on your message.",
+     Cause.SPAM_OR_CONTENT),
+    ("554 5.7.1 Attachment type not allowed", Cause.SPAM_OR_CONTENT),
+    ("552-5.7.0 This message was blocked because its content presents a potential "
+     "552-5.7.0 security issue.", Cause.SPAM_OR_CONTENT),
+    ("552 5.3.4 Message size exceeds fixed limit: attachment too large",
+     Cause.MESSAGE_TOO_LARGE),
+    # Relaying, in qmail's and Exchange's words.
+    ("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+     Cause.RELAYING_DENIED),
+    ("550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+     Cause.RELAYING_DENIED),
+    ("554 <bob@example.net>: Relay access denied", Cause.RELAYING_DENIED),
+    # Unknown addresses written with a hyphen or a space, or gone from the server.
+    ("550 ** No mail box available for this user **", Cause.USER_UNKNOWN),
+    ("550 Mail-box not found", Cause.USER_UNKNOWN),
+    ("550 This address no longer accepts mail [bob@example.net]", Cause.USER_UNKNOWN),
+    # Full mailboxes in IMail's and Gmail's words.
+    ("User mailbox exceeds allowed size: bob@example.net", Cause.MAILBOX_FULL),
+    ("452 4.2.2 The recipient's inbox is out of storage space.", Cause.MAILBOX_FULL),
+])
+def test_mta_vocabulary(reply: str, cause: Cause) -> None:
+    assert cause_from_words(reply) is cause

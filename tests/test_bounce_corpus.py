@@ -46,7 +46,7 @@ TOOLS = corpus_tool()
 # levels reached. Development: every sample, the spent held-out sets too. A
 # held-out set gets its floor when it is measured, once.
 FLOORS: dict[str, tuple[float, float, float]] = {
-    "development": (0.992, 1.00, 0.964),
+    "development": (0.992, 1.00, 0.99),
     # No held-out floor at present. Each set was measured once, before the
     # reader was changed for it, and is development material since:
     # heldout-3/ 66/71 = 93.0 % read right, 46/47 = 97.9 % codes, 38/54 =

@@ -180,7 +180,7 @@ _SPECIFIC_WORDS: tuple[tuple[re.Pattern[str], Cause], ...] = (
             # The message's header broke a rule of the receiver (Gmail's "Header error").
             r"header error", r"(?:bad|invalid|malformed) (?:message )?header",
             # Gmail's 5.7.0 "its content presents a potential security issue".
-            r"content presents a potential security"),
+            r"content presents a potential"),
      Cause.SPAM_OR_CONTENT),
     (_words(r"relay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited)",
             r"unable to relay", r"not permitted to relay", r"we do not relay",
