@@ -348,9 +348,11 @@ def test_list_and_show_answer_what_postfix_holds(
     assert queue.read_message(second, 10**7) == (whole, False)
     assert queue.read_message(second, 1000) == (whole[:1000], True)  # the limit is honoured
 
+    # The helper logs a request after answering it, so the line of the one
+    # before may land after this count: wait for this request's own line.
     before = len(helper.log())
     queue.read_message(second, 4321)
-    line = helper.wait_for_log(f"show message {second}", after=before)
+    line = helper.wait_for_log(f"show message {second}: ok, 4321 ", after=before)
     assert re.fullmatch(rf"trustmilter review helper: peer uid=0 pid=\d+: show message "
                         rf"{second}: ok, 4321 bytes \(more left\)", line), line
 
