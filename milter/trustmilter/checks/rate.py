@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -438,6 +439,15 @@ class MessageRateCheck(BaseCheck[Config]):
         waits_on="state", findings=FINDINGS, writes_state=True,
     )
 
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        # A message's keys are counted as one step in this process. Two keys
+        # (envelope+ticket, from+ticket) counting the same messages must see
+        # them in the same order: counted key by key, two parallel messages
+        # could each get the 5th count on a different key, and both be
+        # refused where one was to be held (the strictest tier applies).
+        self._counting = threading.Lock()
+
     def run(self, ctx: CheckContext) -> list[CheckResult]:
         """One result for the message."""
         store, message = ctx.state, ctx.message
@@ -468,11 +478,13 @@ class MessageRateCheck(BaseCheck[Config]):
         window, now = self.config.window, ctx.clock()
         counts: list[Count] = []
         try:
-            for key in message_keys(keys, parts):
-                limits = self.config.limits(key.authenticated, listed)
-                seen = earlier.get(key.label)
-                count = seen.count if seen is not None else store.hit(key.state_key, now, window)
-                counts.append(Count(key.label, count, *limits))
+            with self._counting:
+                for key in message_keys(keys, parts):
+                    limits = self.config.limits(key.authenticated, listed)
+                    seen = earlier.get(key.label)
+                    count = (seen.count if seen is not None
+                             else store.hit(key.state_key, now, window))
+                    counts.append(Count(key.label, count, *limits))
         except StateError as error:
             return [_unavailable(error)]
         return [_judged(self.config, counts)]
