@@ -13,7 +13,6 @@ every assertion is about what Postfix's queue and the store really hold.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 import pytest
 
 from keys import message
-from review_rig import null_milter_on
+from review_rig import TRUST, held_ids, hold, null_milter_on
+from review_rig import hold_raw as hold_whole
 from smtp_helpers import send_one
 from trustmilter.cli import main
 from trustmilter.policy.evaluate import evaluate
@@ -36,7 +36,6 @@ from trustmilter.testing.postfix import PostfixInstance, free_port
 from trustmilter.verdict import Action
 
 HELPERS = Path(__file__).with_name("smtp_helpers.py")
-TRUST = "X-Trustmilter-Trust: low; score=8.0; reasons=auto.noreply_sender,iprev.ptr_missing; action=quarantine; rules=noreply-quarantine"
 
 
 # ---- fixtures ----------------------------------------------------------------
@@ -91,25 +90,6 @@ class Cli:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], mta: PostfixInstance, policy: Path) -> Cli:
     return Cli(capsys, mta, policy)
-
-
-def hold(mta: PostfixInstance, sender: str = "noreply@example.com", subject: str = "hold me",
-         trust: str | None = TRUST, rcpts: tuple[str, ...] = ("support@example.org",)) -> str:
-    """Send a message the null milter holds; its queue ID."""
-    raw = message(from_=sender or "MAILER-DAEMON@example.com", subject=subject)
-    if trust:  # trustmilter inserts its header at the very top
-        raw = trust.encode() + b"\r\n" + raw
-    out = send_one(mta.smtp_port, raw, mail_from=sender, rcpts=rcpts)
-    assert out.data is not None and out.data.code == 250, out
-    match = re.search(r"queued as (\S+)", out.data.text)
-    assert match, out.data
-    queue_id = match.group(1)
-    assert queue_id in {e["queue_id"] for e in mta.hold_queue()}
-    return queue_id
-
-
-def held_ids(mta: PostfixInstance) -> set[str]:
-    return {str(e["queue_id"]) for e in mta.hold_queue()}
 
 
 # ---- the verdict header and queue-ID syntax (no Postfix) ----------------------
@@ -363,14 +343,10 @@ def test_reputation_list_leaves_out_what_lapsed(cli: Cli, mta: PostfixInstance) 
 
 def hold_raw(mta: PostfixInstance, head: bytes, body: bytes) -> str:
     """Hold a message with header fields `head` (CRLF lines, no Subject) and `body`."""
-    raw = (TRUST.encode() + b"\r\nFrom: noreply@example.com\r\nTo: support@example.org\r\n"
+    raw = (b"From: noreply@example.com\r\nTo: support@example.org\r\n"
            b"Subject: hold for review\r\nMessage-ID: <body@example.com>\r\n" + head
            + b"\r\n" + body)
-    out = send_one(mta.smtp_port, raw, mail_from="noreply@example.com")
-    assert out.data is not None and out.data.code == 250, out
-    match = re.search(r"queued as (\S+)", out.data.text)
-    assert match and match.group(1) in held_ids(mta), out.data
-    return match.group(1)
+    return hold_whole(mta, raw, "noreply@example.com")
 
 
 MIXED = b"""\
