@@ -224,3 +224,21 @@ def unprivileged_runtime() -> Iterator[Runtime]:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI must run trustmilter as an unprivileged user: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# ---- Debian's Chromium and chromedriver (testing/browser.py) -----------------
+# Missing: skipped on a developer's machine, a failure under CI=true, where
+# packaging/install.sh --test must have installed them.
+
+from trustmilter.testing.browser import browser_unavailable  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser_installed() -> None:
+    """Skip (or under CI, fail) when Chromium and its driver are not installed."""
+    reason = browser_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the browser tests: {reason}", pytrace=False)
+    pytest.skip(reason)

@@ -11,7 +11,6 @@ a failure under CI=true (packaging/install.sh --test installs both).
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from trustmilter.testing.browser import (
     Browser,
     BrowserOptions,
     artifacts_directory,
-    browser_unavailable,
 )
 
 PAGE = b"""<!doctype html>
@@ -70,16 +68,6 @@ def serve(seen: Seen) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-@pytest.fixture(scope="module")
-def browser_installed() -> None:
-    reason = browser_unavailable()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the browser tests: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture

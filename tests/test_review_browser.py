@@ -44,7 +44,7 @@ from trustmilter.config.load import load_settings
 from trustmilter.i18n import translator
 from trustmilter.signals import FINDINGS
 from trustmilter.state.open import open_store
-from trustmilter.testing.browser import Browser, BrowserOptions, browser_unavailable
+from trustmilter.testing.browser import Browser, BrowserOptions
 from trustmilter.testing.daemon import DaemonProcess, write_policy
 from trustmilter.testing.dnsserver import DnsTestServer
 from trustmilter.testing.postfix import PostfixInstance, free_port, wait_for_port
@@ -100,16 +100,6 @@ def trustmilter(policy: Path, *argv: str, stdin: str = "") -> str:
                           check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-@pytest.fixture(scope="module")
-def browser_installed() -> None:
-    reason = browser_unavailable()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the browser tests: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def _hold(rig_postfix: PostfixInstance, daemon: DaemonProcess, sender: str, subject: str,

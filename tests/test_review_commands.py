@@ -16,10 +16,8 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import pytest
 from jinja2.ext import babel_extract
 
+from helper_rig import socket_base
 from test_i18n import po_entries
 from trustmilter.cli import main
 from trustmilter.review.database import DATABASE_NAME
@@ -115,12 +114,8 @@ def _serve(policy: Path, *more: str, runtime: Runtime | None = None) -> subproce
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
     """A directory uid 65534 can read (pytest's tmp dirs are 0700 root)."""
-    path = Path(tempfile.mkdtemp(prefix="trustmilter-review-"))
-    path.chmod(0o755)
-    try:
+    with socket_base() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as CI runs the tests")
